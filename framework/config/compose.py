@@ -1,0 +1,189 @@
+"""Hydra composition, done once in the launching process.
+
+A recipe (from recipes/ or a user's own YAML file) is the primary config; conf/ and recipes/ are on
+the search path, so a recipe's defaults list picks one preset per group and may extend a shipped
+recipe. Hydra's errors are translated into one clear UserError naming the key, value and fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from framework.errors import UserError, did_you_mean
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
+RECIPES_DIR = REPO_ROOT / "recipes"
+HYDRA_VERSION_BASE = "1.3"
+
+
+@dataclass
+class Composed:
+    """A composed, interpolation-resolved config plus where its pieces came from."""
+
+    recipe_name: str
+    recipe_path: Path
+    config: Dict[str, Any]
+    overrides: List[str]
+    choices: Dict[str, str]  # group -> chosen preset name
+
+    def origin(self, key_path: str) -> str:
+        """Name the place a key was set: the command line, the recipe file or a preset file."""
+        for override in self.overrides:
+            key = override.split("=", 1)[0].lstrip("+~")
+            if key == key_path:
+                return f"the command line ('{override}')"
+        if _has_path(_read_yaml(self.recipe_path), key_path):
+            return str(self.recipe_path)
+        group = key_path.split(".", 1)[0]
+        if group in self.choices:
+            preset = CONF_DIR / group / f"{self.choices[group]}.yaml"
+            if preset.exists():
+                return str(preset)
+        return f"{self.recipe_path} (composed)"
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _has_path(node: Any, key_path: str) -> bool:
+    for part in key_path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def group_presets(group: str) -> List[str]:
+    """The presets of one config group, as `group=NAME` accepts them."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def recipe_names() -> List[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(recipe: str) -> Path:
+    """Map a recipe argument (a shipped recipe name or a path to a YAML file) to its file."""
+    looks_like_path = recipe.endswith((".yaml", ".yml")) or "/" in recipe
+    path = Path(recipe).expanduser() if looks_like_path else RECIPES_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        hint = did_you_mean(Path(recipe).stem, recipe_names())
+        raise UserError(f"recipe '{recipe}': no such recipe file ({path}){hint}. "
+                        f"Use a name from `ft list recipes` or a path to a YAML file.")
+    return path.resolve()
+
+
+def _search_path_override() -> str:
+    return f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]"
+
+
+def _hydra_compose(recipe_path: Path, overrides: List[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(recipe_path.parent), version_base=HYDRA_VERSION_BASE):
+        return compose(config_name=recipe_path.stem,
+                       overrides=[_search_path_override(), *overrides], return_hydra_config=True)
+
+
+def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Composed:
+    """Compose a recipe with command-line overrides into a plain, resolved mapping."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    recipe_path = resolve_recipe(recipe)
+    _check_yaml(recipe_path)
+    try:
+        cfg = _hydra_compose(recipe_path, overrides)
+    except Exception as error:  # Hydra raises several unrelated types; translate them all
+        raise _translate_hydra_error(error, recipe_path, overrides) from None
+    choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
+               if not k.startswith("hydra/") and v is not None}
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or "?"
+        raise UserError(f"{key}: cannot resolve interpolation: {error.msg if hasattr(error, 'msg') else error}"
+                        .split("\n")[0]) from None
+    container.setdefault("recipe", recipe_path.stem)
+    return Composed(recipe_path.stem, recipe_path, container, overrides, choices)
+
+
+def _check_yaml(path: Path) -> None:
+    """Parse a YAML file up front so that a syntax error names the file and line."""
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+        raise UserError(f"{where}: malformed YAML: {problem}. Fix the syntax at that line.") from None
+
+
+def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[str]) -> UserError:
+    message = str(error)
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, yaml.YAMLError) or "while scanning" in message or "while parsing" in message:
+        bad = re.search(r"'([^']+\.yaml)'", message)
+        return UserError(f"malformed YAML{' in ' + bad.group(1) if bad else ''}: "
+                         f"{message.splitlines()[0]}")
+    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", message)
+    if missing:
+        group, name = missing.groups()
+        presets = group_presets(group)
+        return UserError(f"{group}={name}: unknown {group} preset{did_you_mean(name, presets)}. "
+                         f"Available: {', '.join(presets) or '(none)'}")
+    missing_primary = re.search(r"Cannot find primary config '([^']+)'", message)
+    if missing_primary:
+        return UserError(f"recipe '{missing_primary.group(1)}' not found in {recipe_path.parent}")
+    bad_override = re.search(r"Could not override '([^']+)'", message)
+    if bad_override:
+        key = bad_override.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")
+        return UserError(_unknown_override_message(recipe_path, key, value))
+    if "Could not append to config" in message or "Could not delete" in message:
+        return UserError(message.splitlines()[0])
+    if type(error).__name__ == "OverrideParseException":
+        return UserError(f"cannot parse command-line override: {message.splitlines()[0]}. "
+                         f"Overrides look like key=value, group=preset or +new.key=value")
+    first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return UserError(f"cannot compose recipe {recipe_path.name}: {first}")
+
+
+def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
+    """Suggest the closest existing key for a command-line override that matched nothing."""
+    try:
+        base = _hydra_compose(recipe_path, [])
+        from omegaconf import OmegaConf
+
+        OmegaConf.set_struct(base, False)
+        del base["hydra"]
+        node: Any = OmegaConf.to_container(base, resolve=False)
+    except Exception:  # the base itself failed; fall back to a plain message
+        node = {}
+    parent_path, _, leaf = key.rpartition(".")
+    for part in parent_path.split(".") if parent_path else []:
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    siblings = list(node) if isinstance(node, dict) else []
+    groups = set(recipe_groups())
+    if not parent_path and leaf not in siblings and leaf not in groups:
+        siblings += sorted(groups)
+    valid = f"; valid keys here: {', '.join(sorted(siblings))}" if siblings else ""
+    return (f"{key}={value}: unknown key{did_you_mean(leaf, siblings)} (set on the command line)"
+            f"{valid}. To add a new key on purpose, write +{key}={value}")
+
+
+def recipe_groups() -> List[str]:
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())

@@ -1,0 +1,159 @@
+"""The typed run configuration. Group presets (model, peft, task, hardware, logger) are typed by the
+``Params`` class of the registry entry their ``name`` selects; ``train`` and ``data`` are fixed here.
+
+Nothing here imports torch: the whole config is checked before any model is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional
+
+from framework.errors import UserError
+from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, Registry
+from framework.config.typecheck import OriginFn, check_dataclass
+
+
+@dataclass(kw_only=True)
+class GroupParams:
+    """Base of every preset's schema: ``name`` is the registry key that builds it."""
+
+    name: str
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Optimisation settings (the `train` group). Batch sizes are per process, in examples."""
+
+    epochs: int = 1  # full passes over the training split; ignored when max_steps is set
+    max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 8  # examples per process per micro-batch
+    eval_batch_size: Optional[int] = None  # defaults to batch_size
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 2e-4
+    lr_ratio_b: Optional[float] = None  # LoRA+: lr of LoRA B matrices = lr * lr_ratio_b (null = off)
+    weight_decay: float = 0.0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = 0.0  # fraction of total optimizer steps spent warming up
+    max_grad_norm: Optional[float] = 1.0  # clip the global grad norm; null = no clipping
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    eval_before: bool = False  # evaluate the untrained model first (baseline in metrics.jsonl)
+    log_every: int = 10  # optimizer steps between loss logs (each log costs one host sync)
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = no intermediate checkpoints
+    keep_last: int = 2  # complete checkpoints kept; the newest complete one is never deleted
+    nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
+    gradient_checkpointing: bool = False  # trade compute for activation memory
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where examples come from and how they are cut (the `data` group)."""
+
+    name: str  # a data source: files, hub, or a built-in dataset (`ft list data`)
+    source: Dict[str, Any] = field(default_factory=dict)  # the source's own options
+    columns: Dict[str, str] = field(default_factory=dict)  # task role -> column in the data
+    validation_split: float = 0.1  # held-out fraction when the data has no validation split
+    max_length: int = 256  # tokens per example
+    truncation: bool = True  # false: drop (and count) examples longer than max_length
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+    shuffle_seed: int = 0  # seed of the train/validation split made by ft
+
+
+@dataclass(kw_only=True)
+class RunSettings:
+    """Top-level keys of a run (outside the config groups)."""
+
+    recipe: str  # set by the CLI from the recipe's name
+    seed: int = 0
+    output_root: str = "outputs"
+    run_dir: Optional[str] = None  # explicit run directory; default outputs/<recipe>/<time>
+    resume: Optional[str] = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
+    overwrite: bool = False  # allow run_dir to be a directory that already holds another run
+
+
+@dataclass(kw_only=True)
+class RunConfig(RunSettings):
+    """The whole validated run: one typed object per config group."""
+
+    model: Any
+    peft: Any
+    task: Any
+    hardware: Any
+    data: DataConfig
+    train: TrainConfig
+    logger: Any
+    data_source: Any = None  # typed `data.source`, per the data source's Params
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)  # the composed mapping it came from
+
+
+TOP_LEVEL_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
+GROUPS: Dict[str, Registry] = {
+    "model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hardware": HARDWARE, "logger": LOGGERS,
+}
+ALL_GROUPS: List[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
+
+
+def _group(registry: Registry, node: Any, key: str, origin: OriginFn, problems: List[str]) -> Any:
+    if not isinstance(node, dict):
+        problems.append(f"{key}: must be a preset mapping with a 'name', got {node!r}; "
+                        f"pick one with {key}=PRESET (`ft list {key}`)")
+        return None
+    name = node.get("name")
+    if name is None or name == "???":
+        problems.append(f"{key}.name: missing; pick a preset with {key}=PRESET (`ft list {key}`)")
+        return None
+    try:
+        entry = registry.get(name, key=f"{key}.name")
+    except UserError as error:
+        problems.append(str(error))
+        return None
+    return check_dataclass(entry.Params, node, key, origin, problems)
+
+
+def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
+    """Type-check a composed config and return the RunConfig; raise one UserError listing all
+    problems (unknown keys with suggestions, wrong types, missing values, unknown presets)."""
+    from framework.registry import load_all
+
+    load_all()
+    problems: List[str] = []
+    known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
+    from framework.errors import did_you_mean
+
+    for key in node:
+        if key not in known:
+            problems.append(f"{key}: unknown top-level key{did_you_mean(key, known)} "
+                            f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}")
+    missing_groups = [g for g in ALL_GROUPS if g not in node]
+    for g in missing_groups:
+        problems.append(f"{g}: no preset chosen; add '- {g}: PRESET' to the recipe's defaults "
+                        f"or pass {g}=PRESET (`ft list {g}`)")
+    groups = {key: _group(reg, node[key], key, origin, problems)
+              for key, reg in GROUPS.items() if key in node}
+    train = check_dataclass(TrainConfig, node.get("train") or {}, "train", origin, problems) \
+        if "train" in node else None
+    data = check_dataclass(DataConfig, node.get("data") or {}, "data", origin, problems) \
+        if "data" in node else None
+    data_source = None
+    if data is not None:
+        try:
+            source_entry = DATASETS.get(data.name, key="data.name")
+            data_source = check_dataclass(source_entry.Params, data.source, "data.source",
+                                          origin, problems)
+        except UserError as error:
+            problems.append(str(error))
+    top = {k: node[k] for k in TOP_LEVEL_KEYS if k in node}
+    top_checked = check_dataclass(RunSettings, top, "", origin, problems)
+    if problems:
+        raise UserError(f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):",
+                        problems)
+    run = RunConfig(data=data, train=train, data_source=data_source, raw=node,
+                    **groups, **dataclasses.asdict(top_checked))
+    from framework.config.compat import check_combination
+
+    check_combination(run)
+    return run

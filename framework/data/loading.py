@@ -1,0 +1,90 @@
+"""Load the raw splits of a run: read the source, check it is non-empty, hold out a validation
+split when the data has none, and cap the example counts. Tokenization is the task's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict
+
+from framework.config.schema import DataConfig
+from framework.errors import UserError
+from framework.registry import DATASETS
+
+
+@dataclass
+class RawSplits:
+    """Raw HF datasets per split, plus where each came from (for error messages)."""
+
+    splits: Dict[str, Any]
+    origins: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self, split: str) -> str:
+        return self.origins.get(split, "the data")
+
+
+def data_cache_dir() -> Path:
+    from framework.models.loading import cache_root
+
+    return cache_root() / "data"
+
+
+def _read_file(path: Path, fmt: str, split: str) -> Any:
+    import datasets
+
+    from framework.data.builtin import conll_to_jsonl
+
+    if not path.is_file():
+        raise UserError(f"data.source.{split}: file not found: {path}")
+    try:
+        if fmt == "conll":
+            return datasets.Dataset.from_list(conll_to_jsonl(path))
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+    except UserError:
+        raise
+    except Exception as error:  # pyarrow/json/csv parser errors differ by format
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"data.source.{split}: cannot read {path} as {fmt}: {message}. "
+                        f"Check the file's format (set data.source.format if the suffix is wrong)") \
+            from None
+
+
+def load_raw_splits(data: DataConfig, source_params: Any) -> RawSplits:
+    """Return train and validation (and test, if given) as raw datasets."""
+    from framework.data.sources import FORMATS
+
+    entry = DATASETS.get(data.name, key="data.name")
+    raw = RawSplits(splits={})
+    if hasattr(entry, "load"):
+        raw.splits = entry.load(source_params)
+        raw.origins = {s: f"{data.name} dataset '{getattr(source_params, 'path', '')}'"
+                       for s in raw.splits}
+    else:
+        files = entry.materialize(source_params, data_cache_dir())
+        forced = getattr(source_params, "format", None)
+        for split, path in files.items():
+            fmt = forced or FORMATS.get(path.suffix.lower(), "json")
+            raw.splits[split] = _read_file(path, fmt, split)
+            raw.origins[split] = str(path)
+    for split, dataset in raw.splits.items():
+        if len(dataset) == 0:
+            raise UserError(f"data: split '{split}' of {raw.describe(split)} is empty. "
+                            f"Fix: point data.source at a file with examples")
+    if "train" not in raw.splits:
+        raise UserError(f"data: {data.name} has no train split")
+    if "validation" not in raw.splits:
+        if not 0.0 < data.validation_split < 1.0 or len(raw.splits["train"]) < 2:
+            raise UserError(f"data.validation_split={data.validation_split}: the data has no "
+                            f"validation split, so ft needs a fraction in (0, 1) of a train split "
+                            f"with at least 2 examples to hold out")
+        held = raw.splits["train"].train_test_split(test_size=data.validation_split,
+                                                    seed=data.shuffle_seed)
+        raw.splits["train"], raw.splits["validation"] = held["train"], held["test"]
+        raw.origins["validation"] = f"{raw.describe('train')} (held-out {data.validation_split:g})"
+    caps = {"train": data.max_train_examples, "validation": data.max_eval_examples,
+            "test": data.max_eval_examples}
+    for split, cap in caps.items():
+        if cap is not None and split in raw.splits and len(raw.splits[split]) > cap:
+            raw.splits[split] = raw.splits[split].select(range(cap))
+    return raw

@@ -1,0 +1,3 @@
+"""Hardware profiles; importing this package registers them all."""
+
+from framework.hardware import cpu, gpu  # noqa: F401

@@ -1,0 +1,67 @@
+"""Hydra's own command line for `ft train` when Hydra flags are given (-m sweeps, --cfg, --info,
+shell completion). Each job is validated and trained exactly like `ft train`; the objective
+returned to a sweeper (e.g. Optuna) is the task's primary metric on the validation split."""
+
+from __future__ import annotations
+
+import sys
+from typing import List
+
+from framework.errors import UserError
+
+
+def run_hydra_app(argv: List[str]) -> int:
+    """Run `ft train RECIPE [hydra flags] [overrides]` through hydra.main."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from framework.cli import execute
+    from framework.config.compose import HYDRA_VERSION_BASE, CONF_DIR, RECIPES_DIR, resolve_recipe
+    from framework.config.compose import Composed
+    from framework.config.schema import build_run_config
+
+    if not argv or argv[0].startswith("-"):
+        print("error: usage: ft train RECIPE [-m] [overrides]", file=sys.stderr)
+        return 2
+    try:
+        recipe_path = resolve_recipe(argv[0])
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    rest = argv[1:]
+
+    @hydra.main(config_path=str(recipe_path.parent), config_name=recipe_path.stem,
+                version_base=HYDRA_VERSION_BASE)
+    def job(cfg: DictConfig) -> float:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
+        choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
+                   if not k.startswith("hydra/") and v is not None}
+        node = OmegaConf.to_container(cfg, resolve=True)
+        node.setdefault("recipe", recipe_path.stem)
+        composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
+        run = build_run_config(node, composed.origin)
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+            run.run_dir = run.run_dir or str(hydra_cfg.runtime.output_dir)
+            run.overwrite = True  # Hydra made this job's directory for it
+        metrics = execute(composed, run)
+        from framework.registry import TASKS
+
+        task_class = TASKS.get(run.task.name)
+        key = getattr(task_class, "primary_metric", "eval_loss")
+        return float(metrics.get(key, metrics.get("eval_loss", float("nan"))))
+
+    # hydra.main reads sys.argv; put the search path and the user's arguments there.
+    sys.argv = [f"ft train {recipe_path.stem}",
+                f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
+                "hydra.job.chdir=false", *rest]
+    try:
+        job()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

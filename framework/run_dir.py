@@ -1,0 +1,137 @@
+"""The run directory: created once by the launching process, never shared between runs, holding
+the resolved config (secrets redacted), the overrides, provenance and the metrics log."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from framework.errors import UserError
+
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"
+PROVENANCE_FILE = "provenance.json"
+METRICS_FILE = "metrics.jsonl"
+REDACTED = "***REDACTED***"
+
+# A key whose name has one of these words (as a whole _-separated part) holds a secret.
+_SECRET_KEY = re.compile(r"(^|[_\-.])(token|api_?key|key|secret|password|passwd|credentials?)s?($|[_\-.])",
+                         re.IGNORECASE)
+# Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens).
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,})\b")
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))
+
+
+def redact(node: Any, key: str = "") -> Any:
+    """Copy of a config tree with secret-looking keys and values replaced."""
+    if isinstance(node, dict):
+        return {k: redact(v, str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact(v, key) for v in node]
+    if isinstance(node, str):
+        if is_secret_key(key) and node:
+            return REDACTED
+        return _SECRET_VALUE.sub(REDACTED, node)
+    return node
+
+
+def redact_text(text: str) -> str:
+    """Redact secret-looking values and `key=value` pairs with secret keys in a log line."""
+    text = _SECRET_VALUE.sub(REDACTED, text)
+    return re.sub(r"([\w.\-]*(?:token|key|secret|password)[\w.\-]*)=(\S+)",
+                  lambda m: f"{m.group(1)}={REDACTED}" if is_secret_key(m.group(1).split('.')[-1])
+                  else m.group(0), text, flags=re.IGNORECASE)
+
+
+def create_run_dir(root: str, recipe: str, explicit: Optional[str], overwrite: bool) -> Path:
+    """Make a fresh run directory. Two runs in the same second get different directories;
+    an explicit directory that already holds a run is refused unless overwrite=true."""
+    if explicit:
+        path = Path(explicit).expanduser().resolve()
+        if (path / CONFIG_FILE).exists() and not overwrite:
+            raise UserError(f"run_dir='{explicit}': already holds a run ({path / CONFIG_FILE}). "
+                            f"Choose another run_dir, resume it with resume=auto, or pass "
+                            f"overwrite=true to reuse it")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = Path(root).expanduser().resolve() / recipe
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in range(1000):
+        path = base / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+        try:
+            path.mkdir()  # atomic: fails if another run took this name first
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"output_root='{root}': could not create a unique run directory under {base}")
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_files(run_dir: Path, config: Dict[str, Any], overrides: List[str]) -> None:
+    """Write the resolved config, the command-line overrides and provenance (all redacted)."""
+    clean = redact(config)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False))
+    (run_dir / OVERRIDES_FILE).write_text(yaml.safe_dump([redact_text(o) for o in overrides]))
+    versions = {}
+    for package in ("torch", "transformers", "peft", "accelerate", "datasets", "hydra-core"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:  # not installed: provenance is best effort
+            versions[package] = None
+    provenance = {"argv": [redact_text(a) for a in sys.argv], "python": platform.python_version(),
+                  "host": platform.node(), "git_commit": _git_commit(), "versions": versions,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (run_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+
+
+def read_config(run_dir: Path) -> Dict[str, Any]:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not an ft run directory (no {CONFIG_FILE})")
+    return yaml.safe_load(path.read_text())
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl, written by the main process only."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path = run_dir / METRICS_FILE
+        self.enabled = enabled
+
+    def write(self, record: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_metrics(run_dir: Path) -> List[Dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

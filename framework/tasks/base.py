@@ -1,0 +1,121 @@
+"""Tasks: one registered class per PEFT task type. A task owns everything that depends on the
+kind of output: the AutoModelFor* class, the columns it needs, tokenization, collation, the loss
+(when the model's own is not it), evaluation metrics and prediction output."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional
+
+from framework.config.schema import DataConfig, GroupParams
+from framework.errors import UserError
+
+
+@dataclass(kw_only=True)
+class TaskParams(GroupParams):
+    """Fields every task shares (none yet beyond name)."""
+
+
+class Task:
+    """Base class of a registered task. A task instance lives for one run."""
+
+    Params: ClassVar[type] = TaskParams
+    auto_model: ClassVar[str] = ""  # transformers AutoModelFor* class name
+    peft_task_type: ClassVar[str] = ""  # peft TaskType value
+    primary_metric: ClassVar[str] = "eval_loss"  # what sweeps optimise and `make demo` reports
+    greater_is_better: ClassVar[bool] = False
+
+    def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
+        self.params = params
+        self.data = data
+        self.tokenizer = tokenizer
+        self.family = family
+
+    # ---- columns -------------------------------------------------------------------------
+    def roles(self) -> Dict[str, bool]:
+        """Column roles this task reads: role -> required. data.columns maps role -> column."""
+        raise NotImplementedError
+
+    def column(self, role: str) -> str:
+        return self.data.columns.get(role, role)
+
+    def check_columns(self, splits: Any, describe: Callable[[str], str]) -> None:
+        """Raise a UserError naming the file, split and column when a needed column is absent."""
+        for split, dataset in splits.items():
+            for role, required in self.roles().items():
+                col = self.column(role)
+                if required and col not in dataset.column_names:
+                    raise UserError(
+                        f"data.columns.{role}: column '{col}' not found in split '{split}' of "
+                        f"{describe(split)}; it has columns {dataset.column_names}. "
+                        f"Fix: data.columns.{role}=<one of those>")
+
+    # ---- labels and model ------------------------------------------------------------------
+    def fit_labels(self, splits: Any, describe: Callable[[str], str]) -> None:
+        """Learn label maps from the train split and check the other splits against them."""
+
+    def model_kwargs(self) -> Dict[str, Any]:
+        """Extra from_pretrained kwargs (num_labels, id2label, ...)."""
+        return {}
+
+    def artifacts(self) -> Dict[str, Any]:
+        """JSON-serialisable facts saved beside the adapter (label maps, ...)."""
+        return {}
+
+    def save_artifacts(self, directory: Path) -> None:
+        extras = self.artifacts()
+        if extras:
+            (directory / "ft_task.json").write_text(json.dumps(extras, indent=2))
+
+    # ---- data ------------------------------------------------------------------------------
+    def tokenize(self, splits: Any) -> Any:
+        """Turn raw splits into model inputs with datasets.map (cached by fingerprint)."""
+        raise NotImplementedError
+
+    def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[Dict], int]) -> Any:
+        """Under truncation=false, drop over-long examples; fail if none are left."""
+        limit = self.data.max_length
+        kept = dataset.filter(lambda ex: length_of(ex) <= limit)
+        if len(kept) == 0 and len(dataset) > 0:
+            raise UserError(f"data.max_length={limit}: every example of split '{split}' is longer "
+                            f"and data.truncation=false drops them. Fix: raise data.max_length or "
+                            f"set data.truncation=true")
+        return kept
+
+    # ---- training and evaluation -----------------------------------------------------------
+    def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
+        """The training loss; by default the model's own (labels are in the batch)."""
+        return model(**batch).loss
+
+    def evaluate(self, model: Any, loader: Iterable, accelerator: Any,
+                 raw: Optional[Any] = None) -> Dict[str, float]:
+        """Metrics on a held-out split: always eval_loss, plus the task's own."""
+        raise NotImplementedError
+
+    def mean_loss(self, model: Any, loader: Iterable, accelerator: Any) -> float:
+        """Example-weighted mean loss over a loader, across processes."""
+        import torch
+
+        total = torch.zeros(2, device=accelerator.device)
+        with torch.no_grad():
+            for batch in loader:
+                loss = self.compute_loss(model, batch)
+                n = next(iter(batch.values())).shape[0]
+                total += torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=total.device)])
+        total = accelerator.reduce(total, reduction="sum")
+        return float(total[0] / total[1].clamp(min=1))
+
+    # ---- prediction ------------------------------------------------------------------------
+    def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
+        """Predictions for raw rows (what `ft predict` writes, one JSON object per row)."""
+        raise NotImplementedError
+
+
+def safe_exp(x: float) -> float:
+    return math.exp(min(x, 50.0))
