@@ -173,3 +173,21 @@ def resume_mismatches(saved: Any, current: Any) -> List[str]:
     before, after = _fingerprint(saved), _fingerprint(current)
     return [f"{key}: checkpoint has {before[key]!r}, this run has {after[key]!r}"
             for key in before if before[key] != after[key]]
+
+
+def check_resume(run: Any, run_dir: Path) -> Path:
+    """Find the checkpoint to resume and refuse (before any model is loaded) if the config changed
+    what it holds: a silently reset optimizer or a mismatched adapter is never acceptable."""
+    import yaml
+
+    from framework.config.schema import build_run_config
+
+    checkpoint = find_resume_checkpoint(run.resume, run_dir)
+    saved_config = checkpoint / "config.yaml"
+    saved = build_run_config(yaml.safe_load(saved_config.read_text()), lambda key: str(saved_config))
+    mismatches = resume_mismatches(saved, run)
+    if mismatches:
+        raise UserError(f"resume={run.resume}: the config changed since {checkpoint}; resuming would "
+                        f"reset or corrupt its state. Start a new run, or undo these changes:",
+                        mismatches)
+    return checkpoint

@@ -177,12 +177,14 @@ def prepare_run_dir(composed, run) -> Path:
     """Create (or, when resuming, reuse) the run directory and write the run's files into it."""
     import yaml
 
+    from framework.checkpoint import check_resume
     from framework.run_dir import create_run_dir, redact, write_run_files
 
     resumed = _resume_run_dir(run)
     if resumed is not None:
         if not (resumed / "config.yaml").exists():
             raise UserError(f"resume={run.resume}: {resumed} is not an ft run directory")
+        check_resume(run, resumed)  # before any model is loaded or file written
         # Keep the original config; record this invocation beside it, never overwriting.
         n = len(list(resumed.glob("config.resume-*.yaml"))) + 1
         (resumed / f"config.resume-{n}.yaml").write_text(

@@ -5,9 +5,31 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 from __future__ import annotations
 
 import sys
-from typing import List
+from typing import List, Tuple
 
 from framework.errors import UserError
+
+
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-dir", "-cd",
+               "--shell-completion", "-sc", "--experimental-rerun"}
+
+
+def split_flags(args: List[str]) -> Tuple[List[str], List[str]]:
+    """Separate Hydra's flags (with their values) from key=value overrides."""
+    flags, overrides = [], []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if token.startswith("-"):
+            flags.append(token)
+            nxt = args[index + 1] if index + 1 < len(args) else None
+            if token in VALUE_FLAGS and nxt is not None and "=" not in nxt and not nxt.startswith("-"):
+                flags.append(nxt)
+                index += 1
+        else:
+            overrides.append(token)
+        index += 1
+    return flags, overrides
 
 
 def run_hydra_app(argv: List[str]) -> int:
@@ -53,10 +75,11 @@ def run_hydra_app(argv: List[str]) -> int:
         key = getattr(task_class, "primary_metric", "eval_loss")
         return float(metrics.get(key, metrics.get("eval_loss", float("nan"))))
 
-    # hydra.main reads sys.argv; put the search path and the user's arguments there.
-    sys.argv = [f"ft train {recipe_path.stem}",
+    # hydra.main reads sys.argv: flags first, then overrides (argparse can't interleave them).
+    flags, overrides = split_flags(rest)
+    sys.argv = [f"ft train {recipe_path.stem}", *flags,
                 f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
-                "hydra.job.chdir=false", *rest]
+                "hydra.job.chdir=false", *overrides]
     try:
         job()
     except UserError as error:

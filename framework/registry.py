@@ -66,6 +66,7 @@ LOGGERS: Registry = Registry("logger")
 def load_all() -> None:
     """Import every plug-in package so that its entries are registered (no torch import)."""
     import framework.data.builtin  # noqa: F401
+    import framework.data.sources  # noqa: F401
     import framework.hardware  # noqa: F401
     import framework.loggers  # noqa: F401
     import framework.models  # noqa: F401

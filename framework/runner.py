@@ -19,12 +19,11 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from framework.checkpoint import (find_resume_checkpoint, read_trainer_state, resume_mismatches,
-                                  save_checkpoint, set_rng_state)
-from framework.config.schema import RunConfig, build_run_config
+from framework.checkpoint import check_resume, read_trainer_state, save_checkpoint, set_rng_state
+from framework.config.schema import RunConfig
 from framework.errors import UserError
 from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
-from framework.run_dir import METRICS_FILE, MetricsLog, read_config, redact
+from framework.run_dir import METRICS_FILE, MetricsLog, redact
 
 log = logging.getLogger("ft")
 
@@ -191,13 +190,7 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "total_steps": total_steps}
     resumed_rng: Optional[Dict[str, Any]] = None
     if run.resume:
-        resume_from = find_resume_checkpoint(run.resume, run_dir)
-        saved_run = build_run_config(read_config(resume_from), lambda key: str(resume_from))
-        mismatches = resume_mismatches(saved_run, run)
-        if mismatches:
-            raise UserError(f"resume={run.resume}: the config changed since {resume_from.name}; "
-                            f"resuming would silently reset or corrupt state. Start a new run, or "
-                            f"undo these changes:", mismatches)
+        resume_from = check_resume(run, run_dir)
         accelerator.load_state(str(resume_from))
         state.update(read_trainer_state(resume_from))
         state["total_steps"] = total_steps

@@ -95,6 +95,49 @@ def _hydra_compose(recipe_path: Path, overrides: List[str]):
                        overrides=[_search_path_override(), *overrides], return_hydra_config=True)
 
 
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _plain(cfg: Any) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    OmegaConf.set_struct(cfg, False)
+    if "hydra" in cfg:
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
+    """Compose; an override of a key the preset omits but the schema defines (train.eval_before=
+    true) is retried as an addition (+key=value). Keys outside the schema still fail."""
+    from framework.config.schema import schema_fields
+
+    overrides = list(overrides)
+    for _ in range(len(overrides) + 1):
+        try:
+            return _hydra_compose(recipe_path, overrides), overrides
+        except Exception as error:
+            match = re.search(r"Could not override '([^']+)'", str(error))
+            index = next((i for i, o in enumerate(overrides)
+                          if match and not o.startswith(("+", "~")) and _override_key(o) == match.group(1)),
+                         None)
+            if index is None:
+                raise
+            # The schema of a group depends only on which presets are chosen.
+            choices = [o for o in overrides if "." not in _override_key(o)
+                       and _override_key(o) in recipe_groups() and not o.startswith(("+", "~"))]
+            try:
+                base = _plain(_hydra_compose(recipe_path, choices))
+            except Exception:
+                raise error from None
+            allowed = schema_fields(base, match.group(1))
+            if allowed is None or match.group(1).split(".")[-1] not in allowed:
+                raise
+            overrides[index] = "+" + overrides[index]
+    return _hydra_compose(recipe_path, overrides), overrides
+
+
 def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Composed:
     """Compose a recipe with command-line overrides into a plain, resolved mapping."""
     from omegaconf import OmegaConf
@@ -104,7 +147,7 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
     recipe_path = resolve_recipe(recipe)
     _check_yaml(recipe_path)
     try:
-        cfg = _hydra_compose(recipe_path, overrides)
+        cfg, overrides = _compose_allowing_schema_keys(recipe_path, overrides)
     except Exception as error:  # Hydra raises several unrelated types; translate them all
         raise _translate_hydra_error(error, recipe_path, overrides) from None
     choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
@@ -164,19 +207,17 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
 
 def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
     """Suggest the closest existing key for a command-line override that matched nothing."""
-    try:
-        base = _hydra_compose(recipe_path, [])
-        from omegaconf import OmegaConf
+    from framework.config.schema import schema_fields
 
-        OmegaConf.set_struct(base, False)
-        del base["hydra"]
-        node: Any = OmegaConf.to_container(base, resolve=False)
+    try:
+        base: Any = _plain(_hydra_compose(recipe_path, []))
     except Exception:  # the base itself failed; fall back to a plain message
-        node = {}
+        base = {}
     parent_path, _, leaf = key.rpartition(".")
+    node = base
     for part in parent_path.split(".") if parent_path else []:
         node = node.get(part, {}) if isinstance(node, dict) else {}
-    siblings = list(node) if isinstance(node, dict) else []
+    siblings = schema_fields(base, key) or (list(node) if isinstance(node, dict) else [])
     groups = set(recipe_groups())
     if not parent_path and leaf not in siblings and leaf not in groups:
         siblings += sorted(groups)

@@ -157,3 +157,54 @@ def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
 
     check_combination(run)
     return run
+
+
+def _dataclass_of(tp: Any) -> Any:
+    """The dataclass inside a type hint like Optional[TinySpec], or None."""
+    import typing
+
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
+    """Keys the schema allows beside `key_path` in a composed config (None = any key, as in a
+    free-form mapping). Lets `group.key=value` set a schema field the preset does not spell out."""
+    import typing
+
+    from framework.registry import load_all
+
+    load_all()
+    parents = key_path.split(".")[:-1]
+    if not parents:
+        return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
+    group, rest = parents[0], parents[1:]
+    node = config.get(group) if isinstance(config.get(group), dict) else {}
+    cls: Any
+    if group in GROUPS:
+        name = node.get("name")
+        if name not in GROUPS[group]:
+            return None
+        cls = GROUPS[group].get(name).Params
+    elif group == "train":
+        cls = TrainConfig
+    elif group == "data":
+        cls = DataConfig
+        if rest[:1] == ["source"]:
+            if node.get("name") not in DATASETS:
+                return None
+            cls, rest = DATASETS.get(node["name"]).Params, rest[1:]
+    else:
+        return None
+    for part in rest:
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = _dataclass_of(hints[part])
+        if cls is None:
+            return None
+    return sorted(f.name for f in dataclasses.fields(cls))

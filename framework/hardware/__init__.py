@@ -1,3 +1,3 @@
 """Hardware profiles; importing this package registers them all."""
 
-from framework.hardware import cpu, gpu  # noqa: F401
+from framework.hardware import cpu, ddp, device_map, fsdp, gpu, zero  # noqa: F401

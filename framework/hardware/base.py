@@ -1,10 +1,18 @@
 """Hardware profiles: how a run is launched (processes), how Accelerate is set up (precision,
-DeepSpeed/FSDP plugins) and how the model is loaded (device_map, max_memory, offload)."""
+DeepSpeed/FSDP plugins) and how the model is loaded (device_map, max_memory, offload).
+
+A profile is a registered class with a ``Params`` dataclass (its preset's schema). Everything that
+decides *whether* a run can work (``problems``) or *what* would run (``launch_args``, ``plan``)
+stays free of torch, so `ft validate` and `ft train ... dry_run=true` are instant; only the
+methods the runner calls inside a rank (``accelerator_kwargs``, ``load_kwargs``) import torch.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Literal, Optional
 
 from framework.config.schema import GroupParams
 
@@ -14,23 +22,38 @@ class HardwareParams(GroupParams):
     num_processes: int = 1  # processes on this machine (one per device on GPU)
     precision: Literal["auto", "no", "fp16", "bf16"] = "no"  # auto: bf16 if supported, else fp16
     num_machines: int = 1  # multi-node: machines in the job
-    machine_rank: int = 0  # multi-node: this machine's rank (0 = main)
-    main_process_ip: str = "127.0.0.1"  # multi-node: address of machine 0
+    machine_rank: int = 0  # multi-node: this machine's rank (0 = main); taken from SLURM when set
+    main_process_ip: str = "127.0.0.1"  # multi-node: address of machine 0; taken from SLURM when set
     main_process_port: int = 29500  # multi-node: rendezvous port on machine 0
+
+
+@dataclass(kw_only=True)
+class DistributedParams(HardwareParams):
+    """Profiles that can run several processes, on GPUs (NCCL) or on CPU cores (gloo)."""
+
+    device: Literal["cuda", "cpu"] = "cuda"  # cpu: processes talk over gloo (tests, no GPU)
 
 
 class HardwareProfile:
     """Base class of a registered hardware profile."""
 
     Params: ClassVar[type] = HardwareParams
-    uses_gpu: ClassVar[bool] = False
+    uses_gpu: ClassVar[bool] = False  # the profile's default device (see on_gpu for a run's own)
+    always_launch: ClassVar[bool] = False  # start under `accelerate launch` even with one process
     summary: ClassVar[str] = ""
+
+    # ---- validation (no torch) -----------------------------------------------------------------
+    @classmethod
+    def on_gpu(cls, params: Any) -> bool:
+        """Whether this run's processes use CUDA devices."""
+        device = getattr(params, "device", None)
+        return cls.uses_gpu if device is None else device == "cuda"
 
     @classmethod
     def problems(cls, params: Any, run: Any) -> List[str]:
         """Impossible settings, found without importing torch; each names the keys."""
         found = []
-        if not cls.uses_gpu and params.precision not in ("no",):
+        if not cls.on_gpu(params) and params.precision in ("fp16", "bf16"):
             found.append(f"hardware.precision={params.precision}: mixed precision needs a GPU; "
                          f"use hardware.precision=no on CPU")
         if params.num_processes < 1 or params.num_machines < 1:
@@ -38,17 +61,71 @@ class HardwareProfile:
         if not 0 <= params.machine_rank < params.num_machines:
             found.append(f"hardware.machine_rank={params.machine_rank} must be in "
                          f"[0, hardware.num_machines={params.num_machines})")
+        if not 0 < params.main_process_port < 65536:
+            found.append(f"hardware.main_process_port={params.main_process_port}: not a TCP port")
         return found
 
+    @classmethod
+    def device_count_problems(cls, params: Any, run: Any) -> List[str]:
+        """More processes on this machine than it has GPUs. Imports torch, so only GPU profiles
+        with several processes call it; a dry run (e.g. on a login node) skips it."""
+        if not cls.on_gpu(params) or params.num_processes <= 1 or getattr(run, "dry_run", False):
+            return []
+        count = cuda_device_count()
+        if params.num_processes > count:
+            return [f"hardware.num_processes={params.num_processes}: this machine has {count} CUDA "
+                    f"GPU(s); use at most {count} processes per machine, hardware.device=cpu for "
+                    f"CPU processes, or dry_run=true to only print the launch command"]
+        return []
+
+    # ---- launching (no torch) -----------------------------------------------------------------
     @classmethod
     def world_size(cls, params: Any) -> int:
         return params.num_processes * params.num_machines
 
     @classmethod
+    def launch_env(cls, params: Any) -> Dict[str, str]:
+        """Environment variables for launched ranks."""
+        return {}
+
+    @classmethod
+    def launch_args(cls, params: Any) -> List[str]:
+        """`accelerate launch` arguments for a multi-process run.
+
+        Every multi-process run goes through torchrun (`--multi_gpu`): it starts one process per
+        rank with RANK/LOCAL_RANK set, and tears the whole group down when one rank fails. On CPU
+        the ranks then build their Accelerator with cpu=True, which makes Accelerate use gloo
+        (`--cpu` would start a single process). DeepSpeed and FSDP are set up in-process from the
+        plugin the profile hands to Accelerator, so the launch is the same for every profile.
+        """
+        from framework.hardware.slurm import machine_settings
+
+        rank, ip = machine_settings(params)
+        args = ["--num_processes", str(cls.world_size(params)),
+                "--num_machines", str(params.num_machines),
+                "--machine_rank", str(rank),
+                "--main_process_ip", ip,
+                "--main_process_port", str(params.main_process_port),
+                "--mixed_precision", params.precision if params.precision != "auto" else "no",
+                "--dynamo_backend", "no"]
+        if cls.world_size(params) > 1:
+            args.append("--multi_gpu")
+        return args
+
+    @classmethod
+    def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
+        """What the profile sets up, as plain data (printed by a dry run; no torch)."""
+        return {"profile": cls.registry_name, "device": "cuda" if cls.on_gpu(params) else "cpu",  # type: ignore[attr-defined]
+                "world_size": cls.world_size(params), "precision": params.precision}
+
+    # ---- inside a rank (may import torch) -------------------------------------------------------
+    @classmethod
     def mixed_precision(cls, params: Any) -> str:
         """Accelerate's mixed_precision value; 'auto' picks bf16 where the GPU has it."""
         if params.precision != "auto":
             return params.precision
+        if not cls.on_gpu(params):
+            return "no"
         import torch
 
         if torch.cuda.is_available():
@@ -58,7 +135,7 @@ class HardwareProfile:
     @classmethod
     def accelerator_kwargs(cls, params: Any, train: Any) -> Dict[str, Any]:
         """Keyword arguments for accelerate.Accelerator."""
-        return {"mixed_precision": cls.mixed_precision(params), "cpu": not cls.uses_gpu,
+        return {"mixed_precision": cls.mixed_precision(params), "cpu": not cls.on_gpu(params),
                 "gradient_accumulation_steps": train.grad_accum}
 
     @classmethod
@@ -67,19 +144,22 @@ class HardwareProfile:
         return {}
 
     @classmethod
-    def launch_env(cls, params: Any) -> Dict[str, str]:
-        """Environment variables for launched ranks."""
-        return {}
+    def build_optimizer(cls, params: Any, groups: List[Dict[str, Any]], train: Any) -> Optional[Any]:
+        """An optimizer the profile needs instead of ft's torch one (DeepSpeed's CPU Adam for
+        ZeRO-Offload), or None to let the runner build its own."""
+        return None
 
-    @classmethod
-    def launch_args(cls, params: Any) -> List[str]:
-        """`accelerate launch` arguments for a multi-process run."""
-        args = ["--num_processes", str(cls.world_size(params)),
-                "--num_machines", str(params.num_machines),
-                "--machine_rank", str(params.machine_rank),
-                "--main_process_ip", params.main_process_ip,
-                "--main_process_port", str(params.main_process_port),
-                "--mixed_precision", params.precision if params.precision != "auto" else "no"]
-        if cls.world_size(params) > 1:
-            args.append("--multi_gpu" if cls.uses_gpu else "--use_cpu")
-        return args
+
+def cuda_device_count() -> int:
+    """CUDA devices torch sees on this machine (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
+
+
+def launch_command(profile: Any, params: Any, run_dir: Path, config_file: str) -> List[str]:
+    """The command that starts every rank of a multi-process run on this machine."""
+    return [sys.executable, "-m", "accelerate.commands.launch", *profile.launch_args(params),
+            "-m", "framework.runner", str(run_dir), "--config", config_file]

@@ -14,6 +14,7 @@ class Bart(ModelFamily):
         "attention": ["q_proj", "k_proj", "v_proj", "out_proj"],
         "ia3": ["k_proj", "v_proj", "fc2"],
         "ia3_feedforward": ["fc2"],
+        "ln": ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"],  # ln_tuning
     }
     tiny_save_class = "AutoModelForSeq2SeqLM"
 
@@ -28,4 +29,4 @@ class Bart(ModelFamily):
             decoder_ffn_dim=spec.intermediate_size, max_position_embeddings=spec.max_positions,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
-            forced_eos_token_id=tokenizer.eos_token_id)
+            forced_eos_token_id=tokenizer.eos_token_id, dropout=0.0, attention_dropout=0.0)

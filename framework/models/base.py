@@ -11,7 +11,9 @@ from framework.config.schema import GroupParams
 
 @dataclass(kw_only=True)
 class TinySpec:
-    """A small random-init model built from a config, with a tokenizer trained on the fly."""
+    """A small random-init model built from a config, with a tokenizer trained on the fly.
+    Dropout is off: on a 2-layer, 64-wide random model it mostly hides the signal tests look for
+    (LoRA's own dropout still exercises the RNG)."""
 
     hidden_size: int = 64
     num_layers: int = 2
@@ -47,7 +49,8 @@ class ModelFamily:
     tasks: ClassVar[FrozenSet[str]] = ALL_TASKS
     decoder_only: ClassVar[bool] = False  # causal LM architecture: pads left at generation time
     # Default target modules per PEFT method kind. "lora" serves every LoRA-like method
-    # (lora, dora, loha, lokr, vera, oft, ...); ia3 needs its feed-forward subset too.
+    # (lora, dora, loha, lokr, vera, oft, ...); ia3 needs its feed-forward subset too
+    # ("ia3", "ia3_feedforward"); ln_tuning uses "ln" (the normalisation layers).
     target_modules: ClassVar[Dict[str, List[str]]] = {}
     tiny_save_class: ClassVar[str] = "AutoModel"
 

@@ -14,6 +14,7 @@ class Bert(ModelFamily):
         "attention": ["query", "key", "value"],
         "ia3": ["key", "value", "output.dense"],
         "ia3_feedforward": ["output.dense"],
+        "ln": ["LayerNorm"],  # ln_tuning
     }
     tiny_save_class = "AutoModel"
 
@@ -29,4 +30,5 @@ class Bert(ModelFamily):
             vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
             intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
             num_attention_heads=spec.num_heads, max_position_embeddings=spec.max_positions,
-            pad_token_id=tokenizer.pad_token_id)
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -15,6 +15,7 @@ class Gpt2(ModelFamily):
         "attention": ["c_attn"],
         "ia3": ["c_attn", "mlp.c_proj"],
         "ia3_feedforward": ["mlp.c_proj"],
+        "ln": ["ln_1", "ln_2", "ln_f"],  # ln_tuning
     }
     tiny_save_class = "AutoModelForCausalLM"
 
@@ -26,4 +27,5 @@ class Gpt2(ModelFamily):
             vocab_size=len(tokenizer), n_embd=spec.hidden_size, n_layer=spec.num_layers,
             n_head=spec.num_heads, n_inner=spec.intermediate_size, n_positions=spec.max_positions,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)
+            pad_token_id=tokenizer.pad_token_id,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

@@ -15,6 +15,7 @@ class Llama(ModelFamily):
         "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
         "ia3": ["k_proj", "v_proj", "down_proj"],
         "ia3_feedforward": ["down_proj"],
+        "ln": ["input_layernorm", "post_attention_layernorm", "norm"],  # ln_tuning
     }
     tiny_save_class = "AutoModelForCausalLM"
 

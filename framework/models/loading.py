@@ -21,7 +21,7 @@ from framework.registry import MODELS
 
 log = logging.getLogger(__name__)
 
-TINY_FORMAT_VERSION = "1"  # bump when the tiny build changes, to invalidate caches
+TINY_FORMAT_VERSION = "2"  # bump when the tiny build changes, to invalidate caches
 
 
 def cache_root() -> Path:

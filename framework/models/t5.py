@@ -14,6 +14,7 @@ class T5(ModelFamily):
         "attention": ["q", "k", "v", "o"],
         "ia3": ["k", "v", "wo"],
         "ia3_feedforward": ["wo"],
+        "ln": ["layer_norm", "final_layer_norm"],  # ln_tuning
     }
     tiny_save_class = "AutoModelForSeq2SeqLM"
 
@@ -30,4 +31,5 @@ class T5(ModelFamily):
             num_layers=spec.num_layers, num_decoder_layers=spec.num_layers,
             num_heads=spec.num_heads, d_kv=spec.hidden_size // spec.num_heads,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+            decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+            dropout_rate=0.0)

@@ -1,11 +1,18 @@
 """PEFT methods: each is a registered class with a typed Params dataclass, the facts ft checks
 before loading a model (which tasks and families it serves, whether it merges), and a build
-method that returns the peft library's own config. peft does the work; this only configures it."""
+method that returns the peft library's own config. peft does the work; this only configures it.
+
+Compatibility is declared as data: ``tasks`` (ft task names), ``families`` (None = all) and
+``exclusions`` (finer task x family holes, each with the reason). tests/test_peft_compat.py checks
+the declarations against the installed peft: every combination claimed to work runs, and every
+exclusion either fails inside peft or carries a documented reason.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional
+from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 from framework.config.schema import GroupParams
 from framework.models.base import ALL_TASKS
@@ -16,6 +23,27 @@ PEFT_TASK_TYPES: Dict[str, str] = {
     "question_ans": "QUESTION_ANS", "seq2seq_lm": "SEQ_2_SEQ_LM",
     "feature_extraction": "FEATURE_EXTRACTION",
 }
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A task x family combination a method cannot serve. Empty sets mean 'any'.
+    peft_fails: peft itself raises on it (tested); False = peft runs but the result is wrong or
+    meaningless, and `reason` says why (the test checks the reason is given)."""
+
+    tasks: FrozenSet[str]
+    families: FrozenSet[str]
+    reason: str
+    peft_fails: bool = True
+
+    def matches(self, task: str, family: str) -> bool:
+        return (not self.tasks or task in self.tasks) and (not self.families or family in self.families)
+
+
+def exclude(tasks: Tuple[str, ...] = (), families: Tuple[str, ...] = (), *, reason: str,
+            peft_fails: bool = True) -> Exclusion:
+    """Shorthand for an Exclusion from tuples."""
+    return Exclusion(frozenset(tasks), frozenset(families), reason, peft_fails)
 
 
 @dataclass(kw_only=True)
@@ -33,9 +61,12 @@ class PeftMethod:
     peft_type: ClassVar[str] = ""  # peft.PeftType value, used by tests to check against peft
     tasks: ClassVar[FrozenSet[str]] = ALL_TASKS  # ft task names the method can serve
     families: ClassVar[Optional[FrozenSet[str]]] = None  # None = every family
+    exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x family holes, with reasons
     target_kind: ClassVar[Optional[str]] = "lora"  # which family default list to use; None = none
     can_merge: ClassVar[bool] = True  # merge_and_unload gives a plain model
-    needs_cuda: ClassVar[bool] = False
+    prompt_learning: ClassVar[bool] = False  # virtual tokens / prefixes instead of layer adapters
+    needs_cuda: ClassVar[bool] = False  # refuse at validation on a machine without CUDA
+    cuda_reason: ClassVar[str] = ""  # what needs the GPU, for that error message
     summary: ClassVar[str] = ""
 
     @classmethod
@@ -43,17 +74,34 @@ class PeftMethod:
         """Return the peft config object (LoraConfig, IA3Config, ...) for this run."""
         raise NotImplementedError
 
+    # ---- compatibility, checked before anything is loaded -----------------------------------
     @classmethod
     def incompatibility(cls, task: str, family: str) -> Optional[str]:
         """Why this method cannot serve the task on this family, or None when it can."""
+        name = cls.registry_name  # type: ignore[attr-defined]
         if task not in cls.tasks:
-            return (f"{cls.registry_name} does not support task '{task}' "  # type: ignore[attr-defined]
-                    f"(it supports: {', '.join(sorted(cls.tasks))})")
+            return f"{name} does not support task '{task}' (it supports: {', '.join(sorted(cls.tasks))})"
         if cls.families is not None and family not in cls.families:
-            return (f"{cls.registry_name} works only with model families "  # type: ignore[attr-defined]
-                    f"{', '.join(sorted(cls.families))}, not '{family}'")
+            return (f"{name} works only with model families {', '.join(sorted(cls.families))}, "
+                    f"not '{family}'")
+        for rule in cls.exclusions:
+            if rule.matches(task, family):
+                return f"{name} cannot serve task '{task}' on model family '{family}': {rule.reason}"
         return None
 
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        """Problems of this method's params in this run, found without loading anything."""
+        found = []
+        if params.target_modules is not None and not isinstance(params.target_modules, (str, list)):
+            found.append(f"peft.target_modules={params.target_modules!r}: give a list of module "
+                         f"names, a regex string, 'all-linear', or null for the family default")
+        if cls.needs_cuda and not _cuda_available():
+            found.append(f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
+                         f"sees none on this machine. Use peft=lora on CPU, or run on a GPU")
+        return found
+
+    # ---- building -----------------------------------------------------------------------------
     @classmethod
     def targets(cls, params: Any, family: Any) -> Any:
         """The user's target_modules, else the family default for this method kind."""
@@ -62,15 +110,75 @@ class PeftMethod:
         return family.default_targets(cls.target_kind) if cls.target_kind else None
 
     @classmethod
+    def load_kwargs(cls, params: Any) -> Dict[str, Any]:
+        """Extra from_pretrained kwargs for the base model (QLoRA's quantization_config)."""
+        return {}
+
+    @classmethod
+    def prepare_base(cls, params: Any, model: Any, train: Any) -> Any:
+        """Adjust the loaded base model before the adapter is added (QLoRA: k-bit training prep)."""
+        return model
+
+    @classmethod
     def param_groups(cls, params: Any, model: Any, train: Any) -> List[Dict[str, Any]]:
         """Optimizer parameter groups; LoRA+ gives B matrices their own learning rate."""
         trainable = [p for p in model.parameters() if p.requires_grad]
         return [{"params": trainable, "lr": train.lr}]
 
     @classmethod
-    def on_step(cls, model: Any, global_step: int) -> None:
-        """Called after every optimizer step (AdaLoRA reallocates ranks here)."""
-
-    @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
         """Last chance to configure the peft model once the number of steps is known."""
+
+    @classmethod
+    def on_step(cls, model: Any, global_step: int) -> None:
+        """Called once per optimizer step, after optimizer.step() and before zero_grad(), with the
+        1-based number of that step (AdaLoRA scores and reallocates ranks from the gradients)."""
+
+    @classmethod
+    def save_adapter(cls, params: Any, model: Any, directory: str, is_main_process: bool = True,
+                     state_dict: Optional[Dict[str, Any]] = None) -> None:
+        """Write the adapter so that plain PeftModel.from_pretrained on the original base loads it."""
+        model.save_pretrained(directory, is_main_process=is_main_process, safe_serialization=True,
+                              state_dict=state_dict)
+
+    @classmethod
+    def after_load(cls, model: Any) -> Any:
+        """Fix-ups a PeftModel loaded from a saved adapter needs before use (none by default)."""
+        return model
+
+
+def _cuda_available() -> bool:
+    """True when torch sees a CUDA device. Imports torch: only called for GPU-only methods."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def missing_package(module: str, pip_name: str, why: str, key: str) -> List[str]:
+    """A one-item problem list when an optional package is not installed (found without import)."""
+    if importlib.util.find_spec(module) is None:
+        return [f"{key}: {why} needs the '{pip_name}' package. Fix: pip install {pip_name}"]
+    return []
+
+
+def after_load(model: Any) -> Any:
+    """Apply the registered method's fix-ups to a PeftModel from PeftModel.from_pretrained.
+    Call it on any adapter loaded for evaluation (ft eval/predict do)."""
+    from framework.registry import PEFT_METHODS
+
+    for config in model.peft_config.values():
+        peft_type = getattr(config.peft_type, "value", config.peft_type)
+        for name in PEFT_METHODS.names():
+            method = PEFT_METHODS.get(name)
+            if method.peft_type == peft_type:
+                method.after_load(model)
+                break
+    return model
+
+
+def common_kwargs(method: Any, params: Any, task: str, family: Any) -> Dict[str, Any]:
+    """task_type, target_modules and modules_to_save: the keys every layer-adapter config takes."""
+    return {"task_type": PEFT_TASK_TYPES[task], "target_modules": method.targets(params, family),
+            "modules_to_save": params.modules_to_save}

@@ -1,12 +1,25 @@
-"""LoRA and its variants (DoRA, rsLoRA, PiSSA/OLoRA/LoftQ init, LoRA+ through train.lr_ratio_b)."""
+"""LoRA and its close variants: DoRA, rsLoRA, PiSSA/OLoRA init (presets of `lora`), LoRA+ (`lora_plus`,
+or train.lr_ratio_b with any LoRA), and QLoRA (`qlora`: a 4-bit bitsandbytes base, optionally with
+LoftQ init, preset `loftq`)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Union
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Union
 
-from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams
-from framework.registry import PEFT_METHODS
+from framework.peft.base import (PEFT_TASK_TYPES, PeftMethod, PeftParams, _cuda_available,
+                                 missing_package)
+from framework.registry import HARDWARE, PEFT_METHODS
+
+# Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
+# plain LoRA of rank 2r on save (peft's path_initial_model_for_weight_conversion), so that it loads
+# on the untouched base like any LoRA.
+MUTATING_INITS = ("pissa", "olora")
+INIT_CHOICES = "true | false | gaussian | pissa | pissa_niter_N | olora | orthogonal"
 
 
 @dataclass(kw_only=True)
@@ -17,7 +30,20 @@ class LoraParams(PeftParams):
     bias: str = "none"  # none | all | lora_only
     use_dora: bool = False  # DoRA: learn magnitude and direction separately
     use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
-    init: Union[bool, str] = True  # true | gaussian | pissa | olora | loftq | eva | corda ...
+    init: Union[bool, str] = True  # true | gaussian | pissa | pissa_niter_N | olora | orthogonal
+
+
+def _init_kind(init: Union[bool, str]) -> str:
+    """'pissa' for pissa and pissa_niter_N, else the init as a lower-case string."""
+    text = str(init).lower()
+    return "pissa" if text.startswith("pissa") else text
+
+
+def _initial_adapter_dirs() -> Path:
+    """A process-wide temp dir for initial PiSSA/OLoRA adapters, removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="ft-lora-init-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 @PEFT_METHODS.register("lora")
@@ -37,13 +63,178 @@ class Lora(PeftMethod):
             target_modules=cls.targets(params, family), modules_to_save=params.modules_to_save)
 
     @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.r < 1:
+            found.append(f"peft.r={params.r}: the rank must be >= 1")
+        if params.bias not in ("none", "all", "lora_only"):
+            found.append(f"peft.bias={params.bias}: use none, all or lora_only")
+        kind = _init_kind(params.init)
+        if kind == "loftq":
+            found.append("peft.init=loftq: LoftQ in peft needs a bitsandbytes 4-bit base on a CUDA GPU "
+                         "and rewrites the base weights; use peft=loftq (QLoRA + LoftQ init) instead")
+        elif not isinstance(params.init, bool) and kind not in (
+                "true", "false", "gaussian", "pissa", "olora", "orthogonal"):
+            found.append(f"peft.init={params.init}: unknown LoRA init; use one of {INIT_CHOICES} "
+                         f"(eva/corda need calibration data, which ft does not wire up)")
+        if kind in MUTATING_INITS and params.use_dora:
+            found.append(f"peft.init={params.init} with peft.use_dora=true: peft cannot convert a "
+                         f"DoRA adapter back to plain LoRA on save; drop one of them")
+        ratio = getattr(run.train, "lr_ratio_b", None)
+        if ratio is not None and ratio <= 0:
+            found.append(f"train.lr_ratio_b={ratio}: must be > 0 (LoRA+ uses about 16), or null")
+        return found
+
+    @classmethod
+    def lr_ratio(cls, params: Any, train: Any) -> Optional[float]:
+        """LoRA+ ratio lr(B)/lr(A); None = one learning rate for everything."""
+        return train.lr_ratio_b
+
+    @classmethod
     def param_groups(cls, params: Any, model: Any, train: Any) -> List[Dict[str, Any]]:
-        if not train.lr_ratio_b:
+        ratio = cls.lr_ratio(params, train)
+        if not ratio:
             return super().param_groups(params, model, train)
-        # LoRA+ (Hayou et al. 2024): B matrices learn lr_ratio_b times faster than A.
-        b_params, other = [], []
-        for name, parameter in model.named_parameters():
-            if parameter.requires_grad:
-                (b_params if "lora_B" in name else other).append(parameter)
-        return [{"params": other, "lr": train.lr},
-                {"params": b_params, "lr": train.lr * train.lr_ratio_b}]
+        # LoRA+ (Hayou et al. 2024): B matrices learn `ratio` times faster than A. peft's own
+        # grouping decides which parameters are "B" (lora_B, and 1-d params such as biases);
+        # ft keeps only the groups and learning rates (weight decay stays train.weight_decay).
+        import torch
+        from peft.optimizers import create_loraplus_optimizer
+
+        grouped = create_loraplus_optimizer(model, torch.optim.SGD, lr=train.lr,
+                                            loraplus_lr_ratio=ratio,
+                                            loraplus_lr_embedding=getattr(params, "lr_embedding", 1e-6))
+        return [{"params": group["params"], "lr": group["lr"]}
+                for group in grouped.param_groups if group["params"]]
+
+    # ---- PiSSA / OLoRA: the adapter is saved as a plain LoRA on the original base -----------
+    _init_root: Optional[Path] = None
+
+    @classmethod
+    def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
+        if _init_kind(params.init) not in MUTATING_INITS:
+            return
+        if Lora._init_root is None:
+            Lora._init_root = _initial_adapter_dirs()
+        initial = Path(tempfile.mkdtemp(dir=Lora._init_root)) / "initial_adapter"
+        model.save_pretrained(str(initial), safe_serialization=True)  # A0, B0 before training
+        model._ft_initial_adapter = str(initial)
+
+    @classmethod
+    def save_adapter(cls, params: Any, model: Any, directory: str, is_main_process: bool = True,
+                     state_dict: Optional[Dict[str, Any]] = None) -> None:
+        initial = getattr(model, "_ft_initial_adapter", None)
+        if initial is None:
+            return super().save_adapter(params, model, directory, is_main_process, state_dict)
+        # peft converts W_res + BA into W + [B|-B0][A;A0] (rank 2r). The conversion reads the
+        # live parameters (state_dict=None): fine for one process and DDP, whose copies are equal.
+        model.save_pretrained(directory, is_main_process=is_main_process, safe_serialization=True,
+                              path_initial_model_for_weight_conversion=initial)
+        if is_main_process:
+            _restore_dropped_modules(model, directory)
+
+
+def _restore_dropped_modules(model: Any, directory: str) -> None:
+    """peft 0.21's PiSSA/OLoRA conversion keeps only lora_A/lora_B tensors and drops the
+    modules_to_save copies (e.g. the classifier head); put them back from the live model."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    path = Path(directory) / "adapter_model.safetensors"
+    converted = load_file(str(path))
+    full = get_peft_model_state_dict(model)
+    missing = {k: v.detach().contiguous().cpu() for k, v in full.items() if k not in converted}
+    if missing:
+        converted.update(missing)
+        save_file(converted, str(path), metadata={"format": "pt"})
+
+
+@dataclass(kw_only=True)
+class LoraPlusParams(LoraParams):
+    lr_ratio_b: float = 16.0  # lr of the B matrices = train.lr x this (the paper suggests 16)
+    lr_embedding: float = 1e-6  # lr of LoRA on embedding layers, if any are targeted
+
+
+@PEFT_METHODS.register("lora_plus")
+class LoraPlus(Lora):
+    Params = LoraPlusParams
+    summary = "LoRA+ : LoRA with a higher learning rate (x lr_ratio_b) for the B matrices"
+
+    @classmethod
+    def lr_ratio(cls, params: Any, train: Any) -> Optional[float]:
+        return params.lr_ratio_b
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.lr_ratio_b <= 0:
+            found.append(f"peft.lr_ratio_b={params.lr_ratio_b}: must be > 0 (about 16 is typical)")
+        train_ratio = run.train.lr_ratio_b
+        if train_ratio is not None and train_ratio != params.lr_ratio_b:
+            found.append(f"train.lr_ratio_b={train_ratio} and peft.lr_ratio_b={params.lr_ratio_b} "
+                         f"disagree; with peft=lora_plus set only peft.lr_ratio_b")
+        return found
+
+
+@dataclass(kw_only=True)
+class QLoraParams(LoraParams):
+    bits: Literal[4, 8] = 4  # base weights in 4-bit (QLoRA) or 8-bit (LLM.int8)
+    quant_type: Literal["nf4", "fp4"] = "nf4"  # 4-bit data type: nf4 suits normally distributed weights
+    double_quant: bool = True  # also quantize the quantization constants (saves ~0.4 bit/param)
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # matmul dtype of 4-bit layers
+    loftq_init: bool = False  # LoftQ: init A, B to cancel the quantization error (reads the fp weights once)
+
+
+@PEFT_METHODS.register("qlora")
+class QLora(Lora):
+    Params = QLoraParams
+    needs_cuda = True
+    cuda_reason = "bitsandbytes quantized base weights"
+    summary = "QLoRA: LoRA on a 4-bit (or 8-bit) bitsandbytes base; GPU only. Preset loftq adds LoftQ init"
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        found += missing_package("bitsandbytes", "bitsandbytes", "peft=qlora", "peft.name")
+        if not HARDWARE.get(run.hardware.name, key="hardware.name").uses_gpu:
+            found.append(f"hardware={run.hardware.name}: peft=qlora quantizes the base on a GPU; "
+                         f"use hardware=gpu (or another GPU profile)")
+        if _init_kind(params.init) in MUTATING_INITS:
+            found.append(f"peft.init={params.init}: PiSSA/OLoRA rewrite base weights, which a "
+                         f"quantized base cannot hold exactly; use init=true (or loftq_init=true)")
+        if params.loftq_init and params.bits != 4:
+            found.append(f"peft.loftq_init=true with peft.bits={params.bits}: LoftQ init needs bits=4")
+        return found
+
+    @classmethod
+    def load_kwargs(cls, params: Any) -> Dict[str, Any]:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        if params.bits == 8:
+            quant = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            quant = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=params.quant_type,
+                bnb_4bit_use_double_quant=params.double_quant,
+                bnb_4bit_compute_dtype=getattr(torch, params.compute_dtype))
+        # Quantized weights cannot be moved after loading: load straight onto this rank's GPU.
+        return {"quantization_config": quant, "device_map": {"": torch.cuda.current_device()}}
+
+    @classmethod
+    def prepare_base(cls, params: Any, model: Any, train: Any) -> Any:
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms/head to fp32 and makes inputs require grad, as QLoRA training needs.
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=train.gradient_checkpointing)
+
+    @classmethod
+    def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
+        if params.loftq_init:
+            from peft import replace_lora_weights_loftq
+
+            # Reads the full-precision weights from the checkpoint's safetensors and sets A, B so
+            # that Q(W) + BA ~ W. The base stays the plain quantized checkpoint: the adapter then
+            # loads like any QLoRA adapter.
+            replace_lora_weights_loftq(model)

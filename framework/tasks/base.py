@@ -65,6 +65,14 @@ class Task:
         """JSON-serialisable facts saved beside the adapter (label maps, ...)."""
         return {}
 
+    def restore_artifacts(self, extras: Dict[str, Any]) -> None:
+        """Take back what artifacts() saved (label maps), before model_kwargs() is used."""
+
+    def predict_roles(self) -> Dict[str, bool]:
+        """Columns `ft predict` input rows need (by default the inputs, not the targets)."""
+        return {role: required for role, required in self.roles().items()
+                if role not in ("label", "labels", "tags", "response", "target", "answers")}
+
     def save_artifacts(self, directory: Path) -> None:
         extras = self.artifacts()
         if extras:

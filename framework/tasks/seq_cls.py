@@ -72,6 +72,9 @@ class SeqCls(Task):
     def artifacts(self) -> Dict[str, Any]:
         return {"task": "seq_cls", "problem_type": self.params.problem_type, "labels": self.labels}
 
+    def restore_artifacts(self, extras: Dict[str, Any]) -> None:
+        self.labels = list(extras.get("labels", self.labels))
+
     # ---- data --------------------------------------------------------------------------------
     def _encode_label(self, value: Any) -> Any:
         if self.params.problem_type == "regression":

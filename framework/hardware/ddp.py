@@ -1,0 +1,20 @@
+"""DDP: N processes per machine, each with a full copy of the model; gradients are all-reduced.
+NCCL between GPUs, gloo between CPU processes (hardware.device=cpu)."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from framework.hardware.base import DistributedParams, HardwareProfile
+from framework.registry import HARDWARE
+
+
+@HARDWARE.register("ddp")
+class Ddp(HardwareProfile):
+    Params = DistributedParams
+    uses_gpu = True
+    summary = "N processes (DistributedDataParallel): NCCL on GPUs, gloo with device=cpu"
+
+    @classmethod
+    def problems(cls, params: Any, run: Any) -> List[str]:
+        return super().problems(params, run) + cls.device_count_problems(params, run)

@@ -1,0 +1,36 @@
+"""IA3: learned vectors that rescale keys, values and feed-forward activations (very few params)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.registry import PEFT_METHODS
+
+
+@dataclass(kw_only=True)
+class Ia3Params(PeftParams):
+    feedforward_modules: Optional[List[str]] = None  # targets scaled on their input (FFN); null = family default
+    init_weights: bool = True  # start the scales at 1 (identity); false = random (testing only)
+
+
+@PEFT_METHODS.register("ia3")
+class Ia3(PeftMethod):
+    Params = Ia3Params
+    peft_type = "IA3"
+    target_kind = "ia3"
+    summary = "IA3: rescale keys, values and FFN activations by learned vectors (~0.01-0.1% params)"
+
+    @classmethod
+    def build(cls, params: Ia3Params, task: str, family: Any, model_config: Any) -> Any:
+        from peft import IA3Config
+
+        kwargs = common_kwargs(cls, params, task, family)
+        feedforward = params.feedforward_modules
+        if feedforward is None and params.target_modules is None:
+            feedforward = family.default_targets("ia3_feedforward")
+        # peft requires feedforward_modules to be a subset of target_modules; with a user's own
+        # targets and no feed-forward list, none of them is treated as feed-forward.
+        return IA3Config(feedforward_modules=feedforward or [],
+                         init_ia3_weights=params.init_weights, **kwargs)

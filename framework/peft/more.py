@@ -1,0 +1,177 @@
+"""Further layer adapters in peft 0.21 that work on any linear layer (checked across ft's model
+families by tests/test_peft_compat.py). Each keeps peft's own defaults except where noted.
+
+Not registered, and why (peft 0.21 on CPU): X-LoRA, Poly, multitask prompt tuning and CPT need
+extra per-example inputs (task ids, adapter mixes, CPT masks) that ft's tasks do not produce;
+trainable_tokens only trains chosen token rows; AdaMSS needs scikit-learn; ShadowPEFT crashed on
+BERT; FRoD's init takes seconds per layer; Lily and BEFT cannot merge; OSF rewrites the base weights
+and trains about half of every matrix; PSOFT, PEANUT, SuperTuning, DeFT, GLoRA, UniLoRA, TinyLoRA
+and PVeRA are left out to keep the test budget for the better-known methods (each is a few lines
+like those below)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Literal
+
+from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.registry import PEFT_METHODS
+
+
+@dataclass(kw_only=True)
+class MissParams(PeftParams):
+    r: int = 64  # rows of the shared shard matrix (even numbers; params = r x out_features per layer)
+    dropout: float = 0.0  # dropout on the adapter input
+
+
+@PEFT_METHODS.register("miss")
+class Miss(PeftMethod):
+    Params = MissParams
+    peft_type = "MISS"
+    summary = "MiSS (formerly Bone): one shard matrix per layer shared across weight blocks"
+
+    @classmethod
+    def build(cls, params: MissParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import MissConfig
+
+        return MissConfig(r=params.r, miss_dropout=params.dropout,
+                          **common_kwargs(cls, params, task, family))
+
+
+@dataclass(kw_only=True)
+class ShiraParams(PeftParams):
+    r: int = 32  # budget: r x (in + out) trainable entries per layer, like LoRA's r (not a rank limit)
+    mask_type: Literal["random"] = "random"  # which entries of W train (peft ships a random mask)
+    random_seed: int = 0  # seed of the sparse mask
+
+
+@PEFT_METHODS.register("shira")
+class Shira(PeftMethod):
+    Params = ShiraParams
+    peft_type = "SHIRA"
+    summary = "SHiRA: train a sparse, high-rank set of weight entries (LoRA's parameter budget)"
+
+    @classmethod
+    def build(cls, params: ShiraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import ShiraConfig
+
+        return ShiraConfig(r=params.r, mask_type=params.mask_type, random_seed=params.random_seed,
+                           **common_kwargs(cls, params, task, family))
+
+
+@dataclass(kw_only=True)
+class C3aParams(PeftParams):
+    block_size: int = 64  # circulant block size; must divide every target's in and out width (peft default 256)
+
+
+@PEFT_METHODS.register("c3a")
+class C3a(PeftMethod):
+    Params = C3aParams
+    peft_type = "C3A"
+    summary = "C3A: update as a block-circular convolution (FFT), full rank at LoRA-like cost"
+
+    @classmethod
+    def build(cls, params: C3aParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import C3AConfig
+
+        return C3AConfig(block_size=params.block_size, **common_kwargs(cls, params, task, family))
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.block_size < 1:
+            found.append(f"peft.block_size={params.block_size}: must be >= 1")
+        return found
+
+
+@dataclass(kw_only=True)
+class RoadParams(PeftParams):
+    variant: Literal["road_1", "road_2", "road_4"] = "road_1"  # 1: one scale+angle per pair; 2, 4: 2x, 4x the params
+    group_size: int = 64  # output elements per rotation group; must divide the layers' output width
+
+
+@PEFT_METHODS.register("road")
+class Road(PeftMethod):
+    Params = RoadParams
+    peft_type = "ROAD"
+    summary = "RoAd: learned 2-D rotations and scales of output pairs (fewest params of the adapters)"
+
+    @classmethod
+    def build(cls, params: RoadParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import RoadConfig
+
+        return RoadConfig(variant=params.variant, group_size=params.group_size,
+                          **common_kwargs(cls, params, task, family))
+
+
+@dataclass(kw_only=True)
+class DeloraParams(PeftParams):
+    r: int = 8  # rank of the update
+    delora_lambda: float = 15.0  # initial bound on the Frobenius norm of the update (learned)
+    module_dropout: float = 0.0  # probability of skipping the adapter for a step
+
+
+@PEFT_METHODS.register("delora")
+class Delora(PeftMethod):
+    Params = DeloraParams
+    peft_type = "DELORA"
+    summary = "DeLoRA: LoRA with normalised factors and a learned bound on the update's norm"
+
+    @classmethod
+    def build(cls, params: DeloraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import DeloraConfig
+
+        return DeloraConfig(r=params.r, delora_lambda=params.delora_lambda,
+                            module_dropout=params.module_dropout,
+                            **common_kwargs(cls, params, task, family))
+
+
+@dataclass(kw_only=True)
+class GraloraParams(PeftParams):
+    r: int = 32  # total rank (same parameter count as LoRA with this r); divisible by k
+    k: int = 2  # blocks per side: the update is a k x k grid of rank-r/k LoRAs (widths divisible by k)
+    alpha: float = 64.0  # scale = alpha / r
+    hybrid_r: int = 0  # extra rank given to a plain LoRA beside the grid (hybrid GraLoRA)
+    dropout: float = 0.0  # dropout on the adapter input
+
+
+@PEFT_METHODS.register("gralora")
+class Gralora(PeftMethod):
+    Params = GraloraParams
+    peft_type = "GRALORA"
+    summary = "GraLoRA: k x k grid of small LoRAs, more expressive at LoRA's parameter count"
+
+    @classmethod
+    def build(cls, params: GraloraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import GraloraConfig
+
+        return GraloraConfig(r=params.r, gralora_k=params.k, alpha=params.alpha,
+                             hybrid_r=params.hybrid_r, gralora_dropout=params.dropout,
+                             **common_kwargs(cls, params, task, family))
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.k < 1 or params.r % params.k:
+            found.append(f"peft.r={params.r}, peft.k={params.k}: r must be a multiple of k >= 1")
+        return found
+
+
+@dataclass(kw_only=True)
+class HiraParams(PeftParams):
+    r: int = 32  # rank of the low-rank factor; the update W ⊙ (B·A) is high rank
+    dropout: float = 0.0  # dropout on the adapter input
+
+
+@PEFT_METHODS.register("hira")
+class Hira(PeftMethod):
+    Params = HiraParams
+    peft_type = "HIRA"
+    summary = "HiRA: high-rank update W0 ⊙ (B·A), the Hadamard product with the frozen weight"
+
+    @classmethod
+    def build(cls, params: HiraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import HiraConfig
+
+        return HiraConfig(r=params.r, hira_dropout=params.dropout,
+                          **common_kwargs(cls, params, task, family))

@@ -1,0 +1,94 @@
+"""Multiplicative (orthogonal) fine-tuning: the frozen weight is rotated, W' = R·W, which keeps the
+angles between neurons. OFT (block-diagonal R), BOFT (butterfly-factored R), HRA (R as a chain of
+Householder reflections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List
+
+from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.registry import PEFT_METHODS
+
+
+@dataclass(kw_only=True)
+class OftParams(PeftParams):
+    block_size: int = 32  # size of each orthogonal block; must divide the layers' input width
+    coft: bool = False  # constrained OFT: keep R within eps of the identity
+    eps: float = 6e-5  # COFT's radius
+    block_share: bool = False  # one block shared along the diagonal (fewer params, less capacity)
+    module_dropout: float = 0.0  # probability of skipping the rotation of a block for a step
+
+
+@PEFT_METHODS.register("oft")
+class Oft(PeftMethod):
+    Params = OftParams
+    peft_type = "OFT"
+    summary = "OFT: rotate each target weight by a learned block-diagonal orthogonal matrix"
+
+    @classmethod
+    def build(cls, params: OftParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import OFTConfig
+
+        # peft wants exactly one of r (number of blocks) and oft_block_size: ft exposes the size.
+        return OFTConfig(r=0, oft_block_size=params.block_size, coft=params.coft, eps=params.eps,
+                         block_share=params.block_share, module_dropout=params.module_dropout,
+                         **common_kwargs(cls, params, task, family))
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.block_size < 1:
+            found.append(f"peft.block_size={params.block_size}: must be >= 1")
+        return found
+
+
+@dataclass(kw_only=True)
+class BoftParams(PeftParams):
+    block_size: int = 4  # size of each butterfly block (set this or block_num, the other = 0)
+    block_num: int = 0  # number of blocks per butterfly factor; 0 = derived from block_size
+    n_butterfly_factor: int = 1  # butterfly factors multiplied together (1 = plain block OFT)
+    dropout: float = 0.0  # multiplicative dropout on the blocks
+
+
+@PEFT_METHODS.register("boft")
+class Boft(PeftMethod):
+    Params = BoftParams
+    peft_type = "BOFT"
+    summary = "BOFT: orthogonal rotation factored into butterfly blocks (fewer params than OFT)"
+
+    @classmethod
+    def build(cls, params: BoftParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import BOFTConfig
+
+        return BOFTConfig(boft_block_size=params.block_size, boft_block_num=params.block_num,
+                          boft_n_butterfly_factor=params.n_butterfly_factor,
+                          boft_dropout=params.dropout, **common_kwargs(cls, params, task, family))
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if (params.block_size == 0) == (params.block_num == 0):
+            found.append(f"peft.block_size={params.block_size}, peft.block_num={params.block_num}: "
+                         f"set exactly one of them (the other 0)")
+        return found
+
+
+@dataclass(kw_only=True)
+class HraParams(PeftParams):
+    r: int = 8  # number of Householder reflections (even numbers work best)
+    apply_gs: bool = False  # Gram-Schmidt orthogonalise the reflection vectors
+
+
+@PEFT_METHODS.register("hra")
+class Hra(PeftMethod):
+    Params = HraParams
+    peft_type = "HRA"
+    summary = "HRA: rotate target weights by a product of r learned Householder reflections"
+
+    @classmethod
+    def build(cls, params: HraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import HRAConfig
+
+        return HRAConfig(r=params.r, apply_GS=params.apply_gs,
+                         **common_kwargs(cls, params, task, family))

@@ -1,0 +1,160 @@
+"""Prompt learning: the model is untouched and trainable virtual tokens are added to its input
+(prompt tuning, P-tuning) or to every attention layer's keys/values (prefix tuning). Adaption
+prompt (LLaMA-Adapter) adds gated learned prompts to the top attention layers of Llama/Mistral/GPT-2.
+
+None of them can be merged into the weights: the adapter stays a separate input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Literal, Optional
+
+from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams, exclude
+from framework.registry import PEFT_METHODS
+
+# Facts about peft 0.21 + transformers 5, checked by tests/test_peft_compat.py:
+_TOKEN_CLS_SHIFT = exclude(
+    ("token_cls",),
+    reason="peft prepends the virtual tokens to the input but not to the per-token labels, so "
+           "logits and labels differ in length (peft raises a batch-size mismatch)")
+
+
+class PromptLearning(PeftMethod):
+    """Shared facts of the prompt-learning methods."""
+
+    target_kind = None
+    can_merge = False
+    prompt_learning = True
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.target_modules is not None:
+            found.append(f"peft.target_modules={params.target_modules}: {run.peft.name} adds "
+                         f"virtual tokens and targets no modules; remove the key")
+        if params.num_virtual_tokens < 1:
+            found.append(f"peft.num_virtual_tokens={params.num_virtual_tokens}: must be >= 1")
+        # The virtual tokens share the context window with the real ones.
+        return found
+
+
+@dataclass(kw_only=True)
+class PromptTuningParams(PeftParams):
+    num_virtual_tokens: int = 20  # learned soft-prompt tokens prepended to every input
+    init: Literal["text", "random", "sample_vocab"] = "text"  # how the soft prompt starts
+    init_text: str = "Read the text and give the right answer:"  # with init=text: its token embeddings (cycled to length)
+
+
+@PEFT_METHODS.register("prompt_tuning")
+class PromptTuning(PromptLearning):
+    Params = PromptTuningParams
+    peft_type = "PROMPT_TUNING"
+    exclusions = (_TOKEN_CLS_SHIFT,)
+    summary = "prompt tuning: learn soft-prompt embeddings prepended to the input (text init)"
+
+    @classmethod
+    def build(cls, params: PromptTuningParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import PromptTuningConfig
+
+        text = params.init == "text"
+        # peft tokenizes init_text with the model's own tokenizer: the checkpoint directory.
+        return PromptTuningConfig(
+            task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
+            prompt_tuning_init=params.init.upper(),
+            prompt_tuning_init_text=params.init_text if text else None,
+            tokenizer_name_or_path=getattr(model_config, "name_or_path", None) if text else None,
+            modules_to_save=params.modules_to_save)
+
+
+@dataclass(kw_only=True)
+class PTuningParams(PeftParams):
+    num_virtual_tokens: int = 20  # learned prompt tokens prepended to every input
+    encoder: Literal["MLP", "LSTM"] = "MLP"  # reparameterisation network producing the prompt
+    encoder_hidden_size: int = 128  # hidden width of that network
+    encoder_num_layers: int = 2  # its depth
+    encoder_dropout: float = 0.0  # its dropout
+
+
+@PEFT_METHODS.register("p_tuning")
+class PTuning(PromptLearning):
+    Params = PTuningParams
+    peft_type = "P_TUNING"
+    exclusions = (_TOKEN_CLS_SHIFT,)
+    summary = "P-tuning: virtual tokens produced by a small MLP/LSTM prompt encoder"
+
+    @classmethod
+    def build(cls, params: PTuningParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import PromptEncoderConfig
+
+        return PromptEncoderConfig(
+            task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
+            encoder_reparameterization_type=params.encoder,
+            encoder_hidden_size=params.encoder_hidden_size,
+            encoder_num_layers=params.encoder_num_layers, encoder_dropout=params.encoder_dropout,
+            modules_to_save=params.modules_to_save)
+
+
+@dataclass(kw_only=True)
+class PrefixTuningParams(PeftParams):
+    num_virtual_tokens: int = 20  # learned key/value prefix length in every attention layer
+    prefix_projection: bool = False  # reparameterise the prefix through an MLP (stabler, more params)
+    encoder_hidden_size: Optional[int] = None  # hidden width of that MLP; null = the model's width
+
+
+@PEFT_METHODS.register("prefix_tuning")
+class PrefixTuning(PromptLearning):
+    Params = PrefixTuningParams
+    peft_type = "PREFIX_TUNING"
+    summary = "prefix tuning: learned key/value prefixes in every attention layer"
+
+    @classmethod
+    def build(cls, params: PrefixTuningParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import PrefixTuningConfig
+
+        kwargs = {}
+        if params.encoder_hidden_size is not None:
+            kwargs["encoder_hidden_size"] = params.encoder_hidden_size
+        return PrefixTuningConfig(
+            task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
+            prefix_projection=params.prefix_projection, modules_to_save=params.modules_to_save,
+            **kwargs)
+
+
+@dataclass(kw_only=True)
+class AdaptionPromptParams(PeftParams):
+    adapter_len: int = 10  # learned prompt tokens per adapted layer
+    adapter_layers: int = 8  # adapt the top N decoder layers (at most the model's layer count)
+
+
+@PEFT_METHODS.register("adaption_prompt")
+class AdaptionPrompt(PeftMethod):
+    Params = AdaptionPromptParams
+    peft_type = "ADAPTION_PROMPT"
+    target_kind = None
+    can_merge = False
+    prompt_learning = True
+    # peft implements it for model_type llama, mistral and gpt2 only (its TRANSFORMERS_MODEL_CONFIG).
+    families = frozenset({"llama", "gpt2"})
+    summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, GPT-2)"
+
+    @classmethod
+    def build(cls, params: AdaptionPromptParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import AdaptionPromptConfig
+
+        layers = params.adapter_layers
+        total = getattr(model_config, "num_hidden_layers", None)
+        if total is not None:
+            layers = min(layers, total)  # peft refuses more layers than the model has
+        return AdaptionPromptConfig(task_type=PEFT_TASK_TYPES[task],
+                                    adapter_len=params.adapter_len, adapter_layers=layers)
+
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> List[str]:
+        found = super().params_problems(params, run)
+        if params.target_modules is not None or params.modules_to_save is not None:
+            found.append("peft.target_modules / peft.modules_to_save: adaption_prompt adapts the "
+                         "attention layers itself and takes neither; remove them")
+        if params.adapter_len < 1 or params.adapter_layers < 1:
+            found.append(f"peft.adapter_len={params.adapter_len}, peft.adapter_layers="
+                         f"{params.adapter_layers}: both must be >= 1")
+        return found

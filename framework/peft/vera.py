@@ -1,0 +1,86 @@
+"""Shared-random-basis methods: the low-rank matrices are frozen random projections shared by all
+layers and only small per-layer vectors (VeRA), mixing weights (RandLoRA) or a shared vector bank
+(VB-LoRA) are trained. Far fewer parameters than LoRA at the same rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.registry import PEFT_METHODS
+
+
+@dataclass(kw_only=True)
+class VeraParams(PeftParams):
+    r: int = 256  # rank of the shared frozen random matrices (cheap: only 2 vectors per layer train)
+    d_initial: float = 0.1  # initial value of the per-rank scaling vector d
+    dropout: float = 0.0  # dropout on the adapter input
+    projection_seed: int = 0  # PRNG key of the shared random matrices
+    save_projection: bool = True  # store the random matrices in the adapter (safe across torch versions)
+
+
+@PEFT_METHODS.register("vera")
+class Vera(PeftMethod):
+    Params = VeraParams
+    peft_type = "VERA"
+    summary = "VeRA: frozen shared random A, B; trains two scaling vectors per layer (~10x fewer than LoRA)"
+
+    @classmethod
+    def build(cls, params: VeraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import VeraConfig
+
+        return VeraConfig(r=params.r, d_initial=params.d_initial, vera_dropout=params.dropout,
+                          projection_prng_key=params.projection_seed,
+                          save_projection=params.save_projection,
+                          **common_kwargs(cls, params, task, family))
+
+
+@dataclass(kw_only=True)
+class RandLoraParams(PeftParams):
+    r: int = 32  # rank of each shared random basis (full rank reached with several bases)
+    alpha: float = 640.0  # scale; RandLoRA's default is 20 x r
+    dropout: float = 0.0  # dropout on the adapter input
+    sparse: bool = False  # ternary sparse random bases (less memory)
+    projection_seed: int = 0  # PRNG key of the shared random bases
+
+
+@PEFT_METHODS.register("randlora")
+class RandLora(PeftMethod):
+    Params = RandLoraParams
+    peft_type = "RANDLORA"
+    summary = "RandLoRA: full-rank update from shared random bases with learned diagonal mixing"
+
+    @classmethod
+    def build(cls, params: RandLoraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import RandLoraConfig
+
+        return RandLoraConfig(r=params.r, randlora_alpha=params.alpha,
+                              randlora_dropout=params.dropout, sparse=params.sparse,
+                              projection_prng_key=params.projection_seed,
+                              **common_kwargs(cls, params, task, family))
+
+
+@dataclass(kw_only=True)
+class VbLoraParams(PeftParams):
+    r: int = 4  # rank of the composed A, B
+    num_vectors: int = 256  # vectors in the shared bank
+    vector_length: int = 64  # length of each bank vector; must divide the layers' widths
+    topk: int = 2  # bank vectors mixed per sub-vector
+    dropout: float = 0.0  # dropout on the adapter input
+
+
+@PEFT_METHODS.register("vblora")
+class VbLora(PeftMethod):
+    Params = VbLoraParams
+    peft_type = "VBLORA"
+    summary = "VB-LoRA: A, B assembled from a small shared vector bank by top-k mixing"
+
+    @classmethod
+    def build(cls, params: VbLoraParams, task: str, family: Any, model_config: Any) -> Any:
+        from peft import VBLoRAConfig
+
+        return VBLoRAConfig(r=params.r, num_vectors=params.num_vectors,
+                            vector_length=params.vector_length, topk=params.topk,
+                            vblora_dropout=params.dropout,
+                            **common_kwargs(cls, params, task, family))
