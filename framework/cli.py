@@ -39,8 +39,19 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def configure_logging(run_dir: Optional[Path] = None) -> None:
-    """INFO logs to stderr (and train.log in the run dir), with secrets redacted."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (tests and tools swap it), not the one at setup."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _redacting(handler: logging.Handler) -> logging.Handler:
     from framework.run_dir import redact_text
 
     class Redact(logging.Filter):
@@ -49,21 +60,37 @@ def configure_logging(run_dir: Optional[Path] = None) -> None:
             record.args = ()
             return True
 
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    handler.addFilter(Redact())
+    return handler
+
+
+def configure_logging() -> None:
+    """INFO logs to stderr, with secrets redacted (idempotent)."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    handlers: List[logging.Handler] = []
-    if not any(getattr(h, "_ft", False) for h in root.handlers):
-        handlers.append(logging.StreamHandler(sys.stderr))
-    if run_dir is not None:
-        handlers.append(logging.FileHandler(run_dir / "train.log"))
-    for handler in handlers:
-        handler._ft = True  # type: ignore[attr-defined]
-        handler.setFormatter(fmt)
-        handler.addFilter(Redact())
-        root.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_redacting(_StderrHandler()))
     for noisy in ("datasets", "httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class run_log:
+    """Also log to RUN_DIR/train.log while a run executes (removed afterwards, so that later
+    runs in the same process do not write into this run's log)."""
+
+    def __init__(self, run_dir: Path):
+        self.handler = _redacting(logging.FileHandler(run_dir / "train.log"))
+
+    def __enter__(self) -> "run_log":
+        configure_logging()
+        logging.getLogger().addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()
 
 
 def groups_help() -> str:
@@ -200,16 +227,21 @@ def execute(composed, run) -> dict:
     Returns the final metrics (Hydra sweeps use the task's primary metric as the objective)."""
     from framework.registry import HARDWARE
 
+    if getattr(run, "dry_run", False):  # print what would run; create and start nothing
+        from framework.hardware.plan import print_dry_run
+
+        print_dry_run(run)
+        return {}
     run_dir = prepare_run_dir(composed, run)
     run.run_dir = str(run_dir)
-    configure_logging(run_dir)
-    logging.getLogger("ft").info("run directory: %s", run_dir)
-    profile = HARDWARE.get(run.hardware.name)
-    if profile.world_size(run.hardware) > 1 or getattr(profile, "always_launch", False):
-        return launch(run, run_dir, profile)
-    from framework.runner import train
+    with run_log(run_dir):
+        logging.getLogger("ft").info("run directory: %s", run_dir)
+        profile = HARDWARE.get(run.hardware.name)
+        if profile.world_size(run.hardware) > 1 or getattr(profile, "always_launch", False):
+            return launch(run, run_dir, profile)
+        from framework.runner import train
 
-    return train(run, run_dir)
+        return train(run, run_dir)
 
 
 def launch(run, run_dir: Path, profile) -> dict:
@@ -223,8 +255,9 @@ def launch(run, run_dir: Path, profile) -> dict:
     resumes = sorted(run_dir.glob("config.resume-*.yaml"), key=lambda p: p.stat().st_mtime)
     if run.resume and resumes:
         config_file = resumes[-1].name
-    command = [sys.executable, "-m", "accelerate.commands.launch", *profile.launch_args(run.hardware),
-               "-m", "framework.runner", str(run_dir), "--config", config_file]
+    from framework.hardware.base import launch_command
+
+    command = launch_command(profile, run.hardware, run_dir, config_file)
     logging.getLogger("ft").info("launching: %s", " ".join(command))
     env = dict(os.environ, PYTHONUNBUFFERED="1", **profile.launch_env(run.hardware))
     if run.model.token:  # the saved config is redacted: hand the secret to ranks out of band

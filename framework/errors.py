@@ -17,7 +17,9 @@ class UserError(Exception):
 
     def __init__(self, message: str, problems: Iterable[str] = ()):
         self.problems = list(problems)
-        if self.problems:
+        if len(self.problems) == 1:  # one problem: keep it on one line
+            message = f"{message} {self.problems[0]}"
+        elif self.problems:
             message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
 

@@ -99,6 +99,9 @@ def build_optimizer(run: RunConfig, model: Any) -> Any:
     import torch
 
     groups = PEFT_METHODS.get(run.peft.name).param_groups(run.peft, model, run.train)
+    profile_optimizer = HARDWARE.get(run.hardware.name).build_optimizer(run.hardware, groups, run.train)
+    if profile_optimizer is not None:  # e.g. DeepSpeed's CPU Adam for ZeRO-Offload
+        return profile_optimizer
     if run.train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=run.train.lr, momentum=0.9,
                                weight_decay=run.train.weight_decay)
@@ -147,14 +150,16 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
     with accelerator.main_process_first():  # rank 0 fills the datasets cache, others reuse it
         tokenized = task.tokenize(raw.splits)
 
-    load_kwargs = {"dtype": torch_dtype(run.model.dtype, profile.uses_gpu),
-                   **profile.load_kwargs(run.hardware)}
+    method = PEFT_METHODS.get(run.peft.name)
+    load_kwargs = {"dtype": torch_dtype(run.model.dtype, profile.on_gpu(run.hardware)),
+                   **profile.load_kwargs(run.hardware), **method.load_kwargs(run.peft)}
     model = load_model(run.model, checkpoint, task.auto_model, task.model_kwargs(), load_kwargs)
+    model = method.prepare_base(run.peft, model, run.train)  # QLoRA: k-bit training prep
     if run.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    model = apply_peft(run, model, family)
-    method = PEFT_METHODS.get(run.peft.name)
+    with profile.adapting(run, model):  # device_map: adapters of offloaded layers
+        model = apply_peft(run, model, family)
     if main:
         trainable, total = model.get_nb_trainable_parameters()
         log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / total)
@@ -271,9 +276,12 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
                         # One host sync per optimizer step: the price of never stepping on NaN.
-                        finite = grad_norm is None or bool(torch.isfinite(grad_norm))
+                        finite = grad_norm is None or math.isfinite(float(grad_norm))  # DeepSpeed: a float
                     if finite:
                         optimizer.step()
+                        if accelerator.sync_gradients:
+                            # Before zero_grad: AdaLoRA scores rank importance from the gradients.
+                            method.on_step(accelerator.unwrap_model(model), state["step"] + 1)
                     optimizer.zero_grad()
                 state["batch_in_epoch"] += 1
                 if not accelerator.sync_gradients:
@@ -293,7 +301,6 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
                     scheduler.step()
                 state["step"] += 1
                 step = state["step"]
-                method.on_step(accelerator.unwrap_model(model), step)
                 progress.update(1)
 
                 if run.train.log_every and step % run.train.log_every == 0 or step == total_steps:
@@ -333,8 +340,8 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
     accelerator.wait_for_everyone()
     adapter_dir = run_dir / ADAPTER_DIR
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(str(adapter_dir), is_main_process=main, safe_serialization=True,
-                              state_dict=accelerator.get_state_dict(model))
+    method.save_adapter(run.peft, unwrapped, str(adapter_dir), is_main_process=main,
+                        state_dict=accelerator.get_state_dict(model))
     if main:
         tokenizer.save_pretrained(str(adapter_dir))
         task.save_artifacts(adapter_dir)
@@ -364,16 +371,21 @@ def _fmt(metrics: Dict[str, float]) -> str:
 
 def main(argv: Optional[list] = None) -> int:
     """Entry point of each rank under `accelerate launch -m framework.runner RUN_DIR`."""
-    from framework.cli import configure_logging, load_run_from_dir
+    import contextlib
+    import os
+
+    from framework.cli import configure_logging, load_run_from_dir, run_log
 
     parser = argparse.ArgumentParser(description="ft runner (one rank of a launched run)")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--config", default="config.yaml", help="config file inside run_dir")
     args = parser.parse_args(argv)
     configure_logging()
+    main_rank = os.environ.get("RANK", "0") == "0"  # only rank 0 writes train.log
     try:
         run = load_run_from_dir(args.run_dir, args.config)
-        train(run, args.run_dir)
+        with run_log(args.run_dir) if main_rank else contextlib.nullcontext():
+            train(run, args.run_dir)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -78,3 +78,14 @@ def cuda_available() -> bool:
 
 
 requires_gpu = pytest.mark.skipif(not cuda_available(), reason="needs CUDA")
+
+
+# Nothing in the tests may come from a model hub: fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# transformers binds its log handler to the sys.stderr of the moment it is first used; make that
+# the session-wide stream now, not the per-test capture of whichever test came first.
+from transformers.utils import logging as _hf_logging  # noqa: E402
+
+_hf_logging.get_logger("transformers")

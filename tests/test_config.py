@@ -72,7 +72,7 @@ defaults:
 
 @pytest.mark.parametrize("case, extra_args, body_extra, expected", [
     ("misspelled key on the command line", ["peft.rr=4"], "",
-     ["peft.rr=4: unknown key (did you mean 'r'?)", "+peft.rr=4"]),
+     ["peft.rr=4: unknown key (did you mean 'r'?)", "command line", "valid keys here"]),
     ("misspelled key in the recipe file", [], "train:\n  lrr: 0.1\n",
      ["train.lrr: unknown key (did you mean 'lr'?)", "my_recipe.yaml"]),
     ("misspelled key in a group, added with +", ["+peft.alhpa=3"], "",

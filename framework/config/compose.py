@@ -132,7 +132,7 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
             except Exception:
                 raise error from None
             allowed = schema_fields(base, match.group(1))
-            if allowed is None or match.group(1).split(".")[-1] not in allowed:
+            if allowed is not None and match.group(1).split(".")[-1] not in allowed:
                 raise
             overrides[index] = "+" + overrides[index]
     return _hydra_compose(recipe_path, overrides), overrides
@@ -222,8 +222,7 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
     if not parent_path and leaf not in siblings and leaf not in groups:
         siblings += sorted(groups)
     valid = f"; valid keys here: {', '.join(sorted(siblings))}" if siblings else ""
-    return (f"{key}={value}: unknown key{did_you_mean(leaf, siblings)} (set on the command line)"
-            f"{valid}. To add a new key on purpose, write +{key}={value}")
+    return f"{key}={value}: unknown key{did_you_mean(leaf, siblings)} (set on the command line){valid}"
 
 
 def recipe_groups() -> List[str]:

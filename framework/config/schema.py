@@ -73,6 +73,7 @@ class RunSettings:
     run_dir: Optional[str] = None  # explicit run directory; default outputs/<recipe>/<time>
     resume: Optional[str] = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
     overwrite: bool = False  # allow run_dir to be a directory that already holds another run
+    dry_run: bool = False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
 
 
 @dataclass(kw_only=True)
@@ -172,8 +173,9 @@ def _dataclass_of(tp: Any) -> Any:
 
 
 def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
-    """Keys the schema allows beside `key_path` in a composed config (None = any key, as in a
-    free-form mapping). Lets `group.key=value` set a schema field the preset does not spell out."""
+    """Keys the schema allows beside `key_path` in a composed config: None where any key goes
+    (a free-form mapping such as data.columns), [] where nothing can be added. Lets
+    `group.key=value` set a schema field that the preset does not spell out."""
     import typing
 
     from framework.registry import load_all
@@ -186,25 +188,27 @@ def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
     node = config.get(group) if isinstance(config.get(group), dict) else {}
     cls: Any
     if group in GROUPS:
-        name = node.get("name")
-        if name not in GROUPS[group]:
-            return None
-        cls = GROUPS[group].get(name).Params
+        if node.get("name") not in GROUPS[group]:
+            return []
+        cls = GROUPS[group].get(node["name"]).Params
     elif group == "train":
         cls = TrainConfig
     elif group == "data":
         cls = DataConfig
         if rest[:1] == ["source"]:
             if node.get("name") not in DATASETS:
-                return None
+                return []
             cls, rest = DATASETS.get(node["name"]).Params, rest[1:]
     else:
-        return None
+        return []
     for part in rest:
         hints = typing.get_type_hints(cls)
         if part not in hints:
-            return None
-        cls = _dataclass_of(hints[part])
-        if cls is None:
-            return None
+            return []
+        inner = _dataclass_of(hints[part])
+        if inner is None:
+            free_form = hints[part] is Any or typing.get_origin(hints[part]) in (dict, Dict) or any(
+                typing.get_origin(a) in (dict, Dict) for a in typing.get_args(hints[part]))
+            return None if free_form else []
+        cls = inner
     return sorted(f.name for f in dataclasses.fields(cls))
