@@ -4,7 +4,9 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import List, Tuple
 
 from framework.errors import UserError
@@ -41,6 +43,7 @@ def run_hydra_app(argv: List[str]) -> int:
     from framework.config.compose import HYDRA_VERSION_BASE, CONF_DIR, RECIPES_DIR, resolve_recipe
     from framework.config.compose import Composed
     from framework.config.schema import build_run_config
+    from framework.runner import TrainingInterrupted
 
     if not argv or argv[0].startswith("-"):
         print("error: usage: ft train RECIPE [-m] [overrides]", file=sys.stderr)
@@ -55,6 +58,17 @@ def run_hydra_app(argv: List[str]) -> int:
     @hydra.main(config_path=str(recipe_path.parent), config_name=recipe_path.stem,
                 version_base=HYDRA_VERSION_BASE)
     def job(cfg: DictConfig) -> float:
+        # Hydra prints a traceback for any exception it sees; a user error must be one line.
+        try:
+            return run_job(cfg)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except TrainingInterrupted as stop:
+            print(f"stopped: {stop}", file=sys.stderr)
+            raise SystemExit(stop.exit_code) from None
+
+    def run_job(cfg: DictConfig) -> float:
         from hydra.core.hydra_config import HydraConfig
 
         hydra_cfg = HydraConfig.get()
@@ -68,18 +82,17 @@ def run_hydra_app(argv: List[str]) -> int:
         if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
             run.run_dir = run.run_dir or str(hydra_cfg.runtime.output_dir)
             run.overwrite = True  # Hydra made this job's directory for it
-        metrics = execute(composed, run)
-        from framework.registry import TASKS
-
-        task_class = TASKS.get(run.task.name)
-        key = getattr(task_class, "primary_metric", "eval_loss")
-        return float(metrics.get(key, metrics.get("eval_loss", float("nan"))))
+        execute(composed, run)
+        # The objective is the task's primary metric, as the run itself recorded it.
+        summary = json.loads((Path(run.run_dir) / "summary.json").read_text())
+        return float(summary["final"].get(summary["primary_metric"], float("nan")))
 
     # hydra.main reads sys.argv: flags first, then overrides (argparse can't interleave them).
     flags, overrides = split_flags(rest)
     sys.argv = [f"ft train {recipe_path.stem}", *flags,
                 f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
-                "hydra.job.chdir=false", *overrides]
+                "hydra.job.chdir=false", "hydra/job_logging=disabled",
+                "hydra/hydra_logging=disabled", *overrides]
     try:
         job()
     except UserError as error:
