@@ -230,7 +230,7 @@ def execute(composed, run) -> dict:
     if getattr(run, "dry_run", False):  # print what would run; create and start nothing
         from framework.hardware.plan import print_dry_run
 
-        print_dry_run(run)
+        print_dry_run(run, composed)
         return {}
     run_dir = prepare_run_dir(composed, run)
     run.run_dir = str(run_dir)

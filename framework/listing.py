@@ -20,6 +20,22 @@ def _preset_line(group: str, preset: str) -> str:
     return f"  {preset:<22} -> {name}" if name else f"  {preset}"
 
 
+def _peft_line(name: str, entry: type, task: Optional[str]) -> Optional[str]:
+    """One method: with a task, the model families it works with for that task (None if none)."""
+    merge = "merges" if entry.can_merge else "no merge"
+    gpu = "; CUDA only" if entry.needs_cuda else ""
+    if task:
+        families = [f for f in MODELS.names()
+                    if task in MODELS.get(f).tasks and entry.incompatibility(task, f) is None]
+        if not families:
+            return None
+        return f"    {name:<16} families: {', '.join(families)}; {merge}{gpu}. {entry.summary}"
+    tasks = ", ".join(sorted(entry.tasks))
+    fams = ", ".join(sorted(entry.families)) if entry.families else "all"
+    holes = f" (+{len(entry.exclusions)} exclusions; see --task)" if entry.exclusions else ""
+    return f"    {name:<16} tasks: {tasks}; families: {fams}{holes}; {merge}{gpu}. {entry.summary}"
+
+
 def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
     """Print every group (or one) with presets and registry entries."""
     load_all()
@@ -45,13 +61,9 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
         for entry_name in registry.names():
             entry = registry.get(entry_name)
             if name == "peft":
-                if task and entry.incompatibility(task, "llama") and entry.incompatibility(task, "bert"):
-                    continue
-                tasks = ", ".join(sorted(entry.tasks))
-                fams = ", ".join(sorted(entry.families)) if entry.families else "all"
-                merge = "merges" if entry.can_merge else "no merge"
-                print(f"    {entry_name:<16} tasks: {tasks}; families: {fams}; {merge}. "
-                      f"{entry.summary}")
+                line = _peft_line(entry_name, entry, task)
+                if line:
+                    print(line)
             elif name == "model":
                 print(f"    {entry_name:<16} tasks: {', '.join(sorted(entry.tasks))}")
             else:

@@ -23,7 +23,7 @@ from framework.checkpoint import check_resume, read_trainer_state, save_checkpoi
 from framework.config.schema import RunConfig
 from framework.errors import UserError
 from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
-from framework.run_dir import METRICS_FILE, MetricsLog, redact
+from framework.run_dir import METRICS_FILE, MetricsLog, read_metrics, redact
 
 log = logging.getLogger("ft")
 
@@ -205,10 +205,10 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from,
                      state["step"], state["epoch"], state["batch_in_epoch"])
 
-    if main:
+    if run.train.save_every:  # every rank checks, so that all of them stop together
         free = shutil.disk_usage(run_dir).free
         need = estimate_checkpoint_bytes(model) * (run.train.keep_last + 1)
-        if run.train.save_every and free < need:
+        if free < need:
             raise UserError(f"train.save_every={run.train.save_every}: {free >> 20} MiB free on "
                             f"{run_dir}, but checkpoints need about {need >> 20} MiB. Free space, "
                             f"lower train.keep_last, or move output_root")
@@ -244,6 +244,10 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
         baseline = evaluate(0)
         if main:
             log.info("before training: %s", _fmt(baseline))
+    elif run.train.eval_before:  # resumed: the baseline was recorded by the first attempt
+        baseline = next((r for r in read_metrics(run_dir)
+                         if r.get("split") == "eval" and r.get("step") == 0), {})
+        baseline = {k: v for k, v in baseline.items() if k not in ("step", "split")}
 
     # ---- train --------------------------------------------------------------------------------
     model.train()
@@ -396,4 +400,7 @@ def main(argv: Optional[list] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    # A rank that crashes writes its traceback where the launcher's failure summary shows it.
+    sys.exit(record(main)())

@@ -46,9 +46,14 @@ def test_every_registry_entry_has_a_preset_and_every_preset_an_entry():
 
 
 def test_presets_hold_no_import_paths():
+    import re
+
     for path in CONF_DIR.rglob("*.yaml"):
+        if path.relative_to(CONF_DIR).parts[0] == "hydra":
+            continue  # Hydra's own plugin configs (launchers), not ft's pieces
         text = path.read_text()
-        assert "_target_" not in text, f"{path} uses _target_: names must go through registries"
+        assert not re.search(r"^\s*_target_\s*:", text, re.M), \
+            f"{path} uses _target_: ft's pieces are named through registries"
 
 
 def _bad_recipe(tmp_path: Path, body: str) -> str:

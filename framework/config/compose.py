@@ -226,4 +226,5 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
 
 
 def recipe_groups() -> List[str]:
-    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+    # conf/hydra holds Hydra's own groups (hydra/launcher=slurm), not an ft config group.
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")

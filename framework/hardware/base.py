@@ -10,9 +10,10 @@ methods the runner calls inside a rank (``accelerator_kwargs``, ``load_kwargs``)
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Literal, Optional
+from typing import Any, ClassVar, Dict, Iterator, List, Literal, Optional
 
 from framework.config.schema import GroupParams
 
@@ -68,15 +69,19 @@ class HardwareProfile:
     @classmethod
     def device_count_problems(cls, params: Any, run: Any) -> List[str]:
         """More processes on this machine than it has GPUs. Imports torch, so only GPU profiles
-        with several processes call it; a dry run (e.g. on a login node) skips it."""
-        if not cls.on_gpu(params) or params.num_processes <= 1 or getattr(run, "dry_run", False):
+        that launch processes call it; a dry run (e.g. on a login node) skips it."""
+        launches = params.num_processes > 1 or cls.always_launch
+        if not cls.on_gpu(params) or not launches or getattr(run, "dry_run", False):
             return []
         count = cuda_device_count()
-        if params.num_processes > count:
-            return [f"hardware.num_processes={params.num_processes}: this machine has {count} CUDA "
-                    f"GPU(s); use at most {count} processes per machine, hardware.device=cpu for "
-                    f"CPU processes, or dry_run=true to only print the launch command"]
-        return []
+        if params.num_processes <= count:
+            return []
+        cpu_hint = "hardware.device=cpu for CPU processes (gloo), " \
+            if hasattr(params, "device") else ""
+        have = "no CUDA GPU" if count == 0 else f"{count} CUDA GPU(s)"
+        return [f"hardware.num_processes={params.num_processes}: this "
+                f"machine has {have}; use at most one process per GPU, {cpu_hint}or dry_run=true "
+                f"to only print the launch command"]
 
     # ---- launching (no torch) -----------------------------------------------------------------
     @classmethod
@@ -86,6 +91,11 @@ class HardwareProfile:
     @classmethod
     def launch_env(cls, params: Any) -> Dict[str, str]:
         """Environment variables for launched ranks."""
+        if cls.always_launch and cls.world_size(params) == 1:
+            # `accelerate launch --num_processes 1` starts one plain process, but DeepSpeed and
+            # FSDP still need a process group: give it the torchrun variables of a group of one.
+            return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(params.main_process_port)}
         return {}
 
     @classmethod
@@ -142,6 +152,13 @@ class HardwareProfile:
     def load_kwargs(cls, params: Any) -> Dict[str, Any]:
         """Extra from_pretrained kwargs (device_map, max_memory, offload_folder)."""
         return {}
+
+    @classmethod
+    @contextmanager
+    def adapting(cls, run: Any, model: Any) -> Iterator[None]:
+        """Context in which PEFT adds its adapter layers to the loaded base model (device_map
+        uses it to create adapters of offloaded layers where those layers compute)."""
+        yield
 
     @classmethod
     def build_optimizer(cls, params: Any, groups: List[Dict[str, Any]], train: Any) -> Optional[Any]:

@@ -166,11 +166,13 @@ class DeepSpeed(HardwareProfile):
             if device not in ("cpu", "nvme"):
                 found.append(f"hardware.deepspeed.zero_optimization.{section}.device={device}: "
                              f"must be none, cpu or nvme")
-            if device == "nvme" and not (params.nvme_path
-                                         or _get(config, f"zero_optimization.{section}.nvme_path")):
-                found.append(f"hardware.nvme_path: required with hardware.deepspeed.zero_optimization."
-                             f"{section}.device=nvme; set hardware.nvme_path=/a/dir/on/local/nvme "
-                             f"(a fast local disk, not a network file system)")
+        no_path = [f"hardware.deepspeed.zero_optimization.{section}.device=nvme"
+                   for section, device in devices.items() if device == "nvme"
+                   and not (params.nvme_path or _get(config, f"zero_optimization.{section}.nvme_path"))]
+        if no_path:
+            found.append(f"hardware.nvme_path: required with {' and '.join(no_path)}; set "
+                         f"hardware.nvme_path=/a/dir/on/local/nvme (a fast local disk, not a "
+                         f"network file system)")
         if "offload_param" in devices and stage != 3:
             found.append(f"hardware.deepspeed.zero_optimization.offload_param needs stage 3 "
                          f"(hardware.deepspeed.zero_optimization.stage={stage}); use hardware="
@@ -197,7 +199,10 @@ class DeepSpeed(HardwareProfile):
     @classmethod
     def launch_env(cls, params: Any) -> Dict[str, str]:
         # Without CUDA, DeepSpeed must use its CPU accelerator (gloo when oneCCL is missing).
-        return {"DS_ACCELERATOR": "cpu"} if params.device == "cpu" else {}
+        env = super().launch_env(params)
+        if params.device == "cpu":
+            env["DS_ACCELERATOR"] = "cpu"
+        return env
 
     @classmethod
     def plan(cls, params: Any, train: Any) -> Dict[str, Any]:

@@ -1,3 +1,3 @@
 """Model families; importing this package registers them all."""
 
-from framework.models import bart, bert, gpt2, llama, t5  # noqa: F401
+from framework.models import bart, bert, encoder_decoder, gpt2, llama, t5  # noqa: F401

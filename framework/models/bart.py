@@ -15,6 +15,7 @@ class Bart(ModelFamily):
         "ia3": ["k_proj", "v_proj", "fc2"],
         "ia3_feedforward": ["fc2"],
         "ln": ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"],  # ln_tuning
+        "head_seq_cls": ["classification_head"],  # peft only trains classifier/score
     }
     tiny_save_class = "AutoModelForSeq2SeqLM"
 

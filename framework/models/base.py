@@ -72,5 +72,11 @@ class ModelFamily:
         return tokenizer
 
     @classmethod
+    def prepare_checkpoint(cls, path: Any) -> Any:
+        """Turn a resolved local checkpoint into the one to load (e.g. warm-start an
+        encoder-decoder from an encoder checkpoint, cached); by default the path itself."""
+        return path
+
+    @classmethod
     def default_targets(cls, kind: str) -> Optional[List[str]]:
         return list(cls.target_modules[kind]) if kind in cls.target_modules else None

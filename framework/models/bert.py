@@ -8,7 +8,8 @@ from framework.registry import MODELS
 
 @MODELS.register("bert")
 class Bert(ModelFamily):
-    tasks = frozenset({"seq_cls", "token_cls", "question_ans", "feature_extraction", "seq2seq_lm"})
+    # seq2seq_lm needs two encoders joined with cross-attention: model family bert2bert.
+    tasks = frozenset({"seq_cls", "token_cls", "question_ans", "feature_extraction"})
     target_modules = {
         "lora": ["query", "key", "value", "dense"],  # dense: attention output, FFN in/out, pooler
         "attention": ["query", "key", "value"],

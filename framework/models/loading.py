@@ -62,7 +62,7 @@ def resolve_checkpoint(params: ModelParams) -> str:
     if not (path / "config.json").is_file():
         raise UserError(f"model.checkpoint='{checkpoint}': {path} is not a model directory "
                         f"(no config.json). Point it at a folder saved with save_pretrained.")
-    return str(path)
+    return str(MODELS.get(params.name).prepare_checkpoint(path))
 
 
 def _atomic_dir(target: Path, build) -> Path:

@@ -15,6 +15,7 @@ class T5(ModelFamily):
         "ia3": ["k", "v", "wo"],
         "ia3_feedforward": ["wo"],
         "ln": ["layer_norm", "final_layer_norm"],  # ln_tuning
+        "head_seq_cls": ["classification_head"],  # peft only trains classifier/score
     }
     tiny_save_class = "AutoModelForSeq2SeqLM"
 

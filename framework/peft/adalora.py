@@ -44,7 +44,8 @@ class AdaLora(PeftMethod):
             lora_alpha=params.alpha, lora_dropout=params.dropout, tinit=0, tfinal=0,
             deltaT=params.delta_t, beta1=params.beta1, beta2=params.beta2,
             orth_reg_weight=params.orth_reg_weight, total_step=3,
-            target_modules=cls.targets(params, family), modules_to_save=params.modules_to_save)
+            target_modules=cls.targets(params, family),
+            modules_to_save=cls.modules_to_save(params, task, family))
 
     @staticmethod
     def schedule(params: AdaLoraParams, total_steps: int) -> tuple:
@@ -77,6 +78,7 @@ class AdaLora(PeftMethod):
 
     @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
+        super().prepare_model(params, model, total_steps)
         tinit, tfinal = cls.schedule(params, total_steps)
         if tinit >= total_steps - tfinal:
             raise UserError(f"peft=adalora: the run has {total_steps} optimizer steps, too few for "

@@ -35,15 +35,23 @@ class Exclusion:
     families: FrozenSet[str]
     reason: str
     peft_fails: bool = True
+    fact: str = ""  # with peft_fails=False: the name of the test that demonstrates the reason
 
     def matches(self, task: str, family: str) -> bool:
         return (not self.tasks or task in self.tasks) and (not self.families or family in self.families)
 
 
 def exclude(tasks: Tuple[str, ...] = (), families: Tuple[str, ...] = (), *, reason: str,
-            peft_fails: bool = True) -> Exclusion:
+            peft_fails: bool = True, fact: str = "") -> Exclusion:
     """Shorthand for an Exclusion from tuples."""
-    return Exclusion(frozenset(tasks), frozenset(families), reason, peft_fails)
+    return Exclusion(frozenset(tasks), frozenset(families), reason, peft_fails, fact)
+
+
+# GPT-2 family models use transformers' Conv1D (a transposed linear) for attention and MLP.
+LINEAR_ONLY = exclude(
+    families=("gpt2",),
+    reason="peft implements this method for torch.nn.Linear only, and GPT-2's attention and MLP "
+           "layers are transformers Conv1D (peft raises 'Target module Conv1D ... not supported')")
 
 
 @dataclass(kw_only=True)
@@ -96,6 +104,14 @@ class PeftMethod:
         if params.target_modules is not None and not isinstance(params.target_modules, (str, list)):
             found.append(f"peft.target_modules={params.target_modules!r}: give a list of module "
                          f"names, a regex string, 'all-linear', or null for the family default")
+        if params.target_modules is None and cls.target_kind is not None:
+            from framework.registry import MODELS
+
+            family = MODELS.get(run.model.name, key="model.name")
+            if family.default_targets(cls.target_kind) is None:
+                found.append(f"peft.target_modules: model family '{run.model.name}' has no default "
+                             f"'{cls.target_kind}' modules for peft={run.peft.name}; set "
+                             f"peft.target_modules to a list of module names")
         if cls.needs_cuda and not _cuda_available():
             found.append(f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
                          f"sees none on this machine. Use peft=lora on CPU, or run on a GPU")
@@ -108,6 +124,16 @@ class PeftMethod:
         if params.target_modules is not None:
             return params.target_modules
         return family.default_targets(cls.target_kind) if cls.target_kind else None
+
+    @classmethod
+    def modules_to_save(cls, params: Any, task: str, family: Any) -> Optional[List[str]]:
+        """The user's modules_to_save plus the family's task head where peft would miss it.
+        peft trains `classifier`/`score` (seq_cls, token_cls) and `qa_outputs` in full by itself;
+        T5 and BART call their sequence-classification head `classification_head`, which peft
+        would leave frozen at its random init (the family lists it as kind 'head_<task>')."""
+        names = list(params.modules_to_save or [])
+        names += [n for n in (family.default_targets(f"head_{task}") or []) if n not in names]
+        return names or None
 
     @classmethod
     def load_kwargs(cls, params: Any) -> Dict[str, Any]:
@@ -127,7 +153,19 @@ class PeftMethod:
 
     @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
-        """Last chance to configure the peft model once the number of steps is known."""
+        """Last chance to configure the peft model once the number of steps is known. Checks that
+        every name in peft.modules_to_save matched a module (peft silently ignores the others)."""
+        from framework.errors import UserError
+
+        wanted = params.modules_to_save or []
+        names = [name for name, _ in model.named_modules()]
+        missing = [w for w in wanted
+                   if not any(n == w or n.endswith("." + w) for n in names)]
+        if missing:
+            tops = sorted({n.split(".")[-1] for n in names if n and not n[-1].isdigit()})
+            raise UserError(f"peft.modules_to_save={wanted}: {', '.join(missing)} matched no module "
+                            f"of {type(model.get_base_model()).__name__}. Module names it has: "
+                            f"{', '.join(tops)}")
 
     @classmethod
     def on_step(cls, model: Any, global_step: int) -> None:
@@ -181,4 +219,4 @@ def after_load(model: Any) -> Any:
 def common_kwargs(method: Any, params: Any, task: str, family: Any) -> Dict[str, Any]:
     """task_type, target_modules and modules_to_save: the keys every layer-adapter config takes."""
     return {"task_type": PEFT_TASK_TYPES[task], "target_modules": method.targets(params, family),
-            "modules_to_save": params.modules_to_save}
+            "modules_to_save": method.modules_to_save(params, task, family)}

@@ -60,7 +60,8 @@ class Lora(PeftMethod):
             task_type=PEFT_TASK_TYPES[task], r=params.r, lora_alpha=params.alpha,
             lora_dropout=params.dropout, bias=params.bias, use_dora=params.use_dora,
             use_rslora=params.use_rslora, init_lora_weights=params.init,
-            target_modules=cls.targets(params, family), modules_to_save=params.modules_to_save)
+            target_modules=cls.targets(params, family),
+            modules_to_save=cls.modules_to_save(params, task, family))
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:
@@ -112,6 +113,7 @@ class Lora(PeftMethod):
 
     @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
+        super().prepare_model(params, model, total_steps)
         if _init_kind(params.init) not in MUTATING_INITS:
             return
         if Lora._init_root is None:
@@ -231,6 +233,7 @@ class QLora(Lora):
 
     @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
+        super().prepare_model(params, model, total_steps)
         if params.loftq_init:
             from peft import replace_lora_weights_loftq
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams, common_kwargs
 from framework.registry import PEFT_METHODS
 
 
@@ -22,6 +22,7 @@ class LohaParams(PeftParams):
 class Loha(PeftMethod):
     Params = LohaParams
     peft_type = "LOHA"
+    exclusions = (LINEAR_ONLY,)
     summary = "LoHa: update = (B1·A1) ⊙ (B2·A2), Hadamard product of two low-rank pairs"
 
     @classmethod
@@ -47,6 +48,7 @@ class LokrParams(PeftParams):
 class Lokr(PeftMethod):
     Params = LokrParams
     peft_type = "LOKR"
+    exclusions = (LINEAR_ONLY,)
     summary = "LoKr: update = C ⊗ (B·A), a Kronecker product with a low-rank factor"
 
     @classmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Literal
 
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams, common_kwargs
 from framework.registry import PEFT_METHODS
 
 
@@ -28,6 +28,7 @@ class MissParams(PeftParams):
 class Miss(PeftMethod):
     Params = MissParams
     peft_type = "MISS"
+    exclusions = (LINEAR_ONLY,)
     summary = "MiSS (formerly Bone): one shard matrix per layer shared across weight blocks"
 
     @classmethod
@@ -49,6 +50,7 @@ class ShiraParams(PeftParams):
 class Shira(PeftMethod):
     Params = ShiraParams
     peft_type = "SHIRA"
+    exclusions = (LINEAR_ONLY,)
     summary = "SHiRA: train a sparse, high-rank set of weight entries (LoRA's parameter budget)"
 
     @classmethod
@@ -68,6 +70,7 @@ class C3aParams(PeftParams):
 class C3a(PeftMethod):
     Params = C3aParams
     peft_type = "C3A"
+    exclusions = (LINEAR_ONLY,)
     summary = "C3A: update as a block-circular convolution (FFT), full rank at LoRA-like cost"
 
     @classmethod
@@ -94,6 +97,7 @@ class RoadParams(PeftParams):
 class Road(PeftMethod):
     Params = RoadParams
     peft_type = "ROAD"
+    exclusions = (LINEAR_ONLY,)
     summary = "RoAd: learned 2-D rotations and scales of output pairs (fewest params of the adapters)"
 
     @classmethod
@@ -115,6 +119,7 @@ class DeloraParams(PeftParams):
 class Delora(PeftMethod):
     Params = DeloraParams
     peft_type = "DELORA"
+    exclusions = (LINEAR_ONLY,)
     summary = "DeLoRA: LoRA with normalised factors and a learned bound on the update's norm"
 
     @classmethod

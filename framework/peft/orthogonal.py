@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List
 
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams, common_kwargs
 from framework.registry import PEFT_METHODS
 
 
@@ -24,6 +24,7 @@ class OftParams(PeftParams):
 class Oft(PeftMethod):
     Params = OftParams
     peft_type = "OFT"
+    exclusions = (LINEAR_ONLY,)
     summary = "OFT: rotate each target weight by a learned block-diagonal orthogonal matrix"
 
     @classmethod
@@ -55,6 +56,7 @@ class BoftParams(PeftParams):
 class Boft(PeftMethod):
     Params = BoftParams
     peft_type = "BOFT"
+    exclusions = (LINEAR_ONLY,)
     summary = "BOFT: orthogonal rotation factored into butterfly blocks (fewer params than OFT)"
 
     @classmethod
@@ -84,6 +86,7 @@ class HraParams(PeftParams):
 class Hra(PeftMethod):
     Params = HraParams
     peft_type = "HRA"
+    exclusions = (LINEAR_ONLY,)
     summary = "HRA: rotate target weights by a product of r learned Householder reflections"
 
     @classmethod

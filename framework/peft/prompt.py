@@ -12,11 +12,40 @@ from typing import Any, List, Literal, Optional
 from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams, exclude
 from framework.registry import PEFT_METHODS
 
-# Facts about peft 0.21 + transformers 5, checked by tests/test_peft_compat.py:
+# Facts about peft 0.21 + transformers 5, each checked by tests/test_peft_compat.py.
+_NO_PAST_KEY_VALUES = exclude(
+    ("seq_cls", "token_cls", "question_ans"),
+    reason="prefix tuning passes past_key_values, which the transformers classification and QA "
+           "heads do not accept (peft raises 'Model does not support past key values')")
 _TOKEN_CLS_SHIFT = exclude(
     ("token_cls",),
     reason="peft prepends the virtual tokens to the input but not to the per-token labels, so "
            "logits and labels differ in length (peft raises a batch-size mismatch)")
+_NO_INPUT_EMBEDS = exclude(
+    ("seq_cls", "question_ans"), ("t5", "bart"),
+    reason="peft feeds inputs_embeds, which T5/BART classification and QA heads refuse "
+           "(transformers raises NotImplementedError / asks for input_ids)")
+_LAST_POSITION = exclude(
+    ("seq_cls",), ("llama", "gpt2"),
+    reason="decoder-only classifiers find the last real token from input_ids; given peft's "
+           "inputs_embeds they read the last position, which is padding for shorter rows",
+    peft_fails=False, fact="test_fact_decoder_seq_cls_reads_padding_with_prompts")
+_QA_UNSHIFTED = exclude(
+    ("question_ans",),
+    reason="peft prepends the virtual tokens but does not shift start/end positions, and the "
+           "start/end logits then cover the virtual tokens: answer spans would be off by "
+           "num_virtual_tokens",
+    peft_fails=False, fact="test_fact_qa_logits_include_virtual_tokens")
+_POOLING = exclude(
+    ("feature_extraction",),
+    reason="the hidden states gain num_virtual_tokens leading positions that the attention mask "
+           "ft pools with does not cover (mean pooling misaligns, cls pooling reads a virtual token)",
+    peft_fails=False, fact="test_fact_hidden_states_include_virtual_tokens")
+_SOFT_PROMPT_HOLES = (_TOKEN_CLS_SHIFT, _NO_INPUT_EMBEDS, _LAST_POSITION, _QA_UNSHIFTED, _POOLING)
+_ADAPTION_HEADS = exclude(
+    ("token_cls", "question_ans"),
+    reason="peft's adaption prompt cannot wrap token-classification or QA models "
+           "(it raises TypeError: 'NoneType' object is not iterable)")
 
 
 class PromptLearning(PeftMethod):
@@ -49,7 +78,7 @@ class PromptTuningParams(PeftParams):
 class PromptTuning(PromptLearning):
     Params = PromptTuningParams
     peft_type = "PROMPT_TUNING"
-    exclusions = (_TOKEN_CLS_SHIFT,)
+    exclusions = _SOFT_PROMPT_HOLES
     summary = "prompt tuning: learn soft-prompt embeddings prepended to the input (text init)"
 
     @classmethod
@@ -63,7 +92,7 @@ class PromptTuning(PromptLearning):
             prompt_tuning_init=params.init.upper(),
             prompt_tuning_init_text=params.init_text if text else None,
             tokenizer_name_or_path=getattr(model_config, "name_or_path", None) if text else None,
-            modules_to_save=params.modules_to_save)
+            modules_to_save=cls.modules_to_save(params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -79,7 +108,7 @@ class PTuningParams(PeftParams):
 class PTuning(PromptLearning):
     Params = PTuningParams
     peft_type = "P_TUNING"
-    exclusions = (_TOKEN_CLS_SHIFT,)
+    exclusions = _SOFT_PROMPT_HOLES
     summary = "P-tuning: virtual tokens produced by a small MLP/LSTM prompt encoder"
 
     @classmethod
@@ -91,7 +120,7 @@ class PTuning(PromptLearning):
             encoder_reparameterization_type=params.encoder,
             encoder_hidden_size=params.encoder_hidden_size,
             encoder_num_layers=params.encoder_num_layers, encoder_dropout=params.encoder_dropout,
-            modules_to_save=params.modules_to_save)
+            modules_to_save=cls.modules_to_save(params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -105,6 +134,7 @@ class PrefixTuningParams(PeftParams):
 class PrefixTuning(PromptLearning):
     Params = PrefixTuningParams
     peft_type = "PREFIX_TUNING"
+    exclusions = (_NO_PAST_KEY_VALUES,)
     summary = "prefix tuning: learned key/value prefixes in every attention layer"
 
     @classmethod
@@ -116,8 +146,8 @@ class PrefixTuning(PromptLearning):
             kwargs["encoder_hidden_size"] = params.encoder_hidden_size
         return PrefixTuningConfig(
             task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
-            prefix_projection=params.prefix_projection, modules_to_save=params.modules_to_save,
-            **kwargs)
+            prefix_projection=params.prefix_projection,
+            modules_to_save=cls.modules_to_save(params, task, family), **kwargs)
 
 
 @dataclass(kw_only=True)
@@ -135,6 +165,7 @@ class AdaptionPrompt(PeftMethod):
     prompt_learning = True
     # peft implements it for model_type llama, mistral and gpt2 only (its TRANSFORMERS_MODEL_CONFIG).
     families = frozenset({"llama", "gpt2"})
+    exclusions = (_ADAPTION_HEADS,)
     summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, GPT-2)"
 
     @classmethod

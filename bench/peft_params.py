@@ -1,0 +1,72 @@
+"""Trainable parameters of every CPU-runnable PEFT preset on MiniLM (model preset `minilm`,
+task seq_cls, 2 labels), built exactly as `ft train` builds them. Prints a Markdown table.
+
+    .venv/bin/python bench/peft_params.py            # all presets in conf/peft
+    .venv/bin/python bench/peft_params.py lora ia3   # some of them
+
+Counts come from peft's get_nb_trainable_parameters(); "total" is base + adapter, so the
+fraction is trainable / total. The 770-parameter classifier head (trained in full by peft for
+seq_cls) is included in every row.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# A recipe whose peft block sets no method-specific keys, so that every preset composes with it
+# (seq_cls_minilm_lora sets peft.r, which only LoRA-like methods have); the model is minilm.
+RECIPE = "seq_cls_tiny_bert_lora"
+
+
+def main(argv: list) -> int:
+    import torch
+    import transformers
+    import yaml
+    from peft import get_peft_model
+
+    from framework.cli import compose_and_validate
+    from framework.models.loading import load_model, resolve_checkpoint
+    from framework.registry import MODELS, PEFT_METHODS
+
+    warnings.filterwarnings("ignore")
+    transformers.logging.set_verbosity_error()
+    logging.disable(logging.WARNING)
+    presets = argv or sorted(p.stem for p in (REPO / "conf" / "peft").glob("*.yaml"))
+    _, run = compose_and_validate(RECIPE, ["model=minilm", "output_root=/tmp/ft-bench"])
+    checkpoint = resolve_checkpoint(run.model)
+    torch.manual_seed(0)
+    base = load_model(run.model, checkpoint, "AutoModelForSequenceClassification",
+                      {"num_labels": 2}, {"dtype": torch.float32})
+    base_params = sum(p.numel() for p in base.parameters())
+    print(f"MiniLM (all-MiniLM-L6-v2) + 2-label head: {base_params:,} parameters\n")
+    print("| preset | method | trainable | total | trainable % | build s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for preset in presets:
+        node = yaml.safe_load((REPO / "conf" / "peft" / f"{preset}.yaml").read_text())
+        method = PEFT_METHODS.get(node["name"])
+        if method.needs_cuda:
+            print(f"| {preset} | {node['name']} | needs CUDA | | | |")
+            continue
+        _, run = compose_and_validate(RECIPE,
+                                      [f"peft={preset}", "model=minilm", "output_root=/tmp/ft-bench"])
+        start = time.perf_counter()
+        model = get_peft_model(copy.deepcopy(base),
+                               method.build(run.peft, "seq_cls", MODELS.get(run.model.name),
+                                            base.config))
+        method.prepare_model(run.peft, model, 100)
+        seconds = time.perf_counter() - start
+        trainable, total = model.get_nb_trainable_parameters()
+        print(f"| {preset} | {node['name']} | {trainable:,} | {total:,} | "
+              f"{100 * trainable / total:.3f} | {seconds:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,81 @@
+"""bert2bert: a transformers EncoderDecoderModel whose encoder and decoder are both BERT-family
+encoders (e.g. MiniLM), warm-started as in Rothe et al. 2020. The decoder copy gets causal
+self-attention and new, randomly initialised cross-attention layers; train those in full
+(peft.modules_to_save) and the rest with LoRA. Given an encoder checkpoint (config model_type
+bert), ft builds the warm-started encoder-decoder once and caches it; a saved encoder-decoder
+checkpoint is loaded as is."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from framework.models.base import ModelFamily, TinySpec
+from framework.registry import MODELS
+
+
+def _special_ids(config: Any, tokenizer: Any) -> None:
+    """Decoding starts at [CLS], stops at [SEP], pads with [PAD] (the BERT tokenizer's own)."""
+    config.decoder_start_token_id = tokenizer.cls_token_id
+    config.bos_token_id = tokenizer.cls_token_id
+    config.eos_token_id = tokenizer.sep_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+
+
+@MODELS.register("bert2bert")
+class Bert2Bert(ModelFamily):
+    tasks = frozenset({"seq2seq_lm"})
+    # Module names are shared by encoder and decoder; cross-attention layers are named
+    # "crossattention" (their query/key/value match the LoRA targets too).
+    target_modules = {
+        "lora": ["query", "key", "value", "dense"],
+        "attention": ["query", "key", "value"],
+        "ia3": ["key", "value", "output.dense"],
+        "ia3_feedforward": ["output.dense"],
+        "ln": ["LayerNorm"],  # ln_tuning
+    }
+    tiny_save_class = "AutoModelForSeq2SeqLM"
+    drop_target_cls = True  # the decoder starts at [CLS]: labels do not repeat it
+
+    @classmethod
+    def tiny_tokenizer_kind(cls) -> str:
+        return "bert"
+
+    @classmethod
+    def tiny_config(cls, spec: TinySpec, tokenizer: Any) -> Any:
+        from transformers import BertConfig, EncoderDecoderConfig
+
+        def bert(decoder: bool) -> Any:
+            return BertConfig(
+                vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
+                intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
+                num_attention_heads=spec.num_heads, max_position_embeddings=spec.max_positions,
+                pad_token_id=tokenizer.pad_token_id, is_decoder=decoder, add_cross_attention=decoder)
+
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(bert(False), bert(True))
+        _special_ids(config, tokenizer)
+        return config
+
+    @classmethod
+    def prepare_checkpoint(cls, path: Any) -> Any:
+        config = json.loads((Path(path) / "config.json").read_text())
+        if config.get("model_type") == "encoder-decoder":
+            return path
+        from framework.models.loading import _atomic_dir, cache_root
+
+        stat = (Path(path) / "config.json").stat()
+        digest = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+        def build(tmp: Path) -> None:
+            from transformers import AutoTokenizer, EncoderDecoderModel
+
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(path), str(path))
+            _special_ids(model.config, tokenizer)
+            _special_ids(model.generation_config, tokenizer)
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+
+        return _atomic_dir(cache_root() / "bert2bert" / f"{Path(path).name}-{digest}", build)
