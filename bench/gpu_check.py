@@ -107,8 +107,9 @@ def gpu_memory_used() -> Optional[int]:
 
 def gpu_name() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader",
-                               "-i", GPU_INDEX], capture_output=True, text=True, timeout=5).stdout.strip()
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
+                               "--format=csv,noheader", "-i", GPU_INDEX],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
     except OSError:
         return "unknown"
 
@@ -133,9 +134,14 @@ def run_check(name: str, command: List[str], run_dir: Path, timeout: int) -> Dic
     speeds = [r["tokens_per_s"] for r in train[1:]] or [r["tokens_per_s"] for r in train]
     note = ""
     if not ok:
-        errors = [line for line in output.splitlines()
+        lines = output.strip().splitlines() or ["?"]
+        errors = [i for i, line in enumerate(lines)
                   if line.startswith(("error:", "stopped:")) or "Error" in line]
-        note = ((errors or output.strip().splitlines() or ["?"])[-1])[:100]
+        at = errors[-1] if errors else len(lines) - 1
+        note = lines[at]
+        if note.endswith(":") and at + 1 < len(lines):  # "error: ... (2 problems):" + a list
+            note += " " + lines[at + 1].strip()
+        note = note[:140]
     elif name == "device_map" and (run_dir / "train.log").exists():
         log = (run_dir / "train.log").read_text()
         if "modules per device " in log:
@@ -146,7 +152,8 @@ def run_check(name: str, command: List[str], run_dir: Path, timeout: int) -> Dic
 
 
 def print_table(results: List[Dict[str, object]]) -> None:
-    header = f"{'check':<14} {'result':<6} {'tokens/s':>10} {'peak MiB':>9} {'time s':>7}  {'loss':<14} note"
+    header = (f"{'check':<14} {'result':<6} {'tokens/s':>10} {'peak MiB':>9} {'time s':>7}  "
+              f"{'loss':<14} note")
     print(header)
     print("-" * len(header))
     for r in results:

@@ -32,6 +32,7 @@ def main(argv: list) -> int:
     from peft import get_peft_model
 
     from framework.cli import compose_and_validate
+    from framework.errors import UserError
     from framework.models.loading import load_model, resolve_checkpoint
     from framework.registry import MODELS, PEFT_METHODS
 
@@ -54,8 +55,12 @@ def main(argv: list) -> int:
         if method.needs_cuda:
             print(f"| {preset} | {node['name']} | needs CUDA | | | |")
             continue
-        _, run = compose_and_validate(RECIPE,
-                                      [f"peft={preset}", "model=minilm", "output_root=/tmp/ft-bench"])
+        try:
+            _, run = compose_and_validate(RECIPE, [f"peft={preset}", "model=minilm",
+                                                   "output_root=/tmp/ft-bench"])
+        except UserError as error:  # e.g. adaption_prompt is Llama/GPT-2 only
+            print(f"| {preset} | {node['name']} | n/a: {error.problems[0] if error.problems else error} | | | |")
+            continue
         start = time.perf_counter()
         model = get_peft_model(copy.deepcopy(base),
                                method.build(run.peft, "seq_cls", MODELS.get(run.model.name),

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def ft_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: Dict[str, str] = None):
     """Run `python -m framework ARGS` in a subprocess; return CompletedProcess (text)."""
-    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "framework", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, requires_gpu, train_losses, train_recipe
+from conftest import REPO, cuda_available, requires_gpu, train_losses, train_recipe
 from framework.cli import compose_and_validate, main
 from framework.errors import UserError
 
@@ -86,7 +86,7 @@ def test_impossible_settings_are_refused_naming_the_keys(overrides, expected):
         assert fragment in message, message
 
 
-@pytest.mark.skipif(__import__("conftest").cuda_available(), reason="this machine has a GPU")
+@pytest.mark.skipif(cuda_available(), reason="this machine has a GPU")
 def test_more_processes_than_gpus_is_refused():
     message = problems_of("hardware=ddp", "hardware.num_processes=2")
     assert "hardware.num_processes=2: this machine has no CUDA GPU" in message

@@ -125,7 +125,8 @@ class HardwareProfile:
     @classmethod
     def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
         """What the profile sets up, as plain data (printed by a dry run; no torch)."""
-        return {"profile": cls.registry_name, "device": "cuda" if cls.on_gpu(params) else "cpu",  # type: ignore[attr-defined]
+        name = getattr(cls, "registry_name", cls.__name__)
+        return {"profile": name, "device": "cuda" if cls.on_gpu(params) else "cpu",
                 "world_size": cls.world_size(params), "precision": params.precision}
 
     # ---- inside a rank (may import torch) -------------------------------------------------------

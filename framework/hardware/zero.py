@@ -181,7 +181,8 @@ class DeepSpeed(HardwareProfile):
             found.append(f"train.optimizer={run.train.optimizer} with hardware.deepspeed."
                          f"zero_optimization.offload_optimizer: offloaded steps run DeepSpeed's CPU "
                          f"Adam; use train.optimizer=adamw")
-        if stage == 3 and _get(config, "zero_optimization.stage3_gather_16bit_weights_on_model_save") is False:
+        gather = _get(config, "zero_optimization.stage3_gather_16bit_weights_on_model_save")
+        if stage == 3 and gather is False:
             found.append("hardware.deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_"
                          "save=false: ft saves the adapter from the gathered ZeRO-3 weights; set it "
                          "to true (or remove it)")

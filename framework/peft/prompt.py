@@ -41,7 +41,12 @@ _POOLING = exclude(
     reason="the hidden states gain num_virtual_tokens leading positions that the attention mask "
            "ft pools with does not cover (mean pooling misaligns, cls pooling reads a virtual token)",
     peft_fails=False, fact="test_fact_hidden_states_include_virtual_tokens")
-_SOFT_PROMPT_HOLES = (_TOKEN_CLS_SHIFT, _NO_INPUT_EMBEDS, _LAST_POSITION, _QA_UNSHIFTED, _POOLING)
+_ENCODER_DECODER_CONFIG = exclude(
+    families=("bert2bert",),
+    reason="peft reads num_layers / num_attention_heads from the top-level model config, which "
+           "an EncoderDecoderModel config lacks (peft raises 'Please specify num_layers')")
+_SOFT_PROMPT_HOLES = (_TOKEN_CLS_SHIFT, _NO_INPUT_EMBEDS, _LAST_POSITION, _QA_UNSHIFTED, _POOLING,
+                      _ENCODER_DECODER_CONFIG)
 _ADAPTION_HEADS = exclude(
     ("token_cls", "question_ans"),
     reason="peft's adaption prompt cannot wrap token-classification or QA models "
@@ -134,7 +139,7 @@ class PrefixTuningParams(PeftParams):
 class PrefixTuning(PromptLearning):
     Params = PrefixTuningParams
     peft_type = "PREFIX_TUNING"
-    exclusions = (_NO_PAST_KEY_VALUES,)
+    exclusions = (_NO_PAST_KEY_VALUES, _ENCODER_DECODER_CONFIG)
     summary = "prefix tuning: learned key/value prefixes in every attention layer"
 
     @classmethod
