@@ -1,8 +1,9 @@
 """The method x task x model-family compatibility table, checked against the installed peft.
 
 Every combination a registered method claims to support is wrapped with peft on a tiny random
-model of that family, run forward and backward, stepped once, saved with the method's own save
-path and reloaded with plain PeftModel.from_pretrained (same outputs). Every combination the table
+model of that family through ft's build path, run forward and backward (gradients reach only
+trainable parameters) and stepped once (the outputs change); saving and reloading is checked per
+method x task by tests/test_peft_methods.py. Every combination the table
 excludes either fails inside peft (the test expects the exception) or names a fact test below
 that demonstrates why ft refuses it. Choices the table excludes are refused at validation, before
 any model is loaded, with the reason.
@@ -382,3 +383,13 @@ def test_t5_and_bart_classification_heads_are_trained() -> None:
         model = wrap("lora", family, "seq_cls")
         trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         assert any("classification_head.modules_to_save" in n for n in trainable), family
+
+
+def test_olora_on_gpt2_is_refused_and_peft_indeed_fails() -> None:
+    from framework.cli import compose_and_validate
+
+    with pytest.raises(UserError, match="OLoRA init breaks"):
+        compose_and_validate("sft_tiny_llama_lora", ["peft=olora", "model=tiny_gpt2"])
+    model = wrap("lora", "gpt2", "causal_lm", method_params("lora", "olora"))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model(**synthetic_batch(model, "causal_lm"))

@@ -11,7 +11,7 @@ class Bert(ModelFamily):
     # seq2seq_lm needs two encoders joined with cross-attention: model family bert2bert.
     tasks = frozenset({"seq_cls", "token_cls", "question_ans", "feature_extraction"})
     target_modules = {
-        "lora": ["query", "key", "value", "dense"],  # dense: attention output, FFN in/out, pooler
+        "lora": ["query", "key", "value", "output.dense", "intermediate.dense"],  # not the pooler
         "attention": ["query", "key", "value"],
         "ia3": ["key", "value", "output.dense"],
         "ia3_feedforward": ["output.dense"],

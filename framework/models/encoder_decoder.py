@@ -30,14 +30,23 @@ class Bert2Bert(ModelFamily):
     # Module names are shared by encoder and decoder; cross-attention layers are named
     # "crossattention" (their query/key/value match the LoRA targets too).
     target_modules = {
-        "lora": ["query", "key", "value", "dense"],
         "attention": ["query", "key", "value"],
         "ia3": ["key", "value", "output.dense"],
         "ia3_feedforward": ["output.dense"],
         "ln": ["LayerNorm"],  # ln_tuning
     }
+    # LoRA goes everywhere except the new cross-attention (a regex, matched in full by peft): a
+    # low-rank update of random weights learns little, so recipes train those layers in full
+    # with peft.modules_to_save=[crossattention].
+    lora_targets = r"^(?!.*crossattention).*\.(query|key|value|dense)$"
     tiny_save_class = "AutoModelForSeq2SeqLM"
     drop_target_cls = True  # the decoder starts at [CLS]: labels do not repeat it
+
+    @classmethod
+    def default_targets(cls, kind: str) -> Any:
+        if kind == "lora":
+            return cls.lora_targets
+        return super().default_targets(kind)
 
     @classmethod
     def tiny_tokenizer_kind(cls) -> str:

@@ -78,9 +78,10 @@ class Lora(PeftMethod):
                 "true", "false", "gaussian", "pissa", "olora", "orthogonal"):
             found.append(f"peft.init={params.init}: unknown LoRA init; use one of {INIT_CHOICES} "
                          f"(eva/corda need calibration data, which ft does not wire up)")
-        if kind in MUTATING_INITS and params.use_dora:
-            found.append(f"peft.init={params.init} with peft.use_dora=true: peft cannot convert a "
-                         f"DoRA adapter back to plain LoRA on save; drop one of them")
+        if kind == "olora" and run.model.name == "gpt2":
+            found.append("peft.init=olora with model family gpt2: peft's OLoRA init breaks on "
+                         "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
+                         "init=pissa or init=true")
         ratio = getattr(run.train, "lr_ratio_b", None)
         if ratio is not None and ratio <= 0:
             found.append(f"train.lr_ratio_b={ratio}: must be > 0 (LoRA+ uses about 16), or null")

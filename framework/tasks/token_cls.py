@@ -123,8 +123,12 @@ class TokenCls(Task):
 
     def _encode_words(self, words: List[List[str]]) -> Any:
         self._check_fast()
-        return self.tokenizer(words, is_split_into_words=True, truncation=self.data.truncation,
-                              max_length=self.data.max_length)
+        try:
+            return self.tokenizer(words, is_split_into_words=True, truncation=self.data.truncation,
+                                  max_length=self.data.max_length)
+        except ValueError as error:  # e.g. byte-level BPE saved without add_prefix_space
+            raise UserError(f"model.checkpoint: its tokenizer cannot encode pre-split words "
+                            f"({str(error).splitlines()[0]})") from None
 
     def align_labels(self, word_ids: List[Optional[int]], tag_ids: List[int],
                      all_subtokens: bool = False) -> List[int]:
