@@ -20,8 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-# A recipe whose peft block sets no method-specific keys, so that every preset composes with it
-# (seq_cls_minilm_lora sets peft.r, which only LoRA-like methods have); the model is minilm.
+# The recipe only supplies the model (overridden to minilm); each preset's params are read from
+# conf/peft/<preset>.yaml as they are, without the recipe's own peft overrides.
 RECIPE = "seq_cls_tiny_bert_lora"
 
 
@@ -32,7 +32,7 @@ def main(argv: list) -> int:
     from peft import get_peft_model
 
     from framework.cli import compose_and_validate
-    from framework.errors import UserError
+    from framework.config.typecheck import check_dataclass
     from framework.models.loading import load_model, resolve_checkpoint
     from framework.registry import MODELS, PEFT_METHODS
 
@@ -55,17 +55,18 @@ def main(argv: list) -> int:
         if method.needs_cuda:
             print(f"| {preset} | {node['name']} | needs CUDA | | | |")
             continue
-        try:
-            _, run = compose_and_validate(RECIPE, [f"peft={preset}", "model=minilm",
-                                                   "output_root=/tmp/ft-bench"])
-        except UserError as error:  # e.g. adaption_prompt is Llama/GPT-2 only
-            print(f"| {preset} | {node['name']} | n/a: {error.problems[0] if error.problems else error} | | | |")
+        reason = method.incompatibility("seq_cls", run.model.name)
+        if reason:  # e.g. adaption_prompt is Llama/GPT-2 only
+            print(f"| {preset} | {node['name']} | n/a: {reason} | | | |")
             continue
+        problems: list = []
+        params = check_dataclass(method.Params, node, "peft", str, problems)  # the preset as is
+        assert not problems, problems
         start = time.perf_counter()
         model = get_peft_model(copy.deepcopy(base),
-                               method.build(run.peft, "seq_cls", MODELS.get(run.model.name),
+                               method.build(params, "seq_cls", MODELS.get(run.model.name),
                                             base.config))
-        method.prepare_model(run.peft, model, 100)
+        method.prepare_model(params, model, 100)
         seconds = time.perf_counter() - start
         trainable, total = model.get_nb_trainable_parameters()
         print(f"| {preset} | {node['name']} | {trainable:,} | {total:,} | "

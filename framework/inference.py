@@ -49,8 +49,11 @@ def load_trained(run_dir: Path) -> Tuple[Any, Any, Any]:
     """(run config, task, PeftModel in eval mode) rebuilt from a run directory."""
     from peft import PeftModel
 
+    from framework.peft.base import after_load
+
     run, task, _ = load_task(run_dir)
     model = PeftModel.from_pretrained(load_base(run, task), str(adapter_dir(run_dir)))
+    after_load(model)
     model.eval()
     return run, task, model
 
@@ -67,6 +70,7 @@ def evaluate_runs(run_dirs: List[Path], split: str) -> Dict[str, Dict[str, float
     from torch.utils.data import DataLoader
 
     from framework.data.loading import load_raw_splits
+    from framework.peft.base import after_load
 
     accelerator = Accelerator(cpu=True)
     results: Dict[str, Dict[str, float]] = {}
@@ -89,6 +93,7 @@ def evaluate_runs(run_dirs: List[Path], split: str) -> Dict[str, Dict[str, float
         else:
             model.load_adapter(str(adapter_dir(run_dir)), adapter_name=name)
         model.set_adapter(name)
+        after_load(model)
         model.eval()
         loader = DataLoader(tokenized[split], batch_size=run.train.eval_batch_size or run.train.batch_size,
                             collate_fn=task.collate)

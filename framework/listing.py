@@ -30,9 +30,11 @@ def _peft_line(name: str, entry: type, task: Optional[str]) -> Optional[str]:
         if not families:
             return None
         return f"    {name:<16} families: {', '.join(families)}; {merge}{gpu}. {entry.summary}"
-    tasks = ", ".join(sorted(entry.tasks))
+    usable = [t for t in sorted(entry.tasks) if t in TASKS and any(
+        t in MODELS.get(f).tasks and entry.incompatibility(t, f) is None for f in MODELS.names())]
+    tasks = "all" if len(usable) == len(TASKS.names()) else ", ".join(usable)
     fams = ", ".join(sorted(entry.families)) if entry.families else "all"
-    holes = f" (+{len(entry.exclusions)} exclusions; see --task)" if entry.exclusions else ""
+    holes = " (some task/family pairs excluded: see --task)" if entry.exclusions else ""
     return f"    {name:<16} tasks: {tasks}; families: {fams}{holes}; {merge}{gpu}. {entry.summary}"
 
 

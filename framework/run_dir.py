@@ -24,8 +24,9 @@ METRICS_FILE = "metrics.jsonl"
 REDACTED = "***REDACTED***"
 
 # A key whose name has one of these words (as a whole _-separated part) holds a secret.
-_SECRET_KEY = re.compile(r"(^|[_\-.])(token|api_?key|key|secret|password|passwd|credentials?)s?($|[_\-.])",
-                         re.IGNORECASE)
+# "tokens" is not one: it names token_cls's word column (data.columns.tokens) and token counts.
+_SECRET_KEY = re.compile(r"(^|[_\-.])(token|(?:api_?key|key|secret|password|passwd|credential)s?)"
+                         r"($|[_\-.])", re.IGNORECASE)
 # Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens).
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,})\b")
 

@@ -299,9 +299,10 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
                             f"non-finite loss or gradient after step {state['step']}; the last good "
                             f"state is saved in {path}. Lower train.lr or check the data, then "
                             f"resume with resume={path}", exit_code=3)
-                    log.warning("non-finite gradient at step %d: step skipped", state["step"] + 1)
-                    continue
-                if not accelerator.optimizer_step_was_skipped:  # fp16 scaler overflow
+                    # The update is skipped but the step still counts toward max_steps, so a run
+                    # that keeps producing NaN ends instead of looping forever.
+                    log.warning("non-finite gradient at step %d: update skipped", state["step"] + 1)
+                elif not accelerator.optimizer_step_was_skipped:  # fp16 scaler overflow
                     scheduler.step()
                 state["step"] += 1
                 step = state["step"]

@@ -89,3 +89,4 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from transformers.utils import logging as _hf_logging  # noqa: E402
 
 _hf_logging.get_logger("transformers")
+

@@ -188,3 +188,9 @@ def test_user_recipe_file_can_extend_a_shipped_recipe(tmp_path, capsys):
     code, out, err = run_cli(capsys, "show", recipe)
     assert code == 0, err
     assert yaml.safe_load(out)["train"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("method", ["ia3", "dora", "adalora", "loha", "prompt_tuning"])
+def test_a_recipe_can_switch_peft_method(method, capsys):
+    code, _, err = run_cli(capsys, "validate", "seq_cls_minilm_lora", f"peft={method}")
+    assert code == 0, err

@@ -27,6 +27,18 @@ from conftest import REPO, ft_cli
 
 load_all()
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the
+    threads' spin-waits made each case ~50x slower (measured: 49 s -> 1 s for one case)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 CONF = REPO / "conf"
 NUM_LABELS = 3
 SEQ = 10
@@ -273,6 +285,20 @@ def test_fact_hidden_states_include_virtual_tokens() -> None:
         assert states.shape[1] == SEQ + n != batch["attention_mask"].shape[1], method_name
 
 
+def test_fact_adaption_prompt_leaves_the_new_head_untrained(tmp_path: Path) -> None:
+    """The sequence-classification head is new and random; LoRA trains and saves it (peft's
+    modules_to_save), adaption prompt can do neither."""
+    for method_name, trained in (("lora", True), ("adaption_prompt", False)):
+        model = wrap(method_name, "llama", "seq_cls")
+        head = [p.requires_grad for n, p in model.named_parameters() if ".score." in n]
+        assert any(head) is trained, method_name
+        model.save_pretrained(str(tmp_path / method_name))
+        from safetensors.torch import load_file
+
+        saved = load_file(str(tmp_path / method_name / "adapter_model.safetensors"))
+        assert any("score" in k for k in saved) is trained, method_name
+
+
 def test_every_soft_exclusion_names_a_fact_test() -> None:
     for name in PEFT_METHODS.names():
         for rule in PEFT_METHODS.get(name).exclusions:
@@ -329,6 +355,8 @@ def test_incompatible_choice_is_refused_with_reason_before_torch_is_imported() -
     code = ("import sys\n"
             "from framework.cli import compose_and_validate\n"
             "from framework.errors import UserError\n"
+            "for preset in ('adalora', 'prompt_tuning', 'pissa', 'ia3'):\n"
+            "    compose_and_validate('seq_cls_tiny_bert_lora', [f'peft={preset}'])\n"
             "try:\n"
             "    compose_and_validate('seq_cls_tiny_bert_lora', ['peft=adaption_prompt'])\n"
             "except UserError as e:\n"
@@ -393,3 +421,12 @@ def test_olora_on_gpt2_is_refused_and_peft_indeed_fails() -> None:
     model = wrap("lora", "gpt2", "causal_lm", method_params("lora", "olora"))
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         model(**synthetic_batch(model, "causal_lm"))
+
+
+def test_all_linear_targets_every_linear_but_the_head() -> None:
+    """target_modules=all-linear (peft's shortcut) overrides the family default."""
+    model = wrap("lora", "bert", "seq_cls", method_params("lora", target_modules="all-linear"))
+    adapted = {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters()
+               if "lora_A" in n}
+    assert {"query", "key", "value", "dense"} <= adapted  # 'dense' includes the pooler here
+    assert "classifier" not in adapted

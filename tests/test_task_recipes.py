@@ -17,12 +17,60 @@ import pytest
 
 from conftest import metrics, train_losses, train_recipe, write_jsonl
 
-# recipe -> (primary metric, overrides that keep the run short enough for CI)
+# Entities for generated NER sentences; validation uses other names than train, so the model
+# must tag unseen entities from context and from what MiniLM already knows.
+_PEOPLE = (["Anna Novak", "Omar Haddad", "Kenji Sato", "Maria Rossi", "David Okafor", "Lars Jensen",
+            "Priya Singh", "Hugo Moreau", "Elena Petrov", "Samuel Mensah"],
+           ["Grace Walsh", "Ivan Horvat", "Yuki Tanaka", "Felix Schmidt", "Amara Adeyemi"])
+_PLACES = (["Lisbon", "Oslo", "New York", "Nairobi", "Kyoto", "Buenos Aires", "Hamburg", "Toronto"],
+           ["Melbourne", "Cape Town", "Seville", "Chicago"])
+_ORGS = (["Google", "the Red Cross", "Toyota", "Microsoft", "Real Madrid", "the BBC"],
+         ["Nike", "Amazon", "the United Nations"])
+_TEMPLATES = ["{PER} flew to {LOC} last week .", "I saw {PER} in {LOC} today",
+              "{PER} works for {ORG} in {LOC}", "we love {LOC} so much !", "{ORG} hired {PER}",
+              "nothing much happened today lol", "great game by {ORG} tonight",
+              "has anyone seen {PER} ?", "{PER} and {PER} met at {ORG}"]
+
+
+def toy_ner_rows(n: int, seed: int, held_out: bool) -> list:
+    """Tweet-like sentences with BIO tags for PER, LOC and ORG entities."""
+    import random
+
+    rng = random.Random(seed)
+    pools = {"PER": _PEOPLE[held_out], "LOC": _PLACES[held_out], "ORG": _ORGS[held_out]}
+    rows = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for word in rng.choice(_TEMPLATES).split():
+            kind = word.strip("{}") if word.startswith("{") else None
+            if kind is None:
+                tokens.append(word)
+                tags.append("O")
+                continue
+            for i, part in enumerate(rng.choice(pools[kind]).split()):
+                tokens.append(part)
+                tags.append(("B-" if i == 0 else "I-") + kind)
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def _toy_ner_files(tmp_path_factory) -> list:
+    folder = tmp_path_factory.mktemp("toy_ner")
+    train = write_jsonl(folder / "train.jsonl", toy_ner_rows(480, 0, held_out=False))
+    validation = write_jsonl(folder / "validation.jsonl", toy_ner_rows(64, 1, held_out=True))
+    return ["data=files", f"+data.source.train={train}", f"data.source.validation={validation}",
+            "data.max_length=32"]
+
+
+# recipe -> (primary metric, overrides that keep the run short enough for CI). Full-size runs of
+# the MiniLM recipes (WNUT-16 entity F1, QA on MiniLM) take minutes of CPU: their numbers are in
+# docs/tasks.md; CI runs MiniLM on generated NER sentences, and QA on the tiny model.
 RECIPES = {
-    "token_cls_minilm_lora": ("f1", ["train.epochs=1"]),
-    "qa_minilm_lora": ("f1", ["data.max_train_examples=600", "data.max_eval_examples=100"]),
+    "token_cls_minilm_lora": ("f1", ["train.epochs=1"]),  # + toy NER files, see trained()
+    "qa_tiny_bert_lora": ("f1", []),
     "seq2seq_tiny_t5_lora": ("rougeL", []),
-    "embed_minilm_lora": ("recall@1", []),
+    "embed_minilm_lora": ("recall@1", ["train.max_steps=20", "data.max_eval_examples=100",
+                                       "data.source.num_scored=100"]),
 }
 
 _RUNS: dict = {}
@@ -31,7 +79,8 @@ _RUNS: dict = {}
 def trained(recipe: str, tmp_path_factory) -> Path:
     """Train each recipe once per session (the predict tests reuse the run)."""
     if recipe not in _RUNS:
-        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][1],
+        extra = _toy_ner_files(tmp_path_factory) if recipe == "token_cls_minilm_lora" else []
+        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][1], *extra,
                                      output_root=tmp_path_factory.mktemp(recipe))
     return _RUNS[recipe]
 
@@ -69,7 +118,7 @@ def predict(run_dir: Path, rows: list, tmp_path: Path) -> list:
 def test_predict_token_cls_writes_tags_and_entities(tmp_path_factory, tmp_path):
     run_dir = trained("token_cls_minilm_lora", tmp_path_factory)
     labels = json.loads((run_dir / "adapter" / "ft_task.json").read_text())["labels"]
-    assert labels[0] == "O" and "B-person" in labels
+    assert labels == ["O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
     out = predict(run_dir, [{"tokens": ["Justin", "Bieber", "played", "in", "London", "tonight"]},
                             {"tokens": "see you at the Empire State Building"}], tmp_path)
     assert [len(r["tags"]) for r in out] == [6, 7]
@@ -79,11 +128,11 @@ def test_predict_token_cls_writes_tags_and_entities(tmp_path_factory, tmp_path):
 
 @pytest.mark.slow
 def test_predict_question_ans_answers_from_the_context(tmp_path_factory, tmp_path):
-    run_dir = trained("qa_minilm_lora", tmp_path_factory)
+    run_dir = trained("qa_tiny_bert_lora", tmp_path_factory)
     context = "Anna Novak was born in Lisbon in 1970. She works as a pilot at Bluepeak Motors."
     out = predict(run_dir, [{"question": "Where was Anna Novak born?", "context": context}], tmp_path)
-    answer = out[0]["answer"]
-    assert answer and answer in context and context[out[0]["start"]:].startswith(answer)
+    answer = out[0]["answer"]  # the tiny model's answer may be wrong, but it is a context span
+    assert answer and context[out[0]["start"]:].startswith(answer)
 
 
 @pytest.mark.slow
@@ -106,3 +155,60 @@ def test_predict_feature_extraction_writes_embeddings(tmp_path_factory, tmp_path
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     # The question is closer to its answer than to an unrelated fact.
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def toy_multilabel_rows(n: int, seed: int) -> list:
+    """Sentences naming zero to three topics; the labels are the topics named."""
+    import random
+
+    rng = random.Random(seed)
+    words = {"city": ["berlin", "madrid", "tokyo"], "colour": ["red", "green", "blue"],
+             "job": ["teacher", "doctor", "painter"]}
+    rows = []
+    for _ in range(n):
+        topics = sorted(t for t in words if rng.random() < 0.4) or ["none"]
+        named = [rng.choice(words[t]) for t in topics if t != "none"]
+        rng.shuffle(named)
+        rows.append({"text": " ".join(["I think"] + (named or ["nothing"])), "label": topics})
+    return rows
+
+
+def toy_regression_rows(n: int, seed: int) -> list:
+    """Premise/hypothesis pairs scored by how many of the hypothesis words the premise shares."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = ["red", "blue", "cat", "dog", "big", "small", "run", "sleep"]
+    rows = []
+    for _ in range(n):
+        a = rng.sample(vocab, 3)
+        shared = rng.randint(0, 3)
+        b = a[:shared] + rng.sample([w for w in vocab if w not in a], 3 - shared)
+        rows.append({"text": " ".join(a), "text_pair": " ".join(b), "label": shared / 3})
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem_type, metric, make_rows", [
+    ("multi_label", "micro_f1", toy_multilabel_rows),
+    ("regression", "spearman", toy_regression_rows),
+])
+def test_seq_cls_multilabel_and_regression_beat_baseline(problem_type, metric, make_rows, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", make_rows(480, 0))
+    validation = write_jsonl(tmp_path / "validation.jsonl", make_rows(96, 1))
+    run_dir = train_recipe(
+        "seq_cls_minilm_lora", "data=files", f"+data.source.train={train}",
+        f"data.source.validation={validation}", f"task.problem_type={problem_type}",
+        "train.max_steps=30", "train.batch_size=16", "data.max_length=32",
+        output_root=tmp_path / "out")
+    found = summary(run_dir)
+    assert found["primary_metric"] == metric
+    print(f"seq_cls {problem_type}: {metric} {found['baseline'][metric]:.4f} -> "
+          f"{found['final'][metric]:.4f}")
+    assert found["final"][metric] > found["baseline"][metric] + 0.1, found
+    losses = train_losses(run_dir)
+    assert losses[-1] < losses[0], losses
+    saved = json.loads((run_dir / "adapter" / "ft_task.json").read_text())
+    assert saved["problem_type"] == problem_type
+    if problem_type == "multi_label":
+        assert saved["labels"] == ["city", "colour", "job", "none"]

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from framework.peft.base import (PEFT_TASK_TYPES, PeftMethod, PeftParams, _cuda_available,
-                                 missing_package)
+from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams, missing_package
 from framework.registry import HARDWARE, PEFT_METHODS
 
 # Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
@@ -82,6 +81,10 @@ class Lora(PeftMethod):
             found.append("peft.init=olora with model family gpt2: peft's OLoRA init breaks on "
                          "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
                          "init=pissa or init=true")
+        if kind in MUTATING_INITS and _shards_parameters(run):
+            found.append(f"peft.init={params.init} with hardware={run.hardware.name}: converting "
+                         f"the PiSSA/OLoRA adapter to plain LoRA on save reads whole weights, which "
+                         f"ZeRO-3/FSDP keep sharded; use init=true, or ddp / ZeRO-1/2")
         ratio = getattr(run.train, "lr_ratio_b", None)
         if ratio is not None and ratio <= 0:
             found.append(f"train.lr_ratio_b={ratio}: must be > 0 (LoRA+ uses about 16), or null")
@@ -135,6 +138,21 @@ class Lora(PeftMethod):
                               path_initial_model_for_weight_conversion=initial)
         if is_main_process:
             _restore_dropped_modules(model, directory)
+
+
+def _shards_parameters(run: Any) -> bool:
+    """True for FSDP and DeepSpeed ZeRO-3, whose processes each hold a shard of every weight."""
+    name = run.hardware.name
+    if name == "fsdp":
+        return True
+    if name == "deepspeed":
+        from framework.hardware.zero import deepspeed_config, zero_stage
+
+        try:
+            return zero_stage(deepspeed_config(run.hardware, run.train, 1)) == 3
+        except Exception:  # noqa: BLE001 - an unreadable config is reported by the hardware check
+            return False
+    return False
 
 
 def _restore_dropped_modules(model: Any, directory: str) -> None:

@@ -51,6 +51,11 @@ _ADAPTION_HEADS = exclude(
     ("token_cls", "question_ans"),
     reason="peft's adaption prompt cannot wrap token-classification or QA models "
            "(it raises TypeError: 'NoneType' object is not iterable)")
+_ADAPTION_NO_HEAD = exclude(
+    ("seq_cls",),
+    reason="adaption prompt has no modules_to_save: the new, randomly initialised classifier "
+           "head would stay frozen and would not be saved with the adapter",
+    peft_fails=False, fact="test_fact_adaption_prompt_leaves_the_new_head_untrained")
 
 
 class PromptLearning(PeftMethod):
@@ -170,7 +175,7 @@ class AdaptionPrompt(PeftMethod):
     prompt_learning = True
     # peft implements it for model_type llama, mistral and gpt2 only (its TRANSFORMERS_MODEL_CONFIG).
     families = frozenset({"llama", "gpt2"})
-    exclusions = (_ADAPTION_HEADS,)
+    exclusions = (_ADAPTION_HEADS, _ADAPTION_NO_HEAD)
     summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, GPT-2)"
 
     @classmethod
