@@ -2,9 +2,11 @@
 
 train.eval_before=true evaluates the untrained model first: summary.json["baseline"] (and the
 step-0 eval record of metrics.jsonl) is the baseline, summary.json["final"] the trained model.
-The real-checkpoint recipes use MiniLM (token_cls, question_ans, feature_extraction); no
-pretrained seq2seq model ships offline, so seq2seq_lm trains a tiny random-init T5. Then the
-saved adapter is used by `ft predict` for each task, as a user would.
+Sized for CI (about a minute in all on 2 idle cores): MiniLM for token_cls (on generated NER
+sentences; WNUT-16 needs two epochs, see docs/tasks.md), feature_extraction and seq_cls
+multi-label/regression; tiny random-init models for question_ans and seq2seq_lm (MiniLM QA and
+the MiniLM bert2bert take minutes: their numbers are in docs/tasks.md). Then each saved adapter
+is used by `ft predict`, as a user would.
 """
 
 from __future__ import annotations
@@ -62,9 +64,7 @@ def _toy_ner_files(tmp_path_factory) -> list:
             "data.max_length=32"]
 
 
-# recipe -> (primary metric, overrides that keep the run short enough for CI). Full-size runs of
-# the MiniLM recipes (WNUT-16 entity F1, QA on MiniLM) take minutes of CPU: their numbers are in
-# docs/tasks.md; CI runs MiniLM on generated NER sentences, and QA on the tiny model.
+# recipe -> (primary metric, overrides that keep the run short enough for CI)
 RECIPES = {
     "token_cls_minilm_lora": ("f1", ["train.epochs=1"]),  # + toy NER files, see trained()
     "qa_tiny_bert_lora": ("f1", []),

@@ -38,6 +38,7 @@ class FeatureExtraction(Task):
     Params = FeatureExtractionParams
     auto_model = "AutoModel"
     peft_task_type = "FEATURE_EXTRACTION"
+    summary = "sentence embeddings, contrastive loss; recall@k, MRR, Spearman"
     primary_metric = "recall@1"
     greater_is_better = True
 

@@ -123,6 +123,7 @@ class QuestionAns(Task):
     Params = QuestionAnsParams
     auto_model = "AutoModelForQuestionAnswering"
     peft_task_type = "QUESTION_ANS"
+    summary = "extractive QA, SQuAD form, stride windows, n-best spans; EM / F1"
     primary_metric = "f1"  # SQuAD token F1 (normalised), 0..1
     greater_is_better = True
 

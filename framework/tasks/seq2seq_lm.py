@@ -31,6 +31,7 @@ class Seq2SeqLm(Task):
     Params = Seq2SeqLmParams
     auto_model = "AutoModelForSeq2SeqLM"
     peft_task_type = "SEQ_2_SEQ_LM"
+    summary = "encoder-decoder source -> target; ROUGE-1/2/L, BLEU, chrF by generation"
     primary_metric = "rougeL"
     greater_is_better = True
 

@@ -22,6 +22,7 @@ class SeqCls(Task):
     Params = SeqClsParams
     auto_model = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
+    summary = "classify texts or text pairs: single-label, multi-label, regression"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

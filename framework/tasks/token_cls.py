@@ -32,6 +32,7 @@ class TokenCls(Task):
     Params = TokenClsParams
     auto_model = "AutoModelForTokenClassification"
     peft_task_type = "TOKEN_CLS"
+    summary = "tag words (NER, BIO/IOBES; JSON or CoNLL); entity-level P/R/F1"
     primary_metric = "f1"  # entity-level micro F1
     greater_is_better = True
 
