@@ -29,6 +29,7 @@ class CausalLm(Task):
     peft_task_type = "CAUSAL_LM"
     primary_metric = "perplexity"
     greater_is_better = False
+    summary = "SFT (loss on responses only, chat template) or plain LM; perplexity"
 
     def roles(self) -> Dict[str, bool]:
         if self.params.mode == "sft":
