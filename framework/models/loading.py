@@ -96,7 +96,15 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
 
         log.info("converting %s to a HF checkpoint (once; cached)", source)
         AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file).save_pretrained(tmp)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+        import torch
+
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file,
+                                                     dtype=torch.float32)
+        # The weights are dequantized on load, but transformers (5.x) keeps a GGUF "quantizer" on
+        # the model that refuses save_pretrained; drop it so a plain fp32 checkpoint is written.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
 
     return _atomic_dir(cache_root() / "gguf" / f"{Path(gguf_file).stem}-{digest}", build)
