@@ -2,11 +2,11 @@
 
 train.eval_before=true evaluates the untrained model first: summary.json["baseline"] (and the
 step-0 eval record of metrics.jsonl) is the baseline, summary.json["final"] the trained model.
-Sized for CI (about a minute in all on 2 idle cores): MiniLM for token_cls (on generated NER
-sentences; WNUT-16 needs two epochs, see docs/tasks.md), feature_extraction and seq_cls
-multi-label/regression; tiny random-init models for question_ans and seq2seq_lm (MiniLM QA and
-the MiniLM bert2bert take minutes: their numbers are in docs/tasks.md). Then each saved adapter
-is used by `ft predict`, as a user would.
+Sized for CI (about four minutes in all on 2 idle cores): MiniLM for token_cls (on generated NER
+sentences; WNUT-16 needs two epochs, see docs/tasks.md), question_ans, feature_extraction and
+seq_cls multi-label/regression; a tiny random-init T5 for seq2seq_lm (the MiniLM bert2bert takes
+minutes: its numbers are in docs/tasks.md). Causal LM (SmolLM2) and single-label seq_cls
+(MiniLM) are in test_e2e.py. Then each saved adapter is used by `ft predict`, as a user would.
 """
 
 from __future__ import annotations
@@ -64,13 +64,16 @@ def _toy_ner_files(tmp_path_factory) -> list:
             "data.max_length=32"]
 
 
-# recipe -> (primary metric, overrides that keep the run short enough for CI)
+# recipe -> (primary metric, least gain over the baseline, overrides that keep the run short
+# enough for CI). Measured gains are about twice these (docs/tasks.md).
 RECIPES = {
-    "token_cls_minilm_lora": ("f1", ["train.epochs=1"]),  # + toy NER files, see trained()
-    "qa_tiny_bert_lora": ("f1", []),
-    "seq2seq_tiny_t5_lora": ("rougeL", []),
-    "embed_minilm_lora": ("recall@1", ["train.max_steps=20", "data.max_eval_examples=100",
-                                       "data.source.num_scored=100"]),
+    "token_cls_minilm_lora": ("f1", 0.08, ["train.epochs=1"]),  # + toy NER files, see trained()
+    # 60 steps of 16 windows at lr 3e-3, ~2 min: F1 0.014 -> 0.765 (40 steps only reach 0.11).
+    "qa_minilm_lora": ("f1", 0.3, ["data.max_train_examples=960", "data.max_eval_examples=100",
+                                   "train.lr=3e-3"]),
+    "seq2seq_tiny_t5_lora": ("rougeL", 0.08, []),
+    "embed_minilm_lora": ("recall@1", 0.02, ["train.max_steps=20", "data.max_eval_examples=100",
+                                             "data.source.num_scored=100"]),
 }
 
 _RUNS: dict = {}
@@ -80,7 +83,7 @@ def trained(recipe: str, tmp_path_factory) -> Path:
     """Train each recipe once per session (the predict tests reuse the run)."""
     if recipe not in _RUNS:
         extra = _toy_ner_files(tmp_path_factory) if recipe == "token_cls_minilm_lora" else []
-        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][1], *extra,
+        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][2], *extra,
                                      output_root=tmp_path_factory.mktemp(recipe))
     return _RUNS[recipe]
 
@@ -93,12 +96,12 @@ def summary(run_dir: Path) -> dict:
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_recipe_beats_untrained_baseline(recipe, tmp_path_factory):
     run_dir = trained(recipe, tmp_path_factory)
-    metric = RECIPES[recipe][0]
+    metric, least_gain, _ = RECIPES[recipe]
     found = summary(run_dir)
     assert found["primary_metric"] == metric and found["greater_is_better"] is True
     before, after = found["baseline"][metric], found["final"][metric]
     print(f"{recipe}: {metric} {before:.4f} -> {after:.4f}")
-    assert after > before, found
+    assert after > before + least_gain, found
     assert metrics(run_dir, "eval")[0]["step"] == 0  # the baseline is the step-0 record
     losses = train_losses(run_dir)
     assert losses[-1] < losses[0], losses
@@ -128,11 +131,17 @@ def test_predict_token_cls_writes_tags_and_entities(tmp_path_factory, tmp_path):
 
 @pytest.mark.slow
 def test_predict_question_ans_answers_from_the_context(tmp_path_factory, tmp_path):
-    run_dir = trained("qa_tiny_bert_lora", tmp_path_factory)
-    context = "Anna Novak was born in Lisbon in 1970. She works as a pilot at Bluepeak Motors."
-    out = predict(run_dir, [{"question": "Where was Anna Novak born?", "context": context}], tmp_path)
-    answer = out[0]["answer"]  # the tiny model's answer may be wrong, but it is a context span
-    assert answer and context[out[0]["start"]:].startswith(answer)
+    run_dir = trained("qa_minilm_lora", tmp_path_factory)
+    context = ("Anna Novak was born in 1970 in the city of Lisbon. She works as a pilot at Bluepeak "
+               "Motors, where she has been for 12 years. Her favourite colour is teal, and she "
+               "plays the cello on weekends.")
+    questions = ["Where was Anna Novak born?", "Which company does Anna Novak work for?",
+                 "What instrument does Anna Novak play?"]
+    out = predict(run_dir, [{"question": q, "context": context} for q in questions], tmp_path)
+    for row in out:  # every answer is a span of the context, at the offset it claims
+        assert row["answer"] and context[row["start"]:].startswith(row["answer"])
+    answers = [row["answer"] for row in out]
+    assert sum(a == want for a, want in zip(answers, ["Lisbon", "Bluepeak Motors", "cello"])) >= 2, answers
 
 
 @pytest.mark.slow
