@@ -191,6 +191,9 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
     eval_loaders = dict(zip(eval_loaders, prepared_eval))
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
+    method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
+    if method_state is not None:
+        accelerator.register_for_checkpointing(method_state)
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "total_steps": total_steps}
     resumed_rng: Optional[Dict[str, Any]] = None

@@ -148,6 +148,29 @@ def test_partial_checkpoint_is_never_chosen(tmp_path):
 
 
 @pytest.mark.slow
+def test_adalora_resume_mid_allocation_is_bit_identical(data_files, tmp_path):
+    """AdaLoRA's importance averages and rank pattern live outside the model's state dict: the
+    checkpoint must carry them, or a resumed run prunes different ranks than an uninterrupted one."""
+    run_dir = tmp_path / "run"
+    # 20 steps: full rank to step 2 (tinit), ranks pruned at every step to 16, then frozen.
+    extra = ["peft=adalora", "train.max_steps=20", "train.save_every=5", "train.keep_last=5",
+             "peft.dropout=0.1"]
+    code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, *extra)])
+    assert code == 0, err
+    reference = adapter_tensors(run_dir)
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
+    for later in ("checkpoint-00000015", "checkpoint-00000020"):  # resume from step 10
+        (run_dir / "checkpoints" / later / "COMPLETE").unlink()
+    (run_dir / "adapter" / "adapter_model.safetensors").unlink()
+    code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, *extra), "resume=auto"])
+    assert code == 0, err
+    assert "checkpoint-00000010" in err
+    resumed = adapter_tensors(run_dir)
+    assert reference.keys() == resumed.keys()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+@pytest.mark.slow
 def test_resume_skips_partial_newest_checkpoint_end_to_end(data_files, tmp_path):
     run_dir = tmp_path / "run"
     extra = ["train.max_steps=12", "train.save_every=4", "train.keep_last=5"]

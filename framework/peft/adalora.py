@@ -6,7 +6,7 @@ gradients are zeroed. Without (2) AdaLoRA silently stays a fixed-rank LoRA."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, Dict, List
 
 from framework.errors import UserError
 from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams
@@ -95,6 +95,10 @@ class AdaLora(PeftMethod):
         model.base_model.update_and_allocate(global_step)
 
     @classmethod
+    def training_state(cls, model: Any) -> Any:
+        return RankAllocatorState(model)
+
+    @classmethod
     def after_load(cls, model: Any) -> Any:
         # peft 0.21: an AdaLoRA model loaded with PeftModel.from_pretrained has no
         # trainable_adapter_name, and its forward crashes whenever a loss is computed (labels
@@ -105,3 +109,33 @@ class AdaLora(PeftMethod):
         if names and not hasattr(model.base_model, "trainable_adapter_name"):
             model.base_model.trainable_adapter_name = names[0]
         return model
+
+
+class RankAllocatorState:
+    """AdaLoRA's importance averages (peft's RankAllocator) and the allocated rank pattern, which
+    peft keeps outside the model's state dict. Checkpointed beside the optimizer so that a resumed
+    run prunes the same ranks as an uninterrupted one (without it the averages restart at zero)."""
+
+    _SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # name -> tensor shaped like its parameter
+
+    def __init__(self, peft_model: Any) -> None:
+        self.peft_model = peft_model
+
+    def _config(self) -> Any:
+        adalora = self.peft_model.base_model
+        return adalora.peft_config[adalora.trainable_adapter_name]
+
+    def state_dict(self) -> Dict[str, Any]:
+        allocator = self.peft_model.base_model.rankallocator
+        state: Dict[str, Any] = {key: {name: t.detach().cpu() for name, t in getattr(allocator, key).items()}
+                                 for key in self._SCORES}
+        state["rank_pattern"] = self._config().rank_pattern
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        adalora = self.peft_model.base_model
+        params = dict(adalora.model.named_parameters())  # the names the allocator scores by
+        for key in self._SCORES:
+            setattr(adalora.rankallocator, key,
+                    {name: t.to(params[name].device) for name, t in state[key].items()})
+        self._config().rank_pattern = state["rank_pattern"]

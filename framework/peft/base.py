@@ -173,6 +173,12 @@ class PeftMethod:
         1-based number of that step (AdaLoRA scores and reallocates ranks from the gradients)."""
 
     @classmethod
+    def training_state(cls, model: Any) -> Optional[Any]:
+        """Method state that lives outside the model's parameters and must be checkpointed for an
+        exact resume: an object with state_dict()/load_state_dict(), or None (the default)."""
+        return None
+
+    @classmethod
     def save_adapter(cls, params: Any, model: Any, directory: str, is_main_process: bool = True,
                      state_dict: Optional[Dict[str, Any]] = None) -> None:
         """Write the adapter so that plain PeftModel.from_pretrained on the original base loads it."""
