@@ -86,6 +86,19 @@ class Task:
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def encode_split(self, dataset: Any, split: str, encode: Callable[..., Dict[str, Any]],
+                     fn_kwargs: Optional[Dict[str, Any]] = None,
+                     length_of: Optional[Callable[[Dict], int]] = None) -> Any:
+        """Tokenize one split with batched `datasets.map` (cached by fingerprint), replacing its
+        columns with encode's output; under data.truncation=false, drop over-long examples
+        (length_of gives an example's length in tokens; default: its input_ids)."""
+        encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names,
+                              fn_kwargs=fn_kwargs, desc=f"tokenizing {split}")
+        if not self.data.truncation:
+            encoded = self.drop_too_long(encoded, split,
+                                         length_of or (lambda ex: len(ex["input_ids"])))
+        return encoded
+
     def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[Dict], int]) -> Any:
         """Under truncation=false, drop over-long examples; fail if none are left."""
         limit = self.data.max_length

@@ -94,13 +94,9 @@ class CausalLm(Task):
 
         tokenized = {}
         for split, dataset in splits.items():
-            encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names,
-                                  desc=f"tokenizing {split}")
+            encoded = self.encode_split(dataset, split, encode)
             # An example whose response was cut off entirely teaches nothing: drop it.
-            encoded = encoded.filter(lambda ex: any(l != IGNORE_INDEX for l in ex["labels"]))
-            if not self.data.truncation:
-                encoded = self.drop_too_long(encoded, split, lambda ex: len(ex["input_ids"]))
-            tokenized[split] = encoded
+            tokenized[split] = encoded.filter(lambda ex: any(l != IGNORE_INDEX for l in ex["labels"]))
         return tokenized
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -117,12 +117,9 @@ class FeatureExtraction(Task):
                 roles = ["sentence1", "sentence2"]
             else:
                 roles = ["anchor", "positive"] + (["negative"] if self._uses_negatives(dataset) else [])
-            encoded = dataset.map(encode_pairs, batched=True, remove_columns=dataset.column_names,
-                                  fn_kwargs={"roles": roles}, desc=f"tokenizing {split}")
-            if not self.data.truncation:
-                encoded = self.drop_too_long(encoded, split, lambda ex: max(
+            tokenized[split] = self.encode_split(
+                dataset, split, encode_pairs, {"roles": roles}, length_of=lambda ex: max(
                     len(ex[f"{g}_input_ids"]) for g in GROUPS if f"{g}_input_ids" in ex))
-            tokenized[split] = encoded
         if self.params.scored_split in tokenized:
             self._scored = tokenized[self.params.scored_split]
         return tokenized

@@ -75,14 +75,7 @@ class Seq2SeqLm(Task):
             out["labels"] = self.encode_targets([str(t) for t in batch[self.column("target")]])
             return out
 
-        tokenized = {}
-        for split, dataset in splits.items():
-            encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names,
-                                  desc=f"tokenizing {split}")
-            if not self.data.truncation:
-                encoded = self.drop_too_long(encoded, split, lambda ex: len(ex["input_ids"]))
-            tokenized[split] = encoded
-        return tokenized
+        return {split: self.encode_split(dataset, split, encode) for split, dataset in splits.items()}
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Pad sources with the tokenizer and labels with -100 (transformers' collator; the model

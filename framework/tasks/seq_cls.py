@@ -100,14 +100,7 @@ class SeqCls(Task):
             out["labels"] = [self._encode_label(v) for v in batch[self.column("label")]]
             return out
 
-        tokenized = {}
-        for split, dataset in splits.items():
-            encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names,
-                                  desc=f"tokenizing {split}")
-            if not self.data.truncation:
-                encoded = self.drop_too_long(encoded, split, lambda ex: len(ex["input_ids"]))
-            tokenized[split] = encoded
-        return tokenized
+        return {split: self.encode_split(dataset, split, encode) for split, dataset in splits.items()}
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         import torch

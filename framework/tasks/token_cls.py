@@ -172,14 +172,9 @@ class TokenCls(Task):
                     out["word_index"].append(first_subtoken_words(word_ids))
             return out
 
-        tokenized = {}
-        for split, dataset in splits.items():
-            encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names,
-                                  fn_kwargs={"split": split, "names": self._tag_names(dataset)}, desc=f"tokenizing {split}")
-            if not self.data.truncation:
-                encoded = self.drop_too_long(encoded, split, lambda ex: len(ex["input_ids"]))
-            tokenized[split] = encoded
-        return tokenized
+        return {split: self.encode_split(dataset, split, encode,
+                                         {"split": split, "names": self._tag_names(dataset)})
+                for split, dataset in splits.items()}
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Pad inputs with the tokenizer and labels with -100 (transformers' collator); eval
