@@ -12,11 +12,16 @@ REGISTRY_OF_GROUP = {"model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hard
                      "data": DATASETS, "logger": LOGGERS}
 
 
-def _preset_line(group: str, preset: str) -> str:
+def _preset_entry(group: str, preset: str) -> str:
+    """The registry name a preset file selects (its `name` key; '' if none)."""
     import yaml
 
     node = yaml.safe_load((CONF_DIR / group / f"{preset}.yaml").read_text()) or {}
-    name = node.get("name", "")
+    return str(node.get("name", ""))
+
+
+def _preset_line(group: str, preset: str) -> str:
+    name = _preset_entry(group, preset)
     return f"  {preset:<22} -> {name}" if name else f"  {preset}"
 
 
@@ -53,8 +58,14 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
         raise UserError(f"--task {task}: unknown task{did_you_mean(task, TASKS.names())}; "
                         f"tasks: {', '.join(TASKS.names())}")
     for name in [group] if group else groups:
-        print(f"\n[{name}] presets (-> registry name):")
-        for preset in group_presets(name):
+        presets = group_presets(name)
+        if name == "peft" and task:  # only the presets whose method can serve the task
+            presets = [p for p in presets if _preset_entry(name, p) in PEFT_METHODS
+                       and _peft_line("", PEFT_METHODS.get(_preset_entry(name, p)), task)]
+            print(f"\n[{name}] presets usable with task={task} (-> registry name):")
+        else:
+            print(f"\n[{name}] presets (-> registry name):")
+        for preset in presets:
             print(_preset_line(name, preset))
         registry = REGISTRY_OF_GROUP.get(name)
         if registry is None:

@@ -382,6 +382,10 @@ def test_list_peft_for_a_task_shows_only_what_works() -> None:
     assert "lora" in lines and "adalora" in lines
     assert "prefix_tuning" not in lines  # no family's classifier takes past_key_values
     assert "bert" in lines["prompt_tuning"] and "llama" not in lines["prompt_tuning"]
+    presets = [line.split()[0] for line in result.stdout.split("registered")[0].splitlines()
+               if "->" in line]
+    assert "lora" in presets and "dora" in presets and "prompt_tuning" in presets
+    assert "prefix_tuning" not in presets and "adaption_prompt" not in presets
 
 
 def test_target_modules_that_match_nothing_list_the_linear_layers() -> None:
