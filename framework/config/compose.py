@@ -7,6 +7,7 @@ recipe. Hydra's errors are translated into one clear UserError naming the key, v
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,13 +216,23 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
         base = {}
     parent_path, _, leaf = key.rpartition(".")
     node = base
+    walked: List[str] = []
     for part in parent_path.split(".") if parent_path else []:
-        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if not (isinstance(node, dict) and part in node):  # e.g. trian.lr: suggest train.lr
+            allowed = schema_fields(base, ".".join(walked + [part]))  # keys beside `part`
+            options = sorted(set(allowed or []) | set(node if isinstance(node, dict) else []))
+            close = difflib.get_close_matches(part, options, n=1, cutoff=0.6)
+            fixed = ".".join(walked + close + key.split(".")[len(walked) + 1:]) if close else ""
+            hint = f" (did you mean '{fixed}'?)" if close else ""
+            return (f"{key}={value}: unknown key '{'.'.join(walked + [part])}'{hint} (set on the "
+                    f"command line); valid keys here: {', '.join(options)}")
+        node = node[part]
+        walked.append(part)
     siblings = schema_fields(base, key) or (list(node) if isinstance(node, dict) else [])
     groups = set(recipe_groups())
     if not parent_path and leaf not in siblings and leaf not in groups:
         siblings += sorted(groups)
-    valid = f"; valid keys here: {', '.join(sorted(siblings))}" if siblings else ""
+    valid = f"; valid keys here: {', '.join(sorted(set(siblings)))}" if siblings else ""
     return f"{key}={value}: unknown key{did_you_mean(leaf, siblings)} (set on the command line){valid}"
 
 
