@@ -2,6 +2,11 @@
 before loading a model (which tasks and families it serves, whether it merges), and a build
 method that returns the peft library's own config. peft does the work; this only configures it.
 
+Most methods only declare how to build: ``peft_config`` names peft's config class and
+``peft_names`` maps the Params fields whose peft keyword differs; the default build passes every
+method-specific field through that map and adds the shared keys (task_type, target_modules,
+modules_to_save). Methods with derived or conditional values override ``config_kwargs``.
+
 Compatibility is declared as data: ``tasks`` (ft task names), ``families`` (None = all) and
 ``exclusions`` (finer task x family holes, each with the reason). tests/test_peft_compat.py checks
 the declarations against the installed peft: every combination claimed to work runs, and every
@@ -11,7 +16,7 @@ exclusion either fails inside peft or carries a documented reason.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 from framework.config.schema import GroupParams
@@ -63,10 +68,17 @@ class PeftParams(GroupParams):
 
 
 class PeftMethod:
-    """Base class of a registered PEFT method. Subclasses set the class attributes and build()."""
+    """Base class of a registered PEFT method. Subclasses set the class attributes; the default
+    build() covers methods whose peft kwargs are their Params fields, renamed where needed."""
 
     Params: ClassVar[type] = PeftParams
     peft_type: ClassVar[str] = ""  # peft.PeftType value, used by tests to check against peft
+    peft_config: ClassVar[str] = ""  # name of peft's config class (in the peft package) build() makes
+    peft_names: ClassVar[Dict[str, str]] = {}  # Params field -> peft's kwarg, where the names differ
+    ft_only: ClassVar[FrozenSet[str]] = frozenset()  # Params fields ft uses itself, not given to peft
+    common_keys: ClassVar[Tuple[str, ...]] = (  # which of common_kwargs() the peft config takes
+        "task_type", "target_modules", "modules_to_save")
+    at_least_one: ClassVar[Tuple[str, ...]] = ()  # Params fields params_problems requires >= 1
     tasks: ClassVar[FrozenSet[str]] = ALL_TASKS  # ft task names the method can serve
     families: ClassVar[Optional[FrozenSet[str]]] = None  # None = every family
     exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x family holes, with reasons
@@ -79,8 +91,26 @@ class PeftMethod:
 
     @classmethod
     def build(cls, params: Any, task: str, family: Any, model_config: Any) -> Any:
-        """Return the peft config object (LoraConfig, IA3Config, ...) for this run."""
-        raise NotImplementedError
+        """Return the peft config object (LoraConfig, IA3Config, ...) for this run: peft's
+        `peft_config` class called with config_kwargs()."""
+        import peft
+
+        if not cls.peft_config:
+            raise NotImplementedError(f"{cls.__name__}: set peft_config or override build()")
+        config_class = getattr(peft, cls.peft_config)
+        return config_class(**cls.config_kwargs(params, task, family, model_config))
+
+    @classmethod
+    def config_kwargs(cls, params: Any, task: str, family: Any,
+                      model_config: Any) -> Dict[str, Any]:
+        """The peft kwargs of build(): every method-specific Params field (not in PeftParams nor
+        ft_only) under its peft name, plus the `common_keys` of common_kwargs(). Methods with
+        derived or conditional values extend this."""
+        kwargs = {cls.peft_names.get(name, name): getattr(params, name)
+                  for name in method_fields(params) if name not in cls.ft_only}
+        common = common_kwargs(cls, params, task, family)
+        kwargs.update((key, common[key]) for key in cls.common_keys)
+        return kwargs
 
     # ---- compatibility, checked before anything is loaded -----------------------------------
     @classmethod
@@ -115,6 +145,8 @@ class PeftMethod:
         if cls.needs_cuda and not _cuda_available():
             found.append(f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
                          f"sees none on this machine. Use peft=lora on CPU, or run on a GPU")
+        found += [f"peft.{key}={getattr(params, key)}: must be >= 1"
+                  for key in cls.at_least_one if getattr(params, key) < 1]
         return found
 
     # ---- building -----------------------------------------------------------------------------
@@ -220,6 +252,12 @@ def after_load(model: Any) -> Any:
                 method.after_load(model)
                 break
     return model
+
+
+def method_fields(params: Any) -> List[str]:
+    """Names of the fields of a Params object that PeftParams does not have (the method's own)."""
+    shared = {f.name for f in fields(PeftParams)}
+    return [f.name for f in fields(params) if f.name not in shared]
 
 
 def common_kwargs(method: Any, params: Any, task: str, family: Any) -> Dict[str, Any]:

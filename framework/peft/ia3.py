@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -19,18 +19,19 @@ class Ia3Params(PeftParams):
 class Ia3(PeftMethod):
     Params = Ia3Params
     peft_type = "IA3"
+    peft_config = "IA3Config"
+    peft_names = {"init_weights": "init_ia3_weights"}
     target_kind = "ia3"
     summary = "IA3: rescale keys, values and FFN activations by learned vectors (~0.01-0.1% params)"
 
     @classmethod
-    def build(cls, params: Ia3Params, task: str, family: Any, model_config: Any) -> Any:
-        from peft import IA3Config
-
-        kwargs = common_kwargs(cls, params, task, family)
+    def config_kwargs(cls, params: Ia3Params, task: str, family: Any,
+                      model_config: Any) -> Dict[str, Any]:
+        kwargs = super().config_kwargs(params, task, family, model_config)
         feedforward = params.feedforward_modules
         if feedforward is None and params.target_modules is None:
             feedforward = family.default_targets("ia3_feedforward")
         # peft requires feedforward_modules to be a subset of target_modules; with a user's own
         # targets and no feed-forward list, none of them is treated as feed-forward.
-        return IA3Config(feedforward_modules=feedforward or [],
-                         init_ia3_weights=params.init_weights, **kwargs)
+        kwargs["feedforward_modules"] = feedforward or []
+        return kwargs

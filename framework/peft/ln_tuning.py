@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -18,11 +16,6 @@ class LnTuningParams(PeftParams):
 class LnTuning(PeftMethod):
     Params = LnTuningParams
     peft_type = "LN_TUNING"
+    peft_config = "LNTuningConfig"
     target_kind = "ln"
     summary = "LN tuning: train only the LayerNorm/RMSNorm weights (tiny, a strong baseline)"
-
-    @classmethod
-    def build(cls, params: LnTuningParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import LNTuningConfig
-
-        return LNTuningConfig(**common_kwargs(cls, params, task, family))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams, missing_package
+from framework.peft.base import PeftMethod, PeftParams, missing_package
 from framework.registry import HARDWARE, PEFT_METHODS
 
 # Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
@@ -49,18 +49,9 @@ def _initial_adapter_dirs() -> Path:
 class Lora(PeftMethod):
     Params = LoraParams
     peft_type = "LORA"
+    peft_config = "LoraConfig"
+    peft_names = {"alpha": "lora_alpha", "dropout": "lora_dropout", "init": "init_lora_weights"}
     summary = "low-rank update B·A on target linears (also DoRA, rsLoRA, PiSSA/OLoRA init, LoRA+)"
-
-    @classmethod
-    def build(cls, params: LoraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import LoraConfig
-
-        return LoraConfig(
-            task_type=PEFT_TASK_TYPES[task], r=params.r, lora_alpha=params.alpha,
-            lora_dropout=params.dropout, bias=params.bias, use_dora=params.use_dora,
-            use_rslora=params.use_rslora, init_lora_weights=params.init,
-            target_modules=cls.targets(params, family),
-            modules_to_save=cls.modules_to_save(params, task, family))
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:
@@ -179,6 +170,7 @@ class LoraPlusParams(LoraParams):
 @PEFT_METHODS.register("lora_plus")
 class LoraPlus(Lora):
     Params = LoraPlusParams
+    ft_only = frozenset({"lr_ratio_b", "lr_embedding"})  # optimizer settings, not LoraConfig's
     summary = "LoRA+ : LoRA with a higher learning rate (x lr_ratio_b) for the B matrices"
 
     @classmethod
@@ -209,6 +201,8 @@ class QLoraParams(LoraParams):
 @PEFT_METHODS.register("qlora")
 class QLora(Lora):
     Params = QLoraParams
+    # how the base is loaded (load_kwargs) and initialised (prepare_model), not LoraConfig's
+    ft_only = frozenset({"bits", "quant_type", "double_quant", "compute_dtype", "loftq_init"})
     needs_cuda = True
     cuda_reason = "bitsandbytes quantized base weights"
     summary = "QLoRA: LoRA on a 4-bit (or 8-bit) bitsandbytes base; GPU only. Preset loftq adds LoftQ init"

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -22,16 +20,9 @@ class LohaParams(PeftParams):
 class Loha(PeftMethod):
     Params = LohaParams
     peft_type = "LOHA"
+    peft_config = "LoHaConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "LoHa: update = (B1·A1) ⊙ (B2·A2), Hadamard product of two low-rank pairs"
-
-    @classmethod
-    def build(cls, params: LohaParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import LoHaConfig
-
-        return LoHaConfig(r=params.r, alpha=params.alpha, rank_dropout=params.rank_dropout,
-                          module_dropout=params.module_dropout,
-                          **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -48,15 +39,6 @@ class LokrParams(PeftParams):
 class Lokr(PeftMethod):
     Params = LokrParams
     peft_type = "LOKR"
+    peft_config = "LoKrConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "LoKr: update = C ⊗ (B·A), a Kronecker product with a low-rank factor"
-
-    @classmethod
-    def build(cls, params: LokrParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import LoKrConfig
-
-        return LoKrConfig(r=params.r, alpha=params.alpha, rank_dropout=params.rank_dropout,
-                          module_dropout=params.module_dropout,
-                          decompose_both=params.decompose_both,
-                          decompose_factor=params.decompose_factor,
-                          **common_kwargs(cls, params, task, family))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Literal
 
-from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -28,15 +28,10 @@ class MissParams(PeftParams):
 class Miss(PeftMethod):
     Params = MissParams
     peft_type = "MISS"
+    peft_config = "MissConfig"
+    peft_names = {"dropout": "miss_dropout"}
     exclusions = (LINEAR_ONLY,)
     summary = "MiSS (formerly Bone): one shard matrix per layer shared across weight blocks"
-
-    @classmethod
-    def build(cls, params: MissParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import MissConfig
-
-        return MissConfig(r=params.r, miss_dropout=params.dropout,
-                          **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -50,15 +45,9 @@ class ShiraParams(PeftParams):
 class Shira(PeftMethod):
     Params = ShiraParams
     peft_type = "SHIRA"
+    peft_config = "ShiraConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "SHiRA: train a sparse, high-rank set of weight entries (LoRA's parameter budget)"
-
-    @classmethod
-    def build(cls, params: ShiraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import ShiraConfig
-
-        return ShiraConfig(r=params.r, mask_type=params.mask_type, random_seed=params.random_seed,
-                           **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -70,21 +59,10 @@ class C3aParams(PeftParams):
 class C3a(PeftMethod):
     Params = C3aParams
     peft_type = "C3A"
+    peft_config = "C3AConfig"
+    at_least_one = ("block_size",)
     exclusions = (LINEAR_ONLY,)
     summary = "C3A: update as a block-circular convolution (FFT), full rank at LoRA-like cost"
-
-    @classmethod
-    def build(cls, params: C3aParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import C3AConfig
-
-        return C3AConfig(block_size=params.block_size, **common_kwargs(cls, params, task, family))
-
-    @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
-        found = super().params_problems(params, run)
-        if params.block_size < 1:
-            found.append(f"peft.block_size={params.block_size}: must be >= 1")
-        return found
 
 
 @dataclass(kw_only=True)
@@ -97,15 +75,9 @@ class RoadParams(PeftParams):
 class Road(PeftMethod):
     Params = RoadParams
     peft_type = "ROAD"
+    peft_config = "RoadConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "RoAd: learned 2-D rotations and scales of output pairs (fewest params of the adapters)"
-
-    @classmethod
-    def build(cls, params: RoadParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import RoadConfig
-
-        return RoadConfig(variant=params.variant, group_size=params.group_size,
-                          **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -119,16 +91,9 @@ class DeloraParams(PeftParams):
 class Delora(PeftMethod):
     Params = DeloraParams
     peft_type = "DELORA"
+    peft_config = "DeloraConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "DeLoRA: LoRA with normalised factors and a learned bound on the update's norm"
-
-    @classmethod
-    def build(cls, params: DeloraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import DeloraConfig
-
-        return DeloraConfig(r=params.r, delora_lambda=params.delora_lambda,
-                            module_dropout=params.module_dropout,
-                            **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -144,15 +109,9 @@ class GraloraParams(PeftParams):
 class Gralora(PeftMethod):
     Params = GraloraParams
     peft_type = "GRALORA"
+    peft_config = "GraloraConfig"
+    peft_names = {"k": "gralora_k", "dropout": "gralora_dropout"}
     summary = "GraLoRA: k x k grid of small LoRAs, more expressive at LoRA's parameter count"
-
-    @classmethod
-    def build(cls, params: GraloraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import GraloraConfig
-
-        return GraloraConfig(r=params.r, gralora_k=params.k, alpha=params.alpha,
-                             hybrid_r=params.hybrid_r, gralora_dropout=params.dropout,
-                             **common_kwargs(cls, params, task, family))
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:
@@ -172,11 +131,6 @@ class HiraParams(PeftParams):
 class Hira(PeftMethod):
     Params = HiraParams
     peft_type = "HIRA"
+    peft_config = "HiraConfig"
+    peft_names = {"dropout": "hira_dropout"}
     summary = "HiRA: high-rank update W0 ⊙ (B·A), the Hadamard product with the frozen weight"
-
-    @classmethod
-    def build(cls, params: HiraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import HiraConfig
-
-        return HiraConfig(r=params.r, hira_dropout=params.dropout,
-                          **common_kwargs(cls, params, task, family))

@@ -5,9 +5,9 @@ Householder reflections)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, Dict, List
 
-from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -24,24 +24,17 @@ class OftParams(PeftParams):
 class Oft(PeftMethod):
     Params = OftParams
     peft_type = "OFT"
+    peft_config = "OFTConfig"
+    peft_names = {"block_size": "oft_block_size"}
+    at_least_one = ("block_size",)
     exclusions = (LINEAR_ONLY,)
     summary = "OFT: rotate each target weight by a learned block-diagonal orthogonal matrix"
 
     @classmethod
-    def build(cls, params: OftParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import OFTConfig
-
+    def config_kwargs(cls, params: OftParams, task: str, family: Any,
+                      model_config: Any) -> Dict[str, Any]:
         # peft wants exactly one of r (number of blocks) and oft_block_size: ft exposes the size.
-        return OFTConfig(r=0, oft_block_size=params.block_size, coft=params.coft, eps=params.eps,
-                         block_share=params.block_share, module_dropout=params.module_dropout,
-                         **common_kwargs(cls, params, task, family))
-
-    @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
-        found = super().params_problems(params, run)
-        if params.block_size < 1:
-            found.append(f"peft.block_size={params.block_size}: must be >= 1")
-        return found
+        return {**super().config_kwargs(params, task, family, model_config), "r": 0}
 
 
 @dataclass(kw_only=True)
@@ -56,16 +49,11 @@ class BoftParams(PeftParams):
 class Boft(PeftMethod):
     Params = BoftParams
     peft_type = "BOFT"
+    peft_config = "BOFTConfig"
+    peft_names = {"block_size": "boft_block_size", "block_num": "boft_block_num",
+                  "n_butterfly_factor": "boft_n_butterfly_factor", "dropout": "boft_dropout"}
     exclusions = (LINEAR_ONLY,)
     summary = "BOFT: orthogonal rotation factored into butterfly blocks (fewer params than OFT)"
-
-    @classmethod
-    def build(cls, params: BoftParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import BOFTConfig
-
-        return BOFTConfig(boft_block_size=params.block_size, boft_block_num=params.block_num,
-                          boft_n_butterfly_factor=params.n_butterfly_factor,
-                          boft_dropout=params.dropout, **common_kwargs(cls, params, task, family))
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:
@@ -86,12 +74,7 @@ class HraParams(PeftParams):
 class Hra(PeftMethod):
     Params = HraParams
     peft_type = "HRA"
+    peft_config = "HRAConfig"
+    peft_names = {"apply_gs": "apply_GS"}
     exclusions = (LINEAR_ONLY,)
     summary = "HRA: rotate target weights by a product of r learned Householder reflections"
-
-    @classmethod
-    def build(cls, params: HraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import HRAConfig
-
-        return HRAConfig(r=params.r, apply_GS=params.apply_gs,
-                         **common_kwargs(cls, params, task, family))

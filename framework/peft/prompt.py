@@ -7,9 +7,9 @@ None of them can be merged into the weights: the adapter stays a separate input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
-from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams, exclude
+from framework.peft.base import PeftMethod, PeftParams, exclude
 from framework.registry import PEFT_METHODS
 
 # Facts about peft 0.21 + transformers 5, each checked by tests/test_peft_compat.py.
@@ -64,6 +64,7 @@ class PromptLearning(PeftMethod):
     target_kind = None
     can_merge = False
     prompt_learning = True
+    common_keys = ("task_type", "modules_to_save")  # peft's prompt configs take no target_modules
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:
@@ -88,21 +89,22 @@ class PromptTuningParams(PeftParams):
 class PromptTuning(PromptLearning):
     Params = PromptTuningParams
     peft_type = "PROMPT_TUNING"
+    peft_config = "PromptTuningConfig"
+    peft_names = {"init": "prompt_tuning_init", "init_text": "prompt_tuning_init_text"}
     exclusions = _SOFT_PROMPT_HOLES
     summary = "prompt tuning: learn soft-prompt embeddings prepended to the input (text init)"
 
     @classmethod
-    def build(cls, params: PromptTuningParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import PromptTuningConfig
-
+    def config_kwargs(cls, params: PromptTuningParams, task: str, family: Any,
+                      model_config: Any) -> Dict[str, Any]:
         text = params.init == "text"
+        kwargs = super().config_kwargs(params, task, family, model_config)
+        kwargs["prompt_tuning_init"] = params.init.upper()
+        kwargs["prompt_tuning_init_text"] = params.init_text if text else None
         # peft tokenizes init_text with the model's own tokenizer: the checkpoint directory.
-        return PromptTuningConfig(
-            task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
-            prompt_tuning_init=params.init.upper(),
-            prompt_tuning_init_text=params.init_text if text else None,
-            tokenizer_name_or_path=getattr(model_config, "name_or_path", None) if text else None,
-            modules_to_save=cls.modules_to_save(params, task, family))
+        kwargs["tokenizer_name_or_path"] = (getattr(model_config, "name_or_path", None)
+                                            if text else None)
+        return kwargs
 
 
 @dataclass(kw_only=True)
@@ -118,19 +120,10 @@ class PTuningParams(PeftParams):
 class PTuning(PromptLearning):
     Params = PTuningParams
     peft_type = "P_TUNING"
+    peft_config = "PromptEncoderConfig"
+    peft_names = {"encoder": "encoder_reparameterization_type"}
     exclusions = _SOFT_PROMPT_HOLES
     summary = "P-tuning: virtual tokens produced by a small MLP/LSTM prompt encoder"
-
-    @classmethod
-    def build(cls, params: PTuningParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import PromptEncoderConfig
-
-        return PromptEncoderConfig(
-            task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
-            encoder_reparameterization_type=params.encoder,
-            encoder_hidden_size=params.encoder_hidden_size,
-            encoder_num_layers=params.encoder_num_layers, encoder_dropout=params.encoder_dropout,
-            modules_to_save=cls.modules_to_save(params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -144,20 +137,10 @@ class PrefixTuningParams(PeftParams):
 class PrefixTuning(PromptLearning):
     Params = PrefixTuningParams
     peft_type = "PREFIX_TUNING"
+    # encoder_hidden_size=None is peft's own default (the model's width), so it is passed as is
+    peft_config = "PrefixTuningConfig"
     exclusions = (_NO_PAST_KEY_VALUES, _ENCODER_DECODER_CONFIG)
     summary = "prefix tuning: learned key/value prefixes in every attention layer"
-
-    @classmethod
-    def build(cls, params: PrefixTuningParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import PrefixTuningConfig
-
-        kwargs = {}
-        if params.encoder_hidden_size is not None:
-            kwargs["encoder_hidden_size"] = params.encoder_hidden_size
-        return PrefixTuningConfig(
-            task_type=PEFT_TASK_TYPES[task], num_virtual_tokens=params.num_virtual_tokens,
-            prefix_projection=params.prefix_projection,
-            modules_to_save=cls.modules_to_save(params, task, family), **kwargs)
 
 
 @dataclass(kw_only=True)
@@ -170,6 +153,8 @@ class AdaptionPromptParams(PeftParams):
 class AdaptionPrompt(PeftMethod):
     Params = AdaptionPromptParams
     peft_type = "ADAPTION_PROMPT"
+    peft_config = "AdaptionPromptConfig"
+    common_keys = ("task_type",)  # it adapts the attention layers itself: no module lists
     target_kind = None
     can_merge = False
     prompt_learning = True
@@ -179,15 +164,13 @@ class AdaptionPrompt(PeftMethod):
     summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, GPT-2)"
 
     @classmethod
-    def build(cls, params: AdaptionPromptParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import AdaptionPromptConfig
-
-        layers = params.adapter_layers
+    def config_kwargs(cls, params: AdaptionPromptParams, task: str, family: Any,
+                      model_config: Any) -> Dict[str, Any]:
+        kwargs = super().config_kwargs(params, task, family, model_config)
         total = getattr(model_config, "num_hidden_layers", None)
-        if total is not None:
-            layers = min(layers, total)  # peft refuses more layers than the model has
-        return AdaptionPromptConfig(task_type=PEFT_TASK_TYPES[task],
-                                    adapter_len=params.adapter_len, adapter_layers=layers)
+        if total is not None:  # peft refuses more layers than the model has
+            kwargs["adapter_layers"] = min(params.adapter_layers, total)
+        return kwargs
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:

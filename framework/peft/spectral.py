@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -21,15 +19,8 @@ class FourierFtParams(PeftParams):
 class FourierFt(PeftMethod):
     Params = FourierFtParams
     peft_type = "FOURIERFT"
+    peft_config = "FourierFTConfig"
     summary = "FourierFT: learn n spectral coefficients per layer; dW = inverse DFT"
-
-    @classmethod
-    def build(cls, params: FourierFtParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import FourierFTConfig
-
-        return FourierFTConfig(n_frequency=params.n_frequency, scaling=params.scaling,
-                               random_loc_seed=params.random_loc_seed,
-                               **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -44,13 +35,5 @@ class WaveFtParams(PeftParams):
 class WaveFt(PeftMethod):
     Params = WaveFtParams
     peft_type = "WAVEFT"
+    peft_config = "WaveFTConfig"
     summary = "WaveFT: learn sparse wavelet coefficients per layer; dW = inverse wavelet transform"
-
-    @classmethod
-    def build(cls, params: WaveFtParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import WaveFTConfig
-
-        return WaveFTConfig(n_frequency=params.n_frequency, scaling=params.scaling,
-                            wavelet_family=params.wavelet_family,
-                            random_loc_seed=params.random_loc_seed,
-                            **common_kwargs(cls, params, task, family))

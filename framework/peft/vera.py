@@ -5,9 +5,7 @@ layers and only small per-layer vectors (VeRA), mixing weights (RandLoRA) or a s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from framework.peft.base import PeftMethod, PeftParams, common_kwargs
+from framework.peft.base import PeftMethod, PeftParams
 from framework.registry import PEFT_METHODS
 
 
@@ -24,16 +22,9 @@ class VeraParams(PeftParams):
 class Vera(PeftMethod):
     Params = VeraParams
     peft_type = "VERA"
+    peft_config = "VeraConfig"
+    peft_names = {"dropout": "vera_dropout", "projection_seed": "projection_prng_key"}
     summary = "VeRA: frozen shared random A, B; trains two scaling vectors per layer (~10x fewer than LoRA)"
-
-    @classmethod
-    def build(cls, params: VeraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import VeraConfig
-
-        return VeraConfig(r=params.r, d_initial=params.d_initial, vera_dropout=params.dropout,
-                          projection_prng_key=params.projection_seed,
-                          save_projection=params.save_projection,
-                          **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -49,16 +40,10 @@ class RandLoraParams(PeftParams):
 class RandLora(PeftMethod):
     Params = RandLoraParams
     peft_type = "RANDLORA"
+    peft_config = "RandLoraConfig"
+    peft_names = {"alpha": "randlora_alpha", "dropout": "randlora_dropout",
+                  "projection_seed": "projection_prng_key"}
     summary = "RandLoRA: full-rank update from shared random bases with learned diagonal mixing"
-
-    @classmethod
-    def build(cls, params: RandLoraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import RandLoraConfig
-
-        return RandLoraConfig(r=params.r, randlora_alpha=params.alpha,
-                              randlora_dropout=params.dropout, sparse=params.sparse,
-                              projection_prng_key=params.projection_seed,
-                              **common_kwargs(cls, params, task, family))
 
 
 @dataclass(kw_only=True)
@@ -74,13 +59,6 @@ class VbLoraParams(PeftParams):
 class VbLora(PeftMethod):
     Params = VbLoraParams
     peft_type = "VBLORA"
+    peft_config = "VBLoRAConfig"
+    peft_names = {"dropout": "vblora_dropout"}
     summary = "VB-LoRA: A, B assembled from a small shared vector bank by top-k mixing"
-
-    @classmethod
-    def build(cls, params: VbLoraParams, task: str, family: Any, model_config: Any) -> Any:
-        from peft import VBLoRAConfig
-
-        return VBLoRAConfig(r=params.r, num_vectors=params.num_vectors,
-                            vector_length=params.vector_length, topk=params.topk,
-                            vblora_dropout=params.dropout,
-                            **common_kwargs(cls, params, task, family))
