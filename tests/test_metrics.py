@@ -368,7 +368,7 @@ def test_empty_inputs_give_zeros():
 
 
 # ---------------------------------------------------------------------------------------------
-# optional cross-checks against the reference packages (skipped when not installed)
+# cross-checks against the reference packages (installed by the dev extra; skipped without)
 
 def test_cross_check_sacrebleu():
     sacrebleu = pytest.importorskip("sacrebleu")
