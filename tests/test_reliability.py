@@ -128,6 +128,37 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(data_files, tmp_path):
     assert (latest / "model.safetensors").exists() or list(latest.glob("*.safetensors"))
 
 
+@pytest.mark.slow
+def test_sigint_writes_a_checkpoint_and_exits_130(data_files, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start(["train", RECIPE, *overrides(data_files, run_dir, "train.max_steps=100000")])
+    assert wait_for(lambda: len(metrics(run_dir, "train")) >= 2 if (run_dir / "metrics.jsonl").exists()
+                    else False, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "SIGINT received" in err and "checkpoint saved in" in err and "Traceback" not in err
+    from framework.checkpoint import latest_checkpoint
+
+    assert latest_checkpoint(run_dir) is not None
+
+
+def test_second_sigint_aborts_at_once():
+    """The first Ctrl-C only asks for a checkpoint at the next step boundary; the second raises
+    KeyboardInterrupt right away (the CLI turns it into "aborted", exit 130)."""
+    from framework.runner import StopSignals
+
+    previous = signal.getsignal(signal.SIGINT)
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # let the handler run
+        assert signals.requested == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is previous  # handlers restored after training
+
+
 def test_partial_checkpoint_is_never_chosen(tmp_path):
     from framework.checkpoint import COMPLETE_MARKER, find_resume_checkpoint, latest_checkpoint
 
