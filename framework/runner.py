@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
@@ -208,11 +208,13 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from,
                      state["step"], state["epoch"], state["batch_in_epoch"])
 
-    if run.train.save_every:  # every rank checks, so that all of them stop together
+    saves_checkpoints = bool(run.train.save_every or run.train.save_every_minutes)
+    if saves_checkpoints:  # every rank checks, so that all of them stop together
         free = shutil.disk_usage(run_dir).free
         need = estimate_checkpoint_bytes(model) * (run.train.keep_last + 1)
         if free < need:
-            raise UserError(f"train.save_every={run.train.save_every}: {free >> 20} MiB free on "
+            key = "train.save_every" if run.train.save_every else "train.save_every_minutes"
+            raise UserError(f"{key}={getattr(run.train, key.split('.')[1])}: {free >> 20} MiB free on "
                             f"{run_dir}, but checkpoints need about {need >> 20} MiB. Free space, "
                             f"lower train.keep_last, or move output_root")
 
@@ -260,6 +262,7 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
     running_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
     micro_since_log = 0
     last_log_time = time.perf_counter()
+    last_save_time = time.monotonic()  # train.save_every_minutes counts from here (seconds)
     clip = run.train.max_grad_norm if run.train.max_grad_norm is not None else float("inf")
     final_metrics: Dict[str, float] = {}
     with StopSignals() as signals:
@@ -328,9 +331,14 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
                     micro_since_log, last_log_time = 0, now
                 if run.train.eval_every and step % run.train.eval_every == 0 and step < total_steps:
                     evaluate(step)
-                stop_now = _any_rank(accelerator, signals.requested is not None)
-                if run.train.save_every and step % run.train.save_every == 0 or stop_now:
+                minutes_due = (run.train.save_every_minutes is not None and
+                               time.monotonic() - last_save_time >= 60 * run.train.save_every_minutes)
+                # One collective for both flags: ranks must agree before a collective save.
+                stop_now, minutes_due = _any_rank(accelerator, signals.requested is not None,
+                                                  minutes_due)
+                if run.train.save_every and step % run.train.save_every == 0 or stop_now or minutes_due:
                     path = checkpoint(step)
+                    last_save_time = time.monotonic()
                     if stop_now:
                         raise TrainingInterrupted(
                             f"stopped by signal at step {step}; checkpoint saved in {path}. "
@@ -363,13 +371,14 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
     return final_metrics
 
 
-def _any_rank(accelerator: Any, flag: bool) -> bool:
-    """True on every rank if it is true on one (ranks must agree before a collective save)."""
+def _any_rank(accelerator: Any, *flags: bool) -> Tuple[bool, ...]:
+    """Each flag made true on every rank if it is true on one, in a single collective."""
     if accelerator.num_processes == 1:
-        return flag
+        return tuple(flags)
     import torch
 
-    return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device), "sum") > 0)
+    counts = accelerator.reduce(torch.tensor([int(f) for f in flags], device=accelerator.device), "sum")
+    return tuple(bool(c > 0) for c in counts.tolist())
 
 
 def _fmt(metrics: Dict[str, float]) -> str:

@@ -94,6 +94,7 @@ defaults:
     ("mixed precision on CPU", ["hardware.precision=bf16"], "",
      ["hardware.precision=bf16: mixed precision needs a GPU"]),
     ("bad value", ["train.batch_size=0"], "", ["train.batch_size=0: must be >= 1"]),
+    ("bad interval", ["train.save_every_minutes=0"], "", ["train.save_every_minutes=0.0: must be > 0"]),
     ("missing data file", ["data=files", "+data.source.train=/nope/train.jsonl"], "",
      ["data.source.train='/nope/train.jsonl': no such file"]),
 ])

@@ -159,6 +159,18 @@ def test_second_sigint_aborts_at_once():
     assert signal.getsignal(signal.SIGINT) is previous  # handlers restored after training
 
 
+def test_time_based_checkpoints(data_files, tmp_path):
+    """train.save_every_minutes checkpoints by wall time, with no step interval set."""
+    run_dir = tmp_path / "run"
+    extra = ["train.max_steps=6", "train.save_every_minutes=0.0001", "train.keep_last=10"]
+    code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, *extra)])
+    assert code == 0, err
+    from framework.checkpoint import complete_checkpoints
+
+    saved = [int(p.name.split("-")[1]) for p in complete_checkpoints(run_dir)]
+    assert len(saved) >= 3 and saved == sorted(saved), saved  # 6 ms interval: about every step
+
+
 def test_partial_checkpoint_is_never_chosen(tmp_path):
     from framework.checkpoint import COMPLETE_MARKER, find_resume_checkpoint, latest_checkpoint
 

@@ -27,6 +27,9 @@ def _train_problems(train: Any) -> List[str]:
     for key in ("eval_every", "save_every", "log_every"):
         if getattr(train, key) < 0:
             found.append(f"train.{key}={getattr(train, key)}: must be >= 0")
+    if train.save_every_minutes is not None and train.save_every_minutes <= 0:
+        found.append(f"train.save_every_minutes={train.save_every_minutes}: must be > 0 "
+                     f"(or null for step-based checkpoints only)")
     if train.keep_last < 1:
         found.append(f"train.keep_last={train.keep_last}: must be >= 1")
     return found

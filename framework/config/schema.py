@@ -42,6 +42,7 @@ class TrainConfig:
     eval_before: bool = False  # evaluate the untrained model first (baseline in metrics.jsonl)
     log_every: int = 10  # optimizer steps between loss logs (each log costs one host sync)
     save_every: int = 0  # optimizer steps between checkpoints; 0 = no intermediate checkpoints
+    save_every_minutes: Optional[float] = None  # also checkpoint once this much wall time passed since the last save
     keep_last: int = 2  # complete checkpoints kept; the newest complete one is never deleted
     nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
     gradient_checkpointing: bool = False  # trade compute for activation memory
