@@ -87,6 +87,8 @@ defaults:
     ("literal choice", ["train.scheduler=cosin"], "", ["train.scheduler", "did you mean 'cosine'?"]),
     ("unknown preset", ["peft=lorra"], "", ["peft=lorra: unknown peft preset (did you mean 'lora'?)"]),
     ("unknown group", ["pef=lora"], "", ["pef=lora: unknown key (did you mean 'peft'?)"]),
+    ("key of another preset", ["peft=ia3", "peft.r=8"], "",
+     ["peft.r=8: unknown key for peft=ia3", "valid keys here: feedforward_modules"]),
     ("misspelled group in a key", ["trian.lr=0.1"], "",
      ["trian.lr=0.1: unknown key 'trian' (did you mean 'train.lr'?)", "valid keys here"]),
     ("impossible combination: task vs family", ["task=causal_lm"], "",

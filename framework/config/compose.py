@@ -125,11 +125,8 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
                          None)
             if index is None:
                 raise
-            # The schema of a group depends only on which presets are chosen.
-            choices = [o for o in overrides if "." not in _override_key(o)
-                       and _override_key(o) in recipe_groups() and not o.startswith(("+", "~"))]
             try:
-                base = _plain(_hydra_compose(recipe_path, choices))
+                base = _plain(_hydra_compose(recipe_path, _preset_choices(overrides)))
             except Exception:
                 raise error from None
             allowed = schema_fields(base, match.group(1))
@@ -137,6 +134,12 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
                 raise
             overrides[index] = "+" + overrides[index]
     return _hydra_compose(recipe_path, overrides), overrides
+
+
+def _preset_choices(overrides: List[str]) -> List[str]:
+    """The `group=preset` overrides: the schema of a group depends only on which preset is chosen."""
+    return [o for o in overrides if "." not in _override_key(o)
+            and _override_key(o) in recipe_groups() and not o.startswith(("+", "~"))]
 
 
 def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Composed:
@@ -196,7 +199,8 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
     if bad_override:
         key = bad_override.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")
-        return UserError(_unknown_override_message(recipe_path, key, value))
+        return UserError(_unknown_override_message(recipe_path, key, value,
+                                                   _preset_choices(overrides)))
     if "Could not append to config" in message or "Could not delete" in message:
         return UserError(message.splitlines()[0])
     if type(error).__name__ == "OverrideParseException":
@@ -206,12 +210,14 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
     return UserError(f"cannot compose recipe {recipe_path.name}: {first}")
 
 
-def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
-    """Suggest the closest existing key for a command-line override that matched nothing."""
+def _unknown_override_message(recipe_path: Path, key: str, value: str,
+                              choices: List[str]) -> str:
+    """Suggest the closest existing key for a command-line override that matched nothing, among
+    the keys of the presets chosen (`choices`: the group=preset overrides)."""
     from framework.config.schema import schema_fields
 
     try:
-        base: Any = _plain(_hydra_compose(recipe_path, []))
+        base: Any = _plain(_hydra_compose(recipe_path, choices))
     except Exception:  # the base itself failed; fall back to a plain message
         base = {}
     parent_path, _, leaf = key.rpartition(".")
@@ -233,7 +239,10 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str) -> str:
     if not parent_path and leaf not in siblings and leaf not in groups:
         siblings += sorted(groups)
     valid = f"; valid keys here: {', '.join(sorted(set(siblings)))}" if siblings else ""
-    return f"{key}={value}: unknown key{did_you_mean(leaf, siblings)} (set on the command line){valid}"
+    chosen = next((c for c in choices if _override_key(c) == key.split(".")[0]), None)
+    preset = f" for {chosen}" if chosen else ""  # peft.r with peft=ia3: IA3 has no rank
+    return (f"{key}={value}: unknown key{preset}{did_you_mean(leaf, siblings)} "
+            f"(set on the command line){valid}")
 
 
 def recipe_groups() -> List[str]:
