@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -74,6 +75,8 @@ def configure_logging() -> None:
         root.addHandler(_redacting(_StderrHandler()))
     for noisy in ("datasets", "httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # peft calls this transformers API on every run; the user cannot act on the deprecation.
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 class run_log:

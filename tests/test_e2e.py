@@ -174,3 +174,20 @@ def test_real_smollm2_sft_beats_baseline(tmp_path):
     assert summary["primary_metric"] == "perplexity" and summary["greater_is_better"] is False
     assert final["perplexity"] < 0.6 * baseline["perplexity"], summary
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_load_reports_new_head_weights_in_one_line(caplog):
+    """transformers' multi-line load table is replaced by one ft log line naming the new weights."""
+    import logging
+
+    from framework.cli import compose_and_validate
+    from framework.models.loading import load_model, resolve_checkpoint
+
+    _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
+    with caplog.at_level(logging.INFO, logger="ft.loading"):
+        load_model(run.model, resolve_checkpoint(run.model), "AutoModelForSequenceClassification",
+                   {"num_labels": 3})
+    lines = [r.getMessage() for r in caplog.records if r.name == "ft.loading"]
+    assert lines == ["AutoModelForSequenceClassification: new weights, randomly initialised "
+                     "(not in the checkpoint): classifier.bias, classifier.weight"]
+    assert not any("LOAD REPORT" in r.getMessage() for r in caplog.records)

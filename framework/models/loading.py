@@ -19,7 +19,7 @@ from framework.errors import UserError
 from framework.models.base import ModelParams, TinySpec
 from framework.registry import MODELS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ft.loading")
 
 TINY_FORMAT_VERSION = "2"  # bump when the tiny build changes, to invalidate caches
 
@@ -180,9 +180,33 @@ def load_model(params: ModelParams, checkpoint: str, auto_class: str,
                                   **(load_kwargs or {}))
     if params.attn_implementation:
         kwargs["attn_implementation"] = params.attn_implementation
+    # transformers prints a multi-line load report table for every load; ft logs it in one line.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
     try:
-        return model_class.from_pretrained(checkpoint, **kwargs)
+        model, info = model_class.from_pretrained(checkpoint, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"model.checkpoint='{checkpoint}': cannot load as {auto_class}: {first}") \
             from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    report_loading(info, auto_class)
+    return model
+
+
+def report_loading(info: Dict[str, Any], auto_class: str) -> None:
+    """Log what from_pretrained did not match: new weights (e.g. a task head, random init and then
+    trained), checkpoint weights the class does not use, and shape mismatches (re-initialised)."""
+    def names(key: str) -> str:
+        found = sorted(str(k) for k in info.get(key) or [])
+        return ", ".join(found[:8]) + (f" (+{len(found) - 8} more)" if len(found) > 8 else "")
+
+    if info.get("missing_keys"):
+        log.info("%s: new weights, randomly initialised (not in the checkpoint): %s",
+                 auto_class, names("missing_keys"))
+    if info.get("unexpected_keys"):
+        log.info("%s: checkpoint weights it does not use: %s", auto_class, names("unexpected_keys"))
+    if info.get("mismatched_keys"):
+        log.warning("%s: weights re-initialised because their shapes differ from the checkpoint: %s",
+                    auto_class, names("mismatched_keys"))
