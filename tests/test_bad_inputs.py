@@ -50,7 +50,7 @@ def test_unreadable_data_file(tmp_path, good, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok", "label": "pos"}\n{this is not json\n')
     check_user_error(capsys, files_args(bad, good["validation"], f"output_root={tmp_path}"),
-                     "data.source.train", "cannot read", "bad.jsonl")
+                     "data.source.train", "cannot read", "bad.jsonl", "line 2:")
 
 
 def test_empty_data_file(tmp_path, good, capsys):

@@ -45,9 +45,42 @@ def _read_file(path: Path, fmt: str, split: str) -> Any:
         raise
     except Exception as error:  # pyarrow/json/csv parser errors differ by format
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if fmt == "json":
+            message = _first_bad_json_line(path) or message
         raise UserError(f"data.source.{split}: cannot read {path} as {fmt}: {message}. "
                         f"Check the file's format (set data.source.format if the suffix is wrong)") \
             from None
+
+
+def _first_bad_json_line(path: Path) -> str:
+    """'line N: <parser error>' for the first line of JSON input that does not parse (the datasets
+    error names no line): per line for JSON Lines, else for the file as one JSON document."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return f"{type(error).__name__}: {error}"
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    try:
+        json.loads(first)
+        is_json_lines = True
+    except json.JSONDecodeError:
+        is_json_lines = False
+    if not is_json_lines:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            return f"line {error.lineno}: {error.msg} (column {error.colno})"
+        return ""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as error:
+                return f"line {number}: {error.msg} (column {error.colno})"
+    return ""
 
 
 def load_raw_splits(data: DataConfig, source_params: Any) -> RawSplits:
