@@ -103,9 +103,12 @@ def test_sft_tiny_llama_loss_falls_and_masks_prompt(tmp_path):
     facts = {"capital of France": "Paris", "colour of the sky": "blue", "opposite of hot": "cold",
              "first number": "one", "largest city of Japan": "Tokyo", "colour of grass": "green",
              "capital of Spain": "Madrid", "opposite of dull": "funny"}
+    held_out = {"capital of Italy": "Rome", "colour of snow": "white", "opposite of up": "down"}
     rows = [{"prompt": f"What is the {q}?", "response": f"The {q} is {a}."} for q, a in facts.items()]
+    unseen = [{"prompt": f"What is the {q}?", "response": f"The {q} is {a}."}
+              for q, a in held_out.items()]  # held out: only the answer pattern carries over
     files = {"train": write_jsonl(tmp_path / "train.jsonl", rows * 16),
-             "validation": write_jsonl(tmp_path / "val.jsonl", rows)}
+             "validation": write_jsonl(tmp_path / "val.jsonl", unseen)}
     run_dir = train_recipe("sft_tiny_llama_lora", *_files_overrides(files), "train.max_steps=60",
                            "train.lr=5e-3", "train.scheduler=constant", "train.eval_before=true",
                            output_root=tmp_path / "out")
