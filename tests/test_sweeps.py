@@ -51,3 +51,30 @@ def test_sweep_user_error_is_one_line(tmp_path, data_args):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "train.lr: must be a number, got 'abc'" in result.stderr
+
+
+def test_a_bad_later_job_stops_the_sweep_before_anything_runs(tmp_path, data_args):
+    # Job 1 (lora) is valid; job 2 (ia3) has no alpha. Nothing may train before that is known.
+    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,ia3", "peft.alpha=32",
+                    *data_args, f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sweep job [peft=ia3 peft.alpha=32" in result.stderr
+    assert "unknown key for peft=ia3" in result.stderr and "nothing was run" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_sweep_jobs_cover_grids_ranges_and_interval_ends():
+    from framework.hydra_app import MAX_PREVALIDATED_JOBS, sweep_jobs
+
+    jobs = sweep_jobs(["peft=lora,ia3", "train.batch_size=range(8,17,8)", "train.epochs=2",
+                       "hydra.sweeper.n_trials=3", "hydra/sweeper=optuna"])
+    assert sorted(map(tuple, jobs)) == sorted([
+        (p, b, "train.epochs=2") for p in ("peft=lora", "peft=ia3")
+        for b in ("train.batch_size=8", "train.batch_size=16")])
+    assert sweep_jobs(["train.lr=interval(1e-4,1e-2)", "data.max_length=interval(16,64)"]) == [
+        ["train.lr=0.0001", "data.max_length=16"], ["train.lr=0.0001", "data.max_length=64"],
+        ["train.lr=0.01", "data.max_length=16"], ["train.lr=0.01", "data.max_length=64"]]
+    big = sweep_jobs([f"train.lr={','.join(str(i) for i in range(1, 9))}",
+                      f"train.batch_size={','.join(str(i) for i in range(1, 9))}"])
+    assert 8 * 8 > MAX_PREVALIDATED_JOBS and len(big) == 7 + 7 + 1  # each value once
+    assert sweep_jobs(["peft=glob(*)"]) == []  # Hydra expands globs; each job validates itself

@@ -142,9 +142,11 @@ class PeftMethod:
                 found.append(f"peft.target_modules: model family '{run.model.name}' has no default "
                              f"'{cls.target_kind}' modules for peft={run.peft.name}; set "
                              f"peft.target_modules to a list of module names")
-        if cls.needs_cuda and not _cuda_available():
+        # A dry run plans for another machine (e.g. a GPU node), so this machine's devices don't count.
+        if cls.needs_cuda and not getattr(run, "dry_run", False) and not _cuda_available():
             found.append(f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
-                         f"sees none on this machine. Use peft=lora on CPU, or run on a GPU")
+                         f"sees none on this machine. Use peft=lora on CPU, run on a GPU, or "
+                         f"dry_run=true to only print the launch plan")
         found += [f"peft.{key}={getattr(params, key)}: must be >= 1"
                   for key in cls.at_least_one if getattr(params, key) < 1]
         return found
