@@ -28,16 +28,7 @@ from conftest import REPO, ft_cli
 load_all()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the
-    threads' spin-waits made each case ~50x slower (measured: 49 s -> 1 s for one case)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread
 
 CONF = REPO / "conf"
 NUM_LABELS = 3

@@ -27,16 +27,7 @@ from framework.registry import MODELS, PEFT_METHODS, TASKS, load_all
 load_all()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the
-    threads' spin-waits made each case ~50x slower (measured: 49 s -> 1 s for one case)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread
 
 STEPS = 6  # optimizer steps per case: enough for AdaLoRA's three phases and a falling loss
 LR = 1e-2  # Adam on one fixed batch of a tiny model: every method's loss falls at this rate
