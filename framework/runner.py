@@ -208,13 +208,13 @@ def train(run: RunConfig, run_dir: Path) -> Dict[str, float]:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from,
                      state["step"], state["epoch"], state["batch_in_epoch"])
 
-    saves_checkpoints = bool(run.train.save_every or run.train.save_every_minutes)
-    if saves_checkpoints:  # every rank checks, so that all of them stop together
+    if run.train.save_every or run.train.save_every_minutes:  # every rank checks: all stop together
         free = shutil.disk_usage(run_dir).free
         need = estimate_checkpoint_bytes(model) * (run.train.keep_last + 1)
         if free < need:
-            key = "train.save_every" if run.train.save_every else "train.save_every_minutes"
-            raise UserError(f"{key}={getattr(run.train, key.split('.')[1])}: {free >> 20} MiB free on "
+            interval = (f"train.save_every={run.train.save_every}" if run.train.save_every
+                        else f"train.save_every_minutes={run.train.save_every_minutes}")
+            raise UserError(f"{interval}: {free >> 20} MiB free on "
                             f"{run_dir}, but checkpoints need about {need >> 20} MiB. Free space, "
                             f"lower train.keep_last, or move output_root")
 
