@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)  ## create .venv and install ft with everything the tests need
 
-test: $(STAMP)  ## run the whole test suite (what CI runs)
+test: $(STAMP)  ## run the whole test suite (what CI runs): import layers, then pytest
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-fast: $(STAMP)  ## unit tests only (skip slow end-to-end runs)
@@ -35,7 +36,7 @@ test-fast: $(STAMP)  ## unit tests only (skip slow end-to-end runs)
 
 demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print accuracy before/after
 	$(VENV)/bin/ft train seq_cls_minilm_lora
-	$(PY) -m framework.report latest seq_cls_minilm_lora
+	$(VENV)/bin/ft report latest seq_cls_minilm_lora
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -31,7 +31,7 @@ def main(argv: list) -> int:
     import yaml
     from peft import get_peft_model
 
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
     from framework.config.typecheck import check_dataclass
     from framework.models.loading import load_model, resolve_checkpoint
     from framework.registry import MODELS, PEFT_METHODS

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from framework.errors import UserError
+from framework.run_dir import CHECKPOINTS_DIR, CONFIG_FILE
 
-CHECKPOINTS_DIR = "checkpoints"
 COMPLETE_MARKER = "COMPLETE"  # written last; a checkpoint without it is never used
 STATE_FILE = "trainer_state.json"
 PREFIX = "checkpoint-"
@@ -97,7 +97,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, trainer_state: D
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
-            (tmp / "config.yaml").write_text(config_yaml)  # the config this state was made with
+            (tmp / CONFIG_FILE).write_text(config_yaml)  # the config this state was made with
             _fsync_tree(tmp)
             if final.exists():  # a re-save of the same step (after a resume): replace it
                 shutil.rmtree(final)
@@ -150,44 +150,6 @@ def read_trainer_state(checkpoint: Path) -> Dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
-def _fingerprint(run: Any) -> Dict[str, Any]:
-    """What a checkpoint's optimizer and weights depend on: changing any of it breaks resume."""
-    from dataclasses import asdict
-
-    return {
-        "peft": asdict(run.peft),
-        "model.name": run.model.name,
-        "model.checkpoint": run.model.checkpoint,
-        "model.random_init": asdict(run.model.random_init) if run.model.random_init else None,
-        "task": asdict(run.task),
-        "world size": run.hardware.num_processes * run.hardware.num_machines,
-        "hardware.zero_stage": getattr(run.hardware, "zero_stage", None),
-        "train.optimizer": run.train.optimizer,
-        "train.grad_accum": run.train.grad_accum,
-        "train.batch_size": run.train.batch_size,
-    }
-
-
-def resume_mismatches(saved: Any, current: Any) -> List[str]:
-    """Differences between a checkpoint's RunConfig and the RunConfig resuming it."""
-    before, after = _fingerprint(saved), _fingerprint(current)
-    return [f"{key}: checkpoint has {before[key]!r}, this run has {after[key]!r}"
-            for key in before if before[key] != after[key]]
-
-
-def check_resume(run: Any, run_dir: Path) -> Path:
-    """Find the checkpoint to resume and refuse (before any model is loaded) if the config changed
-    what it holds: a silently reset optimizer or a mismatched adapter is never acceptable."""
-    import yaml
-
-    from framework.config.schema import build_run_config
-
-    checkpoint = find_resume_checkpoint(run.resume, run_dir)
-    saved_config = checkpoint / "config.yaml"
-    saved = build_run_config(yaml.safe_load(saved_config.read_text()), lambda key: str(saved_config))
-    mismatches = resume_mismatches(saved, run)
-    if mismatches:
-        raise UserError(f"resume={run.resume}: the config changed since {checkpoint}; resuming would "
-                        f"reset or corrupt its state. Start a new run, or undo these changes:",
-                        mismatches)
-    return checkpoint
+def checkpoint_config(checkpoint: Path) -> Path:
+    """The resolved config a checkpoint's state was made with."""
+    return checkpoint / CONFIG_FILE

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+import sys
+from typing import Callable, Iterable, Optional
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -28,3 +29,48 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
     matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+class TrainingInterrupted(Exception):
+    """A run stopped early on purpose, after writing a checkpoint: SIGTERM/SIGINT (exit 128 +
+    signal) or a non-finite loss under train.nan_policy=stop (exit 3)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LaunchFailed(Exception):
+    """A launched rank exited non-zero; its own error was already printed above."""
+
+    def __init__(self, code: int):
+        super().__init__(f"a rank failed with exit code {code}; see its error above")
+        self.exit_code = code
+
+
+def exit_code_for(error: BaseException) -> Optional[int]:
+    """Print the one-line message of an error ft expects and return its exit code; None for any
+    other error (a bug: let its traceback show). The only place that maps errors to exit codes."""
+    if isinstance(error, UserError):
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    if isinstance(error, TrainingInterrupted):
+        print(f"stopped: {error}", file=sys.stderr)
+        return error.exit_code
+    if isinstance(error, LaunchFailed):
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        return 130
+    return None
+
+
+def run_guarded(command: Callable[[], int]) -> int:
+    """Run a command; an expected error becomes its message and exit code (no traceback)."""
+    try:
+        return command()
+    except (UserError, TrainingInterrupted, LaunchFailed, KeyboardInterrupt) as error:
+        code = exit_code_for(error)
+        assert code is not None
+        return code

@@ -4,12 +4,11 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import List, Tuple
 
-from framework.errors import UserError
+from framework.errors import UserError, exit_code_for
+from framework.run_dir import read_summary
 
 
 # A sweep grid up to this many jobs is validated job by job before any runs (about 0.3 s each);
@@ -72,7 +71,7 @@ def sweep_jobs(overrides: List[str]) -> List[List[str]]:
 def prevalidate_sweep(recipe: str, overrides: List[str]) -> List[str]:
     """Validate every job of a sweep before the first one runs (a bad value must not surface after
     hours of training, or on a cluster node): one line per failing job, [] if all are valid."""
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
 
     # Jobs of a cluster launcher (hydra/launcher=slurm) run on other machines: check everything
     # but this machine's devices, as a dry run does.
@@ -91,11 +90,11 @@ def run_hydra_app(argv: List[str]) -> int:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from framework.cli import execute
-    from framework.config.compose import HYDRA_VERSION_BASE, CONF_DIR, RECIPES_DIR, resolve_recipe
-    from framework.config.compose import Composed
+    from framework.config.compose import (CONF_DIR, HYDRA_VERSION_BASE, RECIPES_DIR, Composed,
+                                          resolve_recipe)
     from framework.config.schema import build_run_config
-    from framework.runner import TrainingInterrupted
+    from framework.errors import LaunchFailed, TrainingInterrupted
+    from framework.session import execute
 
     if not argv or argv[0].startswith("-"):
         print("error: usage: ft train RECIPE [-m] [overrides]", file=sys.stderr)
@@ -103,8 +102,7 @@ def run_hydra_app(argv: List[str]) -> int:
     try:
         recipe_path = resolve_recipe(argv[0])
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_code_for(error)
     rest = argv[1:]
 
     @hydra.main(config_path=str(recipe_path.parent), config_name=recipe_path.stem,
@@ -113,12 +111,8 @@ def run_hydra_app(argv: List[str]) -> int:
         # Hydra prints a traceback for any exception it sees; a user error must be one line.
         try:
             return run_job(cfg)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except TrainingInterrupted as stop:
-            print(f"stopped: {stop}", file=sys.stderr)
-            raise SystemExit(stop.exit_code) from None
+        except (UserError, TrainingInterrupted, LaunchFailed) as error:
+            raise SystemExit(exit_code_for(error)) from None
 
     def run_job(cfg: DictConfig) -> float:
         from hydra.core.hydra_config import HydraConfig
@@ -129,14 +123,15 @@ def run_hydra_app(argv: List[str]) -> int:
                    if not k.startswith("hydra/") and v is not None}
         node = OmegaConf.to_container(cfg, resolve=True)
         node.setdefault("recipe", recipe_path.stem)
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN" and not node.get("run_dir"):
+            node["run_dir"] = str(hydra_cfg.runtime.output_dir)
+            node["overwrite"] = True  # Hydra made this job's directory for it
         composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
-        run = build_run_config(node, composed.origin)
-        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
-            run.run_dir = run.run_dir or str(hydra_cfg.runtime.output_dir)
-            run.overwrite = True  # Hydra made this job's directory for it
-        execute(composed, run)
+        finished = execute(composed, build_run_config(node, composed.origin))
         # The objective is the task's primary metric, as the run itself recorded it.
-        summary = json.loads((Path(run.run_dir) / "summary.json").read_text())
+        summary = read_summary(finished.run_dir) if finished.run_dir else None
+        if summary is None:
+            return float("nan")
         return float(summary["final"].get(summary["primary_metric"], float("nan")))
 
     # hydra.main reads sys.argv: flags first, then overrides (argparse can't interleave them).
@@ -157,8 +152,7 @@ def run_hydra_app(argv: List[str]) -> int:
     try:
         job()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_code_for(error)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0

@@ -3,17 +3,16 @@ Adapters are loaded with plain PeftModel.from_pretrained, exactly as a user outs
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+from framework.config.schema import load_run
 from framework.errors import UserError
-from framework.registry import MODELS, TASKS
-
-ADAPTER_DIR = "adapter"
-TASK_FILE = "ft_task.json"
+from framework.registry import MODELS, PEFT_METHODS, TASKS
+from framework.run_dir import ADAPTER_DIR, MERGED_DIR, TASK_FILE
 
 
 def adapter_dir(run_dir: Path) -> Path:
@@ -27,9 +26,7 @@ def load_task(run_dir: Path) -> Tuple[Any, Any, Any]:
     """(run config, task with its saved label maps, tokenizer) of a finished run."""
     from transformers import AutoTokenizer
 
-    from framework.cli import load_run_from_dir
-
-    run = load_run_from_dir(run_dir)
+    run = load_run(run_dir)
     adapter = adapter_dir(run_dir)
     tokenizer = MODELS.get(run.model.name).prepare_tokenizer(AutoTokenizer.from_pretrained(adapter))
     task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, MODELS.get(run.model.name))
@@ -101,12 +98,6 @@ def evaluate_runs(run_dirs: List[Path], split: str) -> Dict[str, Dict[str, float
     return results
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    for run_dir, scores in evaluate_runs(args.run_dirs, args.split).items():
-        print(json.dumps({"run_dir": run_dir, "split": args.split, **scores}))
-    return 0
-
-
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"--input {path}: no such file")
@@ -122,16 +113,18 @@ def read_jsonl(path: Path) -> List[Dict[str, Any]]:
     return rows
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    run, task, model = load_trained(args.run_dir)
-    rows = read_jsonl(args.input)
+def predict_file(run_dir: Path, input_path: Path, output_path: Optional[Path]) -> int:
+    """Write one JSON prediction per input row (the row plus the task's outputs) to output_path,
+    or stdout; return the number of rows."""
+    run, task, model = load_trained(run_dir)
+    rows = read_jsonl(input_path)
     needed = [task.column(role) for role, required in task.predict_roles().items() if required]
     for number, row in enumerate(rows, 1):
         missing = [c for c in needed if c not in row]
         if missing:
-            raise UserError(f"--input {args.input}:{number}: missing column(s) {missing}; "
+            raise UserError(f"--input {input_path}:{number}: missing column(s) {missing}; "
                             f"rows need {needed}")
-    out = args.output.open("w") if args.output else sys.stdout
+    out = output_path.open("w") if output_path else sys.stdout
     try:
         batch_size = run.train.eval_batch_size or run.train.batch_size
         for start in range(0, len(rows), batch_size):
@@ -139,16 +132,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for row, prediction in zip(chunk, task.predict(model, chunk, model.device)):
                 out.write(json.dumps({**row, **prediction}) + "\n")
     finally:
-        if args.output:
+        if output_path:
             out.close()
-    if args.output:
-        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
-    return 0
+    return len(rows)
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
-    from framework.peft.merge import merge_adapter
+def merge_adapter(run_dir: Union[str, Path], output_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Merge run_dir's adapter into the full-precision base (peft's merge_and_unload) and write
+    the model, tokenizer and ft's label maps to output_dir (default RUN_DIR/merged). Return it.
 
-    output = merge_adapter(args.run_dir, args.output)
-    print(f"merged model written to {output}")
-    return 0
+    Methods that cannot merge (prompt learning, adaption prompt) raise a UserError that says so.
+    A QLoRA adapter is merged into the unquantized base, so the merged model is full precision."""
+    run_dir = Path(run_dir)
+    output = Path(output_dir) if output_dir is not None else run_dir / MERGED_DIR
+    if output.exists() and any(output.iterdir()):
+        raise UserError(f"ft merge --output {output}: the directory exists and is not empty; "
+                        f"remove it or give another --output")
+    run = load_run(run_dir)
+    method = PEFT_METHODS.get(run.peft.name, key="peft.name")
+    if not method.can_merge:
+        raise UserError(f"ft merge {run_dir}: peft={run.peft.name} cannot be merged into the "
+                        f"weights (it adds virtual tokens or gated prompts, not a weight update). "
+                        f"Use the adapter as it is: PeftModel.from_pretrained(base, "
+                        f"'{run_dir / ADAPTER_DIR}')")
+    _, task, model = load_trained(run_dir)
+    merged = model.merge_and_unload()
+    tmp = output.with_name(f".{output.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    task.tokenizer.save_pretrained(str(tmp))
+    task.save_artifacts(tmp)
+    if output.exists():
+        output.rmdir()  # empty, checked above
+    tmp.rename(output)  # a half-written merge is never left under the final name
+    return output

@@ -6,7 +6,8 @@ from typing import Optional
 
 from framework.config.compose import CONF_DIR, group_presets, recipe_groups, recipe_names
 from framework.errors import UserError, did_you_mean
-from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, load_all
+from framework.plugins import load_all
+from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 
 REGISTRY_OF_GROUP = {"model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hardware": HARDWARE,
                      "data": DATASETS, "logger": LOGGERS}
@@ -25,18 +26,23 @@ def _preset_line(group: str, preset: str) -> str:
     return f"  {preset:<22} -> {name}" if name else f"  {preset}"
 
 
+def serves(family: str, task: str) -> bool:
+    """Whether a model family can serve a task (families list only what they cannot)."""
+    return MODELS.get(family).unsupported(task) is None
+
+
 def _peft_line(name: str, entry: type, task: Optional[str]) -> Optional[str]:
     """One method: with a task, the model families it works with for that task (None if none)."""
     merge = "merges" if entry.can_merge else "no merge"
     gpu = "; CUDA only" if entry.needs_cuda else ""
     if task:
         families = [f for f in MODELS.names()
-                    if task in MODELS.get(f).tasks and entry.incompatibility(task, f) is None]
+                    if serves(f, task) and entry.incompatibility(task, f) is None]
         if not families:
             return None
         return f"    {name:<16} families: {', '.join(families)}; {merge}{gpu}. {entry.summary}"
-    usable = [t for t in sorted(entry.tasks) if t in TASKS and any(
-        t in MODELS.get(f).tasks and entry.incompatibility(t, f) is None for f in MODELS.names())]
+    usable = [t for t in TASKS.names() if any(
+        serves(f, t) and entry.incompatibility(t, f) is None for f in MODELS.names())]
     tasks = "all" if len(usable) == len(TASKS.names()) else ", ".join(usable)
     fams = ", ".join(sorted(entry.families)) if entry.families else "all"
     holes = " (some task/family pairs excluded: see --task)" if entry.exclusions else ""
@@ -70,7 +76,7 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
         registry = REGISTRY_OF_GROUP.get(name)
         if registry is None:
             continue
-        print(f"  registered {registry.kind}s:")
+        print(f"  registered ({registry.kind}):")
         for entry_name in registry.names():
             entry = registry.get(entry_name)
             if name == "peft":
@@ -78,6 +84,7 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
                 if line:
                     print(line)
             elif name == "model":
-                print(f"    {entry_name:<16} tasks: {', '.join(sorted(entry.tasks))}")
+                tasks = [t for t in TASKS.names() if serves(entry_name, t)]
+                print(f"    {entry_name:<16} tasks: {', '.join(tasks)}")
             else:
                 print(f"    {entry_name:<16} {getattr(entry, 'summary', '')}")

@@ -3,6 +3,7 @@
 YAML never names import paths for ft's own pieces; it names an entry here. Each entry is a class
 with a ``Params`` dataclass (the typed schema of its preset) and the methods that build it.
 Modules that register entries must not import torch at import time, so that validation stays fast.
+This module imports nothing from ft but its errors: every layer may use it.
 """
 
 from __future__ import annotations
@@ -54,21 +55,11 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-# The registries. Entries register themselves when their package is imported (see load_all).
+# The registries. Entries register themselves when their module is imported
+# (framework.plugins.load_all imports every plug-in module).
 MODELS: Registry = Registry("model family")
 PEFT_METHODS: Registry = Registry("peft method")
 TASKS: Registry = Registry("task")
 HARDWARE: Registry = Registry("hardware profile")
 DATASETS: Registry = Registry("built-in dataset")
 LOGGERS: Registry = Registry("logger")
-
-
-def load_all() -> None:
-    """Import every plug-in package so that its entries are registered (no torch import)."""
-    import framework.data.builtin  # noqa: F401
-    import framework.data.sources  # noqa: F401
-    import framework.hardware  # noqa: F401
-    import framework.loggers  # noqa: F401
-    import framework.models  # noqa: F401
-    import framework.peft  # noqa: F401
-    import framework.tasks  # noqa: F401

@@ -1,23 +1,30 @@
-"""Print a run's before/after metrics: `python -m framework.report latest RECIPE [OUTPUT_ROOT]`
-or `python -m framework.report RUN_DIR`. Used by `make demo`."""
+"""`ft report RUN_DIR ...` (or `ft report latest RECIPE`): a finished run's metrics before and
+after training, read from its summary.json."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
+from typing import List
+
+from framework.errors import UserError
+from framework.run_dir import read_summary
 
 
 def latest_run(recipe: str, output_root: str = "outputs") -> Path:
-    runs = sorted((p for p in (Path(output_root) / recipe).glob("*") if (p / "summary.json").exists()),
+    """The newest finished run of a recipe under output_root."""
+    runs = sorted((p for p in (Path(output_root) / recipe).glob("*") if read_summary(p)),
                   key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise SystemExit(f"error: no finished run of {recipe} under {output_root}")
+        raise UserError(f"ft report latest {recipe}: no finished run of {recipe} under "
+                        f"{output_root}. Train it first, or give a run directory")
     return runs[-1]
 
 
 def report(run_dir: Path) -> str:
-    summary = json.loads((run_dir / "summary.json").read_text())
+    """A before/after table of one run's final metrics."""
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise UserError(f"ft report {run_dir}: no summary.json there (not a finished ft run)")
     lines = [f"run: {run_dir}", f"{'metric':<22}{'before':>10}{'after':>10}"]
     for key, after in summary["final"].items():
         before = summary.get("baseline", {}).get(key)
@@ -26,17 +33,12 @@ def report(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list) -> int:
-    if argv[:1] == ["latest"] and len(argv) >= 2:
-        run_dir = latest_run(argv[1], argv[2] if len(argv) > 2 else "outputs")
-    elif len(argv) == 1:
-        run_dir = Path(argv[0])
+def print_report(runs: List[str], output_root: str = "outputs") -> None:
+    """Print the report of each run (`latest RECIPE` names a recipe's newest run)."""
+    if runs[:1] == ["latest"]:
+        if len(runs) != 2:
+            raise UserError("ft report latest RECIPE: give exactly one recipe name")
+        run_dirs = [latest_run(runs[1], output_root)]
     else:
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(report(run_dir))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        run_dirs = [Path(r) for r in runs]
+    print("\n\n".join(report(run_dir) for run_dir in run_dirs))

@@ -1,5 +1,7 @@
 """The run directory: created once by the launching process, never shared between runs, holding
-the resolved config (secrets redacted), the overrides, provenance and the metrics log."""
+the resolved config (secrets redacted), the overrides, provenance, the metrics log, checkpoints,
+the adapter and the summary. Every file name inside a run directory is defined here, and only here.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +19,17 @@ import yaml
 
 from framework.errors import UserError
 
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = "config.yaml"  # the resolved config the run started with (also in each checkpoint)
+RESUME_CONFIG_GLOB = "config.resume-*.yaml"  # the config of each later resume, numbered from 1
 OVERRIDES_FILE = "overrides.yaml"
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"  # final and baseline metrics, written when the run finishes
+TRAIN_LOG = "train.log"
+ADAPTER_DIR = "adapter"  # save_pretrained adapter + tokenizer + TASK_FILE
+TASK_FILE = "ft_task.json"  # the task's label maps, beside the adapter
+CHECKPOINTS_DIR = "checkpoints"
+MERGED_DIR = "merged"  # default output of `ft merge`
 REDACTED = "***REDACTED***"
 
 # A key whose name has one of these words (as a whole _-separated part) holds a secret.
@@ -108,11 +117,31 @@ def write_run_files(run_dir: Path, config: Dict[str, Any], overrides: List[str])
     (run_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
 
 
-def read_config(run_dir: Path) -> Dict[str, Any]:
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not an ft run directory (no {CONFIG_FILE})")
-    return yaml.safe_load(path.read_text())
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def resume_configs(run_dir: Path) -> List[Path]:
+    """The configs of earlier resumes of a run, oldest first."""
+    return sorted(Path(run_dir).glob(RESUME_CONFIG_GLOB),
+                  key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+
+
+def write_resume_config(run_dir: Path, config: Dict[str, Any]) -> Path:
+    """Record a resume's config beside the original (which is never overwritten); return it."""
+    path = run_dir / RESUME_CONFIG_GLOB.replace("*", str(len(resume_configs(run_dir)) + 1))
+    path.write_text(yaml.safe_dump(redact(config), sort_keys=False))
+    return path
+
+
+def write_summary(run_dir: Path, summary: Dict[str, Any]) -> None:
+    (Path(run_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+
+def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The summary of a finished run, or None while it has none."""
+    path = Path(run_dir) / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 class MetricsLog:

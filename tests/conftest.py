@@ -35,12 +35,10 @@ def ft_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: Dict[str, str]
 
 def train_recipe(recipe: str, *overrides: str, output_root: Path) -> Path:
     """Compose, validate and train in this process; return the run directory."""
-    from framework.cli import compose_and_validate, execute
+    from framework.session import compose_and_validate, execute
 
     composed, run = compose_and_validate(recipe, [f"output_root={output_root}", *overrides])
-    execute(composed, run)
-    runs = sorted(p for p in (Path(output_root) / run.recipe).iterdir() if p.is_dir())
-    return Path(run.run_dir) if run.run_dir else runs[-1]
+    return execute(composed, run).run_dir
 
 
 def metrics(run_dir: Path, split: str = None) -> List[dict]:

@@ -14,15 +14,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from framework.data import builtin  # noqa: E402
+from framework.data import builtin, synthetic  # noqa: E402
+from framework.data.fixtures.seq2seq import number_to_words  # noqa: E402
+from framework.data.loading import read_conll  # noqa: E402
 from framework.errors import UserError  # noqa: E402
 from framework.registry import DATASETS  # noqa: E402
 
 
 def need_package(pkg: str) -> None:
-    """Skip when a data package is not installed (without importing it)."""
-    if importlib.util.find_spec(pkg) is None:
-        pytest.skip(f"data package {pkg} not installed")
+    """The Makefile installs every data package; a missing one is a broken install, not a skip."""
+    assert importlib.util.find_spec(pkg) is not None, f"data package {pkg} not installed (make install)"
 
 
 def read_jsonl(path: pathlib.Path) -> list:
@@ -56,9 +57,20 @@ def test_all_sources_registered():
         source.Params()  # defaults construct
 
 
-def test_module_does_not_import_torch():
-    text = pathlib.Path(builtin.__file__).read_text()
-    assert not re.search(r"^\s*(import|from)\s+torch\b", text, re.MULTILINE)
+def test_modules_do_not_import_torch():
+    for module in (builtin, synthetic):
+        text = pathlib.Path(module.__file__).read_text()
+        assert not re.search(r"^\s*(import|from)\s+torch\b", text, re.MULTILINE), module
+
+
+def test_synthetic_generators_stay_off_the_runtime_path():
+    """Registering the plug-ins (what every validation does) loads no generator code."""
+    code = ("import sys; from framework.plugins import load_all; load_all(); "
+            "print(sorted(m for m in sys.modules if m.startswith('framework.data.fixtures')))")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_rotten_tomatoes(tmp_path):
@@ -160,8 +172,8 @@ def test_synthetic_seq2seq(tmp_path):
         datetime.datetime.strptime(r["target"], "%Y/%m/%d")
     _, rows = materialize_twice("synthetic_seq2seq", {"num_train": 300, "num_validation": 30, "task": "number_words"}, tmp_path / "n")
     for r in rows["train"]:
-        assert builtin.number_to_words(int(r["target"])) == r["source"]
-    assert builtin.number_to_words(342105) == "three hundred forty-two thousand one hundred five"
+        assert number_to_words(int(r["target"])) == r["source"]
+    assert number_to_words(342105) == "three hundred forty-two thousand one hundred five"
     with pytest.raises(UserError, match="task"):
         DATASETS.get("synthetic_seq2seq").Params(task="klingon")
 
@@ -203,7 +215,7 @@ def test_unknown_param_is_a_user_error(tmp_path):
         DATASETS.get("wnut16").materialize({"size": 3}, tmp_path)
 
 
-def test_conll_to_jsonl(tmp_path):
+def test_read_conll(tmp_path):
     f = tmp_path / "a.conll"
     f.write_text(
         "-DOCSTART- -X- O O\n\n"
@@ -212,7 +224,7 @@ def test_conll_to_jsonl(tmp_path):
         "New York\tB-LOC\n",
         encoding="utf-8",
     )
-    assert builtin.conll_to_jsonl(f) == [
+    assert read_conll(f) == [
         {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]},
         {"tokens": ["Peter", "Blackburn"], "tags": ["B-PER", "I-PER"]},
         {"tokens": ["New York"], "tags": ["B-LOC"]},
@@ -220,9 +232,9 @@ def test_conll_to_jsonl(tmp_path):
     bad = tmp_path / "bad.conll"
     bad.write_text("Peter\tB-PER\n\nlonely\nx\tO\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"bad\.conll:3.*lonely"):
-        builtin.conll_to_jsonl(bad)
+        read_conll(bad)
     with pytest.raises(UserError, match="not found"):
-        builtin.conll_to_jsonl(tmp_path / "missing.conll")
+        read_conll(tmp_path / "missing.conll")
 
 
 def test_same_bytes_across_processes(tmp_path):
@@ -232,7 +244,7 @@ def test_same_bytes_across_processes(tmp_path):
 
     code = (
         "import sys, pathlib; sys.path.insert(0, sys.argv[2]);"
-        "from framework.registry import DATASETS; import framework.data.builtin;"
+        "from framework.registry import DATASETS; import framework.data.synthetic;"
         "p = {'num_train': 60, 'num_validation': 10};"
         "[DATASETS.get(n).materialize(dict(p, **({'unanswerable_fraction': 0.3} if n == 'synthetic_squad' else {})),"
         " pathlib.Path(sys.argv[1])) for n in ('synthetic_squad', 'synthetic_seq2seq', 'synthetic_retrieval')]"

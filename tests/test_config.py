@@ -15,7 +15,7 @@ from conftest import REPO, ft_cli
 from framework.cli import main
 from framework.config.compose import CONF_DIR, group_presets, recipe_names
 from framework.listing import REGISTRY_OF_GROUP
-from framework.registry import load_all
+from framework.plugins import load_all
 
 
 def run_cli(capsys, *args: str):

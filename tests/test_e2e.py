@@ -119,7 +119,7 @@ def test_sft_tiny_llama_loss_falls_and_masks_prompt(tmp_path):
 
 
 def test_sft_collator_masks_prompt_tokens():
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
     from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.registry import MODELS, TASKS
 
@@ -161,7 +161,7 @@ def test_real_smollm2_sft_beats_baseline(tmp_path):
     LoRA SFT on chatterbot pairs; held-out perplexity must fall clearly (~1.5 min on 2 cores)."""
     from transformers import AutoTokenizer
 
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
     from framework.models.loading import resolve_checkpoint
 
     _, run = compose_and_validate("sft_smollm2_lora", [])
@@ -183,7 +183,7 @@ def test_load_reports_new_head_weights_in_one_line(caplog):
     """transformers' multi-line load table is replaced by one ft log line naming the new weights."""
     import logging
 
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
     from framework.models.loading import load_model, resolve_checkpoint
 
     _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])

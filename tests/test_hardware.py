@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cuda_available, requires_gpu, train_losses, train_recipe
-from framework.cli import compose_and_validate, main
+from framework.cli import main
+from framework.session import compose_and_validate
 from framework.errors import UserError
 
 RECIPE = "seq_cls_tiny_bert_lora"
@@ -175,7 +176,7 @@ def test_launch_command_runs_the_runner_on_the_saved_config():
                  "hardware.main_process_port=29601")
     command = launch_command(HARDWARE.get("ddp"), run.hardware, Path("/runs/x"), "config.yaml")
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert command[-5:] == ["-m", "framework.runner", "/runs/x", "--config", "config.yaml"]
+    assert command[-5:] == ["-m", "framework.trainer", "/runs/x", "--config", "config.yaml"]
     args = " ".join(command)
     # torchrun-style launch (--multi_gpu): --cpu would start one process only.
     assert "--num_processes 2 " in args and "--multi_gpu" in args and "--main_process_port 29601" in args
@@ -212,7 +213,7 @@ def test_dry_run_prints_the_launch_and_creates_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "-m accelerate.commands.launch --num_processes 4 --num_machines 2" in out
-    assert "-m framework.runner RUN_DIR --config config.yaml" in out
+    assert "-m framework.trainer RUN_DIR --config config.yaml" in out
     assert '"train_batch_size": 32' in out and '"stage": 2' in out
     assert "4 processes x batch_size 8 x grad_accum 1 = 32 examples per step" in out
     assert list(tmp_path.iterdir()) == []
@@ -233,9 +234,9 @@ def test_dry_run_never_imports_torch(tmp_path):
 def test_slurm_launcher_sizes_the_job_from_the_hardware_preset():
     from omegaconf import OmegaConf
 
-    from framework.config.compose import _hydra_compose, resolve_recipe
+    from framework.config.compose import hydra_compose, resolve_recipe
 
-    cfg = _hydra_compose(resolve_recipe(RECIPE), ["hydra/launcher=slurm", "hardware=ddp",
+    cfg = hydra_compose(resolve_recipe(RECIPE), ["hydra/launcher=slurm", "hardware=ddp",
                                                   "hardware.num_machines=3",
                                                   "hardware.num_processes=8"])
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from framework.errors import UserError
-from framework.registry import MODELS, PEFT_METHODS, TASKS, load_all
+from framework.plugins import load_all
+from framework.registry import MODELS, PEFT_METHODS, TASKS
 
 from conftest import REPO, ft_cli
 
@@ -178,8 +179,8 @@ def wrap(method_name: str, family: str, task: str, params: Any = None,
 def pairs() -> List[Tuple[str, str]]:
     """(family, task) pairs a tiny model exists for and the family serves."""
     tiny = tiny_presets()
-    return [(f, t) for f in MODELS.names() if f in tiny for t in sorted(MODELS.get(f).tasks)
-            if t in TASKS]
+    return [(f, t) for f in MODELS.names() if f in tiny for t in TASKS.names()
+            if MODELS.get(f).unsupported(t) is None]
 
 
 CPU_METHODS = [m for m in PEFT_METHODS.names() if not PEFT_METHODS.get(m).needs_cuda]
@@ -319,7 +320,7 @@ def _config_of(family: str) -> Any:
 
 
 def test_every_method_has_a_preset_and_every_preset_validates() -> None:
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
 
     presets = {p.stem: (yaml.safe_load(p.read_text()) or {}) for p in (CONF / "peft").glob("*.yaml")}
     assert set(PEFT_METHODS.names()) <= set(presets), "a registered method has no preset"
@@ -336,7 +337,7 @@ def test_every_method_has_a_preset_and_every_preset_validates() -> None:
 @pytest.mark.skipif(__import__("conftest").cuda_available(), reason="checks the no-CUDA refusal")
 @pytest.mark.parametrize("preset", ["qlora", "loftq"])
 def test_gpu_only_methods_are_refused_without_cuda(preset: str) -> None:
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
 
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         compose_and_validate("sft_tiny_llama_lora", [f"peft={preset}", "hardware=gpu"])
@@ -344,7 +345,7 @@ def test_gpu_only_methods_are_refused_without_cuda(preset: str) -> None:
 
 def test_incompatible_choice_is_refused_with_reason_before_torch_is_imported() -> None:
     code = ("import sys\n"
-            "from framework.cli import compose_and_validate\n"
+            "from framework.session import compose_and_validate\n"
             "from framework.errors import UserError\n"
             "for preset in ('adalora', 'prompt_tuning', 'pissa', 'ia3'):\n"
             "    compose_and_validate('seq_cls_tiny_bert_lora', [f'peft={preset}'])\n"
@@ -382,7 +383,7 @@ def test_list_peft_for_a_task_shows_only_what_works() -> None:
 def test_target_modules_that_match_nothing_list_the_linear_layers() -> None:
     from types import SimpleNamespace
 
-    from framework.runner import apply_peft
+    from framework.training.model import apply_peft
 
     for name in CPU_METHODS:
         method = PEFT_METHODS.get(name)
@@ -391,7 +392,7 @@ def test_target_modules_that_match_nothing_list_the_linear_layers() -> None:
         params = method_params(name, target_modules=["no_such_layer"])
         run = SimpleNamespace(peft=params, task=SimpleNamespace(name="seq_cls"))
         with pytest.raises(UserError) as error:
-            apply_peft(run, pristine_base("bert", "seq_cls"), MODELS.get("bert"))
+            apply_peft(run, pristine_base("bert", "seq_cls"), method, MODELS.get("bert"))
         assert "no_such_layer" in str(error.value) and "query" in str(error.value), name
 
 
@@ -409,7 +410,7 @@ def test_t5_and_bart_classification_heads_are_trained() -> None:
 
 
 def test_olora_on_gpt2_is_refused_and_peft_indeed_fails() -> None:
-    from framework.cli import compose_and_validate
+    from framework.session import compose_and_validate
 
     with pytest.raises(UserError, match="OLoRA init breaks"):
         compose_and_validate("sft_tiny_llama_lora", ["peft=olora", "model=tiny_gpt2"])

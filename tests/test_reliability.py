@@ -82,14 +82,17 @@ def assert_bit_identical(a: Path, b: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, extra, kill_after_step", [
+@pytest.mark.parametrize("case, extra, kill_after_step, steps_per_epoch", [
     # 64 examples / batch 8 = 8 optimizer steps per epoch.
-    ("mid-epoch", ["train.max_steps=40", "train.save_every=3", "train.eval_every=5"], 3),
-    ("between epochs", ["train.epochs=5", "train.save_every=8"], 8),
-    ("with gradient accumulation", ["train.max_steps=20", "train.grad_accum=2",
-                                    "train.batch_size=4", "train.save_every=5"], 5),
+    # No checkpoint step of these two cases is a multiple of 8: every kill lands mid-epoch.
+    ("mid-epoch", ["train.max_steps=22", "train.save_every=3", "train.eval_every=5"], 3, 8),
+    ("between epochs", ["train.epochs=5", "train.save_every=8"], 8, 8),
+    # 64 / batch 4 = 16 micro-batches = 8 steps of 2 per epoch.
+    ("with gradient accumulation", ["train.max_steps=24", "train.grad_accum=2",
+                                    "train.batch_size=4", "train.save_every=5"], 5, 8),
 ])
-def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, data_files, tmp_path):
+def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, steps_per_epoch,
+                                              data_files, tmp_path):
     reference = tmp_path / "reference"
     code, _, err = run(["train", RECIPE, *overrides(data_files, reference, *extra)])
     assert code == 0, err
@@ -101,14 +104,30 @@ def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, data
     proc.communicate()
     assert seen, "the run ended before a checkpoint was written"
     assert not (killed / "summary.json").exists(), "the run finished before it was killed"
+    from framework.checkpoint import latest_checkpoint, read_trainer_state
+
+    checkpoint = latest_checkpoint(killed)
+    state = read_trainer_state(checkpoint)
+    resumed_step = state["step"]
+    assert resumed_step >= kill_after_step
+    # Where the kill landed: inside an epoch (batches of it consumed, more to come), or at its end.
+    micro_per_step = 2 if case == "with gradient accumulation" else 1
+    at_epoch_end = resumed_step % steps_per_epoch == 0
+    assert state["batch_in_epoch"] == (resumed_step % steps_per_epoch or steps_per_epoch) * micro_per_step
+    assert at_epoch_end == (case == "between epochs"), (case, state)
+    records_before = len((killed / "metrics.jsonl").read_text().splitlines())
 
     code, _, err = run(["train", RECIPE, *overrides(data_files, killed, *extra), "resume=auto"])
     assert code == 0, err
     assert_bit_identical(reference, killed)
-    # The resumed run continued from a checkpoint, not from scratch.
+    # The resumed process continued from that checkpoint, not from step 0: it says so, and the
+    # first step it trained is the one after the checkpoint.
+    assert f"resumed from {checkpoint} at step {resumed_step}" in err, err
     assert (killed / "config.resume-1.yaml").exists()
-    steps = [r["step"] for r in metrics(killed, "train")]
-    assert steps.count(steps[-1]) >= 1 and min(steps) == 1
+    appended = [json.loads(line) for line in
+                (killed / "metrics.jsonl").read_text().splitlines()[records_before:]]
+    first_train = next(r for r in appended if r.get("split") == "train")
+    assert first_train["step"] == resumed_step + 1, first_train
 
 
 @pytest.mark.slow
@@ -132,7 +151,7 @@ def test_signal_writes_a_checkpoint_and_exits_nonzero(sig, data_files, tmp_path)
 def test_second_sigint_aborts_at_once():
     """The first Ctrl-C only asks for a checkpoint at the next step boundary; the second raises
     KeyboardInterrupt right away (the CLI turns it into "aborted", exit 130)."""
-    from framework.runner import StopSignals
+    from framework.training.signals import StopSignals
 
     previous = signal.getsignal(signal.SIGINT)
     with StopSignals() as signals:

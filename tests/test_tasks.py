@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.config.schema import DataConfig
+from framework.params import DataConfig
 from framework.errors import UserError
 from framework.registry import MODELS, TASKS
 

@@ -88,7 +88,8 @@ def _search_path_override() -> str:
     return f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]"
 
 
-def _hydra_compose(recipe_path: Path, overrides: List[str]):
+def hydra_compose(recipe_path: Path, overrides: List[str]):
+    """Hydra's compose of a recipe file with ft's search path (Hydra's own config kept)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(recipe_path.parent), version_base=HYDRA_VERSION_BASE):
@@ -96,7 +97,8 @@ def _hydra_compose(recipe_path: Path, overrides: List[str]):
                        overrides=[_search_path_override(), *overrides], return_hydra_config=True)
 
 
-def _override_key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key an override sets: '+train.lr=1' -> 'train.lr'."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -117,29 +119,29 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
     overrides = list(overrides)
     for _ in range(len(overrides) + 1):
         try:
-            return _hydra_compose(recipe_path, overrides), overrides
+            return hydra_compose(recipe_path, overrides), overrides
         except Exception as error:
             match = re.search(r"Could not override '([^']+)'", str(error))
             index = next((i for i, o in enumerate(overrides)
-                          if match and not o.startswith(("+", "~")) and _override_key(o) == match.group(1)),
+                          if match and not o.startswith(("+", "~")) and override_key(o) == match.group(1)),
                          None)
             if index is None:
                 raise
             try:
-                base = _plain(_hydra_compose(recipe_path, _preset_choices(overrides)))
+                base = _plain(hydra_compose(recipe_path, _preset_choices(overrides)))
             except Exception:
                 raise error from None
             allowed = schema_fields(base, match.group(1))
             if allowed is not None and match.group(1).split(".")[-1] not in allowed:
                 raise
             overrides[index] = "+" + overrides[index]
-    return _hydra_compose(recipe_path, overrides), overrides
+    return hydra_compose(recipe_path, overrides), overrides
 
 
 def _preset_choices(overrides: List[str]) -> List[str]:
     """The `group=preset` overrides: the schema of a group depends only on which preset is chosen."""
-    return [o for o in overrides if "." not in _override_key(o)
-            and _override_key(o) in recipe_groups() and not o.startswith(("+", "~"))]
+    return [o for o in overrides if "." not in override_key(o)
+            and override_key(o) in recipe_groups() and not o.startswith(("+", "~"))]
 
 
 def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Composed:
@@ -217,7 +219,7 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str,
     from framework.config.schema import schema_fields
 
     try:
-        base: Any = _plain(_hydra_compose(recipe_path, choices))
+        base: Any = _plain(hydra_compose(recipe_path, choices))
     except Exception:  # the base itself failed; fall back to a plain message
         base = {}
     parent_path, _, leaf = key.rpartition(".")
@@ -239,7 +241,7 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str,
     if not parent_path and leaf not in siblings and leaf not in groups:
         siblings += sorted(groups)
     valid = f"; valid keys here: {', '.join(sorted(set(siblings)))}" if siblings else ""
-    chosen = next((c for c in choices if _override_key(c) == key.split(".")[0]), None)
+    chosen = next((c for c in choices if override_key(c) == key.split(".")[0]), None)
     preset = f" for {chosen}" if chosen else ""  # peft.r with peft=ia3: IA3 has no rank
     return (f"{key}={value}: unknown key{preset}{did_you_mean(leaf, siblings)} "
             f"(set on the command line){valid}")

@@ -8,63 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
-from framework.errors import UserError
-from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, Registry
 from framework.config.typecheck import OriginFn, check_dataclass
+from framework.errors import UserError, did_you_mean
+from framework.params import DataConfig, TrainConfig
+from framework.run_dir import CONFIG_FILE
+from framework.plugins import load_all
+from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, Registry
 
 
-@dataclass(kw_only=True)
-class GroupParams:
-    """Base of every preset's schema: ``name`` is the registry key that builds it."""
-
-    name: str
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    """Optimisation settings (the `train` group). Batch sizes are per process, in examples."""
-
-    epochs: int = 1  # full passes over the training split; ignored when max_steps is set
-    max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
-    batch_size: int = 8  # examples per process per micro-batch
-    eval_batch_size: Optional[int] = None  # defaults to batch_size
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 2e-4
-    lr_ratio_b: Optional[float] = None  # LoRA+: lr of LoRA B matrices = lr * lr_ratio_b (null = off)
-    weight_decay: float = 0.0
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = 0.0  # fraction of total optimizer steps spent warming up
-    max_grad_norm: Optional[float] = 1.0  # clip the global grad norm; null = no clipping
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
-    eval_before: bool = False  # evaluate the untrained model first (baseline in metrics.jsonl)
-    log_every: int = 10  # optimizer steps between loss logs (each log costs one host sync)
-    save_every: int = 0  # optimizer steps between checkpoints; 0 = no intermediate checkpoints
-    save_every_minutes: Optional[float] = None  # also checkpoint once this much wall time passed since the last save
-    keep_last: int = 2  # complete checkpoints kept; the newest complete one is never deleted
-    nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
-    gradient_checkpointing: bool = False  # trade compute for activation memory
-    num_workers: int = 0  # DataLoader worker processes
-
-
-@dataclass(kw_only=True)
-class DataConfig:
-    """Where examples come from and how they are cut (the `data` group)."""
-
-    name: str  # a data source: files, hub, or a built-in dataset (`ft list data`)
-    source: Dict[str, Any] = field(default_factory=dict)  # the source's own options
-    columns: Dict[str, str] = field(default_factory=dict)  # task role -> column in the data
-    validation_split: float = 0.1  # held-out fraction when the data has no validation split
-    max_length: int = 256  # tokens per example
-    truncation: bool = True  # false: drop (and count) examples longer than max_length
-    max_train_examples: Optional[int] = None
-    max_eval_examples: Optional[int] = None
-    shuffle_seed: int = 0  # seed of the train/validation split made by ft
-
-
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class RunSettings:
     """Top-level keys of a run (outside the config groups)."""
 
@@ -77,9 +32,10 @@ class RunSettings:
     dry_run: bool = False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class RunConfig(RunSettings):
-    """The whole validated run: one typed object per config group."""
+    """The whole validated run: one typed object per config group. Frozen: what was validated is
+    what runs (the run directory is decided beside it, never written into it)."""
 
     model: Any
     peft: Any
@@ -119,13 +75,9 @@ def _group(registry: Registry, node: Any, key: str, origin: OriginFn, problems: 
 def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
     """Type-check a composed config and return the RunConfig; raise one UserError listing all
     problems (unknown keys with suggestions, wrong types, missing values, unknown presets)."""
-    from framework.registry import load_all
-
     load_all()
     problems: List[str] = []
     known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
-    from framework.errors import did_you_mean
-
     for key in node:
         if key not in known:
             problems.append(f"{key}: unknown top-level key{did_you_mean(key, known)} "
@@ -155,7 +107,7 @@ def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
                         problems)
     run = RunConfig(data=data, train=train, data_source=data_source, raw=node,
                     **groups, **dataclasses.asdict(top_checked))
-    from framework.config.compat import check_combination
+    from framework.config.checks import check_combination
 
     check_combination(run)
     return run
@@ -178,8 +130,6 @@ def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
     (a free-form mapping such as data.columns), [] where nothing can be added. Lets
     `group.key=value` set a schema field that the preset does not spell out."""
     import typing
-
-    from framework.registry import load_all
 
     load_all()
     parents = key_path.split(".")[:-1]
@@ -213,3 +163,19 @@ def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
             return None if free_form else []
         cls = inner
     return sorted(f.name for f in dataclasses.fields(cls))
+
+
+def load_run_file(path: Path) -> RunConfig:
+    """Validate a saved, resolved config file (a run's or a checkpoint's config.yaml)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path.parent}: not an ft run directory (no {path.name})")
+    return build_run_config(yaml.safe_load(path.read_text()), lambda key: str(path))
+
+
+def load_run(run_dir: Path, config_file: str = CONFIG_FILE) -> RunConfig:
+    """The RunConfig a run directory was started with (what every launched rank reads, and what
+    ft eval / predict / merge / report use). The one place a run is loaded from its directory."""
+    return load_run_file(Path(run_dir) / config_file)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
-from framework.config.schema import DataConfig
+from framework.params import DataConfig
 from framework.errors import UserError
 from framework.registry import DATASETS
 
@@ -24,7 +24,7 @@ class RawSplits:
 
 
 def data_cache_dir() -> Path:
-    from framework.models.loading import cache_root
+    from framework.cache import cache_root
 
     return cache_root() / "data"
 
@@ -32,13 +32,11 @@ def data_cache_dir() -> Path:
 def _read_file(path: Path, fmt: str, split: str) -> Any:
     import datasets
 
-    from framework.data.builtin import conll_to_jsonl
-
     if not path.is_file():
         raise UserError(f"data.source.{split}: file not found: {path}")
     try:
         if fmt == "conll":
-            return datasets.Dataset.from_list(conll_to_jsonl(path))
+            return datasets.Dataset.from_list(read_conll(path))
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
     except UserError:
@@ -121,3 +119,55 @@ def load_raw_splits(data: DataConfig, source_params: Any) -> RawSplits:
         if cap is not None and split in raw.splits and len(raw.splits[split]) > cap:
             raw.splits[split] = raw.splits[split].select(range(cap))
     return raw
+
+
+def read_conll(path: Any) -> List[Dict[str, List[str]]]:
+    """Read a CoNLL token/tag file into ``[{"tokens": [...], "tags": [...]}, ...]``.
+
+    One token per line: ``token<TAB>tag`` or ``token tag`` (whitespace); with more than two
+    columns (CoNLL-2003: token POS chunk NER) the first is the token and the last the tag.
+    Blank or whitespace-only lines end a sentence; ``-DOCSTART-`` lines are skipped.
+    A line with a single column raises a UserError naming the file and line number.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"CoNLL file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"CoNLL file {path} is not valid UTF-8 ({e})") from None
+    except OSError as e:
+        raise UserError(f"cannot read CoNLL file {path}: {e}") from None
+
+    sentences: List[Dict[str, List[str]]] = []
+    tokens: List[str] = []
+    tags: List[str] = []
+
+    def flush() -> None:
+        if tokens:
+            sentences.append({"tokens": list(tokens), "tags": list(tags)})
+            tokens.clear()
+            tags.clear()
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            flush()
+            continue
+        line = raw.strip()
+        if line.startswith("-DOCSTART-"):
+            flush()
+            continue
+        if "\t" in line:
+            fields = [f.strip() for f in line.split("\t")]
+            fields = [f for f in fields if f]
+        else:
+            fields = line.split()
+        if len(fields) < 2:
+            raise UserError(
+                f"{path}:{lineno}: malformed CoNLL line {raw!r}: expected 'token<TAB>tag' "
+                f"(or 'token tag'); separate sentences with blank lines"
+            )
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    flush()
+    return sentences

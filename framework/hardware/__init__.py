@@ -1,3 +1,1 @@
-"""Hardware profiles; importing this package registers them all."""
-
-from framework.hardware import cpu, ddp, device_map, fsdp, gpu, zero  # noqa: F401
+"""Hardware profiles, one registered class each. framework.plugins imports every module here."""

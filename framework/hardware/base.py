@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Literal, Optional
 
-from framework.config.schema import GroupParams
+from framework.params import GroupParams
+from framework.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)
@@ -122,6 +123,18 @@ class HardwareProfile:
             args.append("--multi_gpu")
         return args
 
+    # ---- questions other parts ask (no torch) ---------------------------------------------------
+    @classmethod
+    def shards_parameters(cls, params: Any, train: Any) -> bool:
+        """Whether each process holds only a shard of every weight (ZeRO-3, FSDP): code that reads
+        whole weights (PiSSA/OLoRA conversion) cannot run there."""
+        return False
+
+    @classmethod
+    def resume_fingerprint(cls, params: Any, train: Any) -> Dict[str, Any]:
+        """What of this profile a checkpoint depends on: resuming with other values is refused."""
+        return {"world size": cls.world_size(params)}
+
     @classmethod
     def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
         """What the profile sets up, as plain data (printed by a dry run; no torch)."""
@@ -168,6 +181,11 @@ class HardwareProfile:
         return None
 
 
+def quantizes_base(run: Any) -> bool:
+    """Whether the run's PEFT method loads the base quantized by bitsandbytes (QLoRA)."""
+    return PEFT_METHODS.get(run.peft.name, key="peft.name").quantized_base
+
+
 def cuda_device_count() -> int:
     """CUDA devices torch sees on this machine (0 without torch or CUDA)."""
     try:
@@ -180,4 +198,4 @@ def cuda_device_count() -> int:
 def launch_command(profile: Any, params: Any, run_dir: Path, config_file: str) -> List[str]:
     """The command that starts every rank of a multi-process run on this machine."""
     return [sys.executable, "-m", "accelerate.commands.launch", *profile.launch_args(params),
-            "-m", "framework.runner", str(run_dir), "--config", config_file]
+            "-m", "framework.trainer", str(run_dir), "--config", config_file]

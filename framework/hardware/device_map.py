@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Literal, Optional, Union
 
 from framework.errors import UserError
-from framework.hardware.base import HardwareParams, HardwareProfile
+from framework.hardware.base import HardwareParams, HardwareProfile, quantizes_base
 from framework.registry import HARDWARE
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class DeviceMap(HardwareProfile):
                     or isinstance(value, str) and _SIZE.match(value)):
                 found.append(f"hardware.max_memory.{key}={value!r}: give bytes or a size like "
                              f"'20GiB' or '500MB'")
-        if run.peft.name == "qlora":
+        if quantizes_base(run):
             found.append("peft=qlora with hardware=device_map: peft=qlora puts the whole 4-bit base "
                          "on the rank's GPU, and bitsandbytes cannot train 4-bit layers offloaded to "
                          "CPU or disk; use hardware=gpu with qlora")

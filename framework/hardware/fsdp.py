@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
 
-from framework.hardware.base import HardwareParams, HardwareProfile
+from framework.hardware.base import HardwareParams, HardwareProfile, quantizes_base
 from framework.registry import HARDWARE
 
 
@@ -35,13 +35,17 @@ class Fsdp(HardwareProfile):
     @classmethod
     def problems(cls, params: Any, run: Any) -> List[str]:
         found = super().problems(params, run)
-        if run.peft.name == "qlora":
+        if quantizes_base(run):
             found.append("peft=qlora with hardware=fsdp: FSDP needs the 4-bit weights stored in the "
                          "compute dtype (bnb_4bit_quant_storage), and peft=qlora loads them whole "
                          "onto each GPU; use hardware=ddp or hardware=zero2 with qlora")
         if params.min_num_params < 1:
             found.append(f"hardware.min_num_params={params.min_num_params}: must be >= 1")
         return found + cls.device_count_problems(params, run)
+
+    @classmethod
+    def shards_parameters(cls, params: Any, train: Any) -> bool:
+        return True
 
     @classmethod
     def plugin_kwargs(cls, params: Any) -> Dict[str, Any]:

@@ -9,7 +9,6 @@ conf/hydra/launcher/slurm.yaml) with one task per node; each task runs ft's usua
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from framework.errors import UserError
@@ -86,22 +85,3 @@ def sbatch_script(launcher: Mapping[str, Any], folder: str) -> str:
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
                         shlex.quote(folder)])
     return slurm._make_sbatch_string(command=command, folder=folder, **params)
-
-
-def submission_script(recipe_path: Any, overrides: List[str]) -> str:
-    """The job script `ft train RECIPE -m hydra/launcher=slurm OVERRIDES` would submit (the
-    launcher preset resolved against this run's config: nodes and GPUs follow `hardware`)."""
-    from omegaconf import OmegaConf
-
-    from framework.config.compose import _hydra_compose
-
-    cfg = _hydra_compose(recipe_path, [o for o in overrides if _override_key(o) != "dry_run"])
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
-        return f"(hydra/launcher is {launcher.get('_target_')}: no job script to show)"
-    folder = Path(str(launcher["submitit_folder"])).expanduser().absolute()  # as submitit does
-    return sbatch_script(launcher, str(folder))
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from framework.hardware.base import DistributedParams, HardwareProfile
+from framework.hardware.base import DistributedParams, HardwareProfile, quantizes_base
 from framework.registry import HARDWARE
 
 
@@ -186,7 +186,7 @@ class DeepSpeed(HardwareProfile):
             found.append("hardware.deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_"
                          "save=false: ft saves the adapter from the gathered ZeRO-3 weights; set it "
                          "to true (or remove it)")
-        if stage == 3 and run.peft.name == "qlora":
+        if stage == 3 and quantizes_base(run):
             found.append(f"peft=qlora with hardware={params.name} (ZeRO-3): ZeRO-3 shards weights, but "
                          f"peft=qlora loads the whole bitsandbytes-quantized base onto each rank's "
                          f"GPU (no bnb_4bit_quant_storage), which ZeRO-3 cannot partition; use "
@@ -196,6 +196,18 @@ class DeepSpeed(HardwareProfile):
                          "offload_optimizer: the weights already live on the CPU; turn offload off")
         found += cls.device_count_problems(params, run)
         return found
+
+    @classmethod
+    def shards_parameters(cls, params: Any, train: Any) -> bool:
+        try:
+            return zero_stage(deepspeed_config(params, train, 1)) == 3
+        except Exception:  # noqa: BLE001 - an unreadable config is reported by problems()
+            return False
+
+    @classmethod
+    def resume_fingerprint(cls, params: Any, train: Any) -> Dict[str, Any]:
+        stage = zero_stage(deepspeed_config(params, train, cls.world_size(params)))
+        return {**super().resume_fingerprint(params, train), "hardware.zero_stage": stage}
 
     @classmethod
     def launch_env(cls, params: Any) -> Dict[str, str]:

@@ -1,3 +1,2 @@
-"""Model families; importing this package registers them all."""
-
-from framework.models import bart, bert, encoder_decoder, gpt2, llama, t5  # noqa: F401
+"""Model families: optional per-family knowledge a checkpoint's config.json cannot tell (target
+modules, tiny test configs, tokenizer fix-ups). framework.plugins imports every module here."""

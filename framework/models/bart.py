@@ -8,7 +8,11 @@ from framework.registry import MODELS
 
 @MODELS.register("bart")
 class Bart(ModelFamily):
-    tasks = frozenset({"seq2seq_lm", "seq_cls", "question_ans", "feature_extraction"})
+    unsupported_tasks = {
+        "causal_lm": "an encoder-decoder model; train generation as seq2seq_lm",
+        "token_cls": "ft has no token-classification head wired up for encoder-decoder models; "
+                     "use an encoder (bert)",
+    }
     target_modules = {
         "lora": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
         "attention": ["q_proj", "k_proj", "v_proj", "out_proj"],

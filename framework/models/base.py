@@ -3,10 +3,10 @@ tasks it can serve, a tiny random-init config for tests). One module per family 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional
 
-from framework.config.schema import GroupParams
+from framework.params import GroupParams
 
 
 @dataclass(kw_only=True)
@@ -38,15 +38,13 @@ class ModelParams(GroupParams):
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; null = default
 
 
-ALL_TASKS: FrozenSet[str] = frozenset(
-    {"causal_lm", "seq_cls", "token_cls", "question_ans", "seq2seq_lm", "feature_extraction"})
-
-
 class ModelFamily:
     """Base class of a registered model family. Subclasses set the class attributes."""
 
     Params: ClassVar[type] = ModelParams
-    tasks: ClassVar[FrozenSet[str]] = ALL_TASKS
+    # What the family cannot do, with the reason: task name -> why. Every other registered task is
+    # served, so a new task needs no edit here.
+    unsupported_tasks: ClassVar[Dict[str, str]] = {}
     decoder_only: ClassVar[bool] = False  # causal LM architecture: pads left at generation time
     # Default target modules per PEFT method kind. "lora" serves every LoRA-like method
     # (lora, dora, loha, lokr, vera, oft, ...); ia3 needs its feed-forward subset too
@@ -76,6 +74,16 @@ class ModelFamily:
         """Turn a resolved local checkpoint into the one to load (e.g. warm-start an
         encoder-decoder from an encoder checkpoint, cached); by default the path itself."""
         return path
+
+    @classmethod
+    def unsupported(cls, task: str) -> Optional[str]:
+        """Why this family cannot serve a task, or None when it can."""
+        return cls.unsupported_tasks.get(task)
+
+    @classmethod
+    def auto_model(cls, task: str, task_auto_model: str) -> str:
+        """The transformers Auto class to load for a task; by default the task's own."""
+        return task_auto_model
 
     @classmethod
     def default_targets(cls, kind: str) -> Optional[List[str]]:

@@ -8,8 +8,11 @@ from framework.registry import MODELS
 
 @MODELS.register("bert")
 class Bert(ModelFamily):
-    # seq2seq_lm needs two encoders joined with cross-attention: model family bert2bert.
-    tasks = frozenset({"seq_cls", "token_cls", "question_ans", "feature_extraction"})
+    unsupported_tasks = {
+        "causal_lm": "an encoder has no causal language-model head; use a decoder (llama, gpt2)",
+        "seq2seq_lm": "an encoder alone cannot generate; use model family bert2bert, which joins "
+                      "two copies with cross-attention",
+    }
     target_modules = {
         "lora": ["query", "key", "value", "output.dense", "intermediate.dense"],  # not the pooler
         "attention": ["query", "key", "value"],

@@ -26,7 +26,10 @@ def _special_ids(config: Any, tokenizer: Any) -> None:
 
 @MODELS.register("bert2bert")
 class Bert2Bert(ModelFamily):
-    tasks = frozenset({"seq2seq_lm"})
+    unsupported_tasks = {task: "a bert2bert encoder-decoder only generates (seq2seq_lm); use "
+                               "model family bert for classification, QA and embeddings"
+                         for task in ("causal_lm", "seq_cls", "token_cls", "question_ans",
+                                      "feature_extraction")}
     # Module names are shared by encoder and decoder; cross-attention layers are named
     # "crossattention" (their query/key/value match the LoRA targets too).
     target_modules = {
@@ -72,7 +75,7 @@ class Bert2Bert(ModelFamily):
         config = json.loads((Path(path) / "config.json").read_text())
         if config.get("model_type") == "encoder-decoder":
             return path
-        from framework.models.loading import _atomic_dir, cache_root
+        from framework.cache import atomic_dir, cache_root
 
         stat = (Path(path) / "config.json").stat()
         digest = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -87,4 +90,4 @@ class Bert2Bert(ModelFamily):
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
 
-        return _atomic_dir(cache_root() / "bert2bert" / f"{Path(path).name}-{digest}", build)
+        return atomic_dir(cache_root() / "bert2bert" / f"{Path(path).name}-{digest}", build)

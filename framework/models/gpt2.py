@@ -8,7 +8,8 @@ from framework.registry import MODELS
 
 @MODELS.register("gpt2")
 class Gpt2(ModelFamily):
-    tasks = frozenset({"causal_lm", "seq_cls", "token_cls", "question_ans", "feature_extraction"})
+    unsupported_tasks = {"seq2seq_lm": "a decoder-only model has no encoder-decoder head; "
+                                       "train it as causal_lm (SFT) instead"}
     decoder_only = True
     target_modules = {
         "lora": ["c_attn", "c_proj", "c_fc"],

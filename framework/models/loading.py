@@ -8,13 +8,11 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from framework.cache import atomic_dir, cache_root
 from framework.errors import UserError
 from framework.models.base import ModelParams, TinySpec
 from framework.registry import MODELS
@@ -22,12 +20,6 @@ from framework.registry import MODELS
 log = logging.getLogger("ft.loading")
 
 TINY_FORMAT_VERSION = "2"  # bump when the tiny build changes, to invalidate caches
-
-
-def cache_root() -> Path:
-    """ft's cache for built or converted checkpoints (not config: no settings are read here)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ft"
 
 
 def package_dir(spec: str, key: str = "model.checkpoint") -> Path:
@@ -65,24 +57,6 @@ def resolve_checkpoint(params: ModelParams) -> str:
     return str(MODELS.get(params.name).prepare_checkpoint(path))
 
 
-def _atomic_dir(target: Path, build) -> Path:
-    """Build into a temp dir beside target and rename, so a half-built cache is never used."""
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.is_dir():  # another process did not win the race: a real failure
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def convert_gguf(folder: Path, gguf_file: str) -> Path:
     """Dequantize a GGUF checkpoint once into a plain HF directory in the cache (takes ~1 min)."""
     source = folder / gguf_file
@@ -107,7 +81,7 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
 
-    return _atomic_dir(cache_root() / "gguf" / f"{Path(gguf_file).stem}-{digest}", build)
+    return atomic_dir(cache_root() / "gguf" / f"{Path(gguf_file).stem}-{digest}", build)
 
 
 def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
@@ -131,7 +105,7 @@ def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(cache_root() / "tiny" / f"{family_name}-{digest}", build)
+    return atomic_dir(cache_root() / "tiny" / f"{family_name}-{digest}", build)
 
 
 def hub_token(params: ModelParams) -> Optional[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from framework.errors import UserError
-from framework.peft.base import PEFT_TASK_TYPES, PeftMethod, PeftParams
+from framework.peft.base import PeftMethod, PeftParams, peft_task_type
 from framework.registry import PEFT_METHODS
 
 
@@ -40,7 +40,7 @@ class AdaLora(PeftMethod):
         # total_step is only known once the data is loaded: prepare_model() sets the real value
         # (and tinit/tfinal from the ratios) before the first step; 3 is a valid placeholder.
         return AdaLoraConfig(
-            task_type=PEFT_TASK_TYPES[task], init_r=params.init_r, target_r=params.target_r,
+            task_type=peft_task_type(task), init_r=params.init_r, target_r=params.target_r,
             lora_alpha=params.alpha, lora_dropout=params.dropout, tinit=0, tfinal=0,
             deltaT=params.delta_t, beta1=params.beta1, beta2=params.beta2,
             orth_reg_weight=params.orth_reg_weight, total_step=3,

@@ -19,15 +19,8 @@ import importlib.util
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
-from framework.config.schema import GroupParams
-from framework.models.base import ALL_TASKS
-
-# ft task name -> peft TaskType value
-PEFT_TASK_TYPES: Dict[str, str] = {
-    "causal_lm": "CAUSAL_LM", "seq_cls": "SEQ_CLS", "token_cls": "TOKEN_CLS",
-    "question_ans": "QUESTION_ANS", "seq2seq_lm": "SEQ_2_SEQ_LM",
-    "feature_extraction": "FEATURE_EXTRACTION",
-}
+from framework.params import GroupParams
+from framework.registry import MODELS, PEFT_METHODS, TASKS
 
 
 @dataclass(frozen=True)
@@ -79,13 +72,14 @@ class PeftMethod:
     common_keys: ClassVar[Tuple[str, ...]] = (  # which of common_kwargs() the peft config takes
         "task_type", "target_modules", "modules_to_save")
     at_least_one: ClassVar[Tuple[str, ...]] = ()  # Params fields params_problems requires >= 1
-    tasks: ClassVar[FrozenSet[str]] = ALL_TASKS  # ft task names the method can serve
+    tasks: ClassVar[Optional[FrozenSet[str]]] = None  # ft task names it serves; None = every task
     families: ClassVar[Optional[FrozenSet[str]]] = None  # None = every family
     exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x family holes, with reasons
     target_kind: ClassVar[Optional[str]] = "lora"  # which family default list to use; None = none
     can_merge: ClassVar[bool] = True  # merge_and_unload gives a plain model
     prompt_learning: ClassVar[bool] = False  # virtual tokens / prefixes instead of layer adapters
     needs_cuda: ClassVar[bool] = False  # refuse at validation on a machine without CUDA
+    quantized_base: ClassVar[bool] = False  # loads the base quantized (bitsandbytes): hardware asks
     cuda_reason: ClassVar[str] = ""  # what needs the GPU, for that error message
     summary: ClassVar[str] = ""
 
@@ -117,7 +111,7 @@ class PeftMethod:
     def incompatibility(cls, task: str, family: str) -> Optional[str]:
         """Why this method cannot serve the task on this family, or None when it can."""
         name = cls.registry_name  # type: ignore[attr-defined]
-        if task not in cls.tasks:
+        if cls.tasks is not None and task not in cls.tasks:
             return f"{name} does not support task '{task}' (it supports: {', '.join(sorted(cls.tasks))})"
         if cls.families is not None and family not in cls.families:
             return (f"{name} works only with model families {', '.join(sorted(cls.families))}, "
@@ -135,8 +129,6 @@ class PeftMethod:
             found.append(f"peft.target_modules={params.target_modules!r}: give a list of module "
                          f"names, a regex string, 'all-linear', or null for the family default")
         if params.target_modules is None and cls.target_kind is not None:
-            from framework.registry import MODELS
-
             family = MODELS.get(run.model.name, key="model.name")
             if family.default_targets(cls.target_kind) is None:
                 found.append(f"peft.target_modules: model family '{run.model.name}' has no default "
@@ -244,8 +236,6 @@ def missing_package(module: str, pip_name: str, why: str, key: str) -> List[str]
 def after_load(model: Any) -> Any:
     """Apply the registered method's fix-ups to a PeftModel from PeftModel.from_pretrained.
     Call it on any adapter loaded for evaluation (ft eval/predict do)."""
-    from framework.registry import PEFT_METHODS
-
     for config in model.peft_config.values():
         peft_type = getattr(config.peft_type, "value", config.peft_type)
         for name in PEFT_METHODS.names():
@@ -264,5 +254,10 @@ def method_fields(params: Any) -> List[str]:
 
 def common_kwargs(method: Any, params: Any, task: str, family: Any) -> Dict[str, Any]:
     """task_type, target_modules and modules_to_save: the keys every layer-adapter config takes."""
-    return {"task_type": PEFT_TASK_TYPES[task], "target_modules": method.targets(params, family),
+    return {"task_type": peft_task_type(task), "target_modules": method.targets(params, family),
             "modules_to_save": method.modules_to_save(params, task, family)}
+
+
+def peft_task_type(task: str) -> str:
+    """peft's TaskType value for an ft task, as the task's registry entry declares it."""
+    return TASKS.get(task, key="task.name").peft_task_type

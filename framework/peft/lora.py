@@ -1,5 +1,5 @@
 """LoRA and its close variants: DoRA, rsLoRA, PiSSA/OLoRA init (presets of `lora`), LoRA+ (`lora_plus`,
-or train.lr_ratio_b with any LoRA), and QLoRA (`qlora`: a 4-bit bitsandbytes base, optionally with
+which takes every LoRA key, e.g. peft=lora_plus peft.use_dora=true), and QLoRA (`qlora`: a 4-bit bitsandbytes base, optionally with
 LoftQ init, preset `loftq`)."""
 
 from __future__ import annotations
@@ -72,19 +72,17 @@ class Lora(PeftMethod):
             found.append("peft.init=olora with model family gpt2: peft's OLoRA init breaks on "
                          "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
                          "init=pissa or init=true")
-        if kind in MUTATING_INITS and _shards_parameters(run):
+        profile = HARDWARE.get(run.hardware.name, key="hardware.name")
+        if kind in MUTATING_INITS and profile.shards_parameters(run.hardware, run.train):
             found.append(f"peft.init={params.init} with hardware={run.hardware.name}: converting "
                          f"the PiSSA/OLoRA adapter to plain LoRA on save reads whole weights, which "
                          f"ZeRO-3/FSDP keep sharded; use init=true, or ddp / ZeRO-1/2")
-        ratio = getattr(run.train, "lr_ratio_b", None)
-        if ratio is not None and ratio <= 0:
-            found.append(f"train.lr_ratio_b={ratio}: must be > 0 (LoRA+ uses about 16), or null")
         return found
 
     @classmethod
     def lr_ratio(cls, params: Any, train: Any) -> Optional[float]:
-        """LoRA+ ratio lr(B)/lr(A); None = one learning rate for everything."""
-        return train.lr_ratio_b
+        """LoRA+ ratio lr(B)/lr(A); None = one learning rate for everything (plain LoRA)."""
+        return None
 
     @classmethod
     def param_groups(cls, params: Any, model: Any, train: Any) -> List[Dict[str, Any]]:
@@ -131,21 +129,6 @@ class Lora(PeftMethod):
             _restore_dropped_modules(model, directory)
 
 
-def _shards_parameters(run: Any) -> bool:
-    """True for FSDP and DeepSpeed ZeRO-3, whose processes each hold a shard of every weight."""
-    name = run.hardware.name
-    if name == "fsdp":
-        return True
-    if name == "deepspeed":
-        from framework.hardware.zero import deepspeed_config, zero_stage
-
-        try:
-            return zero_stage(deepspeed_config(run.hardware, run.train, 1)) == 3
-        except Exception:  # noqa: BLE001 - an unreadable config is reported by the hardware check
-            return False
-    return False
-
-
 def _restore_dropped_modules(model: Any, directory: str) -> None:
     """peft 0.21's PiSSA/OLoRA conversion keeps only lora_A/lora_B tensors and drops the
     modules_to_save copies (e.g. the classifier head); put them back from the live model."""
@@ -182,10 +165,6 @@ class LoraPlus(Lora):
         found = super().params_problems(params, run)
         if params.lr_ratio_b <= 0:
             found.append(f"peft.lr_ratio_b={params.lr_ratio_b}: must be > 0 (about 16 is typical)")
-        train_ratio = run.train.lr_ratio_b
-        if train_ratio is not None and train_ratio != params.lr_ratio_b:
-            found.append(f"train.lr_ratio_b={train_ratio} and peft.lr_ratio_b={params.lr_ratio_b} "
-                         f"disagree; with peft=lora_plus set only peft.lr_ratio_b")
         return found
 
 
@@ -204,6 +183,7 @@ class QLora(Lora):
     # how the base is loaded (load_kwargs) and initialised (prepare_model), not LoraConfig's
     ft_only = frozenset({"bits", "quant_type", "double_quant", "compute_dtype", "loftq_init"})
     needs_cuda = True
+    quantized_base = True
     cuda_reason = "bitsandbytes quantized base weights"
     summary = "QLoRA: LoRA on a 4-bit (or 8-bit) bitsandbytes base; GPU only. Preset loftq adds LoftQ init"
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional
 
-from framework.config.schema import DataConfig, GroupParams
+from framework.params import DataConfig, GroupParams
 from framework.errors import UserError
+from framework.run_dir import TASK_FILE
 
 
 @dataclass(kw_only=True)
@@ -76,7 +77,7 @@ class Task:
     def save_artifacts(self, directory: Path) -> None:
         extras = self.artifacts()
         if extras:
-            (directory / "ft_task.json").write_text(json.dumps(extras, indent=2))
+            (directory / TASK_FILE).write_text(json.dumps(extras, indent=2))
 
     # ---- data ------------------------------------------------------------------------------
     def tokenize(self, splits: Any) -> Any:

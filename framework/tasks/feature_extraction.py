@@ -186,7 +186,6 @@ class FeatureExtraction(Task):
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
         import torch
 
-        from framework import metrics
 
         chunks, scores = [], []
         loss_sum, count = 0.0, 0

@@ -18,7 +18,7 @@ best valid span (inside the context, end >= start, at most max_answer_length tok
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from framework.errors import UserError
 from framework.registry import TASKS

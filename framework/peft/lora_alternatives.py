@@ -1,5 +1,7 @@
-"""Further layer adapters in peft 0.21 that work on any linear layer (checked across ft's model
-families by tests/test_peft_compat.py). Each keeps peft's own defaults except where noted.
+"""Alternatives to LoRA's low-rank update in peft 0.21 (MiSS shards, SHiRA sparse, C3A circular
+convolution, RoAd rotations, DeLoRA, GraLoRA, HiRA), each working on any linear layer (checked
+across ft's model families by tests/test_peft_compat.py). They keep peft's defaults except where
+noted.
 
 Not registered, and why (peft 0.21 on CPU): X-LoRA, Poly, multitask prompt tuning and CPT need
 extra per-example inputs (task ids, adapter mixes, CPT masks) that ft's tasks do not produce;

@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
+from framework.config.compose import hydra_compose, override_key
+from framework.hardware.base import launch_command
+from framework.hardware.slurm import sbatch_script
 from framework.registry import HARDWARE
+from framework.run_dir import CONFIG_FILE
 
 RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
 
 def dry_run_plan(run: Any) -> Dict[str, Any]:
     """The launch plan of a validated run, as plain data."""
-    from framework.hardware.base import launch_command
-
     profile = HARDWARE.get(run.hardware.name)
     params = run.hardware
     world = profile.world_size(params)
@@ -33,7 +35,7 @@ def dry_run_plan(run: Any) -> Dict[str, Any]:
         "run_dir": run.run_dir or str(Path(run.output_root) / run.recipe / "<timestamp>"),
     }
     if world > 1 or profile.always_launch:
-        plan["command"] = launch_command(profile, params, Path(RUN_DIR_PLACEHOLDER), "config.yaml")
+        plan["command"] = launch_command(profile, params, Path(RUN_DIR_PLACEHOLDER), CONFIG_FILE)
         plan["env"] = {"PYTHONUNBUFFERED": "1", **profile.launch_env(params)}
         if params.num_machines > 1:
             plan["nodes"] = (f"run the same `ft train` on each of the {params.num_machines} "
@@ -65,8 +67,19 @@ def print_dry_run(run: Any, composed: Any = None) -> None:
     launcher = next((o.split("=", 1)[1] for o in getattr(composed, "overrides", [])
                      if o.startswith("hydra/launcher=")), None)
     if launcher:
-        from framework.hardware.slurm import submission_script
-
         print(f"\nwith -m, hydra/launcher={launcher} would submit (one task per node, each "
               f"running the launch above):")
         print(submission_script(composed.recipe_path, composed.overrides))
+
+
+def submission_script(recipe_path: Any, overrides: List[str]) -> str:
+    """The job script `ft train RECIPE -m hydra/launcher=slurm OVERRIDES` would submit (the
+    launcher preset resolved against this run's config: nodes and GPUs follow `hardware`)."""
+    from omegaconf import OmegaConf
+
+    cfg = hydra_compose(recipe_path, [o for o in overrides if override_key(o) != "dry_run"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        return f"(hydra/launcher is {launcher.get('_target_')}: no job script to show)"
+    folder = Path(str(launcher["submitit_folder"])).expanduser().absolute()  # as submitit does
+    return sbatch_script(launcher, str(folder))

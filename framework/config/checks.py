@@ -40,9 +40,10 @@ def combination_problems(run: Any) -> List[str]:
     found: List[str] = []
     family = MODELS.get(run.model.name, key="model.name")
     task_name = run.task.name
-    if task_name not in family.tasks:
+    why_not = family.unsupported(task_name)
+    if why_not:
         found.append(f"task={task_name} with model family '{run.model.name}': not supported "
-                     f"(this family serves: {', '.join(sorted(family.tasks))})")
+                     f"({why_not})")
     method = PEFT_METHODS.get(run.peft.name, key="peft.name")
     reason = method.incompatibility(task_name, run.model.name)
     if reason:

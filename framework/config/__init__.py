@@ -1,0 +1,1 @@
+"""Configuration: Hydra composition, the typed schema, cross-group checks and resume checks. No torch."""

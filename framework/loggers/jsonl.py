@@ -1,0 +1,11 @@
+"""The default logger: metrics.jsonl in the run directory and nothing else."""
+
+from __future__ import annotations
+
+from framework.loggers.base import Logger
+from framework.registry import LOGGERS
+
+
+@LOGGERS.register("jsonl")
+class Jsonl(Logger):
+    summary = "metrics.jsonl in the run directory only"

@@ -1,0 +1,59 @@
+"""Typed parameters of the config groups, shared by the schema and the plug-ins.
+
+``GroupParams`` is the base of every preset's schema (its ``name`` is the registry key); ``TrainConfig``
+and ``DataConfig`` are the fixed schemas of the `train` and `data` groups. This module imports nothing
+from ft, so that any layer (plug-ins included) can use these types without an import cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Optional
+
+
+@dataclass(kw_only=True)
+class GroupParams:
+    """Base of every preset's schema: ``name`` is the registry key that builds it."""
+
+    name: str
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Optimisation settings (the `train` group). Batch sizes are per process, in examples."""
+
+    epochs: int = 1  # full passes over the training split; ignored when max_steps is set
+    max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 8  # examples per process per micro-batch
+    eval_batch_size: Optional[int] = None  # defaults to batch_size
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = 0.0  # fraction of total optimizer steps spent warming up
+    max_grad_norm: Optional[float] = 1.0  # clip the global grad norm; null = no clipping
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    eval_before: bool = False  # evaluate the untrained model first (baseline in metrics.jsonl)
+    log_every: int = 10  # optimizer steps between loss logs (each log costs one host sync)
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = no intermediate checkpoints
+    save_every_minutes: Optional[float] = None  # also checkpoint once this much wall time passed since the last save
+    keep_last: int = 2  # complete checkpoints kept; the newest complete one is never deleted
+    nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
+    gradient_checkpointing: bool = False  # trade compute for activation memory
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where examples come from and how they are cut (the `data` group)."""
+
+    name: str  # a data source: files, hub, or a built-in dataset (`ft list data`)
+    source: Dict[str, Any] = field(default_factory=dict)  # the source's own options
+    columns: Dict[str, str] = field(default_factory=dict)  # task role -> column in the data
+    validation_split: float = 0.1  # held-out fraction when the data has no validation split
+    max_length: int = 256  # tokens per example
+    truncation: bool = True  # false: drop (and count) examples longer than max_length
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+    shuffle_seed: int = 0  # seed of the train/validation split made by ft

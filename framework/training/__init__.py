@@ -1,0 +1,2 @@
+"""Pieces the trainer (framework/trainer.py) is assembled from: model and adapter building, the
+optimizer, the loss meter, evaluation, stop signals. Each is small and used by the trainer only."""

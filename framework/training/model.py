@@ -1,0 +1,51 @@
+"""The model a run trains: the base loaded through the task's AutoModel class with the hardware
+profile's and PEFT method's loading arguments, then wrapped by peft with the configured adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework.errors import UserError
+from framework.models.loading import load_model, torch_dtype
+
+
+def linear_module_names(model: Any) -> list:
+    """Distinct short names of the linear-like layers, for target_modules error messages."""
+    import torch
+
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def apply_peft(run: Any, model: Any, method: Any, family: Any) -> Any:
+    """Wrap the base model with the configured PEFT method (peft does the work)."""
+    from peft import get_peft_model
+
+    peft_config = method.build(run.peft, run.task.name, family, model.config)
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as error:
+        if "not found in the base model" in str(error) or "target_modules" in str(error):
+            raise UserError(
+                f"peft.target_modules={method.targets(run.peft, family)}: no such modules in "
+                f"{type(model).__name__}. Its linear layers are: "
+                f"{', '.join(linear_module_names(model))}") from None
+        raise UserError(f"peft={run.peft.name}: peft rejected the config: "
+                        f"{str(error).splitlines()[0]}") from None
+
+
+def build_model(run: Any, checkpoint: str, task: Any, profile: Any, method: Any,
+                family: Any) -> Any:
+    """Load the base (safetensors only) and add the adapter; return the peft model."""
+    load_kwargs = {"dtype": torch_dtype(run.model.dtype, profile.on_gpu(run.hardware)),
+                   **profile.load_kwargs(run.hardware), **method.load_kwargs(run.peft)}
+    model = load_model(run.model, checkpoint, task.auto_model, task.model_kwargs(), load_kwargs)
+    model = method.prepare_base(run.peft, model, run.train)  # QLoRA: k-bit training prep
+    if run.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    with profile.adapting(run, model):  # device_map: adapters of offloaded layers
+        return apply_peft(run, model, method, family)

@@ -1,0 +1,39 @@
+"""Optimizer and learning-rate schedule of a run. Steps are optimizer steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework.registry import HARDWARE, PEFT_METHODS
+
+
+def build_optimizer(run: Any, model: Any) -> Any:
+    """The PEFT method's parameter groups (LoRA+: B matrices at their own lr) in the hardware
+    profile's optimizer when it needs one (DeepSpeed's CPU Adam for ZeRO-Offload), else torch's."""
+    import torch
+
+    groups = PEFT_METHODS.get(run.peft.name).param_groups(run.peft, model, run.train)
+    profile = HARDWARE.get(run.hardware.name)
+    profile_optimizer = profile.build_optimizer(run.hardware, groups, run.train)
+    if profile_optimizer is not None:
+        return profile_optimizer
+    if run.train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=run.train.lr, momentum=0.9,
+                               weight_decay=run.train.weight_decay)
+    return torch.optim.AdamW(groups, lr=run.train.lr, weight_decay=run.train.weight_decay)
+
+
+def build_scheduler(run: Any, optimizer: Any, total_steps: int) -> Any:
+    """transformers' schedule by name, warming up for train.warmup_ratio of the steps."""
+    from transformers import get_scheduler
+
+    return get_scheduler(run.train.scheduler, optimizer,
+                         num_warmup_steps=int(run.train.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """Disk per checkpoint: trainable weights + Adam's two moments, fp32 (4 bytes each), plus
+    1 MiB of metadata."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable * 4 * 3 + (1 << 20)
