@@ -38,5 +38,8 @@ demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print ac
 	$(VENV)/bin/ft train seq_cls_minilm_lora
 	$(VENV)/bin/ft report latest seq_cls_minilm_lora
 
+lint:  ## check the import layers (import-linter contract in pyproject.toml)
+	$(VENV)/bin/lint-imports
+
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -19,6 +19,13 @@ STATE_FILE = "trainer_state.json"
 PREFIX = "checkpoint-"
 
 
+def checkpoint_bytes(model: Any) -> int:
+    """Disk per checkpoint: trainable weights + Adam's two moments, fp32 (4 bytes each), plus
+    1 MiB of metadata."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable * 4 * 3 + (1 << 20)
+
+
 def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 

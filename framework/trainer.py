@@ -27,7 +27,8 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import yaml
 
-from framework.checkpoint import read_trainer_state, save_checkpoint, set_rng_state
+from framework.checkpoint import (checkpoint_bytes, read_trainer_state, save_checkpoint,
+                                  set_rng_state)
 from framework.config.schema import RunConfig, load_run
 from framework.errors import TrainingInterrupted, UserError, run_guarded
 from framework.logs import configure_logging, run_log
@@ -36,7 +37,7 @@ from framework.run_dir import (ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, MetricsLo
                                redact, write_summary)
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
-from framework.training.optim import build_optimizer, build_scheduler, checkpoint_bytes
+from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.signals import StopSignals
 
 log = logging.getLogger("ft")

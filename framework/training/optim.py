@@ -30,10 +30,3 @@ def build_scheduler(run: Any, optimizer: Any, total_steps: int) -> Any:
     return get_scheduler(run.train.scheduler, optimizer,
                          num_warmup_steps=int(run.train.warmup_ratio * total_steps),
                          num_training_steps=total_steps)
-
-
-def checkpoint_bytes(model: Any) -> int:
-    """Disk per checkpoint: trainable weights + Adam's two moments, fp32 (4 bytes each), plus
-    1 MiB of metadata."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable * 4 * 3 + (1 << 20)
