@@ -8,6 +8,10 @@
     ft predict RUN_DIR --input F        write predictions (embeddings for feature_extraction)
     ft merge RUN_DIR                    write a merged full model (methods that can merge)
     ft report RUN_DIR ... | latest RECIPE   print a finished run's metrics before and after
+
+    --config-dir DIR (train/validate/show)  also look for presets and recipes in DIR, before
+                                        the shipped ones (a preset of the same name wins)
+    eval "$(ft --completion bash)"      tab completion (also Hydra's: ft -sc install=bash)
 """
 
 from __future__ import annotations
@@ -162,9 +166,58 @@ COMMANDS = {"train": cmd_train, "validate": cmd_validate, "show": cmd_show, "lis
             "eval": cmd_eval, "predict": cmd_predict, "merge": cmd_merge, "report": cmd_report}
 
 
+def config_dirs_to_override(argv: List[str]) -> List[str]:
+    """`ft train|validate|show ... --config-dir DIR [-cd DIR2]` -> the same words with one
+    `hydra.searchpath=[file://DIR,...]` override instead (compose puts those dirs before the
+    shipped presets). Left alone when other Hydra flags ask for Hydra's own command line."""
+    if argv[:1] not in (["train"], ["validate"], ["show"]):
+        return argv
+    words, dirs = [], []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        flag, _, value = word.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            if not value and index + 1 < len(argv):
+                index += 1
+                value = argv[index]
+            dirs.append(str(Path(value).expanduser().resolve()))
+        else:
+            words.append(word)
+        index += 1
+    if not dirs or any(w.split("=", 1)[0] in HYDRA_FLAGS for w in words[1:]):
+        return argv
+    return words + ["hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in dirs) + "]"]
+
+
+def completion(argv: List[str]) -> Optional[int]:
+    """`ft --completion bash` / `ft -sc install=bash` print the bash completion script;
+    `ft -sc query=bash` (what the script calls) prints the words completing $COMP_LINE."""
+    from framework.listing import BASH_SCRIPT, completions
+
+    if argv[:1] == ["--completion"] or (argv[:1] in (["-sc"], ["--shell-completion"])
+                                        and argv[1:2] == ["install=bash"]):
+        shell = argv[1] if argv[:1] == ["--completion"] and len(argv) > 1 else "bash"
+        if shell not in ("bash", "install=bash"):
+            print(f"error: --completion {shell}: only bash is supported", file=sys.stderr)
+            return 2
+        print(BASH_SCRIPT, end="")
+        return 0
+    if argv[:1] in (["-sc"], ["--shell-completion"]) and argv[1:2] == ["query=bash"]:
+        line = os.environ.get("COMP_LINE", "ft ")
+        point = int(os.environ.get("COMP_POINT", len(line)))
+        print("\n".join(completions(line[:point])))
+        return 0
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """`ft ...`: parse, run the sub-command, map expected errors to one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    answered = completion(argv)
+    if answered is not None:
+        return answered
+    argv = config_dirs_to_override(argv)
     if argv[:1] == ["train"] and any(a.split("=", 1)[0] in HYDRA_FLAGS for a in argv[1:]):
         from framework.hydra_app import run_hydra_app
 

@@ -1,52 +1,83 @@
-"""`ft list`: config groups with their presets, recipes, and what each registry entry offers."""
+"""`ft list`: config groups with their presets, recipes, and what each registry entry offers; and
+the words shell completion offers (`ft --completion bash`)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, List, Optional
 
-from framework.config.compose import CONF_DIR, group_presets, recipe_groups, recipe_names
+from framework.config.compose import group_presets, preset_file, recipe_groups, recipe_names
 from framework.errors import UserError, did_you_mean
 from framework.plugins import load_all
 from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 
 REGISTRY_OF_GROUP = {"model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hardware": HARDWARE,
                      "data": DATASETS, "logger": LOGGERS}
+# One architecture per model kind stands for its kind in `ft list peft --task` (a listing only:
+# validation judges the actual checkpoint).
+KIND_EXAMPLES = {"decoder": "llama", "encoder": "bert", "seq2seq": "t5"}
 
 
-def _preset_entry(group: str, preset: str) -> str:
-    """The registry name a preset file selects (its `name` key; '' if none)."""
+def _preset_node(group: str, preset: str) -> Dict:
     import yaml
 
-    node = yaml.safe_load((CONF_DIR / group / f"{preset}.yaml").read_text()) or {}
-    return str(node.get("name", ""))
+    return yaml.safe_load(preset_file(group, preset).read_text()) or {}
 
 
 def _preset_line(group: str, preset: str) -> str:
-    name = _preset_entry(group, preset)
-    return f"  {preset:<22} -> {name}" if name else f"  {preset}"
+    node = _preset_node(group, preset)
+    name = str(node.get("name", ""))
+    line = f"  {preset:<22} -> {name}" if name else f"  {preset}"
+    if group == "model":
+        spec = node.get("random_init")
+        where = (f"tiny random {spec.get('model_type') or MODELS.get(name).model_type}"
+                 if isinstance(spec, dict) and name in MODELS else node.get("checkpoint"))
+        line += f"  ({where})" if where else ""
+    if group == "peft" and name in PEFT_METHODS and PEFT_METHODS.get(name).unavailable():
+        line += f"  [unavailable: {PEFT_METHODS.get(name).unavailable()}]"
+    return line
 
 
-def serves(family: str, task: str) -> bool:
-    """Whether a model family can serve a task (families list only what they cannot)."""
-    return MODELS.get(family).unsupported(task) is None
+def usable_models(entry: type, task: str) -> List[str]:
+    """The model kinds (or, for a method limited to some model types, those types) a PEFT method
+    serves a task on."""
+    auto = MODELS.get("auto")
+    candidates = sorted(entry.model_types) if entry.model_types else list(KIND_EXAMPLES)
+    found = []
+    for candidate in candidates:
+        model_type = KIND_EXAMPLES.get(candidate, candidate)
+        traits = auto.traits({"model_type": model_type})
+        if candidate in KIND_EXAMPLES:
+            traits = frozenset({candidate})  # judge the kind, not the example's own type
+        if auto.unsupported(task, {"model_type": model_type}) is None \
+                and entry.incompatibility(task, traits) is None:
+            found.append(candidate)
+    return found
 
 
 def _peft_line(name: str, entry: type, task: Optional[str]) -> Optional[str]:
-    """One method: with a task, the model families it works with for that task (None if none)."""
+    """One method: with a task, the models it works with for that task (None if none)."""
     merge = "merges" if entry.can_merge else "no merge"
     gpu = "; CUDA only" if entry.needs_cuda else ""
+    missing = entry.unavailable()
+    unavailable = f" [unavailable: {missing}]" if missing else ""
     if task:
-        families = [f for f in MODELS.names()
-                    if serves(f, task) and entry.incompatibility(task, f) is None]
-        if not families:
+        models = usable_models(entry, task)
+        if not models:
             return None
-        return f"    {name:<16} families: {', '.join(families)}; {merge}{gpu}. {entry.summary}"
-    usable = [t for t in TASKS.names() if any(
-        serves(f, t) and entry.incompatibility(t, f) is None for f in MODELS.names())]
+        return (f"    {name:<16} models: {', '.join(models)}; {merge}{gpu}.{unavailable} "
+                f"{entry.summary}")
+    usable = [t for t in TASKS.names() if usable_models(entry, t)]
     tasks = "all" if len(usable) == len(TASKS.names()) else ", ".join(usable)
-    fams = ", ".join(sorted(entry.families)) if entry.families else "all"
-    holes = " (some task/family pairs excluded: see --task)" if entry.exclusions else ""
-    return f"    {name:<16} tasks: {tasks}; families: {fams}{holes}; {merge}{gpu}. {entry.summary}"
+    types = ", ".join(sorted(entry.model_types)) if entry.model_types else "all"
+    holes = " (some task/model pairs excluded: see --task)" if entry.exclusions else ""
+    return (f"    {name:<16} tasks: {tasks}; model types: {types}{holes}; {merge}{gpu}."
+            f"{unavailable} {entry.summary}")
+
+
+def _model_line(name: str, entry: type) -> str:
+    tasks = (f"; tasks: {', '.join(entry.served_tasks())}" if entry.describe(None) else
+             "; tasks: whatever the checkpoint's architecture serves")
+    return f"    {name:<16} {entry.summary}{tasks}"
 
 
 def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
@@ -66,8 +97,8 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
     for name in [group] if group else groups:
         presets = group_presets(name)
         if name == "peft" and task:  # only the presets whose method can serve the task
-            presets = [p for p in presets if _preset_entry(name, p) in PEFT_METHODS
-                       and _peft_line("", PEFT_METHODS.get(_preset_entry(name, p)), task)]
+            presets = [p for p in presets if _preset_node(name, p).get("name") in PEFT_METHODS
+                       and _peft_line("", PEFT_METHODS.get(_preset_node(name, p)["name"]), task)]
             print(f"\n[{name}] presets usable with task={task} (-> registry name):")
         else:
             print(f"\n[{name}] presets (-> registry name):")
@@ -84,7 +115,45 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
                 if line:
                     print(line)
             elif name == "model":
-                tasks = [t for t in TASKS.names() if serves(entry_name, t)]
-                print(f"    {entry_name:<16} tasks: {', '.join(tasks)}")
+                print(_model_line(entry_name, entry))
             else:
                 print(f"    {entry_name:<16} {getattr(entry, 'summary', '')}")
+
+
+# ---- shell completion -------------------------------------------------------------------------
+COMMANDS = ("train", "validate", "show", "list", "eval", "predict", "merge", "report")
+RECIPE_COMMANDS = ("train", "validate", "show")
+
+BASH_SCRIPT = """\
+# ft tab completion for bash. Load it with:  eval "$(ft --completion bash)"
+_ft_complete() {
+    local IFS=$'\\n'
+    COMPREPLY=($(COMP_LINE="$COMP_LINE" COMP_POINT="$COMP_POINT" "${COMP_WORDS[0]}" -sc query=bash 2>/dev/null))
+}
+complete -o nospace -F _ft_complete ft
+"""
+
+
+def completions(line: str) -> List[str]:
+    """Words that complete the last word of a partial `ft ...` command line: sub-commands, then
+    recipe names, then group=preset overrides (a trailing space when the word is complete)."""
+    load_all()
+    words = line.split()
+    current = "" if line.endswith(" ") or not words else words[-1]
+    before = words[1:] if current == "" else words[1:-1]
+    if not before:
+        options = [f"{c} " for c in COMMANDS]
+    elif before[0] in RECIPE_COMMANDS and len(before) == 1:
+        options = [f"{r} " for r in recipe_names()]
+    elif before[0] in RECIPE_COMMANDS:
+        groups = recipe_groups()
+        group = current.split("=", 1)[0]
+        if "=" in current and group in groups:
+            options = [f"{group}={p} " for p in group_presets(group)]
+        else:
+            options = [f"{g}=" for g in groups]
+    elif before[0] == "list" and len(before) == 1:
+        options = [f"{g} " for g in recipe_groups() + ["recipes"]]
+    else:
+        options = []
+    return sorted(o for o in options if o.startswith(current))

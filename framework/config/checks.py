@@ -35,19 +35,34 @@ def _train_problems(train: Any) -> List[str]:
     return found
 
 
-def combination_problems(run: Any) -> List[str]:
-    """Every impossible combination in a typed RunConfig, as one line each."""
-    found: List[str] = []
-    family = MODELS.get(run.model.name, key="model.name")
+def model_problems(run: Any, family: Any, config: Any) -> List[str]:
+    """The task and PEFT method against the checkpoint's architecture (a config.json mapping or a
+    transformers config; None when it is not known before download: checked again at train time,
+    on the meta device, before any weight is read)."""
+    found = []
     task_name = run.task.name
-    why_not = family.unsupported(task_name)
+    why_not = family.unsupported(task_name, config)
     if why_not:
-        found.append(f"task={task_name} with model family '{run.model.name}': not supported "
-                     f"({why_not})")
+        described = family.describe(config if config is None or isinstance(config, dict)
+                                    else config.to_dict()) or {}
+        subject = (f"model family '{run.model.name}'" if run.model.name != "auto"
+                   else f"model type '{described.get('model_type', '?')}'")
+        served = ", ".join(family.served_tasks(config)) or "none"
+        found.append(f"task={task_name} with {subject}: not supported ({why_not}); it serves: "
+                     f"{served}")
     method = PEFT_METHODS.get(run.peft.name, key="peft.name")
-    reason = method.incompatibility(task_name, run.model.name)
+    reason = method.incompatibility(task_name, family.traits(config))
     if reason:
         found.append(f"peft={run.peft.name} with task={task_name}: {reason}")
+    return found
+
+
+def combination_problems(run: Any) -> List[str]:
+    """Every impossible combination in a typed RunConfig, as one line each."""
+    family = MODELS.get(run.model.name, key="model.name")
+    task_name = run.task.name
+    found = model_problems(run, family, family.checkpoint_config(run.model))
+    method = PEFT_METHODS.get(run.peft.name, key="peft.name")
     found += method.params_problems(run.peft, run) if hasattr(method, "params_problems") else []
     profile = HARDWARE.get(run.hardware.name, key="hardware.name")
     found += profile.problems(run.hardware, run)

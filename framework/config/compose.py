@@ -3,6 +3,15 @@
 A recipe (from recipes/ or a user's own YAML file) is the primary config; conf/ and recipes/ are on
 the search path, so a recipe's defaults list picks one preset per group and may extend a shipped
 recipe. Hydra's errors are translated into one clear UserError naming the key, value and fix.
+
+Where configs are found, first match wins:
+  1. the recipe's own directory (Hydra's primary config dir): `my/model/qwen.yaml` beside
+     `my/recipe.yaml` is `model: qwen`, and `my/peft/lora.yaml` replaces the shipped `lora`;
+  2. the user's config dirs: `--config-dir DIR` on the command line, or `hydra.searchpath`
+     (in the recipe, relative to it, or as an override), before
+  3. the shipped presets and recipes: package data of the installed wheel (framework/conf and
+     framework/recipes, on Hydra's `pkg://` search path), or conf/ and recipes/ of a source
+     checkout (`file://`).
 """
 
 from __future__ import annotations
@@ -17,9 +26,15 @@ import yaml
 
 from framework.errors import UserError, did_you_mean
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO_ROOT / "conf"
-RECIPES_DIR = REPO_ROOT / "recipes"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # framework/
+# An installed wheel ships conf/ and recipes/ inside the package; a source checkout has them
+# beside it.
+INSTALLED = (PACKAGE_DIR / "conf").is_dir()
+REPO_ROOT = PACKAGE_DIR.parent
+CONF_DIR = PACKAGE_DIR / "conf" if INSTALLED else REPO_ROOT / "conf"
+RECIPES_DIR = PACKAGE_DIR / "recipes" if INSTALLED else REPO_ROOT / "recipes"
+SHIPPED_SEARCH_PATH = (["pkg://framework.conf", "pkg://framework.recipes"] if INSTALLED
+                       else [f"file://{CONF_DIR}", f"file://{RECIPES_DIR}"])
 HYDRA_VERSION_BASE = "1.3"
 
 
@@ -65,8 +80,13 @@ def _has_path(node: Any, key_path: str) -> bool:
 
 
 def group_presets(group: str) -> List[str]:
-    """The presets of one config group, as `group=NAME` accepts them."""
+    """The shipped presets of one config group, as `group=NAME` accepts them."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def preset_file(group: str, preset: str) -> Path:
+    """The shipped YAML file of a preset."""
+    return CONF_DIR / group / f"{preset}.yaml"
 
 
 def recipe_names() -> List[str]:
@@ -84,17 +104,44 @@ def resolve_recipe(recipe: str) -> Path:
     return path.resolve()
 
 
-def _search_path_override() -> str:
-    return f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]"
+def user_search_path(recipe_path: Path, overrides: List[str]) -> List[str]:
+    """The user's own config dirs: the recipe's `hydra.searchpath` (relative entries are relative
+    to the recipe file), then a `hydra.searchpath=[...]` override (e.g. from --config-dir)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    recipe = _read_yaml(recipe_path)
+    declared = recipe.get("hydra") if isinstance(recipe, dict) else None
+    entries = list(declared.get("searchpath") or []) if isinstance(declared, dict) else []
+    for override in overrides:
+        if override_key(override) == "hydra.searchpath":
+            value = OverridesParser.create().parse_override(override).value()
+            entries += value if isinstance(value, list) else [value]
+    found = []
+    for entry in map(str, entries):
+        scheme, sep, path = entry.partition("://")
+        if not sep:
+            scheme, path = "file", entry
+        if scheme == "file" and not Path(path).expanduser().is_absolute():
+            path = str((recipe_path.parent / path).resolve())
+        found.append(f"{scheme}://{Path(path).expanduser() if scheme == 'file' else path}")
+    return found
+
+
+def search_path(recipe_path: Path, overrides: List[str]) -> List[str]:
+    """Hydra's search path after the recipe's own directory: the user's dirs, then ft's presets
+    and recipes (so a user's preset of the same name wins)."""
+    return [*user_search_path(recipe_path, overrides), *SHIPPED_SEARCH_PATH]
 
 
 def hydra_compose(recipe_path: Path, overrides: List[str]):
     """Hydra's compose of a recipe file with ft's search path (Hydra's own config kept)."""
     from hydra import compose, initialize_config_dir
 
+    entries = ",".join(f"'{entry}'" for entry in search_path(recipe_path, overrides))
+    rest = [o for o in overrides if override_key(o) != "hydra.searchpath"]
     with initialize_config_dir(config_dir=str(recipe_path.parent), version_base=HYDRA_VERSION_BASE):
         return compose(config_name=recipe_path.stem,
-                       overrides=[_search_path_override(), *overrides], return_hydra_config=True)
+                       overrides=[f"hydra.searchpath=[{entries}]", *rest], return_hydra_config=True)
 
 
 def override_key(override: str) -> str:

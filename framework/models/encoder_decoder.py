@@ -26,14 +26,11 @@ def _special_ids(config: Any, tokenizer: Any) -> None:
 
 @MODELS.register("bert2bert")
 class Bert2Bert(ModelFamily):
-    unsupported_tasks = {task: "a bert2bert encoder-decoder only generates (seq2seq_lm); use "
-                               "model family bert for classification, QA and embeddings"
-                         for task in ("causal_lm", "seq_cls", "token_cls", "question_ans",
-                                      "feature_extraction")}
+    # What ft builds is an encoder-decoder, whatever encoder config.json the checkpoint has.
+    model_type = "encoder-decoder"
     # Module names are shared by encoder and decoder; cross-attention layers are named
     # "crossattention" (their query/key/value match the LoRA targets too).
     target_modules = {
-        "attention": ["query", "key", "value"],
         "ia3": ["key", "value", "output.dense"],
         "ia3_feedforward": ["output.dense"],
         "ln": ["LayerNorm"],  # ln_tuning
@@ -42,18 +39,20 @@ class Bert2Bert(ModelFamily):
     # low-rank update of random weights learns little, so recipes train those layers in full
     # with peft.modules_to_save=[crossattention].
     lora_targets = r"^(?!.*crossattention).*\.(query|key|value|dense)$"
-    tiny_save_class = "AutoModelForSeq2SeqLM"
     drop_target_cls = True  # the decoder starts at [CLS]: labels do not repeat it
+    summary = "build an encoder-decoder from two copies of a BERT-style encoder (warm start)"
 
     @classmethod
-    def default_targets(cls, kind: str) -> Any:
+    def describe(cls, config: Any) -> Any:
+        if config is not None and config.get("model_type") == "encoder-decoder":
+            return dict(config)
+        return {"model_type": "encoder-decoder", "is_encoder_decoder": True}
+
+    @classmethod
+    def default_targets(cls, kind: str, model_config: Any = None, peft_type: Any = None) -> Any:
         if kind == "lora":
             return cls.lora_targets
-        return super().default_targets(kind)
-
-    @classmethod
-    def tiny_tokenizer_kind(cls) -> str:
-        return "bert"
+        return super().default_targets(kind, model_config, peft_type)
 
     @classmethod
     def tiny_config(cls, spec: TinySpec, tokenizer: Any) -> Any:
@@ -69,6 +68,10 @@ class Bert2Bert(ModelFamily):
         config = EncoderDecoderConfig.from_encoder_decoder_configs(bert(False), bert(True))
         _special_ids(config, tokenizer)
         return config
+
+    @classmethod
+    def tiny_model_type(cls, spec: TinySpec) -> str:
+        return "bert"  # the encoder it joins: its tokenizer (WordPiece, [CLS]/[SEP])
 
     @classmethod
     def prepare_checkpoint(cls, path: Any) -> Any:

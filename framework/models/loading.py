@@ -19,7 +19,7 @@ from framework.registry import MODELS
 
 log = logging.getLogger("ft.loading")
 
-TINY_FORMAT_VERSION = "2"  # bump when the tiny build changes, to invalidate caches
+TINY_FORMAT_VERSION = "3"  # bump when the tiny build changes, to invalidate caches
 
 
 def package_dir(spec: str, key: str = "model.checkpoint") -> Path:
@@ -85,8 +85,10 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
 
 
 def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
-    """Build (once) a tiny random-init model of a family with a tokenizer trained on the fly."""
+    """Build (once) a tiny random-init model of spec.model_type (or the family's architecture)
+    with a tokenizer trained on the fly, saved with save_pretrained like any checkpoint."""
     family = MODELS.get(family_name, key="model.name")
+    model_type = family.tiny_model_type(spec)
     key = json.dumps({"family": family_name, "spec": asdict(spec), "v": TINY_FORMAT_VERSION},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -95,17 +97,23 @@ def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
         import torch
         import transformers
 
+        from framework.models.tiny import save_class, tokenizer_kind
         from framework.models.tiny_tokenizer import train_tokenizer
 
-        tokenizer = train_tokenizer(family.tiny_tokenizer_kind(), spec.vocab_size)
+        tokenizer = train_tokenizer(tokenizer_kind(model_type), spec.vocab_size)
         config = family.tiny_config(spec, tokenizer)
         torch.manual_seed(spec.seed)
-        model_class = getattr(transformers, family.tiny_save_class)
-        model = model_class.from_config(config)
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # "initialised from config" notices
+        try:
+            model = getattr(transformers, save_class(config.model_type)).from_config(config)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
-    return atomic_dir(cache_root() / "tiny" / f"{family_name}-{digest}", build)
+    name = family_name if family_name != "auto" else model_type
+    return atomic_dir(cache_root() / "tiny" / f"{name}-{digest}", build)
 
 
 def hub_token(params: ModelParams) -> Optional[str]:
@@ -142,9 +150,11 @@ def torch_dtype(name: str, on_gpu: bool) -> Any:
 
 def load_model(params: ModelParams, checkpoint: str, auto_class: str,
                task_kwargs: Dict[str, Any], load_kwargs: Optional[Dict[str, Any]] = None) -> Any:
-    """Load weights (safetensors only) through the task's AutoModelFor* class."""
+    """Load weights (safetensors only) through the task's AutoModelFor* class (as the model family
+    resolves it for this checkpoint: an encoder-decoder embeds with its encoder alone)."""
     import transformers
 
+    auto_class = MODELS.get(params.name).auto_model(auto_class, read_config_json(params, checkpoint))
     if params.trust_remote_code:
         log.warning("trust_remote_code is ON: code from '%s' (revision %s) will run on this machine",
                     checkpoint, params.revision or "default")
@@ -166,7 +176,61 @@ def load_model(params: ModelParams, checkpoint: str, auto_class: str,
     finally:
         transformers.logging.set_verbosity(verbosity)
     report_loading(info, auto_class)
+    if getattr(model.config, "pad_token_id", None) is None:
+        _set_pad_token_id(model, params, checkpoint)
     return model
+
+
+def _set_pad_token_id(model: Any, params: ModelParams, checkpoint: str) -> None:
+    """Give the model the tokenizer's pad id when its config has none (Llama 3, Qwen, GPT-2):
+    decoder classifiers find each row's last real token with it, and generate() pads with it."""
+    pad_id = load_tokenizer(params, checkpoint).pad_token_id
+    if pad_id is None:
+        return
+    model.config.pad_token_id = pad_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = pad_id
+
+
+def read_config_json(params: ModelParams, checkpoint: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The checkpoint's config.json as a mapping, read without torch and without downloading:
+    from a local or package directory, or a hub id already in the local hub cache. None when it
+    cannot be read that way (a GGUF file, a tiny model not built yet, an uncached hub id)."""
+    if params.random_init is not None and checkpoint is None:
+        family = MODELS.get(params.name, key="model.name")
+        model_type = params.random_init.model_type or family.model_type
+        return {"model_type": model_type} if model_type else None
+    target = checkpoint or params.checkpoint
+    if not target or (params.gguf_file and checkpoint is None):
+        return None
+    if target.startswith("package:"):
+        try:
+            path: Optional[Path] = package_dir(target) / "config.json"
+        except UserError:
+            return None
+    elif target.startswith(("/", "./", "../", "~")) or Path(target).expanduser().exists():
+        path = Path(target).expanduser() / "config.json"
+    else:
+        path = _cached_hub_file(target, "config.json", params.revision)
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cached_hub_file(repo_id: str, filename: str, revision: Optional[str]) -> Optional[Path]:
+    """A file of a hub repository if it is already in the local hub cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except Exception:  # noqa: BLE001 - a malformed id is simply "not cached"
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def report_loading(info: Dict[str, Any], auto_class: str) -> None:

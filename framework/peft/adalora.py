@@ -44,8 +44,8 @@ class AdaLora(PeftMethod):
             lora_alpha=params.alpha, lora_dropout=params.dropout, tinit=0, tfinal=0,
             deltaT=params.delta_t, beta1=params.beta1, beta2=params.beta2,
             orth_reg_weight=params.orth_reg_weight, total_step=3,
-            target_modules=cls.targets(params, family),
-            modules_to_save=cls.modules_to_save(params, task, family))
+            target_modules=cls.targets(params, family, model_config),
+            modules_to_save=cls.modules_to_save(params, task, family, model_config))
 
     @staticmethod
     def schedule(params: AdaLoraParams, total_steps: int) -> tuple:

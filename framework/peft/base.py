@@ -7,17 +7,21 @@ Most methods only declare how to build: ``peft_config`` names peft's config clas
 method-specific field through that map and adds the shared keys (task_type, target_modules,
 modules_to_save). Methods with derived or conditional values override ``config_kwargs``.
 
-Compatibility is declared as data: ``tasks`` (ft task names), ``families`` (None = all) and
-``exclusions`` (finer task x family holes, each with the reason). tests/test_peft_compat.py checks
-the declarations against the installed peft: every combination claimed to work runs, and every
-exclusion either fails inside peft or carries a documented reason.
+Compatibility is declared as data, about architectures rather than ft's model families, so that
+any checkpoint is judged by its config.json: ``tasks`` (ft task names), ``model_types`` (None =
+all) and ``exclusions`` (finer task x model holes, each with the reason). A model is matched by its
+traits: its model type (llama, t5, ...) and its kind (decoder, encoder, seq2seq).
+``min_peft`` is the first peft release with the method: an older peft lists it as unavailable.
+tests/test_peft_compat.py checks the declarations against the installed peft: every combination
+claimed to work runs, and every exclusion either fails inside peft or carries a documented reason.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from framework.params import GroupParams
 from framework.registry import MODELS, PEFT_METHODS, TASKS
@@ -25,29 +29,49 @@ from framework.registry import MODELS, PEFT_METHODS, TASKS
 
 @dataclass(frozen=True)
 class Exclusion:
-    """A task x family combination a method cannot serve. Empty sets mean 'any'.
+    """A task x model combination a method cannot serve. Empty sets mean 'any'; `models` holds
+    model types (gpt2) or kinds (decoder, encoder, seq2seq) and matches a model having any.
     peft_fails: peft itself raises on it (tested); False = peft runs but the result is wrong or
     meaningless, and `reason` says why (the test checks the reason is given)."""
 
     tasks: FrozenSet[str]
-    families: FrozenSet[str]
+    models: FrozenSet[str]
     reason: str
     peft_fails: bool = True
     fact: str = ""  # with peft_fails=False: the name of the test that demonstrates the reason
 
-    def matches(self, task: str, family: str) -> bool:
-        return (not self.tasks or task in self.tasks) and (not self.families or family in self.families)
+    def matches(self, task: str, traits: FrozenSet[str]) -> bool:
+        return (not self.tasks or task in self.tasks) and (not self.models or bool(self.models & traits))
 
 
-def exclude(tasks: Tuple[str, ...] = (), families: Tuple[str, ...] = (), *, reason: str,
+def exclude(tasks: Tuple[str, ...] = (), models: Tuple[str, ...] = (), *, reason: str,
             peft_fails: bool = True, fact: str = "") -> Exclusion:
     """Shorthand for an Exclusion from tuples."""
-    return Exclusion(frozenset(tasks), frozenset(families), reason, peft_fails, fact)
+    return Exclusion(frozenset(tasks), frozenset(models), reason, peft_fails, fact)
 
 
-# GPT-2 family models use transformers' Conv1D (a transposed linear) for attention and MLP.
+def model_traits(model: Union[str, FrozenSet[str], None]) -> FrozenSet[str]:
+    """The traits of a model: given as a set already (a family's traits(config)), or a name: a
+    registered model family (its architecture) or a transformers model type."""
+    if model is None:
+        return frozenset()
+    if not isinstance(model, str):
+        return frozenset(model)
+    if model in MODELS:
+        return MODELS.get(model).traits()
+    return MODELS.get("auto").traits({"model_type": model}) if "auto" in MODELS else frozenset({model})
+
+
+def _label(traits: FrozenSet[str]) -> str:
+    kinds = {"decoder", "encoder", "seq2seq"}
+    types = sorted(traits - kinds)
+    return f"model type '{types[0]}'" if types else "this model"
+
+
+# GPT-2 models use transformers' Conv1D (a transposed linear) for attention and MLP.
+CONV1D_MODEL_TYPES = ("gpt2", "openai-gpt")
 LINEAR_ONLY = exclude(
-    families=("gpt2",),
+    models=CONV1D_MODEL_TYPES,
     reason="peft implements this method for torch.nn.Linear only, and GPT-2's attention and MLP "
            "layers are transformers Conv1D (peft raises 'Target module Conv1D ... not supported')")
 
@@ -73,9 +97,10 @@ class PeftMethod:
         "task_type", "target_modules", "modules_to_save")
     at_least_one: ClassVar[Tuple[str, ...]] = ()  # Params fields params_problems requires >= 1
     tasks: ClassVar[Optional[FrozenSet[str]]] = None  # ft task names it serves; None = every task
-    families: ClassVar[Optional[FrozenSet[str]]] = None  # None = every family
-    exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x family holes, with reasons
-    target_kind: ClassVar[Optional[str]] = "lora"  # which family default list to use; None = none
+    model_types: ClassVar[Optional[FrozenSet[str]]] = None  # None = every model type
+    exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x model holes, with reasons
+    min_peft: ClassVar[str] = ""  # first peft release that has the method ("" = ft's floor)
+    target_kind: ClassVar[Optional[str]] = "lora"  # which default target list to use; None = none
     can_merge: ClassVar[bool] = True  # merge_and_unload gives a plain model
     prompt_learning: ClassVar[bool] = False  # virtual tokens / prefixes instead of layer adapters
     needs_cuda: ClassVar[bool] = False  # refuse at validation on a machine without CUDA
@@ -102,24 +127,38 @@ class PeftMethod:
         derived or conditional values extend this."""
         kwargs = {cls.peft_names.get(name, name): getattr(params, name)
                   for name in method_fields(params) if name not in cls.ft_only}
-        common = common_kwargs(cls, params, task, family)
+        common = common_kwargs(cls, params, task, family, model_config)
         kwargs.update((key, common[key]) for key in cls.common_keys)
         return kwargs
 
     # ---- compatibility, checked before anything is loaded -----------------------------------
     @classmethod
-    def incompatibility(cls, task: str, family: str) -> Optional[str]:
-        """Why this method cannot serve the task on this family, or None when it can."""
+    def incompatibility(cls, task: str, model: Union[str, FrozenSet[str], None]) -> Optional[str]:
+        """Why this method cannot serve the task on this model (its traits, or a family name or
+        model type), or None when it can or the model is not known yet."""
         name = cls.registry_name  # type: ignore[attr-defined]
         if cls.tasks is not None and task not in cls.tasks:
             return f"{name} does not support task '{task}' (it supports: {', '.join(sorted(cls.tasks))})"
-        if cls.families is not None and family not in cls.families:
-            return (f"{name} works only with model families {', '.join(sorted(cls.families))}, "
-                    f"not '{family}'")
+        traits = model_traits(model)
+        if cls.model_types is not None and traits and not cls.model_types & traits:
+            return (f"{name} works only with model types {', '.join(sorted(cls.model_types))}, "
+                    f"not {_label(traits)}")
         for rule in cls.exclusions:
-            if rule.matches(task, family):
-                return f"{name} cannot serve task '{task}' on model family '{family}': {rule.reason}"
+            if rule.matches(task, traits):
+                return f"{name} cannot serve task '{task}' on {_label(traits)}: {rule.reason}"
         return None
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        """Why the installed peft cannot run this method (too old), or None. Read from the
+        installed package's metadata: no import, no torch."""
+        if not cls.min_peft:
+            return None
+        installed = installed_peft()
+        if installed is not None and _version_tuple(installed) >= _version_tuple(cls.min_peft):
+            return None
+        return (f"needs peft >= {cls.min_peft} ({cls.peft_config}), but the installed peft is "
+                f"{installed or 'missing'}. Fix: pip install 'peft>={cls.min_peft}'")
 
     @classmethod
     def params_problems(cls, params: Any, run: Any) -> List[str]:
@@ -128,12 +167,9 @@ class PeftMethod:
         if params.target_modules is not None and not isinstance(params.target_modules, (str, list)):
             found.append(f"peft.target_modules={params.target_modules!r}: give a list of module "
                          f"names, a regex string, 'all-linear', or null for the family default")
-        if params.target_modules is None and cls.target_kind is not None:
-            family = MODELS.get(run.model.name, key="model.name")
-            if family.default_targets(cls.target_kind) is None:
-                found.append(f"peft.target_modules: model family '{run.model.name}' has no default "
-                             f"'{cls.target_kind}' modules for peft={run.peft.name}; set "
-                             f"peft.target_modules to a list of module names")
+        missing = cls.unavailable()
+        if missing:
+            found.append(f"peft={run.peft.name}: {missing}")
         # A dry run plans for another machine (e.g. a GPU node), so this machine's devices don't count.
         if cls.needs_cuda and not getattr(run, "dry_run", False) and not _cuda_available():
             found.append(f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
@@ -145,20 +181,24 @@ class PeftMethod:
 
     # ---- building -----------------------------------------------------------------------------
     @classmethod
-    def targets(cls, params: Any, family: Any) -> Any:
-        """The user's target_modules, else the family default for this method kind."""
+    def targets(cls, params: Any, family: Any, model_config: Any = None) -> Any:
+        """The user's target_modules, else the model's default for this method kind (the family's
+        list, peft's table for the model type, or the linear layers on the meta device)."""
         if params.target_modules is not None:
             return params.target_modules
-        return family.default_targets(cls.target_kind) if cls.target_kind else None
+        if not cls.target_kind:
+            return None
+        return family.default_targets(cls.target_kind, model_config, cls.peft_type)
 
     @classmethod
-    def modules_to_save(cls, params: Any, task: str, family: Any) -> Optional[List[str]]:
-        """The user's modules_to_save plus the family's task head where peft would miss it.
-        peft trains `classifier`/`score` (seq_cls, token_cls) and `qa_outputs` in full by itself;
-        T5 and BART call their sequence-classification head `classification_head`, which peft
-        would leave frozen at its random init (the family lists it as kind 'head_<task>')."""
+    def modules_to_save(cls, params: Any, task: str, family: Any,
+                        model_config: Any = None) -> Optional[List[str]]:
+        """The user's modules_to_save plus the new task head of the model (trained in full).
+        peft trains `classifier`/`score` (seq_cls, token_cls) and `qa_outputs` by itself, but
+        leaves other heads (T5/BART's `classification_head`, DistilBERT's `pre_classifier`)
+        frozen at their random init; the model family finds them on the meta device."""
         names = list(params.modules_to_save or [])
-        names += [n for n in (family.default_targets(f"head_{task}") or []) if n not in names]
+        names += [n for n in family.head_modules(task, model_config) if n not in names]
         return names or None
 
     @classmethod
@@ -252,10 +292,28 @@ def method_fields(params: Any) -> List[str]:
     return [f.name for f in fields(params) if f.name not in shared]
 
 
-def common_kwargs(method: Any, params: Any, task: str, family: Any) -> Dict[str, Any]:
+def common_kwargs(method: Any, params: Any, task: str, family: Any,
+                  model_config: Any = None) -> Dict[str, Any]:
     """task_type, target_modules and modules_to_save: the keys every layer-adapter config takes."""
-    return {"task_type": peft_task_type(task), "target_modules": method.targets(params, family),
-            "modules_to_save": method.modules_to_save(params, task, family)}
+    return {"task_type": peft_task_type(task),
+            "target_modules": method.targets(params, family, model_config),
+            "modules_to_save": method.modules_to_save(params, task, family, model_config)}
+
+
+def installed_peft() -> Optional[str]:
+    """The installed peft version (package metadata; peft is not imported)."""
+    try:
+        return importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    """'0.18.0rc1' -> (0, 18, 0): release numbers only, enough to compare against a floor."""
+    import re
+
+    return tuple(int(m.group()) if m else 0
+                 for m in (re.match(r"\d+", piece) for piece in version.split(".")[:3]))
 
 
 def peft_task_type(task: str) -> str:

@@ -30,7 +30,7 @@ class Ia3(PeftMethod):
         kwargs = super().config_kwargs(params, task, family, model_config)
         feedforward = params.feedforward_modules
         if feedforward is None and params.target_modules is None:
-            feedforward = family.default_targets("ia3_feedforward")
+            feedforward = family.default_targets("ia3_feedforward", model_config, cls.peft_type)
         # peft requires feedforward_modules to be a subset of target_modules; with a user's own
         # targets and no feed-forward list, none of them is treated as feed-forward.
         kwargs["feedforward_modules"] = feedforward or []

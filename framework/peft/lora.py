@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from framework.peft.base import PeftMethod, PeftParams, missing_package
-from framework.registry import HARDWARE, PEFT_METHODS
+from framework.peft.base import CONV1D_MODEL_TYPES, PeftMethod, PeftParams, missing_package
+from framework.registry import HARDWARE, MODELS, PEFT_METHODS
 
 # Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
 # plain LoRA of rank 2r on save (peft's path_initial_model_for_weight_conversion), so that it loads
@@ -68,8 +68,10 @@ class Lora(PeftMethod):
                 "true", "false", "gaussian", "pissa", "olora", "orthogonal"):
             found.append(f"peft.init={params.init}: unknown LoRA init; use one of {INIT_CHOICES} "
                          f"(eva/corda need calibration data, which ft does not wire up)")
-        if kind == "olora" and run.model.name == "gpt2":
-            found.append("peft.init=olora with model family gpt2: peft's OLoRA init breaks on "
+        family = MODELS.get(run.model.name, key="model.name")
+        traits = family.traits(family.checkpoint_config(run.model))
+        if kind == "olora" and traits & set(CONV1D_MODEL_TYPES):
+            found.append("peft.init=olora with a GPT-2 model: peft's OLoRA init breaks on "
                          "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
                          "init=pissa or init=true")
         profile = HARDWARE.get(run.hardware.name, key="hardware.name")

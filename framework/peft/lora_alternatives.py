@@ -77,6 +77,7 @@ class RoadParams(PeftParams):
 class Road(PeftMethod):
     Params = RoadParams
     peft_type = "ROAD"
+    min_peft = "0.18.0"
     peft_config = "RoadConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "RoAd: learned 2-D rotations and scales of output pairs (fewest params of the adapters)"
@@ -93,6 +94,7 @@ class DeloraParams(PeftParams):
 class Delora(PeftMethod):
     Params = DeloraParams
     peft_type = "DELORA"
+    min_peft = "0.18.0"
     peft_config = "DeloraConfig"
     exclusions = (LINEAR_ONLY,)
     summary = "DeLoRA: LoRA with normalised factors and a learned bound on the update's norm"
@@ -111,6 +113,7 @@ class GraloraParams(PeftParams):
 class Gralora(PeftMethod):
     Params = GraloraParams
     peft_type = "GRALORA"
+    min_peft = "0.19.0"
     peft_config = "GraloraConfig"
     peft_names = {"k": "gralora_k", "dropout": "gralora_dropout"}
     summary = "GraLoRA: k x k grid of small LoRAs, more expressive at LoRA's parameter count"
@@ -133,6 +136,7 @@ class HiraParams(PeftParams):
 class Hira(PeftMethod):
     Params = HiraParams
     peft_type = "HIRA"
+    min_peft = "0.19.0"
     peft_config = "HiraConfig"
     peft_names = {"dropout": "hira_dropout"}
     summary = "HiRA: high-rank update W0 ⊙ (B·A), the Hadamard product with the frozen weight"

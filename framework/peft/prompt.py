@@ -1,6 +1,8 @@
 """Prompt learning: the model is untouched and trainable virtual tokens are added to its input
 (prompt tuning, P-tuning) or to every attention layer's keys/values (prefix tuning). Adaption
 prompt (LLaMA-Adapter) adds gated learned prompts to the top attention layers of Llama/Mistral/GPT-2.
+Holes are declared by model kind (decoder, encoder, seq2seq) or model type, so that they hold for
+any checkpoint of that kind.
 
 None of them can be merged into the weights: the adapter stays a separate input."""
 
@@ -22,11 +24,11 @@ _TOKEN_CLS_SHIFT = exclude(
     reason="peft prepends the virtual tokens to the input but not to the per-token labels, so "
            "logits and labels differ in length (peft raises a batch-size mismatch)")
 _NO_INPUT_EMBEDS = exclude(
-    ("seq_cls", "question_ans"), ("t5", "bart"),
-    reason="peft feeds inputs_embeds, which T5/BART classification and QA heads refuse "
-           "(transformers raises NotImplementedError / asks for input_ids)")
+    ("seq_cls", "question_ans"), ("seq2seq",),
+    reason="peft feeds inputs_embeds, which encoder-decoder (T5, BART) classification and QA "
+           "heads refuse (transformers raises NotImplementedError / asks for input_ids)")
 _LAST_POSITION = exclude(
-    ("seq_cls",), ("llama", "gpt2"),
+    ("seq_cls",), ("decoder",),
     reason="decoder-only classifiers find the last real token from input_ids; given peft's "
            "inputs_embeds they read the last position, which is padding for shorter rows",
     peft_fails=False, fact="test_fact_decoder_seq_cls_reads_padding_with_prompts")
@@ -42,7 +44,7 @@ _POOLING = exclude(
            "ft pools with does not cover (mean pooling misaligns, cls pooling reads a virtual token)",
     peft_fails=False, fact="test_fact_hidden_states_include_virtual_tokens")
 _ENCODER_DECODER_CONFIG = exclude(
-    families=("bert2bert",),
+    models=("encoder-decoder",),  # the model type of transformers' EncoderDecoderModel (bert2bert)
     reason="peft reads num_layers / num_attention_heads from the top-level model config, which "
            "an EncoderDecoderModel config lacks (peft raises 'Please specify num_layers')")
 _SOFT_PROMPT_HOLES = (_TOKEN_CLS_SHIFT, _NO_INPUT_EMBEDS, _LAST_POSITION, _QA_UNSHIFTED, _POOLING,
@@ -158,10 +160,10 @@ class AdaptionPrompt(PeftMethod):
     target_kind = None
     can_merge = False
     prompt_learning = True
-    # peft implements it for model_type llama, mistral and gpt2 only (its TRANSFORMERS_MODEL_CONFIG).
-    families = frozenset({"llama", "gpt2"})
+    # peft implements it for these model types only (its TRANSFORMERS_MODEL_CONFIG).
+    model_types = frozenset({"llama", "mistral", "gpt2"})
     exclusions = (_ADAPTION_HEADS, _ADAPTION_NO_HEAD)
-    summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, GPT-2)"
+    summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, Mistral, GPT-2)"
 
     @classmethod
     def config_kwargs(cls, params: AdaptionPromptParams, task: str, family: Any,

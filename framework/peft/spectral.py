@@ -35,5 +35,6 @@ class WaveFtParams(PeftParams):
 class WaveFt(PeftMethod):
     Params = WaveFtParams
     peft_type = "WAVEFT"
+    min_peft = "0.18.0"
     peft_config = "WaveFTConfig"
     summary = "WaveFT: learn sparse wavelet coefficients per layer; dW = inverse wavelet transform"

@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Optional
 
 from framework.params import DataConfig, GroupParams
 from framework.errors import UserError
@@ -26,6 +26,9 @@ class Task:
     Params: ClassVar[type] = TaskParams
     auto_model: ClassVar[str] = ""  # transformers AutoModelFor* class name
     peft_task_type: ClassVar[str] = ""  # peft TaskType value
+    # Model kinds the task needs beyond its Auto class having a class for the model type:
+    # None = any; e.g. {"decoder"} for causal LM (an encoder's LM head attends both ways).
+    model_kinds: ClassVar[Optional[FrozenSet[str]]] = None
     primary_metric: ClassVar[str] = "eval_loss"  # what sweeps optimise and `make demo` reports
     greater_is_better: ClassVar[bool] = False
 

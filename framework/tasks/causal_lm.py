@@ -27,6 +27,7 @@ class CausalLm(Task):
     Params = CausalLmParams
     auto_model = "AutoModelForCausalLM"
     peft_task_type = "CAUSAL_LM"
+    model_kinds = frozenset({"decoder"})
     primary_metric = "perplexity"
     greater_is_better = False
     summary = "SFT (loss on responses only, chat template) or plain LM; perplexity"

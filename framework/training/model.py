@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from framework.config.checks import model_problems
 from framework.errors import UserError
 from framework.models.loading import load_model, torch_dtype
+from framework.models.skeleton import check_before_loading
 
 
 def linear_module_names(model: Any) -> list:
@@ -40,6 +42,10 @@ def apply_peft(run: Any, model: Any, method: Any, family: Any) -> Any:
 def build_model(run: Any, checkpoint: str, task: Any, profile: Any, method: Any,
                 family: Any) -> Any:
     """Load the base (safetensors only) and add the adapter; return the peft model."""
+    # config.json and the meta device only: a task, method or target-module mismatch fails here,
+    # before any weight is read.
+    check_before_loading(run, checkpoint, task, method, family,
+                         problems_for=lambda config: model_problems(run, family, config))
     load_kwargs = {"dtype": torch_dtype(run.model.dtype, profile.on_gpu(run.hardware)),
                    **profile.load_kwargs(run.hardware), **method.load_kwargs(run.peft)}
     model = load_model(run.model, checkpoint, task.auto_model, task.model_kwargs(), load_kwargs)
