@@ -1,16 +1,20 @@
-"""The method x task x model-family compatibility table, checked against the installed peft.
+"""The method x task x model compatibility table, checked against the installed peft.
 
-Every combination a registered method claims to support is wrapped with peft on a tiny random
-model of that family through ft's build path, run forward and backward (gradients reach only
-trainable parameters) and stepped once (the outputs change); saving and reloading is checked per
-method x task by tests/test_peft_methods.py. Every combination the table
-excludes either fails inside peft (the test expects the exception) or names a fact test below
-that demonstrates why ft refuses it. Choices the table excludes are refused at validation, before
-any model is loaded, with the reason.
+The models are the tiny random models of ft's families (llama, gpt2, bert, t5, bart, bert2bert),
+one per architecture ft overrides; tests/test_architectures.py covers ~19 architectures with LoRA.
+Every (model, task) pair the architecture serves (transformers' tables, plus the family's own
+holes) is run: a base model that cannot run such a pair fails the test, it is not skipped. Every
+combination a registered method claims to support is wrapped with peft through ft's build path,
+run forward and backward (gradients reach only trainable parameters) and stepped once (the outputs
+change); saving and reloading is checked per method x task by tests/test_peft_methods.py. Every
+combination the table excludes either fails inside peft with the exception it declares (class and
+message) or names a fact test below that demonstrates why ft refuses it. Choices the table
+excludes are refused at validation, before any model is loaded, with the reason.
 """
 
 from __future__ import annotations
 
+import builtins
 import copy
 import subprocess
 import sys
@@ -152,16 +156,6 @@ def outputs(model: Any, task: str, batch: Dict[str, Any]) -> Any:
     return out.logits
 
 
-def base_runs(family: str, task: str) -> Optional[str]:
-    """None when the plain base model runs this task's forward; else why not (no peft involved)."""
-    model = pristine_base(family, task)
-    try:
-        loss_of(task, model(**synthetic_batch(model, task)))
-    except Exception as error:  # noqa: BLE001 - any failure means the pair cannot be probed
-        return f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
-    return None
-
-
 def wrap(method_name: str, family: str, task: str, params: Any = None,
          total_steps: int = 10) -> Any:
     """Base model + the method through ft's own path: method.build -> get_peft_model ->
@@ -177,7 +171,7 @@ def wrap(method_name: str, family: str, task: str, params: Any = None,
 
 
 def pairs() -> List[Tuple[str, str]]:
-    """(family, task) pairs a tiny model exists for and the family serves."""
+    """(family, task) pairs a tiny model exists for and the architecture serves."""
     tiny = tiny_presets()
     return [(f, t) for f in MODELS.names() if f in tiny for t in TASKS.names()
             if MODELS.get(f).unsupported(t) is None]
@@ -188,22 +182,48 @@ MATRIX = [(m, f, t) for m in CPU_METHODS for f, t in pairs()]
 
 
 def exclusion_of(method_name: str, task: str, family: str) -> Any:
+    from framework.peft.base import model_traits
+
     method = PEFT_METHODS.get(method_name)
     for rule in method.exclusions:
-        if rule.matches(task, family):
+        if rule.matches(task, model_traits(family)):
             return rule
     return None
 
 
 # ---- the matrix ----------------------------------------------------------------------------
+def declared_error(method_name: str, family: str, rule: Any) -> Tuple[Tuple[type, ...], str]:
+    """The exception classes and message regex peft raises, as declared: by the method's
+    model-type limit when the model is outside it (peft checks that first), else by the rule."""
+    from framework.peft.base import model_traits
+
+    method = PEFT_METHODS.get(method_name)
+    if rule is None or (method.model_types and not method.model_types & model_traits(family)):
+        names, match = method.model_type_error[:1], method.model_type_error[1]
+    else:
+        names, match = rule.errors, rule.match
+    assert names and match, f"{method_name}: a peft failure without its declared error"
+    return tuple(getattr(builtins, name) for name in names), match
+
+
+@pytest.mark.parametrize("family,task", pairs(), ids=["-".join(c) for c in pairs()])
+def test_every_served_pair_runs_without_peft(family: str, task: str) -> None:
+    """The base of every pair the matrix probes runs its task (a failure here is a bug, never a
+    reason to skip): e.g. T5 embeddings use the encoder alone (T5EncoderModel)."""
+    import torch
+
+    model = pristine_base(family, task)
+    loss = loss_of(task, model(**synthetic_batch(model, task)))
+    assert torch.isfinite(loss), loss
+    if (family, task) == ("t5", "feature_extraction"):
+        assert type(model).__name__ == "T5EncoderModel"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method_name,family,task", MATRIX, ids=["-".join(c) for c in MATRIX])
 def test_compatibility_claim_holds_in_peft(method_name: str, family: str, task: str) -> None:
     import torch
 
-    broken = base_runs(family, task)
-    if broken:
-        pytest.skip(f"the {family} base model itself cannot run {task} ({broken})")
     method = PEFT_METHODS.get(method_name)
     reason = method.incompatibility(task, family)
     rule = exclusion_of(method_name, task, family)
@@ -217,7 +237,8 @@ def test_compatibility_claim_holds_in_peft(method_name: str, family: str, task: 
         return model, batch
 
     if reason is not None and (rule is None or rule.peft_fails):
-        with pytest.raises(Exception):  # noqa: B017 - peft's own error type varies by method
+        errors, match = declared_error(method_name, family, rule)
+        with pytest.raises(errors, match=match):
             attempt()
         return
     if reason is not None:
@@ -297,6 +318,16 @@ def test_every_soft_exclusion_names_a_fact_test() -> None:
             assert rule.reason, name
             if not rule.peft_fails:
                 assert rule.fact in globals() and rule.fact.startswith("test_fact_"), (name, rule)
+            else:
+                assert rule.errors and all(isinstance(getattr(builtins, e, None), type)
+                                           for e in rule.errors) and rule.match, (name, rule)
+
+
+def test_adaption_prompt_model_types_are_peft_s_own() -> None:
+    """ft's declared model types for adaption prompt are exactly those peft implements."""
+    from peft.tuners.adaption_prompt.config import TRANSFORMERS_MODEL_CONFIG
+
+    assert PEFT_METHODS.get("adaption_prompt").model_types == set(TRANSFORMERS_MODEL_CONFIG)
 
 
 # ---- the registry against peft, presets, validation ----------------------------------------
@@ -356,7 +387,8 @@ def test_incompatible_choice_is_refused_with_reason_before_torch_is_imported() -
             "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
-    assert "adaption_prompt works only with model families gpt2, llama, not 'bert'" in result.stdout
+    assert ("adaption_prompt works only with model types gpt2, llama, mistral, not model type "
+            "'bert'") in result.stdout
     assert "torch not imported" in result.stdout, result.stdout + result.stderr
 
 
@@ -372,8 +404,8 @@ def test_list_peft_for_a_task_shows_only_what_works() -> None:
     registered = result.stdout.split("registered")[1]
     lines = {line.split()[0]: line for line in registered.splitlines()[1:] if line.strip()}
     assert "lora" in lines and "adalora" in lines
-    assert "prefix_tuning" not in lines  # no family's classifier takes past_key_values
-    assert "bert" in lines["prompt_tuning"] and "llama" not in lines["prompt_tuning"]
+    assert "prefix_tuning" not in lines  # no model's classifier takes past_key_values
+    assert "models: encoder;" in lines["prompt_tuning"]  # decoders read padding, seq2seq refuse
     presets = [line.split()[0] for line in result.stdout.split("registered")[0].splitlines()
                if "->" in line]
     assert "lora" in presets and "dora" in presets and "prompt_tuning" in presets

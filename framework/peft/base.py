@@ -39,15 +39,19 @@ class Exclusion:
     reason: str
     peft_fails: bool = True
     fact: str = ""  # with peft_fails=False: the name of the test that demonstrates the reason
+    # with peft_fails=True: what peft (or transformers) raises, checked by the compatibility test
+    errors: Tuple[str, ...] = ()  # builtin exception class names
+    match: str = ""  # regex its message matches
 
     def matches(self, task: str, traits: FrozenSet[str]) -> bool:
         return (not self.tasks or task in self.tasks) and (not self.models or bool(self.models & traits))
 
 
 def exclude(tasks: Tuple[str, ...] = (), models: Tuple[str, ...] = (), *, reason: str,
-            peft_fails: bool = True, fact: str = "") -> Exclusion:
+            peft_fails: bool = True, fact: str = "", errors: Tuple[str, ...] = (),
+            match: str = "") -> Exclusion:
     """Shorthand for an Exclusion from tuples."""
-    return Exclusion(frozenset(tasks), frozenset(models), reason, peft_fails, fact)
+    return Exclusion(frozenset(tasks), frozenset(models), reason, peft_fails, fact, errors, match)
 
 
 def model_traits(model: Union[str, FrozenSet[str], None]) -> FrozenSet[str]:
@@ -73,7 +77,8 @@ CONV1D_MODEL_TYPES = ("gpt2", "openai-gpt")
 LINEAR_ONLY = exclude(
     models=CONV1D_MODEL_TYPES,
     reason="peft implements this method for torch.nn.Linear only, and GPT-2's attention and MLP "
-           "layers are transformers Conv1D (peft raises 'Target module Conv1D ... not supported')")
+           "layers are transformers Conv1D (peft raises 'Target module Conv1D ... not supported')",
+    errors=("TypeError", "ValueError"), match=r"Conv1D.*not supported")
 
 
 @dataclass(kw_only=True)
@@ -100,6 +105,8 @@ class PeftMethod:
     model_types: ClassVar[Optional[FrozenSet[str]]] = None  # None = every model type
     exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x model holes, with reasons
     min_peft: ClassVar[str] = ""  # first peft release that has the method ("" = ft's floor)
+    # What peft raises on a model type outside model_types: (exception class name, message regex).
+    model_type_error: ClassVar[Tuple[str, str]] = ("", "")
     target_kind: ClassVar[Optional[str]] = "lora"  # which default target list to use; None = none
     can_merge: ClassVar[bool] = True  # merge_and_unload gives a plain model
     prompt_learning: ClassVar[bool] = False  # virtual tokens / prefixes instead of layer adapters

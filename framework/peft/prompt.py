@@ -18,15 +18,19 @@ from framework.registry import PEFT_METHODS
 _NO_PAST_KEY_VALUES = exclude(
     ("seq_cls", "token_cls", "question_ans"),
     reason="prefix tuning passes past_key_values, which the transformers classification and QA "
-           "heads do not accept (peft raises 'Model does not support past key values')")
+           "heads do not accept (peft raises 'Model does not support past key values')",
+    errors=("ValueError",), match="does not support past key values")
 _TOKEN_CLS_SHIFT = exclude(
     ("token_cls",),
     reason="peft prepends the virtual tokens to the input but not to the per-token labels, so "
-           "logits and labels differ in length (peft raises a batch-size mismatch)")
+           "logits and labels differ in length (peft raises a batch-size mismatch)",
+    errors=("ValueError",), match="Expected input batch_size")
 _NO_INPUT_EMBEDS = exclude(
     ("seq_cls", "question_ans"), ("seq2seq",),
     reason="peft feeds inputs_embeds, which encoder-decoder (T5, BART) classification and QA "
-           "heads refuse (transformers raises NotImplementedError / asks for input_ids)")
+           "heads refuse (transformers raises NotImplementedError / asks for input_ids)",
+    errors=("NotImplementedError", "ValueError"),
+    match=r"input embeddings is currently not supported|`input_ids` cannot be `None`")
 _LAST_POSITION = exclude(
     ("seq_cls",), ("decoder",),
     reason="decoder-only classifiers find the last real token from input_ids; given peft's "
@@ -46,13 +50,21 @@ _POOLING = exclude(
 _ENCODER_DECODER_CONFIG = exclude(
     models=("encoder-decoder",),  # the model type of transformers' EncoderDecoderModel (bert2bert)
     reason="peft reads num_layers / num_attention_heads from the top-level model config, which "
-           "an EncoderDecoderModel config lacks (peft raises 'Please specify num_layers')")
+           "an EncoderDecoderModel config lacks (peft raises 'Please specify num_layers')",
+    errors=("ValueError",), match="Please specify `num_layers`")
+_ENCODER_ONLY_PREFIX = exclude(
+    ("feature_extraction",), ("seq2seq",),
+    reason="embeddings of an encoder-decoder come from its encoder alone (e.g. T5EncoderModel), "
+           "which does not take the prefixes: they get no gradient (torch raises 'element 0 of "
+           "tensors does not require grad')",
+    errors=("RuntimeError",), match="does not require grad")
 _SOFT_PROMPT_HOLES = (_TOKEN_CLS_SHIFT, _NO_INPUT_EMBEDS, _LAST_POSITION, _QA_UNSHIFTED, _POOLING,
                       _ENCODER_DECODER_CONFIG)
 _ADAPTION_HEADS = exclude(
     ("token_cls", "question_ans"),
     reason="peft's adaption prompt cannot wrap token-classification or QA models "
-           "(it raises TypeError: 'NoneType' object is not iterable)")
+           "(it raises TypeError: 'NoneType' object is not iterable)",
+    errors=("TypeError",), match="'NoneType' object is not iterable")
 _ADAPTION_NO_HEAD = exclude(
     ("seq_cls",),
     reason="adaption prompt has no modules_to_save: the new, randomly initialised classifier "
@@ -141,7 +153,7 @@ class PrefixTuning(PromptLearning):
     peft_type = "PREFIX_TUNING"
     # encoder_hidden_size=None is peft's own default (the model's width), so it is passed as is
     peft_config = "PrefixTuningConfig"
-    exclusions = (_NO_PAST_KEY_VALUES, _ENCODER_DECODER_CONFIG)
+    exclusions = (_NO_PAST_KEY_VALUES, _ENCODER_DECODER_CONFIG, _ENCODER_ONLY_PREFIX)
     summary = "prefix tuning: learned key/value prefixes in every attention layer"
 
 
@@ -162,6 +174,7 @@ class AdaptionPrompt(PeftMethod):
     prompt_learning = True
     # peft implements it for these model types only (its TRANSFORMERS_MODEL_CONFIG).
     model_types = frozenset({"llama", "mistral", "gpt2"})
+    model_type_error = ("ValueError", "Unsupported model type for adaption prompt")
     exclusions = (_ADAPTION_HEADS, _ADAPTION_NO_HEAD)
     summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, Mistral, GPT-2)"
 
