@@ -274,3 +274,64 @@ class ChatterbotQA(Source):
             dest = validation if len(validation) < target else train
             dest.extend({"prompt": a, "response": b} for a, b in by_prompt[key])
         return {"train": train, "validation": validation}
+
+
+@DATASETS.register("chatterbot_chat")
+class ChatterbotChat(Source):
+    """Multi-turn English chats built from the chatterbot-corpus conversations, as `messages`.
+
+    Each corpus conversation alternates user and assistant turns; its (user, assistant) exchanges
+    are deduplicated and split about 90/10 train/validation, grouped by the user turn so a held-out
+    question is never seen in training. Within each split, exchanges of the same topic file are
+    joined in a seeded order into chats of `exchanges` exchanges (a chit-chat user moving on to the
+    next question), so every row has several assistant turns to learn.
+    """
+
+    splits = ("train", "validation")
+    columns = {s: ("messages",) for s in splits}
+
+    @dataclass
+    class Params:
+        exchanges: int = 3  # user/assistant exchanges per chat
+        seed: int = 0
+
+        def __post_init__(self) -> None:
+            check_positive("chatterbot_chat", "exchanges", self.exchanges)
+
+    @classmethod
+    def build(cls, params: Any) -> Dict[str, Rows]:
+        import yaml
+
+        marker = package_data_path(
+            "chatterbot_corpus", "data/english/greetings.yml", cls.registry_name, pip_name="chatterbot-corpus"
+        )
+        topics: Dict[str, List[Tuple[str, str]]] = {}
+        seen = set()
+        for file in sorted(marker.parent.glob("*.yml")):
+            try:
+                doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as e:
+                raise UserError(f"built-in dataset 'chatterbot_chat': cannot parse {file}: {e}") from None
+            for conv in doc.get("conversations") or []:
+                turns = [" ".join(str(t).split()) for t in conv if t is not None]
+                for user, bot in zip(turns[0::2], turns[1::2]):
+                    if user and bot and (user, bot) not in seen:
+                        seen.add((user, bot))
+                        topics.setdefault(file.stem, []).append((user, bot))
+        questions = sorted({user.lower() for pairs in topics.values() for user, _ in pairs})
+        held_out = set(_split_fractions(questions, (0.9, 0.1), seed=params.seed)[1])
+        rng = random.Random(params.seed)
+        out: Dict[str, Rows] = {"train": [], "validation": []}
+        for topic in sorted(topics):
+            for split in cls.splits:
+                pairs = [p for p in topics[topic] if (p[0].lower() in held_out) == (split == "validation")]
+                rng.shuffle(pairs)
+                for start in range(0, len(pairs), params.exchanges):
+                    messages = []
+                    for user, bot in pairs[start:start + params.exchanges]:
+                        messages += [{"role": "user", "content": user},
+                                     {"role": "assistant", "content": bot}]
+                    out[split].append({"messages": messages})
+        for split in cls.splits:
+            rng.shuffle(out[split])
+        return out

@@ -319,8 +319,8 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
     """'0.18.0rc1' -> (0, 18, 0): release numbers only, enough to compare against a floor."""
     import re
 
-    return tuple(int(m.group()) if m else 0
-                 for m in (re.match(r"\d+", piece) for piece in version.split(".")[:3]))
+    pieces = (version.split(".") + ["0", "0"])[:3]  # "0.18" == "0.18.0"
+    return tuple(int(m.group()) if m else 0 for m in (re.match(r"\d+", p) for p in pieces))
 
 
 def peft_task_type(task: str) -> str:

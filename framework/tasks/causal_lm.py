@@ -1,22 +1,34 @@
-"""CAUSAL_LM: instruction/response SFT with the loss on response tokens only (through the
-tokenizer's chat template when it has one), or plain-text language modelling."""
+"""CAUSAL_LM: supervised fine-tuning on chat data, or plain language modelling.
+
+Rows come in TRL's three shapes (see tasks/chat.py): multi-turn `messages` (ShareGPT's
+`conversations` through data.columns.messages=conversations), `prompt`/`completion` (or
+`response`) pairs, or plain `text`. Conversations are rendered with the tokenizer's own chat
+template (or one chosen explicitly with task.chat_template) and the loss covers the assistant
+turns only: every one, the last one, or every token (task.train_on). Generation (eval and
+`ft predict`) uses the same template and stops at its end-of-turn marker."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
 
+from framework.errors import UserError
 from framework.registry import TASKS
+from framework.tasks import chat
 from framework.tasks.base import Task, TaskParams, safe_exp
+from framework.tasks.chat import IGNORE_INDEX
 
-IGNORE_INDEX = -100  # label value the loss skips
+log = logging.getLogger("ft")
+FORMATS = ("messages", "prompt_completion", "text")
 
 
 @dataclass(kw_only=True)
 class CausalLmParams(TaskParams):
-    mode: Literal["sft", "lm"] = "sft"  # sft: prompt -> response pairs; lm: plain text
-    use_chat_template: bool = True  # wrap SFT turns in the tokenizer's chat template if it has one
-    system_prompt: Optional[str] = None  # prepended as a system turn (chat template only)
+    format: Literal["auto", "messages", "prompt_completion", "text"] = "auto"  # auto: by the columns
+    train_on: Literal["assistant", "last_assistant", "all"] = "assistant"  # which tokens carry the loss
+    chat_template: Optional[str] = None  # null: the tokenizer's own; chatml; none (plain); or Jinja text
+    system_prompt: Optional[str] = None  # system turn added to conversations that have none
     generate_eval: bool = False  # also generate answers on eval and score exact match / ROUGE-L
     max_new_tokens: int = 32  # tokens generated per eval example when generate_eval
     max_generate_examples: int = 64  # eval examples scored by generation (it is slow)
@@ -30,74 +42,190 @@ class CausalLm(Task):
     model_kinds = frozenset({"decoder"})
     primary_metric = "perplexity"
     greater_is_better = False
-    summary = "SFT (loss on responses only, chat template) or plain LM; perplexity"
+    summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.format = self.params.format  # "auto" until the data's columns are seen
+        # `completion` and `response` name the same role (TRL's name, and ft's older one)
+        self._completion = (self.data.columns.get("completion") or self.data.columns.get("response")
+                            or "completion")
+        if self.tokenizer is not None:
+            self._choose_template()
+
+    # ---- dataset shape -------------------------------------------------------------------------
+    @classmethod
+    def params_problems(cls, params: CausalLmParams, run: Any) -> List[str]:
+        found = []
+        template = params.chat_template
+        if template is not None and template not in (*chat.TEMPLATES, chat.NO_TEMPLATE) \
+                and "{{" not in template and "{%" not in template:
+            found.append(f"task.chat_template={template}: not a template; use null (the "
+                         f"tokenizer's own), {', '.join(chat.TEMPLATES)}, {chat.NO_TEMPLATE}, or a "
+                         f"Jinja template string")
+        if params.max_new_tokens < 1:
+            found.append(f"task.max_new_tokens={params.max_new_tokens}: must be >= 1")
+        return found
 
     def roles(self) -> Dict[str, bool]:
-        if self.params.mode == "sft":
-            return {"prompt": True, "response": True}
-        return {"text": True}
+        if self.format == "messages":
+            return {"messages": True}
+        if self.format == "prompt_completion":
+            return {"prompt": True, "completion": True}
+        if self.format == "text":
+            return {"text": True}
+        return {}
+
+    def column(self, role: str) -> str:
+        return self._completion if role in ("completion", "response") else super().column(role)
+
+    def check_columns(self, splits: Any, describe: Any) -> None:
+        """Resolve format=auto from the columns (messages, then prompt + completion/response,
+        then text) and check that every split has them."""
+        first = next(iter(splits.values()))
+        names = set(first.column_names)
+        if self._completion not in names and "response" in names:
+            self._completion = "response"
+        if self.format == "auto":
+            if super().column("messages") in names:
+                self.format = "messages"
+            elif super().column("prompt") in names and self.column("completion") in names:
+                self.format = "prompt_completion"
+            elif super().column("text") in names:
+                self.format = "text"
+            else:
+                raise UserError(
+                    f"task.format=auto: no chat columns in {describe(next(iter(splits)))}: it has "
+                    f"{sorted(names)}. Give `messages` (list of role/content turns), `prompt` + "
+                    f"`completion` (or `response`), or `text`, or map yours: "
+                    f"data.columns.messages=conversations")
+        super().check_columns(splits, describe)
 
     def artifacts(self) -> Dict[str, Any]:
-        return {"task": "causal_lm", "mode": self.params.mode}
+        return {"task": "causal_lm", "format": self.format}
 
-    # ---- prompts -----------------------------------------------------------------------------
-    def _use_template(self) -> bool:
-        return self.params.use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))
+    def restore_artifacts(self, extras: Dict[str, Any]) -> None:
+        if self.format == "auto" and extras.get("format") in FORMATS:
+            self.format = extras["format"]
 
-    def prompt_text(self, prompt: str) -> str:
-        """The text the model sees before its answer (plain text in lm mode)."""
-        if self.params.mode == "lm":
-            return prompt
-        if self._use_template():
-            messages = ([{"role": "system", "content": self.params.system_prompt}]
-                        if self.params.system_prompt else [])
-            messages.append({"role": "user", "content": prompt})
-            return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=True)
-        return f"{prompt}\n"
+    def predict_roles(self) -> Dict[str, bool]:
+        """A conversation (`messages`) or a `prompt` string; `text` to continue in text format."""
+        return {"text": True} if self.format == "text" else {"messages": False, "prompt": False}
 
-    def _answer_suffix(self) -> str:
-        # With ChatML-like templates the turn closes with an end marker the model must learn.
-        if self._use_template() and "<|im_end|>" in self.tokenizer.get_vocab():
-            return "<|im_end|>"
-        return ""
+    # ---- template --------------------------------------------------------------------------------
+    def _choose_template(self) -> None:
+        """task.chat_template replaces the tokenizer's template (saved with the adapter, so that
+        `ft predict` renders the same way); none means plain prompt + completion + eos."""
+        choice = self.params.chat_template
+        if choice is None or choice == chat.NO_TEMPLATE:
+            return
+        self.tokenizer.chat_template = chat.TEMPLATES.get(choice, choice)
+
+    def _templated(self) -> bool:
+        if self.params.chat_template == chat.NO_TEMPLATE:
+            return False
+        if getattr(self.tokenizer, "chat_template", None):
+            return True
+        raise UserError(
+            f"task.chat_template: the tokenizer of this checkpoint has no chat template, and "
+            f"task.format={self.format} needs one to mark the turns. Fix: "
+            f"task.chat_template=chatml (ft's ChatML markup), a Jinja template string, or, for "
+            f"prompt/completion rows, task.chat_template=none (plain prompt + completion + eos)")
+
+    def end_of_turn_ids(self) -> List[int]:
+        """Token ids that end an assistant turn: eos, and the template's end-of-turn marker when
+        it is one token (<|im_end|>, <|eot_id|>, <end_of_turn>)."""
+        ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        if self.format != "text" and self._templated():
+            marker = chat.end_of_turn(self.tokenizer)
+            marker_ids = self._ids(marker) if marker else []
+            if len(marker_ids) == 1 and marker_ids[0] not in ids:
+                ids.append(marker_ids[0])
+        return ids
 
     def _ids(self, text: str) -> List[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode_sft(self, prompt: str, response: str) -> Dict[str, List[int]]:
-        """input_ids = [bos] prompt response [end] eos; labels mask everything but the response."""
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None \
-            and not self._use_template() else []
-        prompt_ids = bos + self._ids(self.prompt_text(prompt))
-        answer_ids = self._ids(response + self._answer_suffix()) + [self.tokenizer.eos_token_id]
-        input_ids = (prompt_ids + answer_ids)
-        labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-        if self.data.truncation:
-            input_ids, labels = input_ids[:self.data.max_length], labels[:self.data.max_length]
-        return {"input_ids": input_ids, "labels": labels}
+    def conversation(self, row: Dict[str, Any], where: str) -> chat.Conversation:
+        columns = {role: self.column(role) for role in ("messages", "prompt", "completion")}
+        return chat.conversation_of(row, self.format, columns, self.params.system_prompt, where)
 
-    def encode_lm(self, text: str) -> Dict[str, List[int]]:
+    # ---- encoding ----------------------------------------------------------------------------------
+    def encode_conversation(self, conversation: chat.Conversation, where: str = "row") -> Dict[str, Any]:
+        """input_ids and labels of one conversation (labels on the trained assistant turns, or on
+        everything with train_on=all), truncated to data.max_length. A turn the cut goes through
+        is left out of the loss entirely and counted in `cut_turns`."""
+        if not self._templated():
+            ids, owner = self._plain(conversation)
+        elif chat.has_generation_tags(self.tokenizer):
+            ids, owner = chat.generation_masks(self.tokenizer, conversation, where)
+        else:
+            full = chat.render(self.tokenizer, conversation.turns, False, where)
+            spans = chat.assistant_spans(self.tokenizer, conversation, full, where)
+            ids, owner = chat.token_labels(self.tokenizer, full, spans)
+        trained_turns = sorted({k for k in owner if k >= 0})
+        if self.params.train_on == "last_assistant" and trained_turns:
+            owner = [k if k == trained_turns[-1] else -1 for k in owner]
+            trained_turns = trained_turns[-1:]
+        cut = 0
+        if self.data.truncation and len(ids) > self.data.max_length:
+            beyond = {k for k in owner[self.data.max_length:] if k >= 0}  # turns the cut reaches
+            cut = len(beyond)
+            ids = ids[:self.data.max_length]
+            owner = [-1 if k in beyond else k for k in owner[:self.data.max_length]]
+        if self.params.train_on == "all":
+            labels = list(ids)
+        else:
+            labels = [i if k >= 0 else IGNORE_INDEX for i, k in zip(ids, owner)]
+        return {"input_ids": ids, "labels": labels, "cut_turns": cut}
+
+    def _plain(self, conversation: chat.Conversation) -> Any:
+        """task.chat_template=none: prompt + completion + eos, the completion trained."""
+        prompt = "".join(t["content"] for t in conversation.turns[:conversation.first_trained])
+        answer = "".join(t["content"] for t in conversation.turns[conversation.first_trained:])
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        prompt_ids = bos + self._ids(prompt)
+        answer_ids = self._ids(answer) + [self.tokenizer.eos_token_id]
+        return prompt_ids + answer_ids, [-1] * len(prompt_ids) + [0] * len(answer_ids)
+
+    def encode_sft(self, prompt: str, response: str) -> Dict[str, Any]:
+        """One prompt/response pair, as a user turn and an assistant turn."""
+        return self.encode_conversation(chat.Conversation(
+            ([{"role": "system", "content": self.params.system_prompt}] if self.params.system_prompt
+             else []) + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+            first_trained=1 + bool(self.params.system_prompt)))
+
+    def encode_lm(self, text: str) -> Dict[str, Any]:
         ids = self.tokenizer(text)["input_ids"] + [self.tokenizer.eos_token_id]
         if self.data.truncation:
             ids = ids[:self.data.max_length]
-        return {"input_ids": ids, "labels": list(ids)}
+        return {"input_ids": ids, "labels": list(ids), "cut_turns": 0}
 
-    # ---- data --------------------------------------------------------------------------------
     def tokenize(self, splits: Any) -> Any:
         def encode(batch: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
-            if self.params.mode == "sft":
-                rows = [self.encode_sft(str(p), str(r)) for p, r in
-                        zip(batch[self.column("prompt")], batch[self.column("response")])]
+            size = len(next(iter(batch.values())))
+            rows = [{k: v[i] for k, v in batch.items()} for i in range(size)]
+            if self.format == "text":
+                out = [self.encode_lm(str(r[self.column("text")])) for r in rows]
             else:
-                rows = [self.encode_lm(str(t)) for t in batch[self.column("text")]]
-            return {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}
+                out = [self.encode_conversation(self.conversation(r, f"row {i} of the data"),
+                                                f"row {i} of the data") for i, r in enumerate(rows)]
+            return {key: [o[key] for o in out] for key in ("input_ids", "labels", "cut_turns")}
 
+        if self.format == "auto":
+            raise UserError("task.format=auto: check_columns must resolve the format first")
         tokenized = {}
         for split, dataset in splits.items():
             encoded = self.encode_split(dataset, split, encode)
-            # An example whose response was cut off entirely teaches nothing: drop it.
-            tokenized[split] = encoded.filter(lambda ex: any(l != IGNORE_INDEX for l in ex["labels"]))
+            cut = sum(encoded["cut_turns"])
+            encoded = encoded.remove_columns("cut_turns")
+            # An example whose trained turns were all cut off teaches nothing: drop it.
+            kept = encoded.filter(lambda ex: any(l != IGNORE_INDEX for l in ex["labels"]))
+            if cut or len(kept) < len(encoded):
+                log.info("%s: data.max_length=%d cut %d assistant turns (left out of the loss); "
+                         "%d of %d examples kept", split, self.data.max_length, cut, len(kept),
+                         len(encoded))
+            tokenized[split] = kept
         return tokenized
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -129,43 +257,93 @@ class CausalLm(Task):
         totals = accelerator.reduce(totals, reduction="sum")
         mean = float(totals[0] / totals[1].clamp(min=1))
         result = {"eval_loss": mean, "perplexity": safe_exp(mean)}
-        if self.params.generate_eval and self.params.mode == "sft" and raw is not None:
+        if self.params.generate_eval and self.format != "text" and raw is not None:
             result.update(self.generation_metrics(accelerator.unwrap_model(model), raw,
                                                   accelerator.device))
         return result
 
-    def generate(self, model: Any, prompts: List[str], device: Any) -> List[str]:
-        """Greedy answers for prompts, batched with left padding."""
+    # ---- generation ------------------------------------------------------------------------------
+    def prompt_text(self, prompt: Any) -> str:
+        """The text the model continues: the conversation so far (a prompt string or a list of
+        turns) rendered with the generation prompt; the plain prompt without a template."""
+        turns = chat.normalize_turns(prompt, "prompt") if isinstance(prompt, (list, tuple)) \
+            else [{"role": "user", "content": str(prompt)}]
+        if self.params.system_prompt and turns[0]["role"] != "system":
+            turns.insert(0, {"role": "system", "content": self.params.system_prompt})
+        if self.format == "text" or not self._templated():
+            return "".join(t["content"] for t in turns if t["role"] != "system")
+        return chat.render(self.tokenizer, turns, True, "prompt")
+
+    def generate_turns(self, model: Any, contexts: List[Any], device: Any) -> List[Dict[str, Any]]:
+        """Greedy answers for conversations (or prompt strings), batched with left padding;
+        generation stops at eos or the template's end-of-turn token. Each answer: its text and
+        whether it ended its turn before max_new_tokens."""
         import torch
 
+        stops = self.end_of_turn_ids()
+        marker = chat.end_of_turn(self.tokenizer) if self.format != "text" and self._templated() else ""
         self.tokenizer.padding_side = "left"
         try:
-            texts = [self.prompt_text(p) for p in prompts]
+            texts = [self.prompt_text(c) for c in contexts]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True,
-                                 add_special_tokens=not (self._use_template() and self.params.mode == "sft")).to(device)
+                                 add_special_tokens=self.format == "text" or not self._templated()
+                                 ).to(device)
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=self.params.max_new_tokens,
-                                     do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+                                     do_sample=False, eos_token_id=stops or None,
+                                     pad_token_id=self.tokenizer.pad_token_id)
         finally:
             self.tokenizer.padding_side = "right"
-        answers = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                              skip_special_tokens=True)
-        return [a.split("<|im_end|>")[0].strip() for a in answers]
+        answers = []
+        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+            ended = any(token in stops for token in row)
+            end = next((i for i, token in enumerate(row) if token in stops), len(row))
+            text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
+            answers.append({"generated": (text.split(marker)[0] if marker else text).strip(),
+                            "ended_turn": ended})
+        return answers
+
+    def generate(self, model: Any, prompts: List[Any], device: Any) -> List[str]:
+        """Greedy answer texts for prompts (strings or lists of turns)."""
+        return [a["generated"] for a in self.generate_turns(model, prompts, device)]
+
+    def _context_and_gold(self, row: Dict[str, Any], where: str) -> Any:
+        """The conversation up to its last assistant turn, and that turn's content."""
+        conversation = self.conversation(row, where)
+        last = conversation.assistant_indices()[-1] if conversation.assistant_indices() else None
+        if last is None:
+            return None
+        return conversation.turns[:last], conversation.turns[last]["content"]
 
     def generation_metrics(self, model: Any, raw: Any, device: Any) -> Dict[str, float]:
+        """Exact match and ROUGE-L of generated last assistant turns against the data's, and the
+        fraction of generations that ended their turn (emitted the end-of-turn token)."""
         from framework import metrics
 
         rows = raw.select(range(min(len(raw), self.params.max_generate_examples)))
-        prompts = [str(p) for p in rows[self.column("prompt")]]
-        golds = [str(r) for r in rows[self.column("response")]]
-        answers: List[str] = []
-        for start in range(0, len(prompts), 16):
-            answers += self.generate(model, prompts[start:start + 16], device)
-        scores = metrics.squad_metrics(answers, [[g] for g in golds])
+        pairs = [p for p in (self._context_and_gold(r, f"row {i}") for i, r in enumerate(rows)) if p]
+        answers: List[Dict[str, Any]] = []
+        for start in range(0, len(pairs), 16):
+            answers += self.generate_turns(model, [c for c, _ in pairs[start:start + 16]], device)
+        texts, golds = [a["generated"] for a in answers], [g for _, g in pairs]
+        scores = metrics.squad_metrics(texts, [[g] for g in golds])
         return {"exact_match": scores["exact_match"],
-                "rougeL": metrics.rouge_scores(answers, golds)["rougeL"]}
+                "rougeL": metrics.rouge_scores(texts, golds)["rougeL"],
+                "ended_turn": sum(a["ended_turn"] for a in answers) / max(1, len(answers))}
 
     def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
-        column = self.column("prompt") if self.params.mode == "sft" else self.column("text")
-        return [{"generated": text} for text in self.generate(model, [str(r[column]) for r in rows],
-                                                              device)]
+        """`ft predict`: the next assistant turn of each row's conversation (`messages`, a
+        `prompt`), or a continuation of `text`; rendered with the same template as training."""
+        contexts = []
+        for number, row in enumerate(rows, 1):
+            column = next((self.column(r) for r in ("messages", "prompt", "text")
+                           if self.column(r) in row), None)
+            if column is None:
+                raise UserError(f"--input row {number}: needs a '{self.column('messages')}', "
+                                f"'{self.column('prompt')}' or '{self.column('text')}' column")
+            value = row[column]
+            if isinstance(value, list):
+                turns = chat.normalize_turns(value, f"--input row {number}")
+                value = turns[:-1] if turns[-1]["role"] == "assistant" else turns
+            contexts.append(value)
+        return [{"generated": a["generated"]} for a in self.generate_turns(model, contexts, device)]

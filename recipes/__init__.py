@@ -1,0 +1,2 @@
+"""ft's shipped recipes. Installed as the package framework.recipes, so that Hydra finds
+them on its pkg:// search path."""
