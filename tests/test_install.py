@@ -167,3 +167,34 @@ def test_readme_recipes_validate_as_written(section: str, tmp_path: Path) -> Non
     else:
         assert run.task.name == "causal_lm" and run.data.columns == {"messages": "conversations"}
         assert run.model.gguf_file and run.task.train_on == "assistant"
+
+
+def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path) -> None:
+    """A user's preset named like a shipped one wins: from the recipe's own directory, from
+    `--config-dir`, and from `hydra.searchpath` in the recipe (relative to it)."""
+    from framework.cli import config_dirs_to_override
+    from framework.session import compose_and_validate
+
+    for folder, rank in (("beside", 3), ("mine", 5), ("declared", 7)):
+        (tmp_path / folder / "peft").mkdir(parents=True)
+        (tmp_path / folder / "peft" / "lora.yaml").write_text(f"name: lora\nr: {rank}\n")
+    (tmp_path / "beside" / "recipe.yaml").write_text("defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\n")
+    _, run = compose_and_validate(str(tmp_path / "beside" / "recipe.yaml"), [])
+    assert run.peft.r == 3
+
+    argv = config_dirs_to_override(["validate", "seq_cls_tiny_bert_lora", "--config-dir",
+                                    str(tmp_path / "mine"), "train.lr=1e-3"])
+    assert argv[:3] == ["validate", "seq_cls_tiny_bert_lora", "train.lr=1e-3"]
+    _, run = compose_and_validate(argv[1], argv[2:])
+    assert run.peft.r == 5 and run.train.lr == 1e-3
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "declared.yaml").write_text(textwrap.dedent("""\
+        defaults:
+          - seq_cls_tiny_bert_lora
+          - _self_
+        hydra:
+          searchpath: [../declared]
+        """))
+    _, run = compose_and_validate(str(tmp_path / "recipes" / "declared.yaml"), [])
+    assert run.peft.r == 7

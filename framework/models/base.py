@@ -187,9 +187,10 @@ class ModelFamily:
         if not model_type:
             from framework.errors import UserError
 
-            raise UserError(f"model.random_init.model_type: missing; model family "
-                            f"'{cls.registry_name}' has no default architecture. Set a transformers "  # type: ignore[attr-defined]
-                            f"model type, e.g. model.random_init.model_type=qwen2")
+            name = getattr(cls, "registry_name", cls.__name__)
+            raise UserError(f"model.random_init.model_type: missing; model family '{name}' has no "
+                            f"default architecture. Set a transformers model type, e.g. "
+                            f"model.random_init.model_type=qwen2")
         return model_type
 
 

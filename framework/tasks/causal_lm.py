@@ -156,6 +156,11 @@ class CausalLm(Task):
         everything with train_on=all), truncated to data.max_length. A turn the cut goes through
         is left out of the loss entirely and counted in `cut_turns`."""
         if not self._templated():
+            if self.format == "messages":
+                raise UserError("task.chat_template=none: plain text has no turn markers, so it "
+                                "serves prompt/completion rows only; multi-turn messages need a "
+                                "template. Fix: task.chat_template=chatml (or null for the "
+                                "tokenizer's own)")
             ids, owner = self._plain(conversation)
         elif chat.has_generation_tags(self.tokenizer):
             ids, owner = chat.generation_masks(self.tokenizer, conversation, where)
