@@ -16,6 +16,9 @@ optimizer steps, no subprocesses.
 from __future__ import annotations
 
 import copy
+import os
+import textwrap
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -217,3 +220,46 @@ def test_defaults_come_from_peft_then_the_meta_device() -> None:
         ["pre_classifier", "classifier"]
     assert auto.head_modules("seq_cls", AutoConfig.for_model("t5")) == ["classification_head"]
     assert auto.head_modules("causal_lm", AutoConfig.for_model("llama", num_hidden_layers=1)) == []
+
+
+def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
+    """`model=auto model.checkpoint=DIR` alone: validation reads DIR/config.json (or a hub id's, when
+    it is already in the local hub cache) and refuses an unserved task with what the model serves,
+    without importing torch."""
+    import json
+    import subprocess
+    import sys
+
+    from framework.models.base import ModelParams, TinySpec
+    from framework.models.loading import resolve_checkpoint
+
+    t5_dir = resolve_checkpoint(ModelParams(name="auto", random_init=TinySpec(model_type="t5")))
+    snapshot = tmp_path / "hub" / "models--someone--tiny-bart" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "bart",
+                                                      "is_encoder_decoder": True}))
+    (tmp_path / "hub" / "models--someone--tiny-bart" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-bart" / "refs" / "main").write_text("abc123")
+    code = textwrap.dedent(f"""
+        import sys
+        from framework.errors import UserError
+        from framework.session import compose_and_validate
+        for checkpoint, task in (({t5_dir!r}, "causal_lm"), ("someone/tiny-bart", "token_cls")):
+            try:
+                compose_and_validate("sft_tiny_llama_lora", ["model=auto", f"model.checkpoint={{checkpoint}}",
+                                                             f"task={{task}}"])
+            except UserError as error:
+                print(error)
+        compose_and_validate("seq2seq_tiny_t5_lora", ["model=auto", "model.checkpoint={t5_dir}"])
+        print("torch imported" if "torch" in sys.modules else "torch not imported")
+        """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    out = result.stdout
+    assert ("task=causal_lm with model type 't5': not supported (causal_lm needs a decoder model "
+            "and 't5' is a seq2seq model); it serves: feature_extraction, question_ans, seq2seq_lm, "
+            "seq_cls, token_cls") in out, out + result.stderr
+    assert ("task=token_cls with model type 'bart': not supported (transformers has no "
+            "AutoModelForTokenClassification class for model type 'bart')") in out, out
+    assert out.strip().endswith("torch not imported"), out + result.stderr

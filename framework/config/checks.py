@@ -43,10 +43,8 @@ def model_problems(run: Any, family: Any, config: Any) -> List[str]:
     task_name = run.task.name
     why_not = family.unsupported(task_name, config)
     if why_not:
-        described = family.describe(config if config is None or isinstance(config, dict)
-                                    else config.to_dict()) or {}
         subject = (f"model family '{run.model.name}'" if run.model.name != "auto"
-                   else f"model type '{described.get('model_type', '?')}'")
+                   else f"model type '{family.model_type_of(config)}'")
         served = ", ".join(family.served_tasks(config)) or "none"
         found.append(f"task={task_name} with {subject}: not supported ({why_not}); it serves: "
                      f"{served}")

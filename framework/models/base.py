@@ -78,6 +78,12 @@ class ModelFamily:
         return {"model_type": cls.model_type} if cls.model_type else None
 
     @classmethod
+    def model_type_of(cls, config: Any = None) -> Optional[str]:
+        """The model type ft reasons about for a config (mapping or transformers config)."""
+        described = cls.describe(_as_mapping(config))
+        return str(described["model_type"]) if described and described.get("model_type") else None
+
+    @classmethod
     def traits(cls, config: Optional[Mapping] = None) -> FrozenSet[str]:
         """What PEFT compatibility rules match on: the model type and its kind (decoder, encoder,
         seq2seq). Empty when the architecture is unknown (checked again at train time)."""
@@ -114,8 +120,9 @@ class ModelFamily:
         kinds = getattr(entry, "model_kinds", None)
         kind = automap.model_kind(described)
         if kinds and kind not in kinds:
-            return (f"{task} needs a {' or '.join(sorted(kinds))} model and '{model_type}' is an "
-                    f"{kind} model")
+            article = "an" if kind[0] in "aeiou" else "a"
+            return (f"{task} needs a {' or '.join(sorted(kinds))} model and '{model_type}' is "
+                    f"{article} {kind} model")
         auto_class = cls.auto_model(entry.auto_model, described)
         table = automap.classes_of(auto_class)
         if table is not None and model_type not in table:
