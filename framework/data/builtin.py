@@ -292,7 +292,7 @@ class ChatterbotChat(Source):
 
     @dataclass
     class Params:
-        exchanges: int = 3  # user/assistant exchanges per chat
+        exchanges: int = 2  # user/assistant exchanges per chat
         seed: int = 0
 
         def __post_init__(self) -> None:
