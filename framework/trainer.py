@@ -103,6 +103,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         trainable, total = model.get_nb_trainable_parameters()
         log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total,
                  100 * trainable / total)
+        log.info("device: %s; mixed precision: %s; base weights: %s", accelerator.device,
+                 accelerator.mixed_precision, weights_description(model))
 
     # Each DataLoader gets its own generator so that creating an iterator does not draw from
     # the global torch RNG (which dropout uses): resume then replays the exact RNG stream.
@@ -130,6 +132,15 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
                  train_loader, dict(zip(eval_loaders, prepared_eval)), raw_splits,
                  MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps,
                  tracking=bool(tracker))
+
+
+def weights_description(model: Any) -> str:
+    """The base weights' storage, e.g. 'torch.bfloat16' or '4-bit (bitsandbytes)'."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return "4-bit (bitsandbytes)"
+    if getattr(model, "is_loaded_in_8bit", False):
+        return "8-bit (bitsandbytes)"
+    return str(next(model.get_base_model().parameters()).dtype)
 
 
 def load_data(run: RunConfig, accelerator: Any, tokenizer: Any,

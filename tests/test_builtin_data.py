@@ -261,7 +261,7 @@ def test_same_bytes_across_processes(tmp_path):
 
 def test_loads_with_datasets_as_strings(tmp_path):
     """The JSON loader of `datasets` keeps every text column a string (no timestamp inference)."""
-    datasets = pytest.importorskip("datasets")
+    import datasets
     datasets.disable_progress_bars()
     small = {"num_train": 50, "num_validation": 10}
     cases = {"synthetic_squad": small, "synthetic_seq2seq": small, "synthetic_retrieval": dict(small, num_scored=10)}

@@ -145,7 +145,8 @@ def test_validate_never_imports_torch_and_is_fast():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     seconds = float(result.stdout.strip().splitlines()[-1])
-    assert seconds < 5.0, f"ft validate took {seconds:.2f}s"
+    # 0.3 s on an idle machine (README); the bound leaves room for a loaded CI machine.
+    assert seconds < 2.0, f"ft validate took {seconds:.2f}s"
 
 
 def test_cli_subprocess_error_has_no_traceback():

@@ -11,7 +11,6 @@ minutes: its numbers are in docs/tasks.md). Causal LM (SmolLM2) and single-label
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -64,16 +63,18 @@ def _toy_ner_files(tmp_path_factory) -> list:
             "data.max_length=32"]
 
 
-# recipe -> (primary metric, least gain over the baseline, overrides that keep the run short
-# enough for CI). Measured gains are about twice these (docs/tasks.md).
+# recipe -> (primary metric, least gain over the baseline, least final value, overrides that keep
+# the run short enough for CI). The floors sit below the values measured here (docs/tasks.md,
+# "runs inside make test"): token_cls F1 0.190, QA F1 0.765, T5 ROUGE-L 0.187, recall@1 0.970.
 RECIPES = {
-    "token_cls_minilm_lora": ("f1", 0.08, ["train.epochs=1"]),  # + toy NER files, see trained()
+    "token_cls_minilm_lora": ("f1", 0.08, 0.15, ["train.epochs=1"]),  # + toy NER files, see trained()
     # 60 steps of 16 windows at lr 3e-3, ~2 min: F1 0.014 -> 0.765 (40 steps only reach 0.11).
-    "qa_minilm_lora": ("f1", 0.3, ["data.max_train_examples=960", "data.max_eval_examples=100",
-                                   "train.lr=3e-3"]),
-    "seq2seq_tiny_t5_lora": ("rougeL", 0.08, []),
-    "embed_minilm_lora": ("recall@1", 0.02, ["train.max_steps=20", "data.max_eval_examples=100",
-                                             "data.source.num_scored=100"]),
+    "qa_minilm_lora": ("f1", 0.3, 0.65, ["data.max_train_examples=960",
+                                         "data.max_eval_examples=100", "train.lr=3e-3"]),
+    "seq2seq_tiny_t5_lora": ("rougeL", 0.08, 0.15, []),
+    "embed_minilm_lora": ("recall@1", 0.02, 0.95, ["train.max_steps=20",
+                                                   "data.max_eval_examples=100",
+                                                   "data.source.num_scored=100"]),
 }
 
 _RUNS: dict = {}
@@ -83,7 +84,7 @@ def trained(recipe: str, tmp_path_factory) -> Path:
     """Train each recipe once per session (the predict tests reuse the run)."""
     if recipe not in _RUNS:
         extra = _toy_ner_files(tmp_path_factory) if recipe == "token_cls_minilm_lora" else []
-        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][2], *extra,
+        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][3], *extra,
                                      output_root=tmp_path_factory.mktemp(recipe))
     return _RUNS[recipe]
 
@@ -96,12 +97,13 @@ def summary(run_dir: Path) -> dict:
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_recipe_beats_untrained_baseline(recipe, tmp_path_factory):
     run_dir = trained(recipe, tmp_path_factory)
-    metric, least_gain, _ = RECIPES[recipe]
+    metric, least_gain, floor, _ = RECIPES[recipe]
     found = summary(run_dir)
     assert found["primary_metric"] == metric and found["greater_is_better"] is True
     before, after = found["baseline"][metric], found["final"][metric]
     print(f"{recipe}: {metric} {before:.4f} -> {after:.4f}")
     assert after > before + least_gain, found
+    assert after >= floor, found
     assert metrics(run_dir, "eval")[0]["step"] == 0  # the baseline is the step-0 record
     losses = train_losses(run_dir)
     assert losses[-1] < losses[0], losses
@@ -109,11 +111,11 @@ def test_recipe_beats_untrained_baseline(recipe, tmp_path_factory):
 
 
 def predict(run_dir: Path, rows: list, tmp_path: Path) -> list:
-    from framework.inference import cmd_predict
+    from framework.inference import predict_file
 
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     output = tmp_path / "out.jsonl"
-    assert cmd_predict(argparse.Namespace(run_dir=run_dir, input=source, output=output)) == 0
+    assert predict_file(run_dir, source, output) == len(rows)
     return [json.loads(line) for line in output.read_text().splitlines()]
 
 
@@ -198,11 +200,12 @@ def toy_regression_rows(n: int, seed: int) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("problem_type, metric, make_rows", [
-    ("multi_label", "micro_f1", toy_multilabel_rows),
-    ("regression", "spearman", toy_regression_rows),
+@pytest.mark.parametrize("problem_type, metric, floor, make_rows", [
+    ("multi_label", "micro_f1", 0.9, toy_multilabel_rows),  # measured 0.976 (docs/tasks.md)
+    ("regression", "spearman", 0.9, toy_regression_rows),  # measured 0.966
 ])
-def test_seq_cls_multilabel_and_regression_beat_baseline(problem_type, metric, make_rows, tmp_path):
+def test_seq_cls_multilabel_and_regression_beat_baseline(problem_type, metric, floor, make_rows,
+                                                         tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", make_rows(480, 0))
     validation = write_jsonl(tmp_path / "validation.jsonl", make_rows(96, 1))
     run_dir = train_recipe(
@@ -215,6 +218,7 @@ def test_seq_cls_multilabel_and_regression_beat_baseline(problem_type, metric, m
     print(f"seq_cls {problem_type}: {metric} {found['baseline'][metric]:.4f} -> "
           f"{found['final'][metric]:.4f}")
     assert found["final"][metric] > found["baseline"][metric] + 0.1, found
+    assert found["final"][metric] >= floor, found
     losses = train_losses(run_dir)
     assert losses[-1] < losses[0], losses
     saved = json.loads((run_dir / "adapter" / "ft_task.json").read_text())
