@@ -230,7 +230,7 @@ def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from framework.models.base import ModelParams, TinySpec
+    from framework.models.params import ModelParams, TinySpec
     from framework.models.loading import resolve_checkpoint
 
     t5_dir = resolve_checkpoint(ModelParams(name="auto", random_init=TinySpec(model_type="t5")))

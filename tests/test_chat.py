@@ -74,7 +74,7 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"},
 @pytest.fixture(scope="module")
 def base_tokenizer():
     """The tiny Llama's byte-level BPE tokenizer (trained on the fly, built once)."""
-    from framework.models.base import ModelParams, TinySpec
+    from framework.models.params import ModelParams, TinySpec
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
     params = ModelParams(name="llama", random_init=TinySpec())

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from framework.models.base import ModelFamily, TinySpec
+from framework.models.base import ModelFamily
+from framework.models.params import TinySpec
 from framework.registry import MODELS
 
 

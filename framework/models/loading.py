@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 from framework.cache import atomic_dir, cache_root
 from framework.errors import UserError
-from framework.models.base import ModelParams, TinySpec
+from framework.models.params import ModelParams, TinySpec
 from framework.registry import MODELS
 
 log = logging.getLogger("ft.loading")
