@@ -200,3 +200,17 @@ def test_user_recipe_file_can_extend_a_shipped_recipe(tmp_path, capsys):
 def test_a_recipe_can_switch_peft_method(method, capsys):
     code, _, err = run_cli(capsys, "validate", "seq_cls_minilm_lora", f"peft={method}")
     assert code == 0, err
+
+
+def test_a_run_saved_by_an_older_ft_still_loads(tmp_path):
+    """ft eval / predict / resume read saved configs; renamed keys are upgraded, not refused."""
+    import yaml
+
+    from framework.config.schema import load_run
+    from framework.session import compose_and_validate
+
+    composed, _ = compose_and_validate("sft_tiny_llama_lora", [])
+    old = dict(composed.config, task={"name": "causal_lm", "mode": "sft", "use_chat_template": False})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    run = load_run(tmp_path)
+    assert run.task.format == "prompt_completion" and run.task.chat_template == "none"

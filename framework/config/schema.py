@@ -172,7 +172,20 @@ def load_run_file(path: Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path.parent}: not an ft run directory (no {path.name})")
-    return build_run_config(yaml.safe_load(path.read_text()), lambda key: str(path))
+    return build_run_config(upgrade_saved(yaml.safe_load(path.read_text())), lambda key: str(path))
+
+
+def upgrade_saved(node: Dict[str, Any]) -> Dict[str, Any]:
+    """A config saved by an older ft, with each preset's renamed keys rewritten by its registry
+    entry (`upgrade_saved(params) -> params`), so that old run directories still load."""
+    load_all()
+    for group, registry in GROUPS.items():
+        preset = node.get(group)
+        if isinstance(preset, dict) and preset.get("name") in registry:
+            upgrade = getattr(registry.get(preset["name"]), "upgrade_saved", None)
+            if upgrade is not None:
+                node[group] = upgrade(dict(preset))
+    return node
 
 
 def load_run(run_dir: Path, config_file: str = CONFIG_FILE) -> RunConfig:

@@ -44,6 +44,16 @@ class CausalLm(Task):
     greater_is_better = False
     summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
 
+    @staticmethod
+    def upgrade_saved(params: Dict[str, Any]) -> Dict[str, Any]:
+        """Saved configs of ft before chat data: mode sft|lm and use_chat_template."""
+        mode = params.pop("mode", None)
+        if mode is not None:
+            params.setdefault("format", "text" if mode == "lm" else "prompt_completion")
+        if params.pop("use_chat_template", True) is False:
+            params.setdefault("chat_template", "none")
+        return params
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.format = self.params.format  # "auto" until the data's columns are seen
