@@ -29,6 +29,22 @@ class HardwareParams(GroupParams):
     main_process_port: int = 29500  # multi-node: rendezvous port on machine 0
 
 
+@dataclass(frozen=True)
+class MemoryLayout:
+    """Where a profile keeps each part of the training state, for `ft estimate` (plain data).
+    Sharded parts are split over `shards` processes; offloaded ones live off the device."""
+
+    shards: int = 1  # processes that split the sharded parts (ZeRO / FSDP world size)
+    shard_optimizer: bool = False  # ZeRO-1 and up, FSDP
+    shard_gradients: bool = False  # ZeRO-2 and up, FSDP
+    shard_weights: bool = False  # ZeRO-3, FSDP
+    offload_optimizer: Optional[str] = None  # "cpu" or "nvme": optimizer state (+ its grads) off the device
+    offload_weights: Optional[str] = None  # "cpu" or "nvme": weights off the device, streamed in per layer
+    weights_cap: Optional[int] = None  # device_map: bytes of weights kept on the device (rest: CPU/disk)
+    gradient_copies: int = 0  # extra gradient-sized buffers (DDP's all-reduce buckets)
+    master_weights: bool = False  # fp32 copy of trainable weights under 16-bit (DeepSpeed)
+
+
 @dataclass(kw_only=True)
 class DistributedParams(HardwareParams):
     """Profiles that can run several processes, on GPUs (NCCL) or on CPU cores (gloo)."""
@@ -136,6 +152,12 @@ class HardwareProfile:
         return {"world size": cls.world_size(params)}
 
     @classmethod
+    def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
+        """How this profile spreads weights, gradients and optimizer state (for `ft estimate`):
+        by default every process holds all of them on its device."""
+        return MemoryLayout()
+
+    @classmethod
     def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
         """What the profile sets up, as plain data (printed by a dry run; no torch)."""
         name = getattr(cls, "registry_name", cls.__name__)
@@ -184,6 +206,22 @@ class HardwareProfile:
 def quantizes_base(run: Any) -> bool:
     """Whether the run's PEFT method loads the base quantized by bitsandbytes (QLoRA)."""
     return PEFT_METHODS.get(run.peft.name, key="peft.name").quantized_base
+
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def size_bytes(value: Any) -> int:
+    """Bytes from an int or a size string like '24GiB', '500MB', '1.5 TiB' (ValueError if not)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number):] or "b"
+    if unit not in _UNITS or not number:
+        raise ValueError(f"not a size: {value!r} (give bytes or e.g. 24GiB, 500MB)")
+    return int(float(number) * _UNITS[unit])
 
 
 def cuda_device_count() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, List
 
-from framework.hardware.base import DistributedParams, HardwareProfile
+from framework.hardware.base import DistributedParams, HardwareProfile, MemoryLayout
 from framework.registry import HARDWARE
 
 
@@ -18,3 +18,8 @@ class Ddp(HardwareProfile):
     @classmethod
     def problems(cls, params: Any, run: Any) -> List[str]:
         return super().problems(params, run) + cls.device_count_problems(params, run)
+
+    @classmethod
+    def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
+        # DDP's reducer copies gradients into its all-reduce buckets: one more gradient-sized buffer.
+        return MemoryLayout(gradient_copies=1 if cls.world_size(params) > 1 else 0)

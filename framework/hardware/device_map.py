@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Literal, Optional, Union
 
 from framework.errors import UserError
-from framework.hardware.base import HardwareParams, HardwareProfile, quantizes_base
+from framework.hardware.base import (HardwareParams, HardwareProfile, MemoryLayout, quantizes_base,
+                                     size_bytes)
 from framework.registry import HARDWARE
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ class DeviceMap(HardwareProfile):
     @classmethod
     def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
         return {**super().plan(params, train), "load_kwargs": cls._static_load_kwargs(params)}
+
+    @classmethod
+    def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
+        # Weights beyond the first device's max_memory go to the next GPUs, CPU RAM or disk.
+        key = "cpu" if params.device == "cpu" else "0"
+        cap = (params.max_memory or {}).get(key)
+        return MemoryLayout(weights_cap=None if cap is None else size_bytes(cap),
+                            offload_weights="cpu" if cap is not None else None)
 
     @classmethod
     def _static_load_kwargs(cls, params: Any) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
 
-from framework.hardware.base import HardwareParams, HardwareProfile, quantizes_base
+from framework.hardware.base import HardwareParams, HardwareProfile, MemoryLayout, quantizes_base
 from framework.registry import HARDWARE
 
 
@@ -46,6 +46,14 @@ class Fsdp(HardwareProfile):
     @classmethod
     def shards_parameters(cls, params: Any, train: Any) -> bool:
         return True
+
+    @classmethod
+    def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
+        offload = "cpu" if params.offload_params else None
+        # reshard_after_forward=false keeps each block's gathered weights until backward.
+        return MemoryLayout(shards=cls.world_size(params), shard_optimizer=True,
+                            shard_gradients=True, shard_weights=params.reshard_after_forward,
+                            offload_optimizer=offload, offload_weights=offload)
 
     @classmethod
     def plugin_kwargs(cls, params: Any) -> Dict[str, Any]:

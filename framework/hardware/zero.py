@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from framework.hardware.base import DistributedParams, HardwareProfile, quantizes_base
+from framework.hardware.base import (DistributedParams, HardwareProfile, MemoryLayout,
+                                     quantizes_base)
 from framework.registry import HARDWARE
 
 
@@ -203,6 +204,17 @@ class DeepSpeed(HardwareProfile):
             return zero_stage(deepspeed_config(params, train, 1)) == 3
         except Exception:  # noqa: BLE001 - an unreadable config is reported by problems()
             return False
+
+    @classmethod
+    def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
+        config = deepspeed_config(params, train, cls.world_size(params))
+        stage = zero_stage(config) or 0
+        devices = offload_devices(config)
+        return MemoryLayout(shards=cls.world_size(params), shard_optimizer=stage >= 1,
+                            shard_gradients=stage >= 2, shard_weights=stage == 3,
+                            offload_optimizer=devices.get("offload_optimizer"),
+                            offload_weights=devices.get("offload_param"),
+                            master_weights=params.precision != "no")
 
     @classmethod
     def resume_fingerprint(cls, params: Any, train: Any) -> Dict[str, Any]:

@@ -214,6 +214,12 @@ class PeftMethod:
         return {}
 
     @classmethod
+    def base_weight_bytes(cls, params: Any, dtype_bytes: float, quantizable: bool) -> float:
+        """Bytes per base-model parameter as this method holds it in training (`ft estimate`):
+        the load dtype's size; `quantizable` marks weights of the base's linear layers."""
+        return dtype_bytes
+
+    @classmethod
     def prepare_base(cls, params: Any, model: Any, train: Any) -> Any:
         """Adjust the loaded base model before the adapter is added (QLoRA: k-bit training prep)."""
         return model

@@ -204,6 +204,19 @@ class QLora(Lora):
         return found
 
     @classmethod
+    def base_weight_bytes(cls, params: Any, dtype_bytes: float, quantizable: bool) -> float:
+        if not quantizable:
+            # prepare_model_for_kbit_training casts every non-quantized weight (embeddings,
+            # norms, the LM head) to fp32.
+            return 4.0
+        if params.bits == 8:
+            return 1.0 + 4 / 4096  # int8 + an fp32 scale per row (rows of ~4k)
+        # 4 bits + absmax per 64-weight block: fp32 (0.5 bit/param), or with double_quant an
+        # 8-bit absmax plus an fp32 constant per 256 blocks (0.127 bit/param).
+        overhead_bits = 8 / 64 + 32 / (64 * 256) if params.double_quant else 32 / 64
+        return (4 + overhead_bits) / 8
+
+    @classmethod
     def load_kwargs(cls, params: Any) -> Dict[str, Any]:
         import torch
         from transformers import BitsAndBytesConfig

@@ -1,0 +1,510 @@
+"""`ft estimate RECIPE [overrides]`: peak memory per device of a run, before anything is loaded.
+
+The model is built from its config.json on the meta device (no weight is read) and wrapped with
+the run's PEFT method by the same builders `ft train` uses, so parameter counts are the real
+adapter's. Memory is then arithmetic over those counts, the model's shape and the hardware
+profile's MemoryLayout (sharding, offload, device_map):
+
+  weights      base parameters in their load dtype (a quantizing method says its own bytes per
+               parameter: 4-bit QLoRA ~0.52 B) + the trainable parameters (fp32: peft keeps
+               adapters in fp32); divided by the shards under ZeRO-3/FSDP; one block when offloaded
+  gradients    one per trainable parameter (fp32), + DDP's bucket copy; sharded from ZeRO-2
+  optimizer    AdamW: 2 fp32 states per trainable parameter (8 B), SGD: momentum (4 B), + the
+               fp32 master copy DeepSpeed keeps under 16-bit; sharded from ZeRO-1; 0 offloaded
+  activations  what autograd saves for backward, per block and token (see block_elements), x
+               layers x micro-batch x sequence; with gradient checkpointing, each block's input
+               plus one block recomputed at a time
+  logits       models that output the vocabulary (causal/seq2seq LM): micro-batch x sequence x
+               vocabulary, in fp32 (transformers upcasts logits for the loss), 3 copies at the
+               start of backward: the saved log-softmax, its gradient and the logits' gradient
+  runtime      a fixed 0.5 GiB: the CUDA context and cuBLAS workspace on a GPU; torch's own
+               buffers on CPU
+
+The activation constants were read off the autograd graph (the `_saved_*` tensors of every node)
+of MiniLM (BERT) and SmolLM2 (Llama) with LoRA on CPU, and agree with measured peak RSS within
+the bounds bench/estimate_accuracy.py reports (README, "Measured").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from framework.config.compose import Composed, compose_recipe
+from framework.config.schema import RunConfig, build_run_config
+from framework.errors import UserError
+from framework.hardware.base import MemoryLayout, size_bytes
+from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
+
+log = logging.getLogger("ft")
+
+GiB = 2 ** 30
+RUNTIME_BYTES = GiB // 2  # CUDA context + workspace, or torch's CPU buffers (measured ~0.4-0.6 GiB)
+LOGITS_COPIES = 3  # saved log-softmax + its gradient + the logits' gradient, all fp32
+# Optimizer state per trainable parameter (bytes); an optimizer not listed counts as AdamW.
+OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "sgd": 4.0, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0,
+                         "adafactor": 0.5}
+# Presets tried by the fit suggestion, cheapest first: one GPU, then 2 GPUs sharding more and
+# more, then offload to CPU RAM (slow). Each is tried without and with gradient checkpointing.
+GPU_CANDIDATES = ("gpu", "zero2", "zero3", "zero3_offload")
+# config.json names of the same quantity across architectures (first found wins).
+_INTERMEDIATE = ("intermediate_size", "d_ff", "n_inner", "ffn_dim", "encoder_ffn_dim")
+_ATTN_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop",
+                 "dropout_rate")
+_HIDDEN_DROPOUT = ("hidden_dropout_prob", "resid_pdrop", "hidden_dropout", "dropout",
+                   "dropout_rate")
+
+
+@dataclass
+class ModelFacts:
+    """What the estimate needs to know about the model + adapter (counted on the meta device)."""
+
+    total_params: int
+    trainable_params: int
+    quantizable_params: int  # base linear weights a quantizing method stores in k bits
+    layers: int  # transformer blocks (encoder + decoder)
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_width: int  # key/value width per token (kv heads x head dim; = hidden without GQA)
+    vocab: int  # output vocabulary when the model returns vocabulary logits, else 0
+    gated_mlp: bool  # SwiGLU/GeGLU: gate and up projections (3 intermediate-wide saved tensors)
+    attention_dropout: float
+    hidden_dropout: float
+    eager_attention: bool  # attention scores materialised (eager); else SDPA
+    adapter_inputs: float = 0.0  # elements/token/block the adapter saves (inputs of its layers)
+    adapter_masks: float = 0.0  # elements/token/block of its dropout masks
+
+
+@dataclass
+class Settings:
+    """The run's choices that size memory (from the config, or one candidate of a search)."""
+
+    micro_batch: int
+    seq_len: int
+    weight_bytes: float  # bytes per base parameter in the load dtype
+    activation_bytes: int  # 2 under 16-bit weights or autocast, else 4
+    on_gpu: bool
+    gradient_checkpointing: bool
+    optimizer: str
+    layout: MemoryLayout = field(default_factory=MemoryLayout)
+    quantized_bytes: Optional[float] = None  # bytes per quantizable weight (QLoRA), else None
+    other_base_bytes: Optional[float] = None  # bytes per other base weight when quantizing
+
+
+@dataclass
+class Estimate:
+    """Bytes per device by component (ordered as printed) and what was assumed."""
+
+    components: Dict[str, int]
+    facts: ModelFacts
+    settings: Settings
+
+    @property
+    def total(self) -> int:
+        return sum(self.components.values())
+
+    @property
+    def training_bytes(self) -> int:
+        """What training adds once the model is loaded: all but the weights and the runtime
+        (what bench/estimate_accuracy.py compares with peak RSS over the loaded process)."""
+        return self.total - self.components["weights"] - self.components["runtime"]
+
+
+# ---- the arithmetic (no torch) ---------------------------------------------------------------
+def block_elements(facts: ModelFacts, settings: Settings, seq_len: int) -> float:
+    """Activation elements autograd saves per token in one transformer block (frozen base):
+
+      norms        2 x hidden: the input of each of the block's two norms
+      attention    SDPA kernels: query, key, value, output (2 x hidden + 2 x kv width);
+                   materialised scores (eager, or SDPA on CPU with attention dropout, which falls
+                   back to the math path): query, key, value + the softmax (heads x seq), and
+                   with dropout its mask and output (3 x heads x seq)
+      MLP          the activation's input (1 x intermediate); gated MLPs also keep the gate's
+                   activation and the up projection for their product (3 x intermediate)
+      dropout      the base's own hidden dropout: 2 masks of hidden width (attention and MLP out)
+      adapter      the inputs of the adapter's trainable layers (LoRA A sees its dropout's output,
+                   B the rank-wide A output) and the dropout masks (facts.adapter_*)
+
+    Dropout masks are full-width tensors of the activation dtype on CPU (x * mask), one byte per
+    element on CUDA (bool): they are counted here in elements of the activation dtype."""
+    h, i, heads = facts.hidden, facts.intermediate, facts.heads
+    mask = 1.0 if not settings.on_gpu else 1.0 / settings.activation_bytes
+    materialised = facts.eager_attention or (not settings.on_gpu and facts.attention_dropout > 0)
+    if materialised:
+        attention = h + 2 * facts.kv_width + heads * seq_len * (
+            1 + (1 + mask) * (facts.attention_dropout > 0))
+    else:
+        attention = 2 * h + 2 * facts.kv_width
+    mlp = (3 if facts.gated_mlp else 1) * i
+    dropout = 2 * h * mask if facts.hidden_dropout > 0 else 0.0
+    return 2 * h + attention + mlp + dropout + facts.adapter_inputs + facts.adapter_masks * mask
+
+
+def logits_buffer_bytes(micro_batch: int, seq_len: int, vocab: int) -> int:
+    """One fp32 copy of a micro-batch's vocabulary logits (bytes)."""
+    return micro_batch * seq_len * vocab * 4
+
+
+def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
+    """Peak bytes per device of training with these facts and settings."""
+    lay = settings.layout
+    trainable = facts.trainable_params
+    base = facts.total_params - trainable
+    if settings.quantized_bytes is not None:
+        other = base - facts.quantizable_params
+        base_bytes = (facts.quantizable_params * settings.quantized_bytes
+                      + other * (settings.other_base_bytes or settings.weight_bytes))
+    else:
+        base_bytes = base * settings.weight_bytes
+    weights = base_bytes + trainable * 4.0  # peft keeps adapters in fp32
+    if lay.offload_weights:
+        weights = weights / max(facts.layers, 1)  # one block streamed in at a time
+    elif lay.shard_weights:
+        weights /= lay.shards
+    if lay.weights_cap is not None:
+        weights = min(weights, lay.weights_cap)
+    gradients = trainable * 4.0 * (1 + lay.gradient_copies)
+    if lay.shard_gradients:
+        gradients /= lay.shards
+    optimizer = trainable * (OPTIMIZER_STATE_BYTES.get(settings.optimizer, 8.0)
+                             + (4.0 if lay.master_weights else 0.0))
+    if lay.offload_optimizer:
+        optimizer = 0.0
+    elif lay.shard_optimizer:
+        optimizer /= lay.shards
+    tokens = settings.micro_batch * settings.seq_len
+    per_block = block_elements(facts, settings, settings.seq_len)
+    if settings.gradient_checkpointing:
+        saved = facts.layers * facts.hidden + per_block  # block inputs + one block recomputed
+    else:
+        saved = facts.layers * per_block
+    activations = saved * tokens * settings.activation_bytes
+    logits = LOGITS_COPIES * logits_buffer_bytes(settings.micro_batch, settings.seq_len,
+                                                 facts.vocab)
+    components = {"weights": weights, "gradients": gradients, "optimizer": optimizer,
+                  "activations": activations, "logits": logits, "runtime": RUNTIME_BYTES}
+    return Estimate({k: int(round(v)) for k, v in components.items()}, facts, settings)
+
+
+def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
+    """Compose and validate exactly as `ft train` does (session.compose_and_validate)."""
+    composed = compose_recipe(recipe, overrides)
+    return composed, build_run_config(composed.config, composed.origin)
+
+
+# ---- reading a run (torch, meta device) -------------------------------------------------------
+def _first(config: Any, names: Tuple[str, ...], default: Any = None) -> Any:
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _blocks(model: Any) -> List[Any]:
+    """The transformer blocks: items of the outermost ModuleLists that hold linear layers."""
+    import torch
+
+    found: List[Any] = []
+
+    def walk(module: Any) -> None:
+        for child in module.children():
+            if isinstance(child, torch.nn.ModuleList) and any(
+                    isinstance(m, torch.nn.Linear) for m in child.modules()):
+                found.extend(child)
+            else:
+                walk(child)
+
+    walk(model)
+    return found
+
+
+def _adapter_elements(block: Any) -> Tuple[float, float]:
+    """(inputs, masks): elements per token the adapter's trainable linear layers in one block
+    save. Without adapter dropout, layers of one parent with the same input width read the same
+    tensor (q/k/v, gate/up) and it is counted once; with dropout each has its own copy + mask."""
+    import torch
+
+    inputs, masks = 0.0, 0.0
+    shared = set()
+    for name, module in block.named_modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if dropouts is not None and hasattr(module, "lora_A"):
+            for key, layer in module.lora_A.items():
+                width = layer.in_features
+                p = getattr(dropouts[key], "p", 0.0)
+                if p > 0:
+                    inputs, masks = inputs + width, masks + width
+                elif (name.rsplit(".", 1)[0], width) not in shared:
+                    shared.add((name.rsplit(".", 1)[0], width))
+                    inputs += width
+            inputs += sum(layer.in_features for layer in module.lora_B.values())
+            continue
+        if name and not hasattr(module, "lora_A") and isinstance(module, torch.nn.Linear) \
+                and module.weight.requires_grad and ".lora_" not in f".{name}":
+            inputs += module.in_features  # another method's trainable linear
+    return inputs, masks
+
+
+def model_facts(run: RunConfig) -> ModelFacts:
+    """Build the task model + adapter on the meta device and count what the estimate needs."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    from framework.models.loading import hub_token, resolve_checkpoint
+    from framework.models.skeleton import meta_model
+    from framework.training.model import apply_peft
+
+    family = MODELS.get(run.model.name)
+    task = TASKS.get(run.task.name)
+    method = PEFT_METHODS.get(run.peft.name)
+    checkpoint = resolve_checkpoint(run.model)
+    try:
+        config = AutoConfig.from_pretrained(checkpoint, revision=run.model.revision,
+                                            trust_remote_code=run.model.trust_remote_code,
+                                            token=hub_token(run.model))
+    except (OSError, ValueError) as error:
+        raise UserError(f"model.checkpoint='{checkpoint}': cannot read its config.json: "
+                        f"{str(error).strip().splitlines()[0] if str(error).strip() else error}") \
+            from None
+    auto_class = family.auto_model(task.auto_model, config)
+    model = meta_model(config, auto_class, run.model.trust_remote_code)
+    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
+        model.tie_weights()  # from_pretrained ties them; from_config on meta does not
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    with init_empty_weights():
+        model = apply_peft(run, model, method, family)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    quantizable = sum(m.weight.numel() for n, m in model.named_modules()
+                      if isinstance(m, torch.nn.Linear) and m is not output
+                      and not m.weight.requires_grad and ".lora_" not in f".{n}"
+                      and "modules_to_save" not in n and "original_module" not in n)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(_first(text, ("hidden_size", "d_model", "n_embd")))
+    heads = int(_first(text, ("num_attention_heads", "n_head", "encoder_attention_heads"), 1))
+    head_dim = int(_first(text, ("head_dim",), hidden // heads))
+    kv_heads = int(_first(text, ("num_key_value_heads",), heads))
+    intermediate = int(_first(text, _INTERMEDIATE, 4 * hidden))
+    blocks = _blocks(model)
+    first = blocks[0] if blocks else model
+    wide = sum(1 for n, m in first.named_modules() if isinstance(m, torch.nn.Linear)
+               and m.out_features == intermediate and ".lora_" not in f".{n}")
+    inputs, masks = _adapter_elements(first) if blocks else (0.0, 0.0)
+    return ModelFacts(
+        total_params=total, trainable_params=trainable, quantizable_params=quantizable,
+        layers=len(blocks) or int(_first(text, ("num_hidden_layers",), 1)), hidden=hidden,
+        intermediate=intermediate, heads=heads, kv_width=kv_heads * head_dim,
+        vocab=int(getattr(output, "out_features", 0)) if output is not None else 0,
+        gated_mlp=wide >= 2, attention_dropout=float(_first(text, _ATTN_DROPOUT, 0.0) or 0.0),
+        hidden_dropout=float(_first(text, _HIDDEN_DROPOUT, 0.0) or 0.0),
+        eager_attention=getattr(text, "_attn_implementation", "eager") == "eager"
+        or run.model.attn_implementation == "eager",
+        adapter_inputs=inputs, adapter_masks=masks)
+
+
+def run_settings(run: RunConfig) -> Settings:
+    """The sizing choices of a run: micro-batch, data.max_length, dtypes, hardware layout."""
+    profile = HARDWARE.get(run.hardware.name)
+    method = PEFT_METHODS.get(run.peft.name)
+    on_gpu = profile.on_gpu(run.hardware)
+    dtype = run.model.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if on_gpu and _bf16_or_no_gpu() else "float32"
+    weight_bytes = 4.0 if dtype == "float32" else 2.0
+    precision = run.hardware.precision
+    if precision == "auto":
+        precision = "bf16" if on_gpu else "no"
+    activation_bytes = 2 if weight_bytes == 2.0 or precision in ("bf16", "fp16") else 4
+    quantized = method.base_weight_bytes(run.peft, weight_bytes, True)
+    other = method.base_weight_bytes(run.peft, weight_bytes, False)
+    quantizes = quantized != weight_bytes or other != weight_bytes
+    if quantizes:
+        activation_bytes = 2 if getattr(run.peft, "compute_dtype", "") != "float32" else 4
+    return Settings(micro_batch=run.train.batch_size, seq_len=run.data.max_length,
+                    weight_bytes=weight_bytes, activation_bytes=activation_bytes, on_gpu=on_gpu,
+                    gradient_checkpointing=run.train.gradient_checkpointing,
+                    optimizer=run.train.optimizer,
+                    layout=profile.memory_layout(run.hardware, run.train),
+                    quantized_bytes=quantized if quantizes else None,
+                    other_base_bytes=other if quantizes else None)
+
+
+def _bf16_or_no_gpu() -> bool:
+    """bf16 on this machine's GPU, or (planning for a GPU elsewhere) assume a bf16 GPU."""
+    import torch
+
+    return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+
+
+def estimate_run(run: RunConfig, facts: Optional[ModelFacts] = None) -> Estimate:
+    """The estimate of a validated run (builds the meta model unless facts are given)."""
+    return estimate(facts or model_facts(run), run_settings(run))
+
+
+def device_memory() -> Tuple[int, str]:
+    """(bytes, what) of the device a run would use here: the first CUDA GPU, else system RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return props.total_memory, f"GPU 0 ({props.name})"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "system RAM"
+
+
+# ---- output -----------------------------------------------------------------------------------
+def fmt_bytes(value: float) -> str:
+    """Bytes as MiB below 1 GiB, else GiB."""
+    return f"{value / GiB:.2f} GiB" if value >= GiB else f"{value / 2 ** 20:.1f} MiB"
+
+
+def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
+    """The table of components and the verdict against the device memory."""
+    f, s = found.facts, found.settings
+    lay = s.layout
+    lines = [f"model: {run.model.checkpoint or run.model.name} + {run.peft.name}; parameters "
+             f"{f.total_params:,} total, {f.trainable_params:,} trainable "
+             f"({100 * f.trainable_params / max(f.total_params, 1):.3f}%)",
+             f"run: hardware={run.hardware.name} ({'GPU' if s.on_gpu else 'CPU'}), micro-batch "
+             f"{s.micro_batch} x {s.seq_len} tokens (data.max_length), {f.layers} blocks, "
+             f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
+             f"optimizer {s.optimizer}"]
+    notes = {"weights": _weights_note(s, lay), "gradients": "fp32, trainable"
+             + (f", sharded /{lay.shards}" if lay.shard_gradients else ""),
+             "optimizer": ("offloaded to " + lay.offload_optimizer) if lay.offload_optimizer
+             else f"{OPTIMIZER_STATE_BYTES.get(s.optimizer, 8.0):g} B/trainable param"
+             + (f", sharded /{lay.shards}" if lay.shard_optimizer else ""),
+             "activations": f"{s.activation_bytes} B/element"
+             + (", checkpointed" if s.gradient_checkpointing else ""),
+             "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
+             if f.vocab else "no vocabulary output",
+             "runtime": "CUDA context / torch buffers"}
+    lines += ["", f"{'component':<13}{'per device':>13}  note", "-" * 60]
+    lines += [f"{name:<13}{fmt_bytes(value):>13}  {notes[name]}"
+              for name, value in found.components.items()]
+    lines += ["-" * 60, f"{'total':<13}{fmt_bytes(found.total):>13}",
+              "", verdict(found.total, limit, limit_name)]
+    return "\n".join(lines)
+
+
+def _weights_note(s: Settings, lay: MemoryLayout) -> str:
+    kind = (f"{s.quantized_bytes:.2f} B/linear weight (quantized)" if s.quantized_bytes
+            else f"{s.weight_bytes:g} B/param")
+    if lay.offload_weights:
+        kind += f", offloaded to {lay.offload_weights} (one block on the device)"
+    elif lay.shard_weights:
+        kind += f", sharded /{lay.shards}"
+    if lay.weights_cap is not None:
+        kind += f", capped at {fmt_bytes(lay.weights_cap)} (device_map)"
+    return kind
+
+
+def verdict(total: int, limit: int, limit_name: str) -> str:
+    """One line: fits or not, with the margin."""
+    share = 100 * total / limit
+    if total <= limit:
+        return f"fits: {fmt_bytes(total)} of {fmt_bytes(limit)} ({limit_name}), {share:.0f}%"
+    return (f"does NOT fit: {fmt_bytes(total)} > {fmt_bytes(limit)} ({limit_name}), {share:.0f}%;"
+            f" lower train.batch_size, set train.gradient_checkpointing=true, or shard "
+            f"(hardware=zero3)")
+
+
+# ---- the cheapest configuration that fits -----------------------------------------------------
+def micro_batches(batch_size: int) -> List[int]:
+    """The run's micro-batch and its halvings down to 1, largest first."""
+    sizes = [batch_size]
+    while sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+def suggest(facts: ModelFacts, settings_for: Dict[str, Settings],
+            limit: int) -> Optional[Tuple[str, int, bool, Estimate]]:
+    """(preset, micro-batch, gradient checkpointing, estimate) of the cheapest fit: presets in
+    the given order (cheapest first), each without then with checkpointing, the largest
+    micro-batch that fits; None when nothing fits."""
+    for preset, base in settings_for.items():
+        for checkpointing in sorted({base.gradient_checkpointing, True}):
+            for batch in micro_batches(base.micro_batch):
+                trial = replace(base, micro_batch=batch, gradient_checkpointing=checkpointing)
+                found = estimate(facts, trial)
+                if found.total <= limit:
+                    return preset, batch, checkpointing, found
+    return None
+
+
+def print_estimate(recipe: str, overrides: List[str], device_memory_arg: Optional[str]) -> int:
+    """`ft estimate`: the table and verdict; with --device-memory also the cheapest fit.
+    Returns the exit code: 0 fits, 1 does not fit."""
+    _, run = compose_and_validate(recipe, overrides)
+    start = time.perf_counter()
+    facts = model_facts(run)
+    found = estimate(facts, run_settings(run))
+    if device_memory_arg:
+        try:
+            limit, limit_name = size_bytes(device_memory_arg), f"--device-memory {device_memory_arg}"
+        except ValueError as error:
+            raise UserError(f"--device-memory={device_memory_arg}: {error}") from None
+    else:
+        limit, limit_name = device_memory()
+    print(render(found, run, limit, limit_name))
+    if device_memory_arg:
+        print(suggestion_line(recipe, overrides, run, facts, limit))
+    log.debug("estimate took %.2fs", time.perf_counter() - start)
+    return 0 if found.total <= limit else 1
+
+
+def suggestion_line(recipe: str, overrides: List[str], run: RunConfig, facts: ModelFacts,
+                    limit: int) -> str:
+    """'cheapest fit: ...' over the candidate presets x micro-batches x checkpointing."""
+    on_gpu = HARDWARE.get(run.hardware.name).on_gpu(run.hardware)
+    settings_for: Dict[str, Settings] = {}
+    if on_gpu:
+        kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("hardware")]
+        for preset in GPU_CANDIDATES:
+            try:
+                _, trial = compose_and_validate(recipe, kept + [f"hardware={preset}"])
+            except UserError:
+                continue  # e.g. qlora with zero3: refused at validation
+            settings_for[preset] = run_settings(trial)
+    else:
+        settings_for[f"{run.hardware.name} (as configured)"] = run_settings(run)
+    best = suggest(facts, settings_for, limit)
+    if best is None:
+        return "cheapest fit: none of " + ", ".join(settings_for) + " fits even at micro-batch 1"
+    preset, batch, checkpointing, found = best
+    accum = max(1, math.ceil(run.train.batch_size * run.train.grad_accum / batch))
+    words = [f"hardware={preset}"] if on_gpu else []
+    words += [f"train.batch_size={batch}", f"train.grad_accum={accum}"]
+    if checkpointing:
+        words.append("train.gradient_checkpointing=true")
+    return (f"cheapest fit: {' '.join(words)} -> {fmt_bytes(found.total)} per device "
+            f"(same examples per step)")
+
+
+def warn_if_too_big(run: RunConfig) -> None:
+    """Before `ft train` loads anything: log a warning when the estimate exceeds this machine's
+    device memory. Never fails the run (an estimate that cannot be made is only logged)."""
+    start = time.perf_counter()
+    try:
+        found = estimate_run(run)
+        limit, limit_name = device_memory()
+        profile = HARDWARE.get(run.hardware.name)
+        if profile.on_gpu(run.hardware) and limit_name == "system RAM":
+            return  # planning a GPU run on a machine without one: nothing to compare with
+        if found.total > limit:
+            log.warning("memory estimate: %s per device > %s (%s); the run may run out of memory"
+                        " (details: ft estimate %s ...)", fmt_bytes(found.total),
+                        fmt_bytes(limit), limit_name, run.recipe)
+        else:
+            log.info("memory estimate: %s per device of %s (%s)", fmt_bytes(found.total),
+                     fmt_bytes(limit), limit_name)
+    except Exception as error:  # noqa: BLE001 - the estimate must never stop a run
+        log.debug("memory estimate skipped: %s", error)
+    log.debug("memory estimate took %.2fs", time.perf_counter() - start)
