@@ -3,6 +3,8 @@
     ft train RECIPE [key=value ...]     train (in-process, or `accelerate launch` for several ranks)
     ft validate RECIPE [key=value ...]  check the composed config only (never imports torch)
     ft show RECIPE [key=value ...]      print the composed, resolved config
+    ft estimate RECIPE [key=value ...]  peak memory per device, from the meta device (no weights
+                                        read); --device-memory 24GiB: the cheapest fit
     ft list [GROUP] [--task T]          config groups, presets, recipes and registry entries
     ft eval RUN_DIR ...                 evaluate a trained adapter (or several) on a split
     ft predict RUN_DIR --input F        write predictions (embeddings for feature_extraction)
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_command("train", "train a recipe")
     recipe_command("validate", "compose and check a recipe; exit 2 with one line per problem")
     recipe_command("show", "print the composed, resolved config of a recipe")
+    est = recipe_command("estimate", "estimate peak memory per device (meta device; no weights "
+                                     "read); exit 1 if it does not fit")
+    est.add_argument("--device-memory", metavar="SIZE",
+                     help="memory of one device, e.g. 24GiB (default: this machine's GPU 0, else "
+                          "its RAM); also prints the cheapest preset and micro-batch that fit")
     listing = sub.add_parser("list", help="list config groups, presets, recipes and registries")
     listing.add_argument("group", nargs="?", help="one group (model, peft, task, hardware, data, "
                                                   "train, logger) or 'recipes'")
@@ -113,6 +120,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"# presets: {', '.join(f'{g}={p}' for g, p in composed.choices.items())}")
     print(yaml.safe_dump(redact(composed.config), sort_keys=False), end="")
     return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from framework.estimate import print_estimate
+
+    return print_estimate(args.recipe, args.overrides, args.device_memory)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -163,6 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "show": cmd_show, "list": cmd_list,
+            "estimate": cmd_estimate,
             "eval": cmd_eval, "predict": cmd_predict, "merge": cmd_merge, "report": cmd_report}
 
 
@@ -170,7 +184,7 @@ def config_dirs_to_override(argv: List[str]) -> List[str]:
     """`ft train|validate|show ... --config-dir DIR [-cd DIR2]` -> the same words with one
     `hydra.searchpath=[file://DIR,...]` override instead (compose puts those dirs before the
     shipped presets). Left alone when other Hydra flags ask for Hydra's own command line."""
-    if argv[:1] not in (["train"], ["validate"], ["show"]):
+    if argv[:1] not in (["train"], ["validate"], ["show"], ["estimate"]):
         return argv
     words, dirs = [], []
     index = 0

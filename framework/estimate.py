@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -253,6 +254,12 @@ def _adapter_elements(block: Any) -> Tuple[float, float]:
 
 def model_facts(run: RunConfig) -> ModelFacts:
     """Build the task model + adapter on the meta device and count what the estimate needs."""
+    with warnings.catch_warnings():  # deprecation notices of transformers/peft internals
+        warnings.simplefilter("ignore", FutureWarning)
+        return _model_facts(run)
+
+
+def _model_facts(run: RunConfig) -> ModelFacts:
     import torch
     from accelerate import init_empty_weights
     from transformers import AutoConfig
@@ -384,7 +391,7 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
              + (", checkpointed" if s.gradient_checkpointing else ""),
              "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
              if f.vocab else "no vocabulary output",
-             "runtime": "CUDA context / torch buffers"}
+             "runtime": "CUDA context + workspace" if s.on_gpu else "torch's CPU buffers"}
     lines += ["", f"{'component':<13}{'per device':>13}  note", "-" * 60]
     lines += [f"{name:<13}{fmt_bytes(value):>13}  {notes[name]}"
               for name, value in found.components.items()]

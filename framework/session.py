@@ -66,6 +66,9 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
     prepared = prepare_run_dir(composed, run)
     with run_log(prepared.run_dir):
         log.info("run directory: %s", prepared.run_dir)
+        from framework.estimate import warn_if_too_big
+
+        warn_if_too_big(run)  # meta device only; logs, never fails the run
         profile = HARDWARE.get(run.hardware.name)
         if profile.world_size(run.hardware) > 1 or profile.always_launch:
             return Finished(prepared.run_dir, launch(prepared))
