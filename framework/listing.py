@@ -121,8 +121,8 @@ def print_listing(group: Optional[str], task: Optional[str] = None) -> None:
 
 
 # ---- shell completion -------------------------------------------------------------------------
-COMMANDS = ("train", "validate", "show", "list", "eval", "predict", "merge", "report")
-RECIPE_COMMANDS = ("train", "validate", "show")
+COMMANDS = ("train", "validate", "show", "estimate", "list", "eval", "predict", "merge", "report")
+RECIPE_COMMANDS = ("train", "validate", "show", "estimate")
 
 BASH_SCRIPT = """\
 # ft tab completion for bash. Load it with:  eval "$(ft --completion bash)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -66,12 +67,14 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
     prepared = prepare_run_dir(composed, run)
     with run_log(prepared.run_dir):
         log.info("run directory: %s", prepared.run_dir)
-        from framework.estimate import warn_if_too_big
+        from framework.estimate import warn_if_too_big  # meta device; logs, never fails
 
-        warn_if_too_big(run)  # meta device only; logs, never fails the run
         profile = HARDWARE.get(run.hardware.name)
         if profile.world_size(run.hardware) > 1 or profile.always_launch:
+            # Beside the ranks, which take far longer to start: no wait for torch's import here.
+            threading.Thread(target=warn_if_too_big, args=(run,), daemon=True).start()
             return Finished(prepared.run_dir, launch(prepared))
+        warn_if_too_big(run)
         from framework.trainer import train
 
         return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
