@@ -395,8 +395,11 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
     lines += ["", f"{'component':<13}{'per device':>13}  note", "-" * 60]
     lines += [f"{name:<13}{fmt_bytes(value):>13}  {notes[name]}"
               for name, value in found.components.items()]
-    lines += ["-" * 60, f"{'total':<13}{fmt_bytes(found.total):>13}",
-              "", verdict(found.total, limit, limit_name)]
+    lines += ["-" * 60, f"{'total':<13}{fmt_bytes(found.total):>13}"]
+    processes = sharing_processes(run)
+    if processes > 1:
+        lines.append(f"{'x processes':<13}{processes:>13}  CPU processes share this machine's RAM")
+    lines += ["", verdict(needed(found, run), limit, limit_name)]
     return "\n".join(lines)
 
 
@@ -431,17 +434,17 @@ def micro_batches(batch_size: int) -> List[int]:
     return sizes
 
 
-def suggest(facts: ModelFacts, settings_for: Dict[str, Settings],
-            limit: int) -> Optional[Tuple[str, int, bool, Estimate]]:
+def suggest(facts: ModelFacts, settings_for: Dict[str, Settings], limit: int,
+            processes: int = 1) -> Optional[Tuple[str, int, bool, Estimate]]:
     """(preset, micro-batch, gradient checkpointing, estimate) of the cheapest fit: presets in
     the given order (cheapest first), each without then with checkpointing, the largest
-    micro-batch that fits; None when nothing fits."""
+    micro-batch that fits (x `processes` sharing the device); None when nothing fits."""
     for preset, base in settings_for.items():
         for checkpointing in sorted({base.gradient_checkpointing, True}):
             for batch in micro_batches(base.micro_batch):
                 trial = replace(base, micro_batch=batch, gradient_checkpointing=checkpointing)
                 found = estimate(facts, trial)
-                if found.total <= limit:
+                if found.total * processes <= limit:
                     return preset, batch, checkpointing, found
     return None
 
@@ -450,9 +453,6 @@ def print_estimate(recipe: str, overrides: List[str], device_memory_arg: Optiona
     """`ft estimate`: the table and verdict; with --device-memory also the cheapest fit.
     Returns the exit code: 0 fits, 1 does not fit."""
     _, run = compose_and_validate(recipe, overrides)
-    start = time.perf_counter()
-    facts = model_facts(run)
-    found = estimate(facts, run_settings(run))
     if device_memory_arg:
         try:
             limit, limit_name = size_bytes(device_memory_arg), f"--device-memory {device_memory_arg}"
@@ -460,11 +460,24 @@ def print_estimate(recipe: str, overrides: List[str], device_memory_arg: Optiona
             raise UserError(f"--device-memory={device_memory_arg}: {error}") from None
     else:
         limit, limit_name = device_memory()
+    facts = model_facts(run)
+    found = estimate(facts, run_settings(run))
     print(render(found, run, limit, limit_name))
     if device_memory_arg:
         print(suggestion_line(recipe, overrides, run, facts, limit))
-    log.debug("estimate took %.2fs", time.perf_counter() - start)
-    return 0 if found.total <= limit else 1
+    return 0 if needed(found, run) <= limit else 1
+
+
+def sharing_processes(run: RunConfig) -> int:
+    """Processes whose memory one device holds: 1 per GPU; on CPU every process of this machine
+    shares its RAM."""
+    profile = HARDWARE.get(run.hardware.name)
+    return 1 if profile.on_gpu(run.hardware) else run.hardware.num_processes
+
+
+def needed(found: Estimate, run: RunConfig) -> int:
+    """Bytes the device must hold: the per-process estimate x the processes sharing it."""
+    return found.total * sharing_processes(run)
 
 
 def suggestion_line(recipe: str, overrides: List[str], run: RunConfig, facts: ModelFacts,
@@ -482,7 +495,7 @@ def suggestion_line(recipe: str, overrides: List[str], run: RunConfig, facts: Mo
             settings_for[preset] = run_settings(trial)
     else:
         settings_for[f"{run.hardware.name} (as configured)"] = run_settings(run)
-    best = suggest(facts, settings_for, limit)
+    best = suggest(facts, settings_for, limit, 1 if on_gpu else sharing_processes(run))
     if best is None:
         return "cheapest fit: none of " + ", ".join(settings_for) + " fits even at micro-batch 1"
     preset, batch, checkpointing, found = best
@@ -500,18 +513,18 @@ def warn_if_too_big(run: RunConfig) -> None:
     device memory. Never fails the run (an estimate that cannot be made is only logged)."""
     start = time.perf_counter()
     try:
-        found = estimate_run(run)
         limit, limit_name = device_memory()
-        profile = HARDWARE.get(run.hardware.name)
-        if profile.on_gpu(run.hardware) and limit_name == "system RAM":
-            return  # planning a GPU run on a machine without one: nothing to compare with
-        if found.total > limit:
-            log.warning("memory estimate: %s per device > %s (%s); the run may run out of memory"
-                        " (details: ft estimate %s ...)", fmt_bytes(found.total),
-                        fmt_bytes(limit), limit_name, run.recipe)
+        if HARDWARE.get(run.hardware.name).on_gpu(run.hardware) and limit_name == "system RAM":
+            return  # a GPU run planned on a machine without one: nothing to compare with
+        found = estimate_run(run)
+        need = needed(found, run)
+        if need > limit:
+            log.warning("memory estimate: %s > %s (%s); the run may run out of memory (details: "
+                        "ft estimate %s ...)", fmt_bytes(need), fmt_bytes(limit), limit_name,
+                        run.recipe)
         else:
-            log.info("memory estimate: %s per device of %s (%s)", fmt_bytes(found.total),
-                     fmt_bytes(limit), limit_name)
+            log.info("memory estimate: %s of %s (%s)", fmt_bytes(need), fmt_bytes(limit),
+                     limit_name)
     except Exception as error:  # noqa: BLE001 - the estimate must never stop a run
         log.debug("memory estimate skipped: %s", error)
     log.debug("memory estimate took %.2fs", time.perf_counter() - start)
