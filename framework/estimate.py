@@ -225,6 +225,12 @@ def _blocks(model: Any) -> List[Any]:
     return found
 
 
+def _in_width(layer: Any) -> int:
+    """Input width of an adapter factor: a Linear's in_features, or a (out, in) Parameter's last
+    dimension (AdaLoRA keeps its factors as Parameters)."""
+    return int(getattr(layer, "in_features", None) or layer.shape[-1])
+
+
 def _adapter_elements(block: Any) -> Tuple[float, float]:
     """(inputs, masks): elements per token the adapter's trainable linear layers in one block
     save. Without adapter dropout, layers of one parent with the same input width read the same
@@ -237,14 +243,14 @@ def _adapter_elements(block: Any) -> Tuple[float, float]:
         dropouts = getattr(module, "lora_dropout", None)
         if dropouts is not None and hasattr(module, "lora_A"):
             for key, layer in module.lora_A.items():
-                width = layer.in_features
-                p = getattr(dropouts[key], "p", 0.0)
+                width = _in_width(layer)
+                p = getattr(dropouts[key], "p", 0.0) if key in dropouts else 0.0
                 if p > 0:
                     inputs, masks = inputs + width, masks + width
                 elif (name.rsplit(".", 1)[0], width) not in shared:
                     shared.add((name.rsplit(".", 1)[0], width))
                     inputs += width
-            inputs += sum(layer.in_features for layer in module.lora_B.values())
+            inputs += sum(_in_width(layer) for layer in module.lora_B.values())
             continue
         if name and not hasattr(module, "lora_A") and isinstance(module, torch.nn.Linear) \
                 and module.weight.requires_grad and ".lora_" not in f".{name}":
