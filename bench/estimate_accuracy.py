@@ -7,6 +7,7 @@ already holds) is compared with peak - baseline. Prints a Markdown table, writes
     .venv/bin/python bench/estimate_accuracy.py                 # all configurations
     .venv/bin/python bench/estimate_accuracy.py --only minilm   # those whose name contains it
     .venv/bin/python bench/estimate_accuracy.py --json out.json
+    .venv/bin/python bench/estimate_accuracy.py --timing        # what ft train pays for it
 
 The child sets MALLOC_MMAP_THRESHOLD_ (glibc) to 128 KiB so that every tensor buffer is its own
 mmap and freed memory goes back to the kernel at once: RSS then follows live tensors instead of
@@ -152,12 +153,37 @@ def table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def timing(recipes: List[str]) -> None:
+    """What `ft train` pays for its estimate: warn_if_too_big per recipe, once torch and
+    transformers are imported (the trainer imports them right after) and the checkpoint is
+    resolved (the second call: the trainer resolves it anyway)."""
+    import time
+
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    from framework.estimate import compose_and_validate, warn_if_too_big
+
+    for recipe in recipes:
+        _, run = compose_and_validate(recipe, [])
+        warn_if_too_big(run)
+        start = time.perf_counter()
+        warn_if_too_big(run)
+        print(f"{recipe}: the estimate before training takes {time.perf_counter() - start:.2f} s")
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timing", action="store_true",
+                        help="only time the estimate ft train makes first (3 recipes)")
     parser.add_argument("--only", help="run the configurations whose name contains this")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per configuration")
     parser.add_argument("--json", type=Path, default=Path("estimate_accuracy.json"))
     args = parser.parse_args(argv)
+    if args.timing:
+        timing(["seq_cls_tiny_bert_lora", "seq_cls_minilm_lora", "sft_smollm2_chat_lora"])
+        return 0
     rows = [compare(name, recipe, overrides, args.steps)
             for name, (recipe, overrides) in CONFIGS.items()
             if not args.only or args.only in name]
