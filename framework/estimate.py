@@ -405,7 +405,7 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
     processes = sharing_processes(run)
     if processes > 1:
         lines.append(f"{'x processes':<13}{processes:>13}  CPU processes share this machine's RAM")
-    lines += ["", verdict(needed(found, run), limit, limit_name)]
+    lines += ["", verdict(needed(found, run), limit, limit_name, found.components)]
     return "\n".join(lines)
 
 
@@ -421,17 +421,22 @@ def _weights_note(s: Settings, lay: MemoryLayout) -> str:
     return kind
 
 
-def verdict(total: int, limit: int, limit_name: str) -> str:
-    """One line: fits or not, with the margin."""
+def verdict(total: int, limit: int, limit_name: str, components: Dict[str, int]) -> str:
+    """One line: fits or not, with the margin and, when not, what to change for the part that
+    dominates."""
     share = 100 * total / limit
     if total <= limit:
         return f"fits: {fmt_bytes(total)} of {fmt_bytes(limit)} ({limit_name}), {share:.0f}%"
+    per_token = components["activations"] + components["logits"]
+    state = components["weights"] + components["gradients"] + components["optimizer"]
+    fix = ("activations and logits dominate: lower train.batch_size (raise train.grad_accum) or "
+           "data.max_length, or set train.gradient_checkpointing=true" if per_token >= state else
+           "weights and training state dominate: shard them (hardware=zero3 or fsdp), offload "
+           "(hardware=zero3_offload) or quantize the base (peft=qlora)")
     return (f"does NOT fit: {fmt_bytes(total)} > {fmt_bytes(limit)} ({limit_name}), {share:.0f}%;"
-            f" lower train.batch_size, set train.gradient_checkpointing=true, or shard "
-            f"(hardware=zero3)")
+            f" {fix}")
 
 
-# ---- the cheapest configuration that fits -----------------------------------------------------
 def micro_batches(batch_size: int) -> List[int]:
     """The run's micro-batch and its halvings down to 1, largest first."""
     sizes = [batch_size]
