@@ -1,7 +1,7 @@
 """`ft estimate` against measured memory: each configuration trains a few steps in a fresh
 subprocess on CPU, which records its RSS once the model and data are loaded (the baseline) and
 its peak RSS during the training steps (the kernel's high-water mark, reset just before the
-first step). The estimate's training-time part (everything but the weights, which the baseline
+first step); with --gpu, hardware=gpu and torch.cuda.max_memory_allocated over memory_allocated. The estimate's training-time part (everything but the weights, which the baseline
 already holds) is compared with peak - baseline. Prints a Markdown table, writes JSON.
 
     .venv/bin/python bench/estimate_accuracy.py                 # all configurations
@@ -92,14 +92,21 @@ def child(recipe: str, overrides: List[str], steps: int, output: Path) -> None:
             for param in model.parameters():
                 param.sum()
         gc.collect()
-        baseline = rss_bytes()
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        cuda = setup.accelerator.device.type == "cuda"
+        if cuda:  # on a GPU: torch's own count of the tensors it allocated there
+            torch.cuda.synchronize()
+            baseline = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            baseline = rss_bytes()
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         with StopSignals() as signals:
             run_steps(setup, Position(), signals, None)
-        peak = peak_rss_bytes()
-    output.write_text(json.dumps({"baseline_rss": baseline, "peak_rss": peak,
+        peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
+    output.write_text(json.dumps({"baseline": baseline, "peak": peak,
                                   "measured": peak - baseline, "weights_in_memory": weights,
-                                  "batch_widths": widths}))
+                                  "batch_widths": widths,
+                                  "measure": "cuda max_memory_allocated" if cuda else "RSS"}))
 
 
 def measure(recipe: str, overrides: List[str], steps: int) -> Dict[str, Any]:
@@ -141,8 +148,9 @@ def compare(name: str, recipe: str, overrides: List[str], steps: int) -> Dict[st
 def table(rows: List[Dict[str, Any]]) -> str:
     """Markdown: estimate vs measured per configuration."""
     mib = 2 ** 20
+    measure = rows[0]["measure"] if rows else "RSS"
     lines = ["| configuration | batch x seq (widths seen) | estimate, total | estimate, training part "
-             "(total - weights - runtime) | measured peak RSS - baseline | error |",
+             f"(total - weights - runtime) | measured peak {measure} - baseline | error |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         widths = sorted(set(r["batch_widths"]))
@@ -175,6 +183,9 @@ def timing(recipes: List[str]) -> None:
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true",
+                        help="the same configurations with hardware=gpu (bf16), measured with "
+                             "torch.cuda.max_memory_allocated")
     parser.add_argument("--timing", action="store_true",
                         help="only time the estimate ft train makes first (3 recipes)")
     parser.add_argument("--only", help="run the configurations whose name contains this")
@@ -184,7 +195,8 @@ def main(argv: List[str]) -> int:
     if args.timing:
         timing(["seq_cls_tiny_bert_lora", "seq_cls_minilm_lora", "sft_smollm2_chat_lora"])
         return 0
-    rows = [compare(name, recipe, overrides, args.steps)
+    gpu = ["hardware=gpu"] if args.gpu else []
+    rows = [compare(name + ("_gpu" if gpu else ""), recipe, overrides + gpu, args.steps)
             for name, (recipe, overrides) in CONFIGS.items()
             if not args.only or args.only in name]
     print(table(rows))

@@ -340,11 +340,12 @@ def run_settings(run: RunConfig) -> Settings:
     quantizes = quantized != weight_bytes or other != weight_bytes
     if quantizes:
         activation_bytes = 2 if getattr(run.peft, "compute_dtype", "") != "float32" else 4
+    layout = profile.memory_layout(run.hardware, run.train)
     return Settings(micro_batch=run.train.batch_size, seq_len=run.data.max_length,
                     weight_bytes=weight_bytes, activation_bytes=activation_bytes, on_gpu=on_gpu,
-                    gradient_checkpointing=run.train.gradient_checkpointing,
-                    optimizer=run.train.optimizer,
-                    layout=profile.memory_layout(run.hardware, run.train),
+                    gradient_checkpointing=run.train.gradient_checkpointing
+                    or layout.checkpoints_activations,
+                    optimizer=run.train.optimizer, layout=layout,
                     quantized_bytes=quantized if quantizes else None,
                     other_base_bytes=other if quantizes else None)
 

@@ -34,7 +34,7 @@ def test_zero3_across_4_processes_divides_the_sharded_parts_by_4():
     assert zero3["activations"] == plain["activations"] and zero3["logits"] == plain["logits"]
 
 
-def test_the_zero_presets_answer_their_sharding_and_offload():
+def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
     """The profiles themselves say what they shard (asked, not named)."""
     cpu = ["hardware.device=cpu", "hardware.precision=no"]
     _, run = compose_and_validate("seq_cls_tiny_bert_lora",
@@ -48,6 +48,11 @@ def test_the_zero_presets_answer_their_sharding_and_offload():
                                   ["hardware=device_map", "hardware.device=cpu",
                                    "hardware.precision=no", "hardware.max_memory={cpu: 1GiB}"])
     assert run_settings(run).layout.weights_cap == GiB
+    _, run = compose_and_validate("seq_cls_tiny_bert_lora",  # dry_run: planned for GPUs
+                                  ["hardware=fsdp", "hardware.activation_checkpointing=true",
+                                   "dry_run=true"])
+    settings = run_settings(run)
+    assert settings.layout.shard_weights and settings.gradient_checkpointing
     offload = MemoryLayout(offload_optimizer="cpu", offload_weights="cpu")
     found = estimate(FACTS, replace(GPU, layout=offload)).components
     assert found["optimizer"] == 0

@@ -43,6 +43,7 @@ class MemoryLayout:
     weights_cap: Optional[int] = None  # device_map: bytes of weights kept on the device (rest: CPU/disk)
     gradient_copies: int = 0  # extra gradient-sized buffers (DDP's all-reduce buckets)
     master_weights: bool = False  # fp32 copy of trainable weights under 16-bit (DeepSpeed)
+    checkpoints_activations: bool = False  # the profile recomputes activations itself (FSDP)
 
 
 @dataclass(kw_only=True)

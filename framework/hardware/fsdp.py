@@ -53,7 +53,8 @@ class Fsdp(HardwareProfile):
         # reshard_after_forward=false keeps each block's gathered weights until backward.
         return MemoryLayout(shards=cls.world_size(params), shard_optimizer=True,
                             shard_gradients=True, shard_weights=params.reshard_after_forward,
-                            offload_optimizer=offload, offload_weights=offload)
+                            offload_optimizer=offload, offload_weights=offload,
+                            checkpoints_activations=params.activation_checkpointing)
 
     @classmethod
     def plugin_kwargs(cls, params: Any) -> Dict[str, Any]:
