@@ -42,6 +42,10 @@ CONFIGS: Dict[str, List[Any]] = {
                                                          "data.source.exchanges=4",
                                                          "train.gradient_checkpointing=true",
                                                          "task.generate_eval=false"]],
+    # Eager attention: the heads x seq x seq softmax is kept for backward (SDPA keeps none).
+    "smollm2_sft_b4_s128_eager": ["sft_smollm2_chat_lora", [
+        "train.batch_size=4", "data.max_length=128", "data.source.exchanges=4",
+        "model.attn_implementation=eager", "task.generate_eval=false"]],
     # LoRA without dropout: q/k/v and gate/up share their saved input instead of one copy each.
     "smollm2_sft_b8_s64_lora_dropout0": ["sft_smollm2_chat_lora", [
         "train.batch_size=8", "data.max_length=64", "peft.dropout=0", "task.generate_eval=false"]],

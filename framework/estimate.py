@@ -123,8 +123,9 @@ def block_elements(facts: ModelFacts, settings: Settings, seq_len: int) -> float
       norms        2 x hidden: the input of each of the block's two norms
       attention    SDPA kernels: query, key, value, output (2 x hidden + 2 x kv width);
                    materialised scores (eager, or SDPA on CPU with attention dropout, which falls
-                   back to the math path): query, key, value + the softmax (heads x seq), and
-                   with dropout its mask and output (3 x heads x seq)
+                   back to the math path): query, key and value, the latter two repeated to every
+                   head under grouped-query attention (3 x hidden), + the softmax (heads x seq),
+                   and with dropout its mask and output (3 x heads x seq)
       MLP          the activation's input (1 x intermediate); gated MLPs also keep the gate's
                    activation and the up projection for their product (3 x intermediate)
       dropout      the base's own hidden dropout: 2 masks of hidden width (attention and MLP out)
@@ -137,7 +138,7 @@ def block_elements(facts: ModelFacts, settings: Settings, seq_len: int) -> float
     mask = 1.0 if not settings.on_gpu else 1.0 / settings.activation_bytes
     materialised = facts.eager_attention or (not settings.on_gpu and facts.attention_dropout > 0)
     if materialised:
-        attention = h + 2 * facts.kv_width + heads * seq_len * (
+        attention = 3 * h + heads * seq_len * (
             1 + (1 + mask) * (facts.attention_dropout > 0))
     else:
         attention = 2 * h + 2 * facts.kv_width
