@@ -44,7 +44,7 @@ from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
 log = logging.getLogger("ft")
 
 GiB = 2 ** 30
-RUNTIME_BYTES = GiB // 2  # CUDA context + workspace, or torch's CPU buffers (measured ~0.4-0.6 GiB)
+RUNTIME_BYTES = GiB // 2  # CUDA context + workspace; on CPU, torch and the data (about 0.5 GiB of RSS)
 LOGITS_COPIES = 3  # saved log-softmax + its gradient + the logits' gradient, all fp32
 # Optimizer state per trainable parameter (bytes); an optimizer not listed counts as AdamW.
 OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "sgd": 4.0, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0,
