@@ -13,7 +13,7 @@ import pytest
 from framework.estimate import (GiB, LOGITS_COPIES, ModelFacts, Settings, compose_and_validate,
                                 estimate, logits_buffer_bytes, run_settings, suggest)
 from framework.hardware.base import MemoryLayout, size_bytes
-from tests.conftest import REPO
+from conftest import REPO
 
 # A 1B-parameter Llama-like decoder with LoRA (numbers chosen by hand, no model is built).
 FACTS = ModelFacts(total_params=1_010_000_000, trainable_params=10_000_000,
