@@ -104,6 +104,7 @@ class Estimate:
     components: Dict[str, int]
     facts: ModelFacts
     settings: Settings
+    offloaded: int = 0  # bytes per process held in CPU RAM / on NVMe instead (offload, device_map)
 
     @property
     def total(self) -> int:
@@ -164,21 +165,25 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
     else:
         base_bytes = base * settings.weight_bytes
     weights = base_bytes + trainable * 4.0  # peft keeps adapters in fp32
-    if lay.offload_weights:
-        weights = weights / max(facts.layers, 1)  # one block streamed in at a time
-    elif lay.shard_weights:
+    if lay.shard_weights:
         weights /= lay.shards
+    offloaded = 0.0
+    if lay.offload_weights:
+        offloaded = weights
+        weights = weights / max(facts.layers, 1)  # one block streamed in at a time
     if lay.weights_cap is not None:
+        offloaded = max(0.0, weights - lay.weights_cap)
         weights = min(weights, lay.weights_cap)
     gradients = trainable * 4.0 * (1 + lay.gradient_copies)
     if lay.shard_gradients:
         gradients /= lay.shards
     optimizer = trainable * (OPTIMIZER_STATE_BYTES.get(settings.optimizer, 8.0)
                              + (4.0 if lay.master_weights else 0.0))
-    if lay.offload_optimizer:
-        optimizer = 0.0
-    elif lay.shard_optimizer:
+    if lay.shard_optimizer:
         optimizer /= lay.shards
+    if lay.offload_optimizer:
+        offloaded += optimizer
+        optimizer = 0.0
     tokens = settings.micro_batch * settings.seq_len
     per_block = block_elements(facts, settings, settings.seq_len)
     if settings.gradient_checkpointing:
@@ -190,7 +195,8 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
                                                  facts.vocab)
     components = {"weights": weights, "gradients": gradients, "optimizer": optimizer,
                   "activations": activations, "logits": logits, "runtime": RUNTIME_BYTES}
-    return Estimate({k: int(round(v)) for k, v in components.items()}, facts, settings)
+    return Estimate({k: int(round(v)) for k, v in components.items()}, facts, settings,
+                    int(round(offloaded)))
 
 
 def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
@@ -391,10 +397,10 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
              f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
              f"optimizer {s.optimizer}"]
     notes = {"weights": _weights_note(s, lay), "gradients": "fp32, trainable"
-             + (f", sharded /{lay.shards}" if lay.shard_gradients else ""),
+             + (f", sharded /{lay.shards}" if lay.shard_gradients and lay.shards > 1 else ""),
              "optimizer": ("offloaded to " + lay.offload_optimizer) if lay.offload_optimizer
              else f"{OPTIMIZER_STATE_BYTES.get(s.optimizer, 8.0):g} B/trainable param"
-             + (f", sharded /{lay.shards}" if lay.shard_optimizer else ""),
+             + (f", sharded /{lay.shards}" if lay.shard_optimizer and lay.shards > 1 else ""),
              "activations": f"{s.activation_bytes} B/element"
              + (", checkpointed" if s.gradient_checkpointing else ""),
              "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
@@ -404,6 +410,9 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
     lines += [f"{name:<13}{fmt_bytes(value):>13}  {notes[name]}"
               for name, value in found.components.items()]
     lines += ["-" * 60, f"{'total':<13}{fmt_bytes(found.total):>13}"]
+    if found.offloaded:
+        lines.append(f"{'offloaded':<13}{fmt_bytes(found.offloaded):>13}  per process, in CPU RAM "
+                     f"or on disk instead of the device (not in the total)")
     processes = sharing_processes(run)
     if processes > 1:
         lines.append(f"{'x processes':<13}{processes:>13}  CPU processes share this machine's RAM")
@@ -416,7 +425,7 @@ def _weights_note(s: Settings, lay: MemoryLayout) -> str:
             else f"{s.weight_bytes:g} B/param")
     if lay.offload_weights:
         kind += f", offloaded to {lay.offload_weights} (one block on the device)"
-    elif lay.shard_weights:
+    elif lay.shard_weights and lay.shards > 1:
         kind += f", sharded /{lay.shards}"
     if lay.weights_cap is not None:
         kind += f", capped at {fmt_bytes(lay.weights_cap)} (device_map)"
@@ -473,6 +482,8 @@ def print_estimate(recipe: str, overrides: List[str], device_memory_arg: Optiona
             raise UserError(f"--device-memory={device_memory_arg}: {error}") from None
     else:
         limit, limit_name = device_memory()
+        if HARDWARE.get(run.hardware.name).on_gpu(run.hardware) and limit_name == "system RAM":
+            limit_name = "system RAM: no GPU visible here; give --device-memory SIZE"
     facts = model_facts(run)
     found = estimate(facts, run_settings(run))
     print(render(found, run, limit, limit_name))

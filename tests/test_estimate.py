@@ -54,10 +54,12 @@ def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
     settings = run_settings(run)
     assert settings.layout.shard_weights and settings.gradient_checkpointing
     offload = MemoryLayout(offload_optimizer="cpu", offload_weights="cpu")
-    found = estimate(FACTS, replace(GPU, layout=offload)).components
-    assert found["optimizer"] == 0
-    assert found["weights"] == pytest.approx(estimate(FACTS, GPU).components["weights"] / 16,
-                                             abs=1)  # one of 16 blocks on the device
+    plain = estimate(FACTS, GPU).components
+    offloaded = estimate(FACTS, replace(GPU, layout=offload))
+    assert offloaded.components["optimizer"] == 0
+    assert offloaded.components["weights"] == pytest.approx(plain["weights"] / 16, abs=1)
+    # ... one of 16 blocks on the device; the rest, and the optimizer state, in host RAM.
+    assert offloaded.offloaded == pytest.approx(plain["weights"] + plain["optimizer"], abs=2)
 
 
 def test_gradient_checkpointing_lowers_activations():
