@@ -38,9 +38,9 @@ class MemoryLayout:
     shard_optimizer: bool = False  # ZeRO-1 and up, FSDP
     shard_gradients: bool = False  # ZeRO-2 and up, FSDP
     shard_weights: bool = False  # ZeRO-3, FSDP
-    offload_optimizer: Optional[str] = None  # "cpu" or "nvme": optimizer state (+ its grads) off the device
-    offload_weights: Optional[str] = None  # "cpu" or "nvme": weights off the device, streamed in per layer
-    weights_cap: Optional[int] = None  # device_map: bytes of weights kept on the device (rest: CPU/disk)
+    offload_optimizer: Optional[str] = None  # "cpu"/"nvme": optimizer state off the device
+    offload_weights: Optional[str] = None  # "cpu"/"nvme": weights off the device, streamed in
+    weights_cap: Optional[int] = None  # device_map: weight bytes kept on the device (rest: CPU/disk)
     gradient_copies: int = 0  # extra gradient-sized buffers (DDP's all-reduce buckets)
     master_weights: bool = False  # fp32 copy of trainable weights under 16-bit (DeepSpeed)
     checkpoints_activations: bool = False  # the profile recomputes activations itself (FSDP)
