@@ -11,10 +11,10 @@ import pytest
 
 from framework.params import DataConfig
 from framework.errors import UserError
+from framework.plugins import load_all
 from framework.registry import MODELS, TASKS
 
-import framework.models  # noqa: E402,F401  (registers the model families)
-import framework.tasks  # noqa: E402,F401  (registers the tasks)
+load_all()  # plug-in modules register themselves when imported
 
 
 @pytest.fixture(scope="module")
