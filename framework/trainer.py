@@ -33,8 +33,9 @@ from framework.config.schema import RunConfig, load_run
 from framework.errors import TrainingInterrupted, UserError, run_guarded
 from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
-from framework.run_dir import (ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics,
-                               redact, write_summary)
+from framework.run_dir import (ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog,
+                               read_metrics, redact, write_summary)
+from framework.training.best import BestKeeper
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -71,6 +72,7 @@ class Setup:
     metrics_log: MetricsLog
     total_steps: int
     tracking: bool  # an Accelerate tracker (e.g. TensorBoard) receives the train records
+    best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
 
 
 # ---- phase 1: setup -------------------------------------------------------------------------
@@ -173,6 +175,7 @@ def restore(setup: Setup, checkpoint: Optional[Path]) -> Tuple[Position, Optiona
     setup.accelerator.load_state(str(checkpoint))
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
+    setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, position.step,
@@ -229,7 +232,8 @@ def save(setup: Setup, position: Position) -> Path:
     """An atomic checkpoint of the whole training state at this position."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
-        path = save_checkpoint(setup.accelerator, setup.run_dir, position.step, asdict(position),
+        path = save_checkpoint(setup.accelerator, setup.run_dir, position.step,
+                               {**asdict(position), "best": setup.best.state_dict()},
                                setup.run.train.keep_last, config_yaml)
     except OSError as error:
         raise TrainingInterrupted(
@@ -254,7 +258,8 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                     desc="train", dynamic_ncols=True)
     meter = LossMeter(accelerator)
     last_save = time.monotonic()  # train.save_every_minutes counts from here (seconds)
-    while position.step < setup.total_steps:
+    stopping = False  # early stopping fired: save, then finish
+    while position.step < setup.total_steps and not stopping:
         for batch in epoch_batches(setup, position, resumed_rng):
             resumed_rng = None
             finite = micro_step(setup, batch, meter, position.step)
@@ -268,13 +273,14 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                 progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                      tok_s=f"{record['tokens_per_s']:.0f}")
             if eval_due(run.train, position.step, setup.total_steps):
-                evaluate(setup, position.step)
+                stopping = setup.best.observe(position.step, evaluate(setup, position.step),
+                                              lambda: export_adapter(setup, ADAPTER_DIR))
             minutes_due = (run.train.save_every_minutes is not None and
                            time.monotonic() - last_save >= 60 * run.train.save_every_minutes)
             # One collective for both flags: ranks must agree before a collective save.
             stop_now, minutes_due = any_rank(accelerator, signals.requested is not None,
                                              minutes_due)
-            if stop_now or minutes_due or save_due(run.train, position.step):
+            if stop_now or minutes_due or stopping or save_due(run.train, position.step):
                 path = save(setup, position)
                 last_save = time.monotonic()
                 if stop_now:
@@ -282,7 +288,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                         f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
                         f"Resume with: ft train {run.recipe} resume=auto run_dir={setup.run_dir}",
                         exit_code=signals.exit_code())
-            if position.step >= setup.total_steps:
+            if position.step >= setup.total_steps or stopping:
                 break
         else:  # the epoch ran out before total_steps
             position.epoch += 1
@@ -387,23 +393,36 @@ def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict
     """Final evaluation, then the adapter (loadable with PeftModel.from_pretrained), the
     tokenizer and label maps beside it, and summary.json."""
     accelerator, run_dir = setup.accelerator, setup.run_dir
-    final_metrics = evaluate(setup, position.step)
+    final_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
+    setup.best.observe(position.step, final_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
     accelerator.wait_for_everyone()
-    adapter_dir = run_dir / ADAPTER_DIR
+    # With keep_best, adapter/ already holds the best evaluation's adapter; the last goes beside.
+    adapter_dir = export_adapter(setup, ADAPTER_LAST_DIR if setup.best.keep else ADAPTER_DIR)
+    if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
+        export_adapter(setup, ADAPTER_DIR)
+    if accelerator.is_main_process:
+        write_summary(run_dir, {
+            "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
+            "baseline": baseline, "primary_metric": setup.task.primary_metric,
+            "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
+            "metrics": str(run_dir / METRICS_FILE), **setup.best.summary()})
+        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
+    accelerator.end_training()
+    return final_metrics
+
+
+def export_adapter(setup: Setup, name: str) -> Path:
+    """Save the adapter (loadable with PeftModel.from_pretrained) with the tokenizer and the
+    task's label maps beside it into RUN_DIR/name; every rank calls this (collective)."""
+    accelerator = setup.accelerator
+    adapter_dir = setup.run_dir / name
     setup.method.save_adapter(setup.run.peft, accelerator.unwrap_model(setup.model),
                               str(adapter_dir), is_main_process=accelerator.is_main_process,
                               state_dict=accelerator.get_state_dict(setup.model))
     if accelerator.is_main_process:
         setup.tokenizer.save_pretrained(str(adapter_dir))
         setup.task.save_artifacts(adapter_dir)
-        write_summary(run_dir, {
-            "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
-            "baseline": baseline, "primary_metric": setup.task.primary_metric,
-            "greater_is_better": setup.task.greater_is_better, "adapter": str(adapter_dir),
-            "metrics": str(run_dir / METRICS_FILE)})
-        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
-    accelerator.end_training()
-    return final_metrics
+    return adapter_dir
 
 
 def _fmt(metrics: Dict[str, float]) -> str:
@@ -416,6 +435,7 @@ def train(run: RunConfig, run_dir: Path, resume_from: Optional[Path] = None) -> 
     """Run one training job (continuing checkpoint `resume_from` when given); return the final
     evaluation metrics (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
+    setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
     position, resumed_rng = restore(setup, resume_from)
     check_checkpoint_space(setup)
     baseline = evaluate_baseline(setup, position)
