@@ -32,10 +32,11 @@ from framework.checkpoint import (checkpoint_bytes, read_trainer_state, save_che
 from framework.config.schema import RunConfig, load_run
 from framework.errors import TrainingInterrupted, UserError, run_guarded
 from framework.logs import configure_logging, run_log
-from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
+from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
 from framework.run_dir import (ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog,
                                read_metrics, redact, write_summary)
 from framework.training.best import BestKeeper
+from framework.training.tracking import Trackers, logging_dir, tracker_names
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -71,7 +72,7 @@ class Setup:
     raw_splits: Dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
     metrics_log: MetricsLog
     total_steps: int
-    tracking: bool  # an Accelerate tracker (e.g. TensorBoard) receives the train records
+    trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
 
 
@@ -81,18 +82,18 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     loaders, optimizer and schedule (all prepared by Accelerate)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
     profile = HARDWARE.get(run.hardware.name)
-    tracker = LOGGERS.get(run.logger.name).tracker
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        log_with=tracker, project_dir=str(run_dir))
-    if tracker:
-        accelerator.init_trackers(run.logger.project or run.recipe)
+        log_with=tracker_names(run) or None, project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(logging_dir(run_dir))))
+    trackers = Trackers(run, run_dir, accelerator)
+    trackers.start()
     set_seed(run.seed)
     family = MODELS.get(run.model.name)
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
@@ -132,8 +133,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         accelerator.register_for_checkpointing(method_state)
     return Setup(run, run_dir, accelerator, task, method, tokenizer, model, optimizer, scheduler,
                  train_loader, dict(zip(eval_loaders, prepared_eval)), raw_splits,
-                 MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps,
-                 tracking=bool(tracker))
+                 MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps, trackers)
 
 
 def weights_description(model: Any) -> str:
@@ -211,6 +211,7 @@ def evaluate(setup: Setup, step: int) -> Dict[str, float]:
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
+    setup.trackers.log("eval", results, step)
     return results
 
 
@@ -371,9 +372,7 @@ def log_train(setup: Setup, position: Position, meter: LossMeter) -> Dict[str, A
     record = {"step": position.step, "split": "train", **meter.flush(),
               "lr": setup.scheduler.get_last_lr()[0], "epoch": position.epoch}
     setup.metrics_log.write(record)
-    if setup.tracking:
-        setup.accelerator.log({k: v for k, v in record.items() if k != "split"},
-                              step=position.step)
+    setup.trackers.log("train", record, position.step)
     return record
 
 
@@ -400,13 +399,16 @@ def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict
     adapter_dir = export_adapter(setup, ADAPTER_LAST_DIR if setup.best.keep else ADAPTER_DIR)
     if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
         export_adapter(setup, ADAPTER_DIR)
+    summary = {
+        "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
+        "baseline": baseline, "primary_metric": setup.task.primary_metric,
+        "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
+        "metrics": str(run_dir / METRICS_FILE), **setup.best.summary()}
     if accelerator.is_main_process:
-        write_summary(run_dir, {
-            "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
-            "baseline": baseline, "primary_metric": setup.task.primary_metric,
-            "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
-            "metrics": str(run_dir / METRICS_FILE), **setup.best.summary()})
+        write_summary(run_dir, summary)
         log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
+    setup.trackers.finish(summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)},
+                          position.step)
     accelerator.end_training()
     return final_metrics
 

@@ -85,7 +85,8 @@ def combination_problems(run: Any) -> List[str]:
     source = DATASETS.get(run.data.name, key="data.name")
     if hasattr(source, "problems"):
         found += source.problems(run.data_source)
-    found += LOGGERS.get(run.logger.name, key="logger.name").problems(run.logger)
+    for name, params in run.logger.items():
+        found += LOGGERS.get(name, key="logger").problems(params)
     found += _train_problems(run.train) + best_problems(run.train)
     if run.data.max_length < 8:
         found.append(f"data.max_length={run.data.max_length}: must be at least 8 tokens")
