@@ -36,6 +36,7 @@ from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
 from framework.run_dir import (ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog,
                                read_metrics, redact, write_summary)
 from framework.training.best import BestKeeper
+from framework.training.curves import write_run_curves
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
@@ -74,6 +75,7 @@ class Setup:
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
+    started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
 
 
 # ---- phase 1: setup -------------------------------------------------------------------------
@@ -403,9 +405,11 @@ def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict
         "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
         "baseline": baseline, "primary_metric": setup.task.primary_metric,
         "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
-        "metrics": str(run_dir / METRICS_FILE), **setup.best.summary()}
+        "metrics": str(run_dir / METRICS_FILE), **setup.best.summary(),
+        "train_seconds": round(time.monotonic() - setup.started, 3)}  # this attempt's loop
     if accelerator.is_main_process:
         write_summary(run_dir, summary)
+        write_run_curves(run_dir)
         log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
     setup.trackers.finish(summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)},
                           position.step)
@@ -441,6 +445,7 @@ def train(run: RunConfig, run_dir: Path, resume_from: Optional[Path] = None) -> 
     position, resumed_rng = restore(setup, resume_from)
     check_checkpoint_space(setup)
     baseline = evaluate_baseline(setup, position)
+    setup.started = time.monotonic()
     with StopSignals() as signals:
         run_steps(setup, position, signals, resumed_rng)
     return finish(setup, position, baseline)

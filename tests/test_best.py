@@ -119,6 +119,7 @@ def test_early_stopping_stops_says_why_and_survives_resume(tmp_path, monkeypatch
                                                "improve by more than 0 for 3 evaluation(s)")
     assert summary["stopped_early"] in (run_dir / "train.log").read_text()
     assert (run_dir / "checkpoints" / "checkpoint-00000004").is_dir()  # the final checkpoint
+    assert (run_dir / "curves.png").stat().st_size > 10_000  # drawn at the end of training
     # Resume from step 2: the best (step 1) and the patience count come back from the
     # checkpoint, so the run stops at step 4 again (a fresh count would take step 3 as best).
     checkpoint = run_dir / "checkpoints" / "checkpoint-00000002"
