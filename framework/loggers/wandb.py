@@ -34,7 +34,7 @@ class Wandb(Logger):
     @classmethod
     def prepare(cls, params: Any, run_dir: Path) -> None:
         if not _USER_DATA_DIR:
-            os.environ["WANDB_DATA_DIR"] = str(run_dir / WANDB_DIR / "wandb")
+            os.environ["WANDB_DATA_DIR"] = str(run_dir / WANDB_DIR)
 
     @classmethod
     def init_kwargs(cls, params: Any, run_dir: Path) -> Dict[str, Any]:
@@ -46,7 +46,8 @@ class Wandb(Logger):
                                   x_disable_meta=True, x_disable_stats=True,
                                   x_disable_machine_info=True, x_save_requirements=False,
                                   console="off", silent=True)
-        return {"mode": params.mode, "entity": params.entity, "dir": str(run_dir / WANDB_DIR),
+        # W&B writes into dir/wandb (= RUN_DIR/WANDB_DIR).
+        return {"mode": params.mode, "entity": params.entity, "dir": str(run_dir),
                 "name": params.run_name or run_dir.name, "settings": settings}
 
     @classmethod
