@@ -65,6 +65,12 @@ def plot_runs(runs: Sequence[Tuple[str, Path]], output: Path) -> Optional[Path]:
                 steps, values = zip(*points)
                 axis.plot(steps, values, marker="o" if len(points) < 30 else None,
                           markersize=3, label=label)
+        if len(runs) == 1 and panel not in ("train loss", "eval loss"):
+            best = (read_summary(runs[0][1]) or {}).get("best") or {}
+            if best.get("step") is not None:  # train.keep_best / early stopping's winner
+                axis.axvline(best["step"], linestyle=":", color="grey",
+                             label=f"best (step {best['step']})")
+                axis.legend(fontsize=7)
         axis.set_title(panel)
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
