@@ -89,11 +89,12 @@ def _loggers(node: Any, origin: OriginFn, problems: List[str]) -> Dict[str, Any]
         return {}
     found = {}
     for name, keys in node.items():
-        try:
-            entry = LOGGERS.get(name, key="logger")
-        except UserError as error:
-            problems.append(str(error))
+        if name not in LOGGERS:
+            problems.append(f"logger.{name}: not a logger{did_you_mean(str(name), LOGGERS.names())}"
+                            f"; each logger's options sit under its name (e.g. "
+                            f"logger.mlflow.project=...); loggers: {', '.join(LOGGERS.names())}")
             continue
+        entry = LOGGERS.get(name)
         if keys is not None and not isinstance(keys, dict):
             problems.append(f"logger.{name}: must be a mapping of {name}'s options, got {keys!r}")
             continue
