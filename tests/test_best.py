@@ -66,7 +66,7 @@ def test_keep_best_and_early_stopping_need_eval_every():
     from framework.errors import UserError
     from framework.session import compose_and_validate
 
-    with pytest.raises(UserError, match="train.keep_best=True: needs evaluations"):
+    with pytest.raises(UserError, match="train.keep_best=true: needs evaluations"):
         compose_and_validate(RECIPE, ["train.keep_best=true"])
     with pytest.raises(UserError, match="early_stopping_patience=0: must be >= 1"):
         compose_and_validate(RECIPE, ["train.eval_every=2", "train.early_stopping_patience=0"])

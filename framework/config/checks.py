@@ -40,7 +40,9 @@ def best_problems(train: Any) -> List[str]:
     found = []
     wanted = [k for k in ("keep_best", "early_stopping_patience") if getattr(train, k)]
     if wanted and not train.eval_every:
-        found.append(f"train.{wanted[0]}={getattr(train, wanted[0])}: needs evaluations during "
+        value = getattr(train, wanted[0])
+        shown = str(value).lower() if isinstance(value, bool) else value  # as YAML spells it
+        found.append(f"train.{wanted[0]}={shown}: needs evaluations during "
                      f"training; set train.eval_every=N (optimizer steps between evaluations)")
     if train.early_stopping_patience is not None and train.early_stopping_patience < 1:
         found.append(f"train.early_stopping_patience={train.early_stopping_patience}: must be >= 1 "
