@@ -9,7 +9,8 @@
     ft eval RUN_DIR ...                 evaluate a trained adapter (or several) on a split
     ft predict RUN_DIR --input F        write predictions (embeddings for feature_extraction)
     ft merge RUN_DIR                    write a merged full model (methods that can merge)
-    ft report RUN_DIR ... | latest RECIPE   print a finished run's metrics before and after
+    ft report RUN_DIR ... | latest RECIPE   one run's metrics before/after, steps, time, best
+                                        eval; several runs (or a sweep dir): one ranked table
 
     --config-dir DIR (train/validate/show)  also look for presets and recipes in DIR, before
                                         the shipped ones (a preset of the same name wins)
@@ -92,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="merge the adapter into the base model (safetensors)")
     mg.add_argument("run_dir", type=Path)
     mg.add_argument("--output", type=Path, help="default: RUN_DIR/merged")
-    rp = sub.add_parser("report", help="print finished runs' metrics before and after training")
-    rp.add_argument("runs", nargs="+", help="run directories, or: latest RECIPE")
+    rp = sub.add_parser("report", help="a finished run's metrics before/after training; several "
+                                       "runs (or a sweep directory): one table ranked by the "
+                                       "task's primary metric")
+    rp.add_argument("runs", nargs="+", help="run directories, directories of runs, or: "
+                                            "latest RECIPE")
+    rp.add_argument("--plot", type=Path, metavar="OUT.png",
+                    help="also draw the runs' curves into one PNG (needs matplotlib)")
     rp.add_argument("--output-root", default="outputs", help="where `latest RECIPE` looks")
     return parser
 
@@ -171,7 +177,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from framework.report import print_report
 
-    print_report(args.runs, args.output_root)
+    print_report(args.runs, args.output_root, args.plot)
     return 0
 
 

@@ -20,7 +20,13 @@ KIND_EXAMPLES = {"decoder": "llama", "encoder": "bert", "seq2seq": "t5"}
 def _preset_node(group: str, preset: str) -> Dict:
     import yaml
 
-    return yaml.safe_load(preset_file(group, preset).read_text()) or {}
+    import re
+
+    text = preset_file(group, preset).read_text()
+    node = yaml.safe_load(text) or {}
+    # Logger presets compose under their own key (`# @package logger.NAME`): NAME is the entry.
+    package = re.match(rf"# @package {group}\.(\w+)\n", text)
+    return {"name": package.group(1), **node} if package else node
 
 
 def _preset_line(group: str, preset: str) -> str:

@@ -42,6 +42,9 @@ class TrainConfig:
     nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
     gradient_checkpointing: bool = False  # trade compute for activation memory
     num_workers: int = 0  # DataLoader worker processes
+    keep_best: bool = False  # adapter/ = best eval by the task's primary metric; adapter_last/ = last
+    early_stopping_patience: Optional[int] = None  # stop after this many evals without improvement
+    early_stopping_delta: float = 0.0  # smallest change of the primary metric that counts as improving
 
 
 @dataclass(kw_only=True)

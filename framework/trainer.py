@@ -32,9 +32,12 @@ from framework.checkpoint import (checkpoint_bytes, read_trainer_state, save_che
 from framework.config.schema import RunConfig, load_run
 from framework.errors import TrainingInterrupted, UserError, run_guarded
 from framework.logs import configure_logging, run_log
-from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
-from framework.run_dir import (ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics,
-                               redact, write_summary)
+from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
+from framework.run_dir import (ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog,
+                               read_metrics, redact, write_summary)
+from framework.training.best import BestKeeper
+from framework.training.curves import write_run_curves
+from framework.training.tracking import Trackers, logging_dir, tracker_names
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -70,7 +73,9 @@ class Setup:
     raw_splits: Dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
     metrics_log: MetricsLog
     total_steps: int
-    tracking: bool  # an Accelerate tracker (e.g. TensorBoard) receives the train records
+    trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
+    best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
+    started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
 
 
 # ---- phase 1: setup -------------------------------------------------------------------------
@@ -79,18 +84,18 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     loaders, optimizer and schedule (all prepared by Accelerate)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
     profile = HARDWARE.get(run.hardware.name)
-    tracker = LOGGERS.get(run.logger.name).tracker
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        log_with=tracker, project_dir=str(run_dir))
-    if tracker:
-        accelerator.init_trackers(run.logger.project or run.recipe)
+        log_with=tracker_names(run) or None, project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(logging_dir(run_dir))))
+    trackers = Trackers(run, run_dir, accelerator)
+    trackers.start()
     set_seed(run.seed)
     family = MODELS.get(run.model.name)
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
@@ -130,8 +135,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         accelerator.register_for_checkpointing(method_state)
     return Setup(run, run_dir, accelerator, task, method, tokenizer, model, optimizer, scheduler,
                  train_loader, dict(zip(eval_loaders, prepared_eval)), raw_splits,
-                 MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps,
-                 tracking=bool(tracker))
+                 MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps, trackers)
 
 
 def weights_description(model: Any) -> str:
@@ -173,6 +177,7 @@ def restore(setup: Setup, checkpoint: Optional[Path]) -> Tuple[Position, Optiona
     setup.accelerator.load_state(str(checkpoint))
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
+    setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, position.step,
@@ -208,6 +213,7 @@ def evaluate(setup: Setup, step: int) -> Dict[str, float]:
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
+    setup.trackers.log("eval", results, step)
     return results
 
 
@@ -229,7 +235,8 @@ def save(setup: Setup, position: Position) -> Path:
     """An atomic checkpoint of the whole training state at this position."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
-        path = save_checkpoint(setup.accelerator, setup.run_dir, position.step, asdict(position),
+        path = save_checkpoint(setup.accelerator, setup.run_dir, position.step,
+                               {**asdict(position), "best": setup.best.state_dict()},
                                setup.run.train.keep_last, config_yaml)
     except OSError as error:
         raise TrainingInterrupted(
@@ -254,7 +261,8 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                     desc="train", dynamic_ncols=True)
     meter = LossMeter(accelerator)
     last_save = time.monotonic()  # train.save_every_minutes counts from here (seconds)
-    while position.step < setup.total_steps:
+    stopping = False  # early stopping fired: save, then finish
+    while position.step < setup.total_steps and not stopping:
         for batch in epoch_batches(setup, position, resumed_rng):
             resumed_rng = None
             finite = micro_step(setup, batch, meter, position.step)
@@ -268,13 +276,14 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                 progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                      tok_s=f"{record['tokens_per_s']:.0f}")
             if eval_due(run.train, position.step, setup.total_steps):
-                evaluate(setup, position.step)
+                stopping = setup.best.observe(position.step, evaluate(setup, position.step),
+                                              lambda: export_adapter(setup, ADAPTER_DIR))
             minutes_due = (run.train.save_every_minutes is not None and
                            time.monotonic() - last_save >= 60 * run.train.save_every_minutes)
             # One collective for both flags: ranks must agree before a collective save.
             stop_now, minutes_due = any_rank(accelerator, signals.requested is not None,
                                              minutes_due)
-            if stop_now or minutes_due or save_due(run.train, position.step):
+            if stop_now or minutes_due or stopping or save_due(run.train, position.step):
                 path = save(setup, position)
                 last_save = time.monotonic()
                 if stop_now:
@@ -282,7 +291,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                         f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
                         f"Resume with: ft train {run.recipe} resume=auto run_dir={setup.run_dir}",
                         exit_code=signals.exit_code())
-            if position.step >= setup.total_steps:
+            if position.step >= setup.total_steps or stopping:
                 break
         else:  # the epoch ran out before total_steps
             position.epoch += 1
@@ -365,9 +374,7 @@ def log_train(setup: Setup, position: Position, meter: LossMeter) -> Dict[str, A
     record = {"step": position.step, "split": "train", **meter.flush(),
               "lr": setup.scheduler.get_last_lr()[0], "epoch": position.epoch}
     setup.metrics_log.write(record)
-    if setup.tracking:
-        setup.accelerator.log({k: v for k, v in record.items() if k != "split"},
-                              step=position.step)
+    setup.trackers.log("train", record, position.step)
     return record
 
 
@@ -387,23 +394,41 @@ def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict
     """Final evaluation, then the adapter (loadable with PeftModel.from_pretrained), the
     tokenizer and label maps beside it, and summary.json."""
     accelerator, run_dir = setup.accelerator, setup.run_dir
-    final_metrics = evaluate(setup, position.step)
+    final_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
+    setup.best.observe(position.step, final_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
     accelerator.wait_for_everyone()
-    adapter_dir = run_dir / ADAPTER_DIR
+    # With keep_best, adapter/ already holds the best evaluation's adapter; the last goes beside.
+    adapter_dir = export_adapter(setup, ADAPTER_LAST_DIR if setup.best.keep else ADAPTER_DIR)
+    if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
+        export_adapter(setup, ADAPTER_DIR)
+    summary = {
+        "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
+        "baseline": baseline, "primary_metric": setup.task.primary_metric,
+        "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
+        "metrics": str(run_dir / METRICS_FILE), **setup.best.summary(),
+        "train_seconds": round(time.monotonic() - setup.started, 3)}  # this attempt's loop
+    if accelerator.is_main_process:
+        write_summary(run_dir, summary)
+        write_run_curves(run_dir)
+        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
+    setup.trackers.finish(summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)},
+                          position.step)
+    accelerator.end_training()
+    return final_metrics
+
+
+def export_adapter(setup: Setup, name: str) -> Path:
+    """Save the adapter (loadable with PeftModel.from_pretrained) with the tokenizer and the
+    task's label maps beside it into RUN_DIR/name; every rank calls this (collective)."""
+    accelerator = setup.accelerator
+    adapter_dir = setup.run_dir / name
     setup.method.save_adapter(setup.run.peft, accelerator.unwrap_model(setup.model),
                               str(adapter_dir), is_main_process=accelerator.is_main_process,
                               state_dict=accelerator.get_state_dict(setup.model))
     if accelerator.is_main_process:
         setup.tokenizer.save_pretrained(str(adapter_dir))
         setup.task.save_artifacts(adapter_dir)
-        write_summary(run_dir, {
-            "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
-            "baseline": baseline, "primary_metric": setup.task.primary_metric,
-            "greater_is_better": setup.task.greater_is_better, "adapter": str(adapter_dir),
-            "metrics": str(run_dir / METRICS_FILE)})
-        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
-    accelerator.end_training()
-    return final_metrics
+    return adapter_dir
 
 
 def _fmt(metrics: Dict[str, float]) -> str:
@@ -416,9 +441,11 @@ def train(run: RunConfig, run_dir: Path, resume_from: Optional[Path] = None) -> 
     """Run one training job (continuing checkpoint `resume_from` when given); return the final
     evaluation metrics (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
+    setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
     position, resumed_rng = restore(setup, resume_from)
     check_checkpoint_space(setup)
     baseline = evaluate_baseline(setup, position)
+    setup.started = time.monotonic()
     with StopSignals() as signals:
         run_steps(setup, position, signals, resumed_rng)
     return finish(setup, position, baseline)

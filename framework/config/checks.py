@@ -35,6 +35,24 @@ def _train_problems(train: Any) -> List[str]:
     return found
 
 
+def best_problems(train: Any) -> List[str]:
+    """train.keep_best and early stopping judge evaluations, so they need train.eval_every."""
+    found = []
+    wanted = [k for k in ("keep_best", "early_stopping_patience") if getattr(train, k)]
+    if wanted and not train.eval_every:
+        value = getattr(train, wanted[0])
+        shown = str(value).lower() if isinstance(value, bool) else value  # as YAML spells it
+        found.append(f"train.{wanted[0]}={shown}: needs evaluations during "
+                     f"training; set train.eval_every=N (optimizer steps between evaluations)")
+    if train.early_stopping_patience is not None and train.early_stopping_patience < 1:
+        found.append(f"train.early_stopping_patience={train.early_stopping_patience}: must be >= 1 "
+                     f"(evaluations without improvement), or null to never stop early")
+    if train.early_stopping_delta < 0:
+        found.append(f"train.early_stopping_delta={train.early_stopping_delta}: must be >= 0 "
+                     f"(in the primary metric's units)")
+    return found
+
+
 def model_problems(run: Any, family: Any, config: Any) -> List[str]:
     """The task and PEFT method against the checkpoint's architecture (a config.json mapping or a
     transformers config; None when it is not known before download: checked again at train time,
@@ -69,8 +87,9 @@ def combination_problems(run: Any) -> List[str]:
     source = DATASETS.get(run.data.name, key="data.name")
     if hasattr(source, "problems"):
         found += source.problems(run.data_source)
-    found += LOGGERS.get(run.logger.name, key="logger.name").problems(run.logger)
-    found += _train_problems(run.train)
+    for name, params in run.logger.items():
+        found += LOGGERS.get(name, key="logger").problems(params)
+    found += _train_problems(run.train) + best_problems(run.train)
     if run.data.max_length < 8:
         found.append(f"data.max_length={run.data.max_length}: must be at least 8 tokens")
     if run.model.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -235,7 +235,8 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
         bad = re.search(r"'([^']+\.yaml)'", message)
         return UserError(f"malformed YAML{' in ' + bad.group(1) if bad else ''}: "
                          f"{message.splitlines()[0]}")
-    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", message)
+    # "Could not load": a preset inside a list of presets (logger=[tensorboard,mlflw]).
+    missing = re.search(r"Could not (?:find|load) '([^'/]+)/([^']+)'", message)
     if missing:
         group, name = missing.groups()
         presets = group_presets(group)

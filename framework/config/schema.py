@@ -43,15 +43,15 @@ class RunConfig(RunSettings):
     hardware: Any
     data: DataConfig
     train: TrainConfig
-    logger: Any
+    logger: Dict[str, Any]  # logger name -> its typed params, in the order given (logger=[a,b])
     data_source: Any = None  # typed `data.source`, per the data source's Params
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)  # the composed mapping it came from
 
 
 TOP_LEVEL_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
 GROUPS: Dict[str, Registry] = {
-    "model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hardware": HARDWARE, "logger": LOGGERS,
-}
+    "model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hardware": HARDWARE,
+}  # one preset each, chosen by its `name`; `logger` may hold several (see _loggers)
 ALL_GROUPS: List[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
 
 
@@ -72,6 +72,37 @@ def _group(registry: Registry, node: Any, key: str, origin: OriginFn, problems: 
     return check_dataclass(entry.Params, node, key, origin, problems)
 
 
+def logger_entries(node: Any) -> Any:
+    """The logger group as {logger name: its keys}. Each logger preset composes under its own
+    key (`# @package logger.NAME`), so `logger=[tensorboard,mlflow]` yields both; the older
+    single-preset form {name: NAME, ...} (saved configs) is read as {NAME: {...}}."""
+    if isinstance(node, dict) and isinstance(node.get("name"), str):
+        return {node["name"]: {k: v for k, v in node.items() if k != "name"}}
+    return node
+
+
+def _loggers(node: Any, origin: OriginFn, problems: List[str]) -> Dict[str, Any]:
+    node = logger_entries(node)
+    if not isinstance(node, dict) or not node:
+        problems.append(f"logger: must name at least one logger, got {node!r}; pick with "
+                        f"logger=jsonl or logger=[tensorboard,mlflow] (`ft list logger`)")
+        return {}
+    found = {}
+    for name, keys in node.items():
+        if name not in LOGGERS:
+            problems.append(f"logger.{name}: not a logger{did_you_mean(str(name), LOGGERS.names())}"
+                            f"; each logger's options sit under its name (e.g. "
+                            f"logger.mlflow.project=...); loggers: {', '.join(LOGGERS.names())}")
+            continue
+        entry = LOGGERS.get(name)
+        if keys is not None and not isinstance(keys, dict):
+            problems.append(f"logger.{name}: must be a mapping of {name}'s options, got {keys!r}")
+            continue
+        found[name] = check_dataclass(entry.Params, {"name": name, **(keys or {})},
+                                      f"logger.{name}", origin, problems)
+    return found
+
+
 def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
     """Type-check a composed config and return the RunConfig; raise one UserError listing all
     problems (unknown keys with suggestions, wrong types, missing values, unknown presets)."""
@@ -88,6 +119,8 @@ def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
                         f"or pass {g}=PRESET (`ft list {g}`)")
     groups = {key: _group(reg, node[key], key, origin, problems)
               for key, reg in GROUPS.items() if key in node}
+    if "logger" in node:
+        groups["logger"] = _loggers(node["logger"], origin, problems)
     train = check_dataclass(TrainConfig, node.get("train") or {}, "train", origin, problems) \
         if "train" in node else None
     data = check_dataclass(DataConfig, node.get("data") or {}, "data", origin, problems) \
@@ -138,7 +171,13 @@ def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
     group, rest = parents[0], parents[1:]
     node = config.get(group) if isinstance(config.get(group), dict) else {}
     cls: Any
-    if group in GROUPS:
+    if group == "logger":  # logger.NAME.key: NAME's Params
+        if not rest:
+            return LOGGERS.names()
+        if rest[0] not in LOGGERS:
+            return []
+        cls, rest = LOGGERS.get(rest[0]).Params, rest[1:]
+    elif group in GROUPS:
         if node.get("name") not in GROUPS[group]:
             return []
         cls = GROUPS[group].get(node["name"]).Params
@@ -179,6 +218,8 @@ def upgrade_saved(node: Dict[str, Any]) -> Dict[str, Any]:
     """A config saved by an older ft, with each preset's renamed keys rewritten by its registry
     entry (`upgrade_saved(params) -> params`), so that old run directories still load."""
     load_all()
+    if "logger" in node:
+        node["logger"] = logger_entries(node["logger"])
     for group, registry in GROUPS.items():
         preset = node.get(group)
         if isinstance(preset, dict) and preset.get("name") in registry:

@@ -1,6 +1,9 @@
-"""TensorBoard event files in the run directory, through Accelerate's tracker."""
+"""TensorBoard event files in RUN_DIR/tensorboard/<project>/, through Accelerate's tracker."""
 
 from __future__ import annotations
+
+import json
+from typing import Any, Dict
 
 from framework.loggers.base import Logger
 from framework.registry import LOGGERS
@@ -10,4 +13,10 @@ from framework.registry import LOGGERS
 class Tensorboard(Logger):
     tracker = "tensorboard"
     package = "tensorboard"
-    summary = "metrics.jsonl plus TensorBoard event files in the run directory"
+    summary = "metrics.jsonl plus TensorBoard event files in RUN_DIR/tensorboard"
+
+    @classmethod
+    def log_summary(cls, tracker: Any, summary: Dict[str, Any]) -> None:
+        """The summary as a text entry (TensorBoard has no artifacts)."""
+        tracker.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```")
+        tracker.writer.flush()
