@@ -5,7 +5,8 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 from __future__ import annotations
 
 import sys
-from typing import List, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Set, Tuple
 
 from framework.errors import UserError, exit_code_for
 from framework.run_dir import read_summary
@@ -68,21 +69,38 @@ def sweep_jobs(overrides: List[str]) -> List[List[str]]:
             for i, values in enumerate(axes) for value in values[1:]] + [firsts]
 
 
-def prevalidate_sweep(recipe: str, overrides: List[str]) -> List[str]:
+def prevalidate_sweep(recipe: str, overrides: List[str]) -> Tuple[List[str], List[Any], Set[str]]:
     """Validate every job of a sweep before the first one runs (a bad value must not surface after
-    hours of training, or on a cluster node): one line per failing job, [] if all are valid."""
+    hours of training, or on a cluster node). Returns (one line per failing job, the validated
+    runs, the keys that needed a `+` because their preset omits them although the schema has
+    them: Hydra composes each job itself and must be told to add those)."""
+    from framework.config.compose import override_key
     from framework.session import compose_and_validate
 
     # Jobs of a cluster launcher (hydra/launcher=slurm) run on other machines: check everything
     # but this machine's devices, as a dry run does.
     remote = any(o.lstrip("+").startswith("hydra/launcher=") for o in overrides)
-    problems = []
+    problems, runs, added = [], [], set()
     for job in sweep_jobs(overrides):
         try:
-            compose_and_validate(recipe, job + (["dry_run=true"] if remote else []))
+            composed, run = compose_and_validate(recipe, job + (["dry_run=true"] if remote else []))
         except UserError as error:
             problems.append(f"sweep job [{' '.join(job)}]: {error}")
-    return problems
+            continue
+        runs.append(run)
+        added |= {override_key(o) for o in composed.overrides
+                  if o.startswith("+") and not o.startswith("++")} - \
+                 {override_key(o) for o in job if o.startswith("+")}
+    return problems, runs, added
+
+
+def force_added(overrides: List[str], keys: Set[str]) -> List[str]:
+    """`key=v1,v2` -> `++key=v1,v2` for schema keys a preset omits (++ adds or overrides, so it
+    also fits jobs whose preset does have the key)."""
+    from framework.config.compose import override_key
+
+    return [f"++{o.lstrip('+')}" if override_key(o) in keys and not o.startswith("~") else o
+            for o in overrides]
 
 
 def run_hydra_app(argv: List[str]) -> int:
@@ -105,6 +123,8 @@ def run_hydra_app(argv: List[str]) -> int:
         return exit_code_for(error)
     rest = argv[1:]
 
+    sweep = SweepPlan()
+
     @hydra.main(config_path=str(recipe_path.parent), config_name=recipe_path.stem,
                 version_base=HYDRA_VERSION_BASE)
     def job(cfg: DictConfig) -> float:
@@ -117,15 +137,18 @@ def run_hydra_app(argv: List[str]) -> int:
     def run_job(cfg: DictConfig) -> float:
         from hydra.core.hydra_config import HydraConfig
 
+        from framework.sweep import run_trial
+
         hydra_cfg = HydraConfig.get()
         overrides = list(hydra_cfg.overrides.task)
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
                    if not k.startswith("hydra/") and v is not None}
         node = OmegaConf.to_container(cfg, resolve=True)
         node.setdefault("recipe", recipe_path.stem)
-        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN" and not node.get("run_dir"):
-            node["run_dir"] = str(hydra_cfg.runtime.output_dir)
-            node["overwrite"] = True  # Hydra made this job's directory for it
+        if sweep.sweep_dir is not None and not node.get("run_dir"):
+            return run_trial(node, argv[0], recipe_path, overrides, choices,
+                             Path(hydra_cfg.runtime.output_dir), sweep.sweep_dir, sweep.options,
+                             sweep.optuna)
         composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
         finished = execute(composed, build_run_config(node, composed.origin))
         # The objective is the task's primary metric, as the run itself recorded it.
@@ -139,8 +162,12 @@ def run_hydra_app(argv: List[str]) -> int:
     printing_only = any(f in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
                               "--hydra-help") for f in flags)
     if any(f in ("-m", "--multirun") for f in flags) and not printing_only:
-        problems = prevalidate_sweep(str(recipe_path), overrides)
-        if problems:
+        try:
+            overrides = plan_sweep(sweep, str(recipe_path), overrides)
+        except UserError as error:
+            return exit_code_for(error)
+        if sweep.problems:
+            problems = sweep.problems
             shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
             print("error: the sweep has invalid jobs; nothing was run:\n  " + "\n  ".join(shown),
                   file=sys.stderr)
@@ -149,10 +176,55 @@ def run_hydra_app(argv: List[str]) -> int:
                 f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
                 "hydra.job.chdir=false", "hydra/job_logging=disabled",
                 "hydra/hydra_logging=disabled", *overrides]
+    code = 0
     try:
         job()
     except UserError as error:
-        return exit_code_for(error)
+        code = exit_code_for(error)
     except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+        code = int(exit_.code or 0)
+    if sweep.sweep_dir is None or not sweep.sweep_dir.is_dir():
+        return code
+    from framework.sweep import finish_sweep, sweep_exit_code
+
+    summary = finish_sweep(sweep.sweep_dir)
+    # Failed trials do not fail the sweep; no completed trial (or fail_fast's stop) does.
+    return code or sweep_exit_code(summary)
+
+
+class SweepPlan:
+    """What `plan_sweep` decided for a sweep, read by each trial (in this process)."""
+
+    def __init__(self) -> None:
+        from framework.sweep import SweepOptions
+
+        self.sweep_dir: Optional[Path] = None
+        self.options = SweepOptions()
+        self.optuna = False
+        self.problems: List[str] = []
+
+
+def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
+    """Validate every job, then settle the sweep directory (a fixed name per command, so that
+    re-running the command resumes it), schema keys (`++`) and, for Optuna, its direction and
+    persistent study. Returns the overrides to hand to Hydra; problems go to plan.problems."""
+    from framework.config.compose import override_key
+    from framework.sweep import (objective_direction, optuna_overrides, resolve_sweep_dir,
+                                 split_sweep_options, task_objective)
+
+    plan.options, overrides = split_sweep_options(overrides)
+    plan.problems, runs, added = prevalidate_sweep(recipe, overrides)
+    if plan.problems:
+        return overrides
+    overrides = force_added(overrides, added)
+    output_root = runs[0].output_root if runs else "outputs"
+    plan.sweep_dir = resolve_sweep_dir(overrides, output_root, Path(recipe).stem)
+    overrides = [o for o in overrides if override_key(o) != "hydra.sweep.dir"]
+    overrides.append(f"hydra.sweep.dir={plan.sweep_dir}")
+    plan.optuna = any(o.lstrip("+").split("=", 1) == ["hydra/sweeper", "optuna"] for o in overrides)
+    if plan.optuna and runs:
+        direction = objective_direction([task_objective(run) for run in runs], overrides)
+        overrides = optuna_overrides(overrides, plan.sweep_dir, direction)
+    print(f"[sweep] directory: {plan.sweep_dir} (the same command resumes it; "
+          f"`ft sweep report {plan.sweep_dir}` shows it)", file=sys.stderr, flush=True)
+    return overrides
