@@ -8,6 +8,7 @@
     ft predict RUN_DIR --input F        write predictions (embeddings for feature_extraction)
     ft merge RUN_DIR                    write a merged full model (methods that can merge)
     ft report RUN_DIR ... | latest RECIPE   print a finished run's metrics before and after
+    ft sweep report SWEEP_DIR           a sweep's trials (status, metric, time) and the best one
 
     --config-dir DIR (train/validate/show)  also look for presets and recipes in DIR, before
                                         the shipped ones (a preset of the same name wins)
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="print finished runs' metrics before and after training")
     rp.add_argument("runs", nargs="+", help="run directories, or: latest RECIPE")
     rp.add_argument("--output-root", default="outputs", help="where `latest RECIPE` looks")
+    sw = sub.add_parser("sweep", help="sweeps (ft train RECIPE -m ...): `ft sweep report DIR`")
+    sw.add_argument("action", choices=["report"], help="report: the table of trials and the best")
+    sw.add_argument("sweep_dir", type=Path, help="the sweep directory `ft train -m` printed")
     return parser
 
 
@@ -162,7 +166,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "show": cmd_show, "list": cmd_list,
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from framework.sweep import report
+
+    return report(args.sweep_dir)
+
+
+COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "validate": cmd_validate, "show": cmd_show, "list": cmd_list,
             "eval": cmd_eval, "predict": cmd_predict, "merge": cmd_merge, "report": cmd_report}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shlex
@@ -162,6 +163,11 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     from framework.config.schema import build_run_config
     from framework.session import execute
 
+    # Hydra's logging setup (even `disabled`) switches off every logger that existed before it,
+    # ft's own among them: switch them back on, so that each trial's train.log is written.
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
     node = dict(node)
     node.pop("sweep", None)
     node.setdefault("recipe", recipe_path.stem)
