@@ -222,6 +222,7 @@ def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
     overrides = [o for o in overrides if override_key(o) != "hydra.sweep.dir"]
     overrides.append(f"hydra.sweep.dir={plan.sweep_dir}")
     plan.optuna = any(o.lstrip("+").split("=", 1) == ["hydra/sweeper", "optuna"] for o in overrides)
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)  # the Optuna study lives in it from the start
     if plan.optuna and runs:
         direction = objective_direction([task_objective(run) for run in runs], overrides)
         overrides = optuna_overrides(overrides, plan.sweep_dir, direction)

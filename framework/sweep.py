@@ -181,12 +181,20 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     if done is not None:  # a restart of the sweep: never retrain a completed trial
         previous = read_trial(done) or {}
         if done != trial_dir:
-            write_trial(trial_dir, {**previous, "trial": trial_dir.name, "status": "duplicate",
+            write_trial(trial_dir, {**previous, "trial": trial_dir.name, "status": "duplicate", "seconds": 0.0,
                                     "same_as": str(done), "run_dir": str(done)})
         print(f"[sweep] trial {trial_dir.name}: already completed in {done}; skipped",
               flush=True)
         return float(previous.get("value", float("nan")))
     old = read_trial(trial_dir)
+    finished = read_summary(trial_dir) if old and old.get("hash") == digest else None
+    if finished and old.get("status") == "running" and old.get("primary_metric"):
+        # Killed between the run's last write (summary.json) and its record: it did finish.
+        value = (finished.get("final") or {}).get(old["primary_metric"])
+        if value is not None and math.isfinite(float(value)):
+            write_trial(trial_dir, {**old, "status": "completed", "value": float(value)})
+            print(f"[sweep] trial {trial_dir.name}: already completed; skipped", flush=True)
+            return float(value)
     node["run_dir"] = str(trial_dir)
     node["overwrite"] = True  # Hydra made this trial's directory for it
     from framework.checkpoint import latest_checkpoint
@@ -240,7 +248,7 @@ def collect(sweep_dir: Path) -> Dict[str, Any]:
     trials = []
     for trial_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=_trial_order):
         record = read_trial(trial_dir)
-        if record is None or record.get("status") == "duplicate":
+        if record is None:
             continue
         if record["status"] == "running":
             record["status"] = "unfinished"  # killed, or still running in another process
@@ -248,7 +256,7 @@ def collect(sweep_dir: Path) -> Dict[str, Any]:
     metric = next((t["primary_metric"] for t in trials if t.get("primary_metric")), None)
     greater = next((t["greater_is_better"] for t in trials
                     if t.get("greater_is_better") is not None), None)
-    completed = [t for t in trials if t["status"] == "completed"]
+    completed = [t for t in trials if t["status"] == "completed"]  # duplicates: listed, not ranked
     best = None
     if completed:
         best = (max if greater in (True, None) else min)(completed, key=lambda t: t["value"])
@@ -285,7 +293,8 @@ def format_summary(summary: Dict[str, Any]) -> str:
         value = f"{t['value']:.4f}" if isinstance(t.get("value"), (int, float)) else "-"
         own = " ".join(o for o in t.get("overrides", []) if o not in shared)
         note = (f"  <- exit {t.get('exit_code')}: {_short(t.get('reason'))}"
-                if t["status"] == "failed" else "")
+                if t["status"] == "failed" else
+                f"  <- same config as {Path(t['same_as']).name}" if t.get("same_as") else "")
         lines.append(f"  {t['trial']:<6} {t['status']:<10} {value:>{width}} "
                      f"{t.get('seconds', 0):>6.1f}s  {own}{note}")
     best = summary["best"]
@@ -404,7 +413,7 @@ def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str) -> L
         except KeyError:  # no such study yet
             study = None
         if study is not None:
-            for trial in study.get_trials(deep_copy=False):
+            for trial in study.get_trials(deepcopy=False):
                 if trial.state == optuna.trial.TrialState.RUNNING:  # its sweep was killed
                     study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
                     study.enqueue_trial(trial.params)
