@@ -181,8 +181,8 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     if done is not None:  # a restart of the sweep: never retrain a completed trial
         previous = read_trial(done) or {}
         if done != trial_dir:
-            write_trial(trial_dir, {**previous, "trial": trial_dir.name, "status": "duplicate", "seconds": 0.0,
-                                    "same_as": str(done), "run_dir": str(done)})
+            write_trial(trial_dir, {**previous, "trial": trial_dir.name, "status": "duplicate",
+                                    "seconds": 0.0, "same_as": str(done), "run_dir": str(done)})
         print(f"[sweep] trial {trial_dir.name}: already completed in {done}; skipped",
               flush=True)
         return float(previous.get("value", float("nan")))
@@ -392,6 +392,8 @@ def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str) -> L
     """Hydra overrides for a persistent, failure-tolerant Optuna study in the sweep directory.
     A re-run of the same command continues the study: only the trials still missing run (a
     trial left running by a killed sweep is run again), in new trial directories."""
+    # optuna 2.10's SQLite storage runs on SQLAlchemy 1.4, which warns about 2.0 on import.
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     import optuna
 
     added = [f"hydra.sweeper.direction={direction}"]
