@@ -39,14 +39,30 @@ OPTUNA_STUDY = "ft"  # the study's name inside OPTUNA_DB
 HYDRA_DIR = ".hydra"  # Hydra writes each job's config here before the job runs
 # Keys that say where or how a run is stored, not what it computes: left out of the config hash.
 NOT_HASHED = ("run_dir", "overwrite", "output_root", "resume", "dry_run", "sweep")
-SWEEP_OPTIONS = {"fail_fast": False}  # sweep.<key>=value on the command line (not run config)
+SWEEP_OPTIONS = ("fail_fast", "conditional")  # sweep.<key>=value (not part of any run's config)
 
 
 @dataclass
 class SweepOptions:
-    """ft's own sweep settings (`sweep.fail_fast=true`); they are not part of any run's config."""
+    """ft's own sweep settings, from the command line (`sweep.fail_fast=true`) or the `sweep:`
+    node of an hparams_search preset; they are not part of any run's config."""
 
     fail_fast: bool = False
+    # Method-dependent dimensions: keys such as peft.r that a trial keeps only when its chosen
+    # preset's schema has them (rank for LoRA-like methods); elsewhere the key is dropped, and
+    # the trials that then coincide run once (the others are skipped by config hash).
+    conditional: List[str] = field(default_factory=list)
+
+    def merge(self, node: Any) -> None:
+        """Take the settings of a preset's `sweep:` node (the command line's stay)."""
+        if not isinstance(node, dict):
+            return
+        unknown = sorted(set(node) - set(SWEEP_OPTIONS))
+        if unknown:
+            raise UserError(f"sweep.{unknown[0]}: unknown sweep option; valid: "
+                            f"{', '.join('sweep.' + k for k in SWEEP_OPTIONS)}")
+        self.fail_fast = self.fail_fast or bool(node.get("fail_fast", False))
+        self.conditional = sorted(set(self.conditional) | set(node.get("conditional") or []))
 
 
 class TrialFailed(Exception):
@@ -66,10 +82,33 @@ def split_sweep_options(overrides: List[str]) -> Tuple[SweepOptions, List[str]]:
         if name not in SWEEP_OPTIONS:
             raise UserError(f"{key}: unknown sweep option; valid: "
                             f"{', '.join('sweep.' + k for k in SWEEP_OPTIONS)}")
-        if value.lower() not in ("true", "false"):
+        if name == "conditional":
+            options.conditional = [k.strip() for k in value.strip("[]").split(",") if k.strip()]
+        elif value.lower() not in ("true", "false"):
             raise UserError(f"{key}={value}: must be true or false")
-        setattr(options, name, value.lower() == "true")
+        else:
+            options.fail_fast = value.lower() == "true"
     return options, rest
+
+
+def drop_undefined(node: Dict[str, Any], keys: List[str]) -> List[str]:
+    """Remove each conditional key (e.g. peft.r) whose preset's schema does not define it (IA3
+    has no rank); return the keys removed."""
+    from framework.config.schema import schema_fields
+
+    dropped = []
+    for key in keys:
+        *parents, leaf = key.split(".")
+        parent: Any = node
+        for part in parents:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or leaf not in parent:
+            continue
+        allowed = schema_fields(node, key)
+        if allowed is not None and leaf not in allowed:
+            del parent[leaf]
+            dropped.append(key)
+    return dropped
 
 
 def config_hash(node: Dict[str, Any]) -> str:
@@ -171,9 +210,13 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     node = dict(node)
     node.pop("sweep", None)
     node.setdefault("recipe", recipe_path.stem)
+    dropped = drop_undefined(node, options.conditional)
     digest = config_hash(node)
+    from framework.config.compose import override_key
+
+    shown = [o for o in shown_overrides(overrides) if override_key(o) not in dropped]
     record: Dict[str, Any] = {
-        "trial": trial_dir.name, "recipe": recipe, "overrides": shown_overrides(overrides),
+        "trial": trial_dir.name, "recipe": recipe, "overrides": shown, "dropped": dropped,
         "hash": digest, "status": "running", "run_dir": str(trial_dir), "reason": None,
         "exit_code": None, "value": None, "primary_metric": None, "greater_is_better": None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": 0.0}
@@ -388,7 +431,8 @@ def objective_direction(objectives: List[Tuple[str, bool]], overrides: List[str]
     return direction
 
 
-def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str) -> List[str]:
+def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str,
+                     configured_trials: Optional[int] = None) -> List[str]:
     """Hydra overrides for a persistent, failure-tolerant Optuna study in the sweep directory.
     A re-run of the same command continues the study: only the trials still missing run (a
     trial left running by a killed sweep is run again), in new trial directories."""
@@ -406,7 +450,7 @@ def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str) -> L
         added.append(f"hydra.sweeper.study_name={study_name}")
     if override_value(overrides, "hydra.sweeper.max_failure_rate") is None:
         added.append("hydra.sweeper.max_failure_rate=1.0")  # failed trials never stop the study
-    n_trials = int(override_value(overrides, "hydra.sweeper.n_trials") or 20)
+    n_trials = int(override_value(overrides, "hydra.sweeper.n_trials") or configured_trials or 20)
     done = 0
     if (sweep_dir / OPTUNA_DB).exists() or not storage.startswith("sqlite:///"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)

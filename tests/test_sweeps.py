@@ -227,3 +227,40 @@ def test_sweep_bookkeeping():
         split_sweep_options(["sweep.fast=true"])
     assert shown_overrides(["++train.nan_policy=stop", "hydra.sweep.dir=x", "+a.b=1"]) == [
         "train.nan_policy=stop", "+a.b=1"]
+
+
+@pytest.mark.slow
+def test_a_method_dependent_dimension_applies_only_where_the_method_has_it(tmp_path, data_args):
+    # The rank is a dimension only for LoRA; IA3 has none: its two grid points are one trial.
+    sweep = tmp_path / "sweep"
+    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,ia3", "peft.r=2,4",
+                    "sweep.conditional=[peft.r]", *data_args, f"hydra.sweep.dir={sweep}",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = trial_records(sweep)
+    ranks = {k: yaml.safe_load((sweep / k / "config.yaml").read_text())["peft"].get("r")
+             for k, r in records.items() if r["status"] == "completed"}
+    assert sorted(map(str, ranks.values())) == ["2", "4", "None"]
+    assert [r["status"] for _, r in sorted(records.items())] == [
+        "completed", "completed", "completed", "duplicate"]
+    assert records["3"]["dropped"] == ["peft.r"] and "peft.r=4" not in records["3"]["overrides"]
+
+
+def test_hparams_search_presets_hold_their_spaces(tmp_path):
+    """The shipped search spaces: a grid comparing methods with the rank only where a method has
+    one, and an Optuna space over LoRA's rank, alpha and lr (one job of each validated here;
+    `ft train -m` validates every grid point before the first runs)."""
+    from framework.hydra_app import preset_sweep, prevalidate_sweep, with_search_preset
+
+    recipe = "seq_cls_tiny_bert_lora"
+    assert with_search_preset(recipe, ["hparams_search=methods"]) == ["+hparams_search=methods"]
+    sweeper, params, _, node = preset_sweep(recipe, ["+hparams_search=methods"])
+    assert sweeper == "basic" and node == {"conditional": ["peft.r"]}
+    assert sorted(params) == ["++peft.r=8,16", "peft=lora,dora,loha,ia3", "train.lr=1e-4,1e-3"]
+    problems, runs, _ = prevalidate_sweep(recipe, ["peft=ia3", "++peft.r=8", "train.lr=1e-3"], ["peft.r"])
+    assert problems == [] and runs[0].peft.name == "ia3"
+    sweeper, params, n_trials, node = preset_sweep(recipe, ["+hparams_search=lora"])
+    assert sweeper == "optuna" and n_trials == 20 and node is None
+    assert {p.split("=", 1)[0] for p in params} == {"peft.r", "peft.alpha", "train.lr"}
+    problems, _, _ = prevalidate_sweep(recipe, ["peft.r=4", "peft.alpha=8", "train.lr=1e-5"])
+    assert problems == []
