@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from framework.errors import LaunchFailed, TrainingInterrupted, UserError, exit_code_for
-from framework.run_dir import TRIAL_FILE, read_summary
+from framework.run_dir import METRICS_FILE, TRIAL_FILE, read_summary
 
 SUMMARY_FILE = "sweep_summary.json"  # in the sweep directory, beside the trial directories
 OPTUNA_DB = "optuna.db"  # the persistent Optuna study (SQLite) in the sweep directory
@@ -168,6 +168,20 @@ def clear_trial_dir(trial_dir: Path) -> None:
             entry.unlink()
 
 
+def trim_metrics(trial_dir: Path, checkpoint: Path) -> None:
+    """Keep only the metrics records up to the checkpoint a trial resumes from: the steps after
+    it are trained again and must not appear twice."""
+    path = Path(trial_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    step = int(checkpoint.name.rsplit("-", 1)[-1])
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
 def shown_overrides(overrides: List[str]) -> List[str]:
     """A trial's overrides as a user would type them to `ft train` (no Hydra keys; `++key`,
     which ft adds for schema keys a preset omits, is plain `key` there)."""
@@ -245,6 +259,7 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     if old is not None and old.get("hash") == digest and latest_checkpoint(trial_dir):
         node["resume"] = "auto"  # an unfinished trial continues from its last checkpoint
         record["resumed_from"] = str(latest_checkpoint(trial_dir))
+        trim_metrics(trial_dir, latest_checkpoint(trial_dir))
     elif any(p.name != HYDRA_DIR for p in trial_dir.iterdir()):
         clear_trial_dir(trial_dir)  # a clean restart: no old metrics.jsonl to append to
     start = time.perf_counter()

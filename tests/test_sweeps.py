@@ -207,10 +207,17 @@ def test_an_explicit_direction_against_the_task_is_refused(tmp_path, data_args):
     assert not list((tmp_path / "s").glob("*/trial.json"))
 
 
-def test_sweep_bookkeeping():
+def test_sweep_bookkeeping(tmp_path):
     from framework.errors import UserError
     from framework.sweep import (config_hash, default_sweep_dir, objective_direction,
-                                 shown_overrides, split_sweep_options)
+                                 shown_overrides, split_sweep_options, trim_metrics)
+
+    # A trial resumed from checkpoint 2 drops the records after it (they are trained again).
+    write_jsonl(tmp_path / "metrics.jsonl", [{"step": 1, "loss": 1}, {"step": 2, "event": "checkpoint"},
+                                             {"step": 3, "loss": 0.5}])
+    trim_metrics(tmp_path, tmp_path / "checkpoints" / "checkpoint-00000002")
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().split()
+            if x.startswith("{")] == [1, 2]
 
     node = {"train": {"lr": 1e-3}, "peft": {"name": "lora"}}
     assert config_hash({**node, "run_dir": "/a", "overwrite": True}) == config_hash(node)
