@@ -211,10 +211,8 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
               options: SweepOptions, optuna: bool) -> float:
     """Run one trial of a sweep in trial_dir and return its objective (the task's primary
     metric). A failure is recorded and returned as NaN (or raised as TrialFailed to Optuna, or
-    as SystemExit under sweep.fail_fast)."""
-    from framework.config.compose import Composed
-    from framework.config.schema import build_run_config
-    from framework.session import execute
+    as SystemExit under sweep.fail_fast); a signal (Ctrl-C, SIGTERM) stops the whole sweep."""
+    from framework.config.compose import override_key
 
     # Hydra's logging setup (even `disabled`) switches off every logger that existed before it,
     # ft's own among them: switch them back on, so that each trial's train.log is written.
@@ -226,16 +224,38 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     node.setdefault("recipe", recipe_path.stem)
     dropped = drop_undefined(node, options.conditional)
     digest = config_hash(node)
-    from framework.config.compose import override_key
-
-    shown = [o for o in shown_overrides(overrides) if override_key(o) not in dropped]
     record: Dict[str, Any] = {
-        "trial": trial_dir.name, "recipe": recipe, "overrides": shown, "dropped": dropped,
-        "hash": digest, "status": "running", "run_dir": str(trial_dir), "reason": None,
-        "exit_code": None, "value": None, "primary_metric": None, "greater_is_better": None,
+        "trial": trial_dir.name, "recipe": recipe, "dropped": dropped, "hash": digest,
+        "overrides": [o for o in shown_overrides(overrides) if override_key(o) not in dropped],
+        "status": "running", "run_dir": str(trial_dir), "reason": None, "exit_code": None,
+        "value": None, "primary_metric": None, "greater_is_better": None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": 0.0}
+    value = finished_value(trial_dir, sweep_dir, digest)
+    if value is not None:
+        return value
+    node["run_dir"] = str(trial_dir)
+    node["overwrite"] = True  # Hydra made this trial's directory for it
+    record.update(prepare_trial_dir(trial_dir, digest, node))
+    start = time.perf_counter()
+    signalled = execute_trial(node, recipe_path, overrides, choices, trial_dir, record)
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    write_trial(trial_dir, record)
+    print(trial_line(record), flush=True)
+    if record["status"] == "completed":
+        return record["value"]
+    if signalled or options.fail_fast:
+        raise SystemExit(record["exit_code"] or 1)
+    if optuna:
+        raise TrialFailed(record["reason"])
+    return float("nan")
+
+
+def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> Optional[float]:
+    """The objective of a trial that already completed (a restart of the sweep: never retrain
+    it), or None. The same config in another trial directory counts too (it is then recorded
+    here as a duplicate)."""
     done = completed_trial(sweep_dir, digest)
-    if done is not None:  # a restart of the sweep: never retrain a completed trial
+    if done is not None:
         previous = read_trial(done) or {}
         if done != trial_dir:
             write_trial(trial_dir, {**previous, "trial": trial_dir.name, "status": "duplicate",
@@ -244,25 +264,42 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
               flush=True)
         return float(previous.get("value", float("nan")))
     old = read_trial(trial_dir)
-    finished = read_summary(trial_dir) if old and old.get("hash") == digest else None
-    if finished and old.get("status") == "running" and old.get("primary_metric"):
+    summary = read_summary(trial_dir) if old and old.get("hash") == digest else None
+    if summary and old.get("status") == "running" and old.get("primary_metric"):
         # Killed between the run's last write (summary.json) and its record: it did finish.
-        value = (finished.get("final") or {}).get(old["primary_metric"])
+        value = (summary.get("final") or {}).get(old["primary_metric"])
         if value is not None and math.isfinite(float(value)):
             write_trial(trial_dir, {**old, "status": "completed", "value": float(value)})
             print(f"[sweep] trial {trial_dir.name}: already completed; skipped", flush=True)
             return float(value)
-    node["run_dir"] = str(trial_dir)
-    node["overwrite"] = True  # Hydra made this trial's directory for it
+    return None
+
+
+def prepare_trial_dir(trial_dir: Path, digest: str, node: Dict[str, Any]) -> Dict[str, Any]:
+    """An unfinished trial of the same config continues from its last complete checkpoint
+    (metrics after it are dropped); anything else left in the directory is removed, so that a
+    restart never appends to old metrics. Returns what to add to the trial's record."""
     from framework.checkpoint import latest_checkpoint
 
-    if old is not None and old.get("hash") == digest and latest_checkpoint(trial_dir):
-        node["resume"] = "auto"  # an unfinished trial continues from its last checkpoint
-        record["resumed_from"] = str(latest_checkpoint(trial_dir))
-        trim_metrics(trial_dir, latest_checkpoint(trial_dir))
-    elif any(p.name != HYDRA_DIR for p in trial_dir.iterdir()):
-        clear_trial_dir(trial_dir)  # a clean restart: no old metrics.jsonl to append to
-    start = time.perf_counter()
+    old = read_trial(trial_dir)
+    checkpoint = latest_checkpoint(trial_dir)
+    if old is not None and old.get("hash") == digest and checkpoint is not None:
+        node["resume"] = "auto"
+        trim_metrics(trial_dir, checkpoint)
+        return {"resumed_from": str(checkpoint)}
+    if any(p.name != HYDRA_DIR for p in trial_dir.iterdir()):
+        clear_trial_dir(trial_dir)
+    return {}
+
+
+def execute_trial(node: Dict[str, Any], recipe_path: Path, overrides: List[str],
+                  choices: Dict[str, str], trial_dir: Path, record: Dict[str, Any]) -> bool:
+    """Validate and train the trial, filling in its record (status, value or reason and exit
+    code). Returns True when a signal stopped it (the sweep must stop too)."""
+    from framework.config.compose import Composed
+    from framework.config.schema import build_run_config
+    from framework.session import execute
+
     try:
         composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
         run = build_run_config(node, composed.origin)
@@ -277,22 +314,17 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
         else:
             record.update(status="completed", value=float(value))
     except (UserError, TrainingInterrupted, LaunchFailed) as error:
-        record.update(status="failed", exit_code=exit_code_for(error),
+        code = exit_code_for(error)
+        signalled = isinstance(error, TrainingInterrupted) and (code or 0) >= 128
+        # A signal leaves the trial unfinished (its checkpoint resumes it); anything else failed.
+        record.update(status="interrupted" if signalled else "failed", exit_code=code,
                       reason=str(error).splitlines()[0])
+        return signalled
     except Exception as error:  # out of memory, a library error: recorded, the sweep goes on
         traceback.print_exc()
-        record.update(status="failed", exit_code=1,
-                      reason=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    record["seconds"] = round(time.perf_counter() - start, 2)
-    write_trial(trial_dir, record)
-    print(trial_line(record), flush=True)
-    if record["status"] == "completed":
-        return record["value"]
-    if options.fail_fast:
-        raise SystemExit(record["exit_code"] or 1)
-    if optuna:
-        raise TrialFailed(record["reason"])
-    return float("nan")
+        first = str(error).splitlines()[0] if str(error) else ""
+        record.update(status="failed", exit_code=1, reason=f"{type(error).__name__}: {first}")
+    return False
 
 
 # ---- the whole sweep -----------------------------------------------------------------------------
