@@ -4,6 +4,7 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Set, Tuple
@@ -208,12 +209,23 @@ def run_hydra_app(argv: List[str]) -> int:
                 "hydra.job.chdir=false", "hydra/job_logging=disabled",
                 "hydra/hydra_logging=disabled", *overrides]
     code = 0
+    if sweep.optuna:  # let the sweeper's errors reach us instead of Hydra printing them
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         job()
     except UserError as error:
         code = exit_code_for(error)
     except SystemExit as exit_:
         code = int(exit_.code or 0)
+    except ValueError:
+        # The Optuna sweeper asks its study for the best trial at the end, which raises when
+        # every trial failed; the table below says so. Anything else is a bug: show it.
+        from framework.sweep import collect
+
+        if not (sweep.optuna and sweep.sweep_dir
+                and not collect(sweep.sweep_dir)["counts"].get("completed")):
+            raise
+        code = 1
     if sweep.sweep_dir is None or not sweep.sweep_dir.is_dir():
         return code
     from framework.sweep import finish_sweep, sweep_exit_code

@@ -262,3 +262,33 @@ def test_hparams_search_presets_hold_their_spaces(tmp_path):
     assert {p.split("=", 1)[0] for p in params} == {"peft.r", "peft.alpha", "train.lr"}
     problems, _, _ = prevalidate_sweep(recipe, ["peft.r=4", "peft.alpha=8", "train.lr=1e-5"])
     assert problems == []
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_continued_optuna_study_runs_only_missing_trials(tmp_path):
+    """The persistent study of a killed Optuna sweep: 2 trials finished and 1 left running. The
+    re-run asks for the 2 still missing, the first of them the unfinished trial's parameters
+    again, in trial directories numbered after the earlier ones."""
+    import optuna
+
+    from framework.sweep import OPTUNA_DB, optuna_overrides
+
+    storage = f"sqlite:///{tmp_path / OPTUNA_DB}"
+    study = optuna.create_study(study_name="ft", storage=storage, direction="maximize")
+    lr = optuna.distributions.LogUniformDistribution(1e-5, 1e-2)
+    for value in (0.5, 0.7):
+        trial = study.ask({"train.lr": lr})
+        study.tell(trial, value)
+    killed = study.ask({"train.lr": lr})
+    for name in ("0", "1", "2"):
+        (tmp_path / name).mkdir()
+    added = optuna_overrides(["hydra.sweeper.n_trials=4", "train.lr=interval(1e-5,1e-2)"],
+                             tmp_path, "maximize")
+    assert "hydra.sweeper.n_trials=2" in added and "hydra.sweeper.n_trials=4" not in added
+    assert "hydra.sweep.subdir=r3_${hydra.job.num}" in added
+    assert f"hydra.sweeper.storage='{storage}'" in added and "hydra.sweeper.direction=maximize" in added
+    states = [t.state for t in optuna.load_study(study_name="ft", storage=storage).trials]
+    assert states[killed.number] == optuna.trial.TrialState.FAIL
+    assert states[-1] == optuna.trial.TrialState.WAITING  # asked first by the re-run
+    waiting = optuna.load_study(study_name="ft", storage=storage).trials[-1]
+    assert waiting.system_attrs["fixed_params"] == killed.params
