@@ -129,6 +129,18 @@ def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path, data_args):
     assert result.returncode == 3, result.stderr[-2000:]
     assert [r["status"] for r in trial_records(sweep).values()] == ["failed"]
     assert json.loads((sweep / "sweep_summary.json").read_text())["counts"] == {"failed": 1}
+    before = (sweep / "0" / "metrics.jsonl").read_text()
+    # Again without fail_fast: the failed trial is tried again, resumed from the checkpoint its
+    # NaN stop saved (its records up to that step kept; it stops again), and the sweep goes on
+    # to the second trial.
+    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "train.lr=1e30,1e-3",
+                    "train.nan_policy=stop", *data_args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = trial_records(sweep)
+    assert [records[k]["status"] for k in "01"] == ["failed", "completed"]
+    assert records["0"]["resumed_from"].endswith("checkpoint-00000001")
+    after = (sweep / "0" / "metrics.jsonl").read_text()
+    assert after.startswith(before) and '"non_finite_loss"' in after[len(before):]
 
 
 def _snapshot(trial: Path):
