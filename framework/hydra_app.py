@@ -177,7 +177,7 @@ def run_hydra_app(argv: List[str]) -> int:
                    if not k.startswith("hydra/") and v is not None}
         node = OmegaConf.to_container(cfg, resolve=True)
         node.setdefault("recipe", recipe_path.stem)
-        if sweep.sweep_dir is not None and not node.get("run_dir"):
+        if sweep.sweep_dir is not None:
             return run_trial(node, argv[0], recipe_path, overrides, choices,
                              Path(hydra_cfg.runtime.output_dir), sweep.sweep_dir, sweep.options,
                              sweep.optuna)
@@ -274,6 +274,10 @@ def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
                                                    plan.options.conditional)
     if plan.problems:
         return overrides
+    if any(run.run_dir for run in runs):
+        raise UserError("run_dir: every trial of a sweep gets its own directory under the sweep "
+                        "directory, so one run_dir cannot hold them; remove it (choose where the "
+                        "sweep goes with hydra.sweep.dir=DIR)")
     overrides = force_added(overrides, added)
     output_root = runs[0].output_root if runs else "outputs"
     plan.sweep_dir = resolve_sweep_dir(overrides, output_root, Path(recipe).stem)

@@ -304,3 +304,11 @@ def test_a_continued_optuna_study_runs_only_missing_trials(tmp_path):
     assert states[-1] == optuna.trial.TrialState.WAITING  # asked first by the re-run
     waiting = optuna.load_study(study_name="ft", storage=storage).trials[-1]
     assert waiting.system_attrs["fixed_params"] == killed.params
+
+
+def test_a_sweep_refuses_one_run_dir_for_all_trials(tmp_path, data_args):
+    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,ia3", f"run_dir={tmp_path}/r",
+                    *data_args, cwd=tmp_path)
+    assert result.returncode == 2 and "run_dir: every trial of a sweep gets its own directory" \
+        in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
