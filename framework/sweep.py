@@ -183,12 +183,13 @@ def trim_metrics(trial_dir: Path, checkpoint: Path) -> None:
 
 
 def shown_overrides(overrides: List[str]) -> List[str]:
-    """A trial's overrides as a user would type them to `ft train` (no Hydra keys; `++key`,
-    which ft adds for schema keys a preset omits, is plain `key` there)."""
+    """A trial's overrides as a user would type them to `ft train` (no Hydra keys, no search
+    space preset: its values are among the trial's own; `++key`, which ft adds for schema keys a
+    preset omits, is plain `key` there)."""
     out = []
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith(("hydra.", "hydra/")) or key in ("run_dir", "overwrite"):
+        if key.startswith(("hydra.", "hydra/")) or key in ("run_dir", "overwrite", "hparams_search"):
             continue
         out.append(override[2:] if override.startswith("++") else override)
     return out

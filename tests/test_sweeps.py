@@ -252,8 +252,9 @@ def test_sweep_bookkeeping(tmp_path):
     assert options.fail_fast and rest == ["peft=lora"]
     with pytest.raises(UserError, match="unknown sweep option"):
         split_sweep_options(["sweep.fast=true"])
-    assert shown_overrides(["++train.nan_policy=stop", "hydra.sweep.dir=x", "+a.b=1"]) == [
-        "train.nan_policy=stop", "+a.b=1"]
+    assert shown_overrides(["++train.nan_policy=stop", "hydra.sweep.dir=x", "+a.b=1",
+                            "+hparams_search=lora", "peft.r=8"]) == [
+        "train.nan_policy=stop", "+a.b=1", "peft.r=8"]
 
 
 def test_hparams_search_presets_hold_their_spaces(tmp_path):
