@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from framework.errors import LaunchFailed, TrainingInterrupted, UserError, exit_code_for
-from framework.run_dir import METRICS_FILE, TRIAL_FILE, read_summary
+from framework.run_dir import METRICS_FILE, TRIAL_FILE, read_summary, redact_text
 
 SUMMARY_FILE = "sweep_summary.json"  # in the sweep directory, beside the trial directories
 OPTUNA_DB = "optuna.db"  # the persistent Optuna study (SQLite) in the sweep directory
@@ -191,7 +191,8 @@ def shown_overrides(overrides: List[str]) -> List[str]:
         key = override.lstrip("+~").split("=", 1)[0]
         if key.startswith(("hydra.", "hydra/")) or key in ("run_dir", "overwrite", "hparams_search"):
             continue
-        out.append(override[2:] if override.startswith("++") else override)
+        # Secrets never reach trial.json, the summary or the console (model.token=hf_...).
+        out.append(redact_text(override[2:] if override.startswith("++") else override))
     return out
 
 
@@ -265,7 +266,7 @@ def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> Optional[fl
               flush=True)
         return float(previous.get("value", float("nan")))
     old = read_trial(trial_dir)
-    summary = read_summary(trial_dir) if old and old.get("hash") == digest else None
+    summary = _readable_summary(trial_dir) if old and old.get("hash") == digest else None
     if summary and old.get("status") == "running" and old.get("primary_metric"):
         # Killed between the run's last write (summary.json) and its record: it did finish.
         value = (summary.get("final") or {}).get(old["primary_metric"])
@@ -274,6 +275,14 @@ def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> Optional[fl
             print(f"[sweep] trial {trial_dir.name}: already completed; skipped", flush=True)
             return float(value)
     return None
+
+
+def _readable_summary(trial_dir: Path) -> Optional[Dict[str, Any]]:
+    """summary.json, or None when absent or cut short (a kill while it was being written)."""
+    try:
+        return read_summary(trial_dir)
+    except ValueError:
+        return None
 
 
 def prepare_trial_dir(trial_dir: Path, digest: str, node: Dict[str, Any]) -> Dict[str, Any]:

@@ -143,9 +143,20 @@ def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path, data_args):
     assert after.startswith(before) and '"non_finite_loss"' in after[len(before):]
 
 
+def _complete_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def _snapshot(trial: Path):
+    """Every file a trial's training wrote (trial.json is the sweep's record: a kill between the
+    run's summary.json and the record's update leaves it for the re-run to complete)."""
     return {str(p.relative_to(trial)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(trial.rglob("*")) if p.is_file() and ".hydra" not in p.parts}
+            for p in sorted(trial.rglob("*"))
+            if p.is_file() and ".hydra" not in p.parts and p.name != "trial.json"}
 
 
 @pytest.mark.slow
@@ -160,7 +171,8 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, dat
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while not (sweep / "1" / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
+    while not _complete_json(sweep / "1" / "summary.json") and proc.poll() is None \
+            and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-sweep: trial 1 just finished, trial 2 not yet
     proc.wait()
@@ -253,8 +265,9 @@ def test_sweep_bookkeeping(tmp_path):
     with pytest.raises(UserError, match="unknown sweep option"):
         split_sweep_options(["sweep.fast=true"])
     assert shown_overrides(["++train.nan_policy=stop", "hydra.sweep.dir=x", "+a.b=1",
-                            "+hparams_search=lora", "peft.r=8"]) == [
-        "train.nan_policy=stop", "+a.b=1", "peft.r=8"]
+                            "+hparams_search=lora", "peft.r=8",
+                            "model.token=hf_abcdefghijklmnopqrstuvwxyz"]) == [
+        "train.nan_policy=stop", "+a.b=1", "peft.r=8", "model.token=***REDACTED***"]
 
 
 def test_hparams_search_presets_hold_their_spaces(tmp_path):
