@@ -203,6 +203,7 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, dat
 
 @pytest.mark.slow
 def test_optuna_study_takes_its_direction_from_the_task_and_persists(tmp_path, data_args):
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")  # as ft itself sets it
     import optuna
 
     sweep = tmp_path / "sweep"
@@ -295,6 +296,7 @@ def test_a_continued_optuna_study_runs_only_missing_trials(tmp_path):
     """The persistent study of a killed Optuna sweep: 2 trials finished and 1 left running. The
     re-run asks for the 2 still missing, the first of them the unfinished trial's parameters
     again, in trial directories numbered after the earlier ones."""
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")  # as ft itself sets it
     import optuna
 
     from framework.sweep import OPTUNA_DB, optuna_overrides
