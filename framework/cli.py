@@ -11,6 +11,7 @@
     ft merge RUN_DIR                    write a merged full model (methods that can merge)
     ft report RUN_DIR ... | latest RECIPE   one run's metrics before/after, steps, time, best
                                         eval; several runs (or a sweep dir): one ranked table
+    ft sweep report SWEEP_DIR           a sweep's trials (status, metric, time) and the best one
 
     --config-dir DIR (train/validate/show)  also look for presets and recipes in DIR, before
                                         the shipped ones (a preset of the same name wins)
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--plot", type=Path, metavar="OUT.png",
                     help="also draw the runs' curves into one PNG (needs matplotlib)")
     rp.add_argument("--output-root", default="outputs", help="where `latest RECIPE` looks")
+    sw = sub.add_parser("sweep", help="sweeps (ft train RECIPE -m ...): `ft sweep report DIR`")
+    sw.add_argument("action", choices=["report"], help="report: the table of trials and the best")
+    sw.add_argument("sweep_dir", type=Path, help="the sweep directory `ft train -m` printed")
     return parser
 
 
@@ -181,8 +185,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from framework.sweep import report
+
+    return report(args.sweep_dir)
+
+
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "show": cmd_show, "list": cmd_list,
-            "estimate": cmd_estimate,
+            "estimate": cmd_estimate, "sweep": cmd_sweep,
             "eval": cmd_eval, "predict": cmd_predict, "merge": cmd_merge, "report": cmd_report}
 
 

@@ -4,8 +4,10 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import List, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Set, Tuple
 
 from framework.errors import UserError, exit_code_for
 from framework.run_dir import read_summary
@@ -68,21 +70,69 @@ def sweep_jobs(overrides: List[str]) -> List[List[str]]:
             for i, values in enumerate(axes) for value in values[1:]] + [firsts]
 
 
-def prevalidate_sweep(recipe: str, overrides: List[str]) -> List[str]:
+def prevalidate_sweep(recipe: str, overrides: List[str], conditional: List[str] = ()
+                      ) -> Tuple[List[str], List[Any], Set[str]]:
     """Validate every job of a sweep before the first one runs (a bad value must not surface after
-    hours of training, or on a cluster node): one line per failing job, [] if all are valid."""
-    from framework.session import compose_and_validate
+    hours of training, or on a cluster node). Returns (one line per failing job, the validated
+    runs, the keys that needed a `+` because their preset omits them although the schema has
+    them: Hydra composes each job itself and must be told to add those). Conditional keys
+    (sweep.conditional) are dropped where the job's preset does not define them, as trials do."""
+    from framework.config.compose import compose_recipe, override_key
+    from framework.config.schema import build_run_config
+    from framework.sweep import drop_undefined
 
     # Jobs of a cluster launcher (hydra/launcher=slurm) run on other machines: check everything
     # but this machine's devices, as a dry run does.
     remote = any(o.lstrip("+").startswith("hydra/launcher=") for o in overrides)
-    problems = []
+    problems, runs, added = [], [], set()
     for job in sweep_jobs(overrides):
         try:
-            compose_and_validate(recipe, job + (["dry_run=true"] if remote else []))
+            composed = compose_recipe(recipe, job + (["dry_run=true"] if remote else []))
+            composed.config.pop("sweep", None)
+            drop_undefined(composed.config, list(conditional))
+            runs.append(build_run_config(composed.config, composed.origin))
         except UserError as error:
             problems.append(f"sweep job [{' '.join(job)}]: {error}")
-    return problems
+            continue
+        added |= {override_key(o) for o in composed.overrides
+                  if o.startswith("+") and not o.startswith("++")} - \
+                 {override_key(o) for o in job if o.startswith("+")}
+    return problems, runs, added
+
+
+def preset_sweep(recipe: str, overrides: List[str]) -> Tuple[str, List[str], Any, Any]:
+    """What the composed config says about the sweep (an hparams_search preset may set it):
+    (the sweeper's name, its `params` as overrides, its n_trials, the `sweep:` node)."""
+    from omegaconf import OmegaConf
+
+    from framework.config.compose import (hydra_compose, override_key, recipe_groups,
+                                          resolve_recipe)
+
+    jobs = sweep_jobs(overrides)
+    hydra_keys = [o for o in overrides if override_key(o).startswith(("hydra.", "hydra/"))
+                  and "," not in o.split("=", 1)[-1] and "(" not in o.split("=", 1)[-1]]
+    # Only preset choices (group=preset) and Hydra's keys: what decides the sweep's settings.
+    choices = [o for o in (jobs[0] if jobs else []) if override_key(o) in recipe_groups()]
+    try:
+        cfg = hydra_compose(resolve_recipe(recipe), choices + hydra_keys)
+    except Exception:  # an invalid job: prevalidation names the problem
+        return "", [], None, None
+    sweeper = cfg.hydra.runtime.choices.get("hydra/sweeper") or ""
+    node = cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    given = {override_key(o) for o in overrides}
+    as_overrides = [f"{k}={v}" for k, v in params.items() if override_key(str(k)) not in given]
+    sweep_node = OmegaConf.to_container(cfg.sweep, resolve=True) if "sweep" in cfg else None
+    return sweeper, as_overrides, cfg.hydra.sweeper.get("n_trials"), sweep_node
+
+
+def force_added(overrides: List[str], keys: Set[str]) -> List[str]:
+    """`key=v1,v2` -> `++key=v1,v2` for schema keys a preset omits (++ adds or overrides, so it
+    also fits jobs whose preset does have the key)."""
+    from framework.config.compose import override_key
+
+    return [f"++{o.lstrip('+')}" if override_key(o) in keys and not o.startswith("~") else o
+            for o in overrides]
 
 
 def run_hydra_app(argv: List[str]) -> int:
@@ -105,6 +155,8 @@ def run_hydra_app(argv: List[str]) -> int:
         return exit_code_for(error)
     rest = argv[1:]
 
+    sweep = SweepPlan()
+
     @hydra.main(config_path=str(recipe_path.parent), config_name=recipe_path.stem,
                 version_base=HYDRA_VERSION_BASE)
     def job(cfg: DictConfig) -> float:
@@ -117,15 +169,18 @@ def run_hydra_app(argv: List[str]) -> int:
     def run_job(cfg: DictConfig) -> float:
         from hydra.core.hydra_config import HydraConfig
 
+        from framework.sweep import run_trial
+
         hydra_cfg = HydraConfig.get()
         overrides = list(hydra_cfg.overrides.task)
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
                    if not k.startswith("hydra/") and v is not None}
         node = OmegaConf.to_container(cfg, resolve=True)
         node.setdefault("recipe", recipe_path.stem)
-        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN" and not node.get("run_dir"):
-            node["run_dir"] = str(hydra_cfg.runtime.output_dir)
-            node["overwrite"] = True  # Hydra made this job's directory for it
+        if sweep.sweep_dir is not None:
+            return run_trial(node, argv[0], recipe_path, overrides, choices,
+                             Path(hydra_cfg.runtime.output_dir), sweep.sweep_dir, sweep.options,
+                             sweep.optuna)
         composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
         finished = execute(composed, build_run_config(node, composed.origin))
         # The objective is the task's primary metric, as the run itself recorded it.
@@ -139,8 +194,12 @@ def run_hydra_app(argv: List[str]) -> int:
     printing_only = any(f in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
                               "--hydra-help") for f in flags)
     if any(f in ("-m", "--multirun") for f in flags) and not printing_only:
-        problems = prevalidate_sweep(str(recipe_path), overrides)
-        if problems:
+        try:
+            overrides = plan_sweep(sweep, str(recipe_path), overrides)
+        except UserError as error:
+            return exit_code_for(error)
+        if sweep.problems:
+            problems = sweep.problems
             shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
             print("error: the sweep has invalid jobs; nothing was run:\n  " + "\n  ".join(shown),
                   file=sys.stderr)
@@ -149,10 +208,86 @@ def run_hydra_app(argv: List[str]) -> int:
                 f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
                 "hydra.job.chdir=false", "hydra/job_logging=disabled",
                 "hydra/hydra_logging=disabled", *overrides]
+    code = 0
+    if sweep.optuna:  # let the sweeper's errors reach us instead of Hydra printing them
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         job()
     except UserError as error:
-        return exit_code_for(error)
+        code = exit_code_for(error)
     except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+        code = int(exit_.code or 0)
+    except ValueError:
+        # The Optuna sweeper asks its study for the best trial at the end, which raises when
+        # every trial failed; the table below says so. Anything else is a bug: show it.
+        from framework.sweep import collect
+
+        if not (sweep.optuna and sweep.sweep_dir
+                and not collect(sweep.sweep_dir)["counts"].get("completed")):
+            raise
+        code = 1
+    if sweep.sweep_dir is None or not sweep.sweep_dir.is_dir():
+        return code
+    from framework.sweep import finish_sweep, sweep_exit_code
+
+    summary = finish_sweep(sweep.sweep_dir)
+    # Failed trials do not fail the sweep; no completed trial (or fail_fast's stop) does.
+    return code or sweep_exit_code(summary)
+
+
+class SweepPlan:
+    """What `plan_sweep` decided for a sweep, read by each trial (in this process)."""
+
+    def __init__(self) -> None:
+        from framework.sweep import SweepOptions
+
+        self.sweep_dir: Optional[Path] = None
+        self.options = SweepOptions()
+        self.optuna = False
+        self.problems: List[str] = []
+
+
+def with_search_preset(recipe: str, overrides: List[str]) -> List[str]:
+    """`hparams_search=NAME` -> `+hparams_search=NAME`: recipes do not list the group in their
+    defaults (one that does takes the plain form)."""
+    from framework.config.compose import resolve_recipe
+
+    if "hparams_search" in resolve_recipe(recipe).read_text():
+        return overrides
+    return [f"+{o}" if o.startswith("hparams_search=") else o for o in overrides]
+
+
+def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
+    """Validate every job, then settle the sweep directory (a fixed name per command, so that
+    re-running the command resumes it), schema keys (`++`) and, for Optuna, its direction and
+    persistent study. Returns the overrides to hand to Hydra; problems go to plan.problems."""
+    from framework.config.compose import override_key
+    from framework.sweep import (objective_direction, optuna_overrides, resolve_sweep_dir,
+                                 split_sweep_options, task_objective)
+
+    plan.options, overrides = split_sweep_options(overrides)
+    overrides = with_search_preset(recipe, overrides)
+    sweeper, preset_params, n_trials, sweep_node = preset_sweep(recipe, overrides)
+    plan.options.merge(sweep_node)
+    overrides = force_added(overrides, set(plan.options.conditional))
+    plan.problems, runs, added = prevalidate_sweep(recipe, preset_params + overrides,
+                                                   plan.options.conditional)
+    if plan.problems:
+        return overrides
+    if any(run.run_dir for run in runs):
+        raise UserError("run_dir: every trial of a sweep gets its own directory under the sweep "
+                        "directory, so one run_dir cannot hold them; remove it (choose where the "
+                        "sweep goes with hydra.sweep.dir=DIR)")
+    overrides = force_added(overrides, added)
+    output_root = runs[0].output_root if runs else "outputs"
+    plan.sweep_dir = resolve_sweep_dir(overrides, output_root, Path(recipe).stem)
+    overrides = [o for o in overrides if override_key(o) != "hydra.sweep.dir"]
+    overrides.append(f"hydra.sweep.dir={plan.sweep_dir}")
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)  # the Optuna study lives in it from the start
+    plan.optuna = sweeper == "optuna"
+    if plan.optuna and runs:
+        direction = objective_direction([task_objective(run) for run in runs], overrides)
+        overrides = optuna_overrides(overrides, plan.sweep_dir, direction, n_trials)
+    print(f"[sweep] directory: {plan.sweep_dir} (the same command resumes it; "
+          f"`ft sweep report {plan.sweep_dir}` shows it)", file=sys.stderr, flush=True)
+    return overrides

@@ -25,6 +25,7 @@ OVERRIDES_FILE = "overrides.yaml"
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"  # final and baseline metrics, written when the run finishes
+TRIAL_FILE = "trial.json"  # a sweep trial's record: status, reason, exit code, config hash
 TRAIN_LOG = "train.log"
 ADAPTER_DIR = "adapter"  # save_pretrained adapter + tokenizer + TASK_FILE
 ADAPTER_LAST_DIR = "adapter_last"  # the last step's adapter when train.keep_best puts the best in adapter/

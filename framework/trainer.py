@@ -42,6 +42,7 @@ from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.signals import StopSignals
+from framework.training.token_cache import tokenize_cached
 
 log = logging.getLogger("ft")
 
@@ -156,8 +157,8 @@ def load_data(run: RunConfig, accelerator: Any, tokenizer: Any,
     raw = load_raw_splits(run.data, run.data_source)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
-    with accelerator.main_process_first():  # rank 0 fills the datasets cache, others reuse it
-        tokenized = task.tokenize(raw.splits)
+    with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it
+        tokenized = tokenize_cached(run, task, tokenizer, raw.splits)
     return task, raw.splits, tokenized
 
 

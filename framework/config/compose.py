@@ -246,6 +246,10 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
     if missing_primary:
         return UserError(f"recipe '{missing_primary.group(1)}' not found in {recipe_path.parent}")
     bad_override = re.search(r"Could not override '([^']+)'", message)
+    if bad_override and bad_override.group(1) == "hparams_search":  # conf/hparams_search
+        return UserError("hparams_search: a search space runs as a sweep; use "
+                         f"`ft train {recipe_path.stem} -m hparams_search=NAME` "
+                         f"(presets: {', '.join(group_presets('hparams_search'))})")
     if bad_override:
         key = bad_override.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")

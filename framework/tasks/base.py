@@ -87,6 +87,10 @@ class Task:
         """Turn raw splits into model inputs with datasets.map (cached by fingerprint)."""
         raise NotImplementedError
 
+    def use_tokenized(self, tokenized: Dict[str, Any]) -> None:
+        """Called with the tokenized splits, whether tokenize() made them or the tokenization
+        cache had them: a task that keeps a split for itself takes it here."""
+
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         raise NotImplementedError
 

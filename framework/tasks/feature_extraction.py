@@ -120,9 +120,12 @@ class FeatureExtraction(Task):
             tokenized[split] = self.encode_split(
                 dataset, split, encode_pairs, {"roles": roles}, length_of=lambda ex: max(
                     len(ex[f"{g}_input_ids"]) for g in GROUPS if f"{g}_input_ids" in ex))
+        self.use_tokenized(tokenized)
+        return tokenized
+
+    def use_tokenized(self, tokenized: Dict[str, Any]) -> None:
         if self.params.scored_split in tokenized:
             self._scored = tokenized[self.params.scored_split]
-        return tokenized
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
         """input_ids and attention_mask of shape [batch, groups, length]: group 0 is the anchor,
