@@ -98,6 +98,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         tokenizer = load_tokenizer(run.model, checkpoint)
     task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
     method = PEFT_METHODS.get(run.peft.name)
+    # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
+    # numbers after the first set_seed; model heads and adapters must not depend on that.
+    set_seed(run.seed)
     model = build_model(run, checkpoint, task, profile, method, family)
     if accelerator.is_main_process:
         trainable, total = model.get_nb_trainable_parameters()
