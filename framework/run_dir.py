@@ -134,6 +134,22 @@ def write_resume_config(run_dir: Path, config: Dict[str, Any]) -> Path:
     return path
 
 
+def resume_command(run_dir: Path, recipe: str) -> str:
+    """The command that continues a run exactly: its recipe as it was given (a file's path made
+    absolute), resume=auto and its directory; the run's saved config supplies everything else."""
+    import shlex
+
+    try:
+        argv = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text())["argv"]
+        given = argv[argv.index("train") + 1]
+        if given.endswith((".yaml", ".yml")) or "/" in given:
+            given = str(Path(given).expanduser().resolve())
+        recipe = given if Path(given).stem == recipe else recipe
+    except (OSError, ValueError, KeyError, IndexError):
+        pass  # no provenance (a launched rank's view is the same file): the recipe's name
+    return f"ft train {shlex.quote(recipe)} resume=auto run_dir={shlex.quote(str(run_dir))}"
+
+
 def write_summary(run_dir: Path, summary: Dict[str, Any]) -> None:
     (Path(run_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
 

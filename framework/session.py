@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from framework.config.compose import Composed, compose_recipe
-from framework.config.resume import resume_target
+from framework.config.resume import continue_saved_config, resume_target
 from framework.config.schema import RunConfig, build_run_config
 from framework.errors import LaunchFailed
-from framework.logs import run_log
+from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE
 from framework.run_dir import (CONFIG_FILE, create_run_dir, read_summary, write_resume_config,
                                write_run_files)
@@ -40,6 +40,8 @@ class Finished(NamedTuple):
 def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
     """Compose with Hydra and validate; return (composed, run). Never imports torch."""
     composed = compose_recipe(recipe, overrides)
+    if composed.config.get("resume"):  # continue the run's saved config, not the recipe's defaults
+        composed = continue_saved_config(composed)
     return composed, build_run_config(composed.config, composed.origin)
 
 
@@ -63,6 +65,7 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
 
         print_dry_run(run, composed)
         return Finished(None, {})
+    configure_logging()  # choosing a checkpoint may warn (a corrupt one passed over)
     prepared = prepare_run_dir(composed, run)
     with run_log(prepared.run_dir):
         log.info("run directory: %s", prepared.run_dir)

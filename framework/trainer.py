@@ -34,7 +34,7 @@ from framework.errors import TrainingInterrupted, UserError, run_guarded
 from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 from framework.run_dir import (ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics,
-                               redact, write_summary)
+                               redact, resume_command, write_summary)
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -237,8 +237,8 @@ def save(setup: Setup, position: Position) -> Path:
     except OSError as error:
         raise TrainingInterrupted(
             f"could not save the checkpoint at step {position.step} ({error.strerror or error}); "
-            f"the last complete checkpoint is kept. Free disk space and resume with "
-            f"resume=auto run_dir={setup.run_dir}", exit_code=1) from None
+            f"the last complete checkpoint is kept. Free disk space and resume with: "
+            f"{resume_command(setup.run_dir, setup.run.recipe)}", exit_code=1) from None
     setup.metrics_log.write({"step": position.step, "event": "checkpoint", "path": str(path)})
     return path
 
@@ -283,7 +283,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                 if stop_now:
                     raise TrainingInterrupted(
                         f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
-                        f"Resume with: ft train {run.recipe} resume=auto run_dir={setup.run_dir}",
+                        f"Resume with: {resume_command(setup.run_dir, run.recipe)}",
                         exit_code=signals.exit_code())
             if position.step >= setup.total_steps:
                 break

@@ -29,6 +29,8 @@ class RunSettings:
     run_dir: Optional[str] = None  # explicit run directory; default outputs/<recipe>/<time>
     resume: Optional[str] = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
     overwrite: bool = False  # allow run_dir to be a directory that already holds another run
+    # keys a resume may change although they alter the training (train.max_steps, data, ...)
+    resume_allow_changes: List[str] = field(default_factory=list)
     dry_run: bool = False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
 
 
