@@ -12,8 +12,9 @@ import yaml
 
 from framework.checkpoint import (checkpoint_config, find_resume_checkpoint, latest_checkpoint,
                                   run_dir_of_checkpoint)
-from framework.config.compose import Composed, compose_recipe
-from framework.config.schema import RunConfig, build_run_config, load_run_file, upgrade_saved
+from framework.config.compose import Composed, compose_recipe, override_key
+from framework.config.schema import (ALL_GROUPS, RunConfig, build_run_config, load_run_file,
+                                     upgrade_saved)
 from framework.errors import UserError
 from framework.registry import HARDWARE
 from framework.run_dir import CONFIG_FILE, REDACTED, is_run_dir, resume_configs
@@ -140,6 +141,9 @@ def continue_saved_config(composed: Composed) -> Composed:
     own_dirs = [o for o in composed.overrides if o.lstrip("+~").startswith("hydra.")]
     plain = _flatten(compose_recipe(str(composed.recipe_path), own_dirs).config)
     given = {k for k in set(now) | set(plain) if now.get(k, KeyError) != plain.get(k, KeyError)}
+    # A key=value given now counts even where it equals the recipe's default.
+    explicit = [override_key(o) for o in composed.overrides if "=" in o]
+    given |= {k for k in now if _matches(k, [e for e in explicit if "." in e or e not in ALL_GROUPS])}
     merged = {k: v for k, v in saved.items() if not _matches(k, INVOCATION_KEYS)}
     for key in list(merged):  # a redacted secret (a token) comes from this invocation
         if merged[key] == REDACTED and key in now:
@@ -156,8 +160,9 @@ def continue_saved_config(composed: Composed) -> Composed:
                and not _matches(k, allowed)]
     if changed:
         keys = ",".join(sorted({c.split(":")[0] for c in changed}))
-        raise UserError(f"resume={run.resume}: these overrides change the training of the run in "
-                        f"{run_dir} (saved in {saved_path.name}). Leave them out to continue it "
-                        f"as it was, or allow them with resume_allow_changes=[{keys}]:", changed)
+        raise UserError(f"resume={run.resume}: the config changed from the run in {run_dir} "
+                        f"({saved_path.name}) in settings that alter its training. Leave these "
+                        f"overrides out to continue it as it was, or allow them with "
+                        f"resume_allow_changes=[{keys}]:", changed)
     return Composed(composed.recipe_name, composed.recipe_path, _unflatten(merged),
                     composed.overrides, composed.choices)
