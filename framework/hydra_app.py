@@ -8,7 +8,7 @@ import sys
 from typing import List, Tuple
 
 from framework.errors import UserError, exit_code_for
-from framework.run_dir import read_summary
+from framework.run_dir import read_summary, redact_hydra_files
 
 
 # A sweep grid up to this many jobs is validated job by job before any runs (about 0.3 s each);
@@ -91,7 +91,7 @@ def run_hydra_app(argv: List[str]) -> int:
     from omegaconf import DictConfig, OmegaConf
 
     from framework.config.compose import (CONF_DIR, HYDRA_VERSION_BASE, RECIPES_DIR, Composed,
-                                          resolve_recipe)
+                                          register_env_secrets, resolve_recipe)
     from framework.config.schema import build_run_config
     from framework.errors import LaunchFailed, TrainingInterrupted
     from framework.session import execute
@@ -118,6 +118,11 @@ def run_hydra_app(argv: List[str]) -> int:
         from hydra.core.hydra_config import HydraConfig
 
         hydra_cfg = HydraConfig.get()
+        register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
+        redact_hydra_files(hydra_cfg.runtime.output_dir)  # Hydra wrote them before this job ran
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+            sweep_dirs.add(hydra_cfg.sweep.dir)
+            redact_hydra_files(hydra_cfg.sweep.dir)  # multirun.yaml
         overrides = list(hydra_cfg.overrides.task)
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
                    if not k.startswith("hydra/") and v is not None}
@@ -149,10 +154,14 @@ def run_hydra_app(argv: List[str]) -> int:
                 f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
                 "hydra.job.chdir=false", "hydra/job_logging=disabled",
                 "hydra/hydra_logging=disabled", *overrides]
+    sweep_dirs: set = set()  # filled by the jobs; every job's Hydra files are redacted at the end
     try:
         job()
     except UserError as error:
         return exit_code_for(error)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    finally:
+        for folder in sweep_dirs:
+            redact_hydra_files(folder, jobs=True)
     return 0

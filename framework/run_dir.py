@@ -36,12 +36,42 @@ REDACTED = "***REDACTED***"
 # "tokens" is not one: it names token_cls's word column (data.columns.tokens) and token counts.
 _SECRET_KEY = re.compile(r"(^|[_\-.])(token|(?:api_?key|key|secret|password|passwd|credential)s?)"
                          r"($|[_\-.])", re.IGNORECASE)
-# Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens).
-_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,})\b")
+# Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens), of
+# any length: `hf_` + letters/digits (not `hf_hub_download`), `sk-` + letters/digits/-/_.
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]+|sk-[A-Za-z0-9][A-Za-z0-9_\-]*)(?![A-Za-z0-9_])")
+# Secret values known by where they came from (an ${oc.env:...} lookup of a secret-looking
+# variable, see register_secret), and the shortest value that is also replaced inside longer
+# strings (a shorter one only where it is the whole value: "1" must not vanish from every line).
+_REGISTERED: set = set()
+MIN_SUBSTRING_SECRET = 6
 
 
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
+
+
+def register_secret(value: Any) -> None:
+    """Redact this value wherever it appears from now on (in this process)."""
+    if isinstance(value, str) and value and value != REDACTED:
+        _REGISTERED.add(value)
+
+
+def _known_secrets() -> List[str]:
+    """Registered secrets and the values of secret-looking environment variables (HF_TOKEN,
+    WANDB_API_KEY, ...): whatever path such a value took into a config or a log line, it is
+    redacted. Longest first, so that a secret containing another is replaced whole."""
+    found = set(_REGISTERED)
+    found.update(v for k, v in os.environ.items() if v and is_secret_key(k))
+    return sorted(found, key=len, reverse=True)
+
+
+def _redact_string(text: str) -> str:
+    for secret in _known_secrets():
+        if text == secret:
+            return REDACTED
+        if len(secret) >= MIN_SUBSTRING_SECRET and secret in text:
+            text = text.replace(secret, REDACTED)
+    return _SECRET_VALUE.sub(REDACTED, text)
 
 
 def redact(node: Any, key: str = "") -> Any:
@@ -53,16 +83,43 @@ def redact(node: Any, key: str = "") -> Any:
     if isinstance(node, str):
         if is_secret_key(key) and node:
             return REDACTED
-        return _SECRET_VALUE.sub(REDACTED, node)
+        return redact_text(node)
     return node
 
 
 def redact_text(text: str) -> str:
     """Redact secret-looking values and `key=value` pairs with secret keys in a log line."""
-    text = _SECRET_VALUE.sub(REDACTED, text)
+    text = _redact_string(text)
     return re.sub(r"([\w.\-]*(?:token|key|secret|password)[\w.\-]*)=(\S+)",
                   lambda m: f"{m.group(1)}={REDACTED}" if is_secret_key(m.group(1).split('.')[-1])
                   else m.group(0), text, flags=re.IGNORECASE)
+
+
+def redact_yaml_file(path: Path) -> None:
+    """Rewrite a YAML file written by another tool (Hydra's .hydra/*.yaml, multirun.yaml) with its
+    secrets redacted; atomic, and untouched when it holds none."""
+    text = Path(path).read_text()
+    try:
+        tree = yaml.safe_load(text)
+        clean = text if redact(tree) == tree else yaml.safe_dump(redact(tree), sort_keys=False)
+    except yaml.YAMLError:
+        clean = redact_text(text)
+    if clean != text:
+        tmp = Path(path).with_name(f".{Path(path).name}.redacting")
+        tmp.write_text(clean)
+        os.replace(tmp, path)
+
+
+def redact_hydra_files(folder: Path, jobs: bool = False) -> None:
+    """Redact what Hydra itself wrote (it saves the composed config and the overrides, a
+    model.token too, before ft sees them): FOLDER/.hydra/*.yaml, FOLDER/*.yaml (multirun.yaml,
+    a sweeper's results) and, with jobs=True once a sweep is over, every job's .hydra/*.yaml."""
+    folder = Path(folder)
+    patterns = [".hydra/*.yaml", "*.yaml"] + (["*/.hydra/*.yaml"] if jobs else [])
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            if path.name != CONFIG_FILE or path.parent.name == ".hydra":  # ft's own: redacted
+                redact_yaml_file(path)
 
 
 def create_run_dir(root: str, recipe: str, explicit: Optional[str], overwrite: bool) -> Path:

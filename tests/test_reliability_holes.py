@@ -151,3 +151,57 @@ def test_resume_hint_is_a_command_that_reproduces_the_run(reference):
     invocation = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
     assert {k: v for k, v in composed.config.items() if k not in invocation} == \
         {k: v for k, v in original.items() if k not in invocation}
+
+
+# ---- secrets --------------------------------------------------------------------------------
+PLANTED = "hf_PLANTEDSECRET123"  # shorter than a real HF token
+PLANTED_ENV = "PlantedEnvSecret789"  # nothing about it looks secret but the variable's name
+
+
+def files_containing(folder: Path, *needles: str):
+    return [str(p) for p in folder.rglob("*") if p.is_file()
+            and any(n.encode() in p.read_bytes() for n in needles)]
+
+
+def test_planted_secrets_never_reach_a_run_dir_or_ft_show(files, tmp_path, monkeypatch, capsys,
+                                                          one_torch_thread):
+    from framework.cli import main
+
+    monkeypatch.setenv("HF_TOKEN", PLANTED_ENV)
+    secret_overrides = [f"model.token={PLANTED}", "++logger.project=${oc.env:HF_TOKEN}"]
+    assert main(["show", RECIPE, *secret_overrides]) == 0
+    shown = capsys.readouterr().out
+    assert PLANTED not in shown and PLANTED_ENV not in shown and "REDACTED" in shown
+    run_dir = tmp_path / "run"
+    assert main(["train", RECIPE, *data_overrides(files, "train.max_steps=1", f"run_dir={run_dir}",
+                                                  *secret_overrides)]) == 0
+    out = capsys.readouterr()
+    assert (run_dir / "train.log").is_file()
+    assert files_containing(run_dir, PLANTED, PLANTED_ENV) == []
+    assert PLANTED not in out.err + out.out and PLANTED_ENV not in out.err + out.out
+
+
+@pytest.mark.slow
+def test_planted_secrets_never_reach_a_sweep_dir(files, tmp_path):
+    """Hydra saves the composed config and the overrides itself (.hydra/*.yaml, multirun.yaml);
+    ft redacts those too: a grep of the whole sweep directory finds neither planted token."""
+    sweep = tmp_path / "sweep"
+    result = ft_cli("train", RECIPE, "-m", "train.lr=1e-3,2e-3", f"++model.token={PLANTED}",
+                    "++logger.project=${oc.env:WANDB_API_KEY}",
+                    "data=files", f"+data.source.train={files['train']}",
+                    f"data.source.validation={files['validation']}", "train.max_steps=1",
+                    f"hydra.sweep.dir={sweep}",
+                    env={"WANDB_API_KEY": PLANTED_ENV})
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in sweep.glob("*/.hydra")) and (sweep / "multirun.yaml").is_file()
+    assert len(list(sweep.glob("*/adapter"))) == 2
+    assert files_containing(sweep, PLANTED, PLANTED_ENV) == []
+    assert PLANTED not in result.stderr + result.stdout
+
+
+def test_hf_and_sk_style_values_of_any_length_are_redacted():
+    from framework.run_dir import REDACTED, redact, redact_text
+
+    assert redact({"note": f"use {PLANTED} here"}) == {"note": f"use {REDACTED} here"}
+    assert redact_text("key sk-abc1 and hf_x9") == f"key {REDACTED} and {REDACTED}"
+    assert redact_text("hf_hub_download failed") == "hf_hub_download failed"  # a name, not a token

@@ -17,6 +17,7 @@ Where configs are found, first match wins:
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,7 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
                if not k.startswith("hydra/") and v is not None}
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
+    register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
@@ -215,6 +217,23 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
                         .split("\n")[0]) from None
     container.setdefault("recipe", recipe_path.stem)
     return Composed(recipe_path.stem, recipe_path, container, overrides, choices)
+
+
+def register_env_secrets(node: Any) -> None:
+    """Every value an `${oc.env:NAME}` lookup of a secret-looking NAME (HF_TOKEN, ...) brings into
+    the config is a secret, whatever key it lands in: redact it everywhere ft writes."""
+    from framework.run_dir import is_secret_key, register_secret
+
+    if isinstance(node, dict):
+        for value in node.values():
+            register_env_secrets(value)
+    elif isinstance(node, list):
+        for value in node:
+            register_env_secrets(value)
+    elif isinstance(node, str):
+        for name in re.findall(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)", node):
+            if is_secret_key(name):
+                register_secret(os.environ.get(name))
 
 
 def _check_yaml(path: Path) -> None:
