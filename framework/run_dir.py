@@ -174,6 +174,19 @@ def write_run_files(run_dir: Path, config: Dict[str, Any], overrides: List[str])
     (run_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
 
 
+def discard_unstarted_run(run_dir: Path) -> bool:
+    """Remove a run directory this invocation created when the run failed before its first
+    metrics record (at setup: bad data, a missing checkpoint, ...), so that no empty run is left
+    to be mistaken for a real one. A run that trained at all is kept. True if removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS_FILE).exists() or (run_dir / CHECKPOINTS_DIR).exists():
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 

@@ -17,8 +17,8 @@ from framework.config.schema import RunConfig, build_run_config
 from framework.errors import LaunchFailed
 from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE
-from framework.run_dir import (CONFIG_FILE, create_run_dir, read_summary, write_resume_config,
-                               write_run_files)
+from framework.run_dir import (CONFIG_FILE, create_run_dir, discard_unstarted_run, read_summary,
+                               write_resume_config, write_run_files)
 
 log = logging.getLogger("ft")
 
@@ -66,15 +66,21 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
         print_dry_run(run, composed)
         return Finished(None, {})
     configure_logging()  # choosing a checkpoint may warn (a corrupt one passed over)
+    existed = bool(run.run_dir) and Path(run.run_dir).expanduser().exists()
     prepared = prepare_run_dir(composed, run)
-    with run_log(prepared.run_dir):
-        log.info("run directory: %s", prepared.run_dir)
-        profile = HARDWARE.get(run.hardware.name)
-        if profile.world_size(run.hardware) > 1 or profile.always_launch:
-            return Finished(prepared.run_dir, launch(prepared))
-        from framework.trainer import train
+    try:
+        with run_log(prepared.run_dir):
+            log.info("run directory: %s", prepared.run_dir)
+            profile = HARDWARE.get(run.hardware.name)
+            if profile.world_size(run.hardware) > 1 or profile.always_launch:
+                return Finished(prepared.run_dir, launch(prepared))
+            from framework.trainer import train
 
-        return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
+            return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
+    except BaseException:
+        if prepared.resume_from is None and not existed and discard_unstarted_run(prepared.run_dir):
+            log.info("removed %s: the run failed before training started", prepared.run_dir)
+        raise
 
 
 def launch(prepared: Prepared) -> Dict[str, float]:

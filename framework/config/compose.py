@@ -236,10 +236,29 @@ def register_env_secrets(node: Any) -> None:
                 register_secret(os.environ.get(name))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last one
+    silently; Hydra refuses it with a message that names neither key nor line first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool)) or key == "<<":
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first at line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _check_yaml(path: Path) -> None:
     """Parse a YAML file up front so that a syntax error names the file and line."""
     try:
-        yaml.safe_load(path.read_text())
+        yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -274,6 +293,11 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
     if type(error).__name__ == "OverrideParseException":
         return UserError(f"cannot parse command-line override: {message.splitlines()[0]}. "
                          f"Overrides look like key=value, group=preset or +new.key=value")
+    duplicate = re.search(r'found duplicate key (\S+)\s+in "([^"]+)", line (\d+)', message)
+    if duplicate:  # a preset file composed by Hydra (the recipe itself is checked up front)
+        key, where, line = duplicate.groups()
+        return UserError(f"{where}:{line}: duplicate key '{key}'. Each key may appear once per "
+                         f"mapping: remove or merge one of them")
     first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
     return UserError(f"cannot compose recipe {recipe_path.name}: {first}")
 
@@ -309,8 +333,27 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str,
     valid = f"; valid keys here: {', '.join(sorted(set(siblings)))}" if siblings else ""
     chosen = next((c for c in choices if override_key(c) == key.split(".")[0]), None)
     preset = f" for {chosen}" if chosen else ""  # peft.r with peft=ia3: IA3 has no rank
-    return (f"{key}={value}: unknown key{preset}{did_you_mean(leaf, siblings)} "
-            f"(set on the command line){valid}")
+    elsewhere = _same_key_elsewhere(base, key)  # peft.lr -> train.lr, before a look-alike (r)
+    hint = f" (did you mean '{elsewhere[0]}'?)" if elsewhere else did_you_mean(leaf, siblings)
+    return f"{key}={value}: unknown key{preset}{hint} (set on the command line){valid}"
+
+
+def _same_key_elsewhere(base: Dict[str, Any], key: str) -> List[str]:
+    """Other places of a composed config (each group, the top level) where the last part of `key`
+    is a key: the usual slip is the right key in the wrong group."""
+    from framework.config.schema import schema_fields
+
+    leaf, first = key.rsplit(".", 1)[-1], key.split(".", 1)[0]
+    found = []
+    for group, node in base.items():
+        if group == first or not isinstance(node, dict):
+            continue
+        fields = set(node) | set(schema_fields(base, f"{group}.{leaf}") or [])
+        if leaf in fields:
+            found.append(f"{group}.{leaf}")
+    if "." in key and leaf in (schema_fields(base, leaf) or []) and leaf not in recipe_groups():
+        found.append(leaf)  # e.g. train.seed -> seed
+    return found
 
 
 def recipe_groups() -> List[str]:
