@@ -205,3 +205,54 @@ def test_hf_and_sk_style_values_of_any_length_are_redacted():
     assert redact({"note": f"use {PLANTED} here"}) == {"note": f"use {REDACTED} here"}
     assert redact_text("key sk-abc1 and hf_x9") == f"key {REDACTED} and {REDACTED}"
     assert redact_text("hf_hub_download failed") == "hf_hub_download failed"  # a name, not a token
+
+
+# ---- model.checkpoint on a random-init preset -----------------------------------------------
+def test_checkpoint_on_a_random_init_recipe_is_never_ignored(tmp_path, capsys):
+    """tiny_bert builds a random model; model.checkpoint=... must load that checkpoint instead
+    (random init off, in the saved config too), and a missing one is a clear error."""
+    from framework.cli import main
+    from framework.models.loading import build_tiny_checkpoint
+    from framework.session import compose_and_validate
+
+    assert main(["train", RECIPE, "model.checkpoint=/nonexistent",
+                 f"output_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.checkpoint='/nonexistent': no such directory" in err and "Traceback" not in err
+    assert not (tmp_path / RECIPE).exists() or not any((tmp_path / RECIPE).iterdir())
+    local = build_tiny_checkpoint("bert", compose_and_validate(RECIPE, [])[1].model.random_init)
+    composed, run = compose_and_validate(RECIPE, [f"model.checkpoint={local}"])
+    assert run.model.random_init is None and composed.config["model"]["random_init"] is None
+
+
+# ---- messages -------------------------------------------------------------------------------
+def test_duplicate_yaml_key_names_the_key_and_line(tmp_path, capsys):
+    from framework.cli import main
+
+    recipe = tmp_path / "dupkey.yaml"
+    recipe.write_text(f"defaults:\n  - {RECIPE}\n  - _self_\ntrain:\n  lr: 1.0e-3\n"
+                      f"  max_steps: 2\n  lr: 2.0e-3\n")
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"{recipe}:7:" in err and "duplicate key 'lr' (first at line 5)" in err, err
+
+
+def test_key_in_the_wrong_group_suggests_the_right_group(capsys):
+    from framework.cli import main
+
+    assert main(["validate", RECIPE, "peft.lr=1e-3"]) == 2
+    assert "did you mean 'train.lr'?" in capsys.readouterr().err
+
+
+def test_empty_data_file_says_empty_and_leaves_no_run_dir(files, tmp_path, capsys):
+    """A run that fails at setup removes the run directory it had just created."""
+    from framework.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    run_dir = tmp_path / "run"
+    assert main(["train", RECIPE, "data=files", f"+data.source.train={empty}",
+                 f"data.source.validation={files['validation']}", f"run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert f"data.source.train: {empty} is empty" in err, err
+    assert not run_dir.exists(), "the failed run left its directory behind"
