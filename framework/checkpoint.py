@@ -24,10 +24,12 @@ log = logging.getLogger("ft")
 
 
 def checkpoint_bytes(model: Any) -> int:
-    """Disk per checkpoint: trainable weights + Adam's two moments, fp32 (4 bytes each), plus
-    1 MiB of metadata."""
+    """Disk per checkpoint, as Accelerate's save_state writes it: the whole model state (frozen
+    base weights and buffers too, in their own dtypes), Adam's two fp32 moments (4 bytes each)
+    per trainable weight, plus 1 MiB for RNG states, scheduler, config and the COMPLETE record."""
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable * 4 * 3 + (1 << 20)
+    return weights + trainable * 4 * 2 + (1 << 20)
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

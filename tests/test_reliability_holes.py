@@ -256,3 +256,35 @@ def test_empty_data_file_says_empty_and_leaves_no_run_dir(files, tmp_path, capsy
     err = capsys.readouterr().err
     assert f"data.source.train: {empty} is empty" in err, err
     assert not run_dir.exists(), "the failed run left its directory behind"
+
+
+def test_checkpoint_size_estimate_matches_the_files(reference):
+    """The disk check's estimate (checkpoint_bytes) against a real checkpoint of the same model:
+    the checkpoint holds the whole model (not only the adapter), and the estimate covers it."""
+    from framework.checkpoint import checkpoint_bytes
+
+    checkpoint = reference / "checkpoints" / "checkpoint-00000003"
+    whole = load_file(str(checkpoint / "model.safetensors"))
+    trainable = set(adapter(reference))  # the adapter + the new head: what the optimizer updates
+    assert len(whole) > len(trainable), "the checkpoint holds the base weights too"
+
+    for name, tensor in whole.items():  # trainable: its name in the adapter (peft's suffixes off)
+        plain = name.replace(".modules_to_save.default.", ".").replace(".default.", ".")
+        tensor.requires_grad_(plain in trainable)
+    assert sum(t.numel() for t in whole.values() if t.requires_grad) == \
+        sum(t.numel() for t in adapter(reference).values())
+
+    class Model:  # the parameters of the checkpointed model, with their trainable flags
+        def parameters(self):
+            return iter(whole.values())
+
+        def buffers(self):
+            return iter(())
+
+    actual = sum(p.stat().st_size for p in checkpoint.iterdir())
+    estimate = checkpoint_bytes(Model())
+    assert actual <= estimate <= actual + (1 << 20), (actual, estimate)
+    # Without the 1 MiB of metadata, the estimate is the weights and optimizer files (pickle
+    # framing of optimizer.bin aside), not just the adapter's share.
+    big = sum((checkpoint / f).stat().st_size for f in ("model.safetensors", "optimizer.bin"))
+    assert estimate - (1 << 20) >= 0.9 * big, (estimate, big)
