@@ -35,6 +35,7 @@ from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 from framework.run_dir import (ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics,
                                redact, resume_command, write_summary)
+from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -83,6 +84,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
 
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
+    skip_unused_deepspeed_import()
     profile = HARDWARE.get(run.hardware.name)
     tracker = LOGGERS.get(run.logger.name).tracker
     accelerator = Accelerator(

@@ -288,3 +288,27 @@ def test_checkpoint_size_estimate_matches_the_files(reference):
     # framing of optimizer.bin aside), not just the adapter's share.
     big = sum((checkpoint / f).stat().st_size for f in ("model.safetensors", "optimizer.bin"))
     assert estimate - (1 << 20) >= 0.9 * big, (estimate, big)
+
+
+# ---- noise ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cpu_run_imports_no_deepspeed_and_logs_for_people(files, tmp_path):
+    """A CPU run that checkpoints: DeepSpeed (installed) is never imported, so its "Setting
+    accelerator to CPU" warning never shows, and train.log holds ft's lines, not Accelerate's
+    one-line-per-saved-file INFO records."""
+    run_dir = tmp_path / "run"
+    script = ("import sys; from framework.cli import main; "
+              f"code = main(sys.argv[1:]); print('deepspeed imported:', 'deepspeed' in sys.modules); "
+              "sys.exit(code)")
+    args = ["train", RECIPE, *data_overrides(files, "train.max_steps=2", "train.save_every=1",
+                                             f"run_dir={run_dir}")]
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, text=True,
+                            capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "deepspeed imported: False" in result.stdout
+    assert "Setting accelerator" not in result.stderr
+    assert len(list((run_dir / "checkpoints").iterdir())) >= 1
+    log = (run_dir / "train.log").read_text().splitlines()
+    assert not [line for line in log if " accelerate" in line], log
+    assert len(log) <= 8 and any("done:" in line for line in log), log
