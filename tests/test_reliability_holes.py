@@ -312,3 +312,26 @@ def test_cpu_run_imports_no_deepspeed_and_logs_for_people(files, tmp_path):
     log = (run_dir / "train.log").read_text().splitlines()
     assert not [line for line in log if " accelerate" in line], log
     assert len(log) <= 8 and any("done:" in line for line in log), log
+
+
+def test_validate_data_reads_the_data_without_loading_the_model(files, tmp_path, monkeypatch,
+                                                                capsys):
+    """`ft validate --data` catches what `ft train` would (here: a label only in validation),
+    reports columns, labels and token lengths, and never loads model weights."""
+    import framework.models.loading as loading
+    from framework.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("ft validate --data loaded the model")
+
+    monkeypatch.setattr(loading, "load_model", no_model)
+    source = ["data=files", f"+data.source.train={files['train']}", "data.max_length=8"]
+    assert main(["validate", RECIPE, "--data", *source,
+                 f"data.source.validation={files['validation']}"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 32 examples" in out and "columns text, label" in out, out
+    assert "tokens per example: max 8" in out and "labels (2): neg, pos" in out, out
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"text": "so so", "label": "meh"}])
+    assert main(["validate", RECIPE, *source, f"data.source.validation={odd}"]) == 0  # config only
+    assert main(["validate", RECIPE, "--data", *source, f"data.source.validation={odd}"]) == 2
+    assert "label 'meh' in split 'validation'" in capsys.readouterr().err
