@@ -298,8 +298,8 @@ def test_cpu_run_imports_no_deepspeed_and_logs_for_people(files, tmp_path):
     one-line-per-saved-file INFO records."""
     run_dir = tmp_path / "run"
     script = ("import sys; from framework.cli import main; "
-              f"code = main(sys.argv[1:]); print('deepspeed imported:', 'deepspeed' in sys.modules); "
-              "sys.exit(code)")
+              "code = main(sys.argv[1:]); "
+              "print('deepspeed imported:', 'deepspeed' in sys.modules); sys.exit(code)")
     args = ["train", RECIPE, *data_overrides(files, "train.max_steps=2", "train.save_every=1",
                                              f"run_dir={run_dir}")]
     result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, text=True,

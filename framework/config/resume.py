@@ -25,6 +25,7 @@ TRAJECTORY_KEYS = ("seed", "model", "peft", "task", "data", "train.lr", "train.b
                    "train.grad_accum", "train.max_steps", "train.epochs", "train.optimizer",
                    "train.scheduler", "train.warmup_ratio", "train.weight_decay",
                    "train.max_grad_norm")
+_ABSENT = object()  # a key missing from one of two flattened configs
 # Keys about this invocation, never taken from the run being resumed.
 INVOCATION_KEYS = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
 
@@ -140,14 +141,18 @@ def continue_saved_config(composed: Composed) -> Composed:
     # What the overrides given now change: the recipe composed with and without them.
     own_dirs = [o for o in composed.overrides if o.lstrip("+~").startswith("hydra.")]
     plain = _flatten(compose_recipe(str(composed.recipe_path), own_dirs).config)
-    given = {k for k in set(now) | set(plain) if now.get(k, KeyError) != plain.get(k, KeyError)}
+    given = {k for k in set(now) | set(plain) if now.get(k, _ABSENT) != plain.get(k, _ABSENT)}
     # A key=value given now counts even where it equals the recipe's default.
     explicit = [override_key(o) for o in composed.overrides if "=" in o]
-    given |= {k for k in now if _matches(k, [e for e in explicit if "." in e or e not in ALL_GROUPS])}
+    keys_given = [e for e in explicit if "." in e or e not in ALL_GROUPS]
+    given |= {k for k in now if _matches(k, keys_given)}
     merged = {k: v for k, v in saved.items() if not _matches(k, INVOCATION_KEYS)}
-    for key in list(merged):  # a redacted secret (a token) comes from this invocation
-        if merged[key] == REDACTED and key in now:
-            merged[key] = now[key]
+    for key in list(merged):  # a redacted secret (a token) comes from this invocation, or none
+        if merged[key] == REDACTED:
+            if key in now:
+                merged[key] = now[key]
+            else:
+                del merged[key]
     for key in given - set(INVOCATION_KEYS):
         if key in now:
             merged[key] = now[key]
@@ -156,8 +161,8 @@ def continue_saved_config(composed: Composed) -> Composed:
     merged.update({k: v for k, v in now.items() if _matches(k, INVOCATION_KEYS)})
     allowed = list(run.resume_allow_changes)
     changed = [f"{k}: {saved.get(k)!r} -> {merged.get(k)!r}" for k in sorted(given)
-               if _matches(k, TRAJECTORY_KEYS) and saved.get(k, KeyError) != merged.get(k, KeyError)
-               and not _matches(k, allowed)]
+               if _matches(k, TRAJECTORY_KEYS) and not _matches(k, allowed)
+               and saved.get(k, _ABSENT) not in (merged.get(k, _ABSENT), REDACTED)]
     if changed:
         keys = ",".join(sorted({c.split(":")[0] for c in changed}))
         raise UserError(f"resume={run.resume}: the config changed from the run in {run_dir} "
