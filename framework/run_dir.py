@@ -43,7 +43,7 @@ _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]+|sk-[A-Za-z0-9][A-Za-z0-9_\-]*)(?
 # variable, see register_secret), and the shortest value that is also replaced inside longer
 # strings (a shorter one only where it is the whole value: "1" must not vanish from every line).
 _REGISTERED: set = set()
-MIN_SUBSTRING_SECRET = 6
+MIN_SUBSTRING_SECRET = 8
 
 
 def is_secret_key(key: str) -> bool:
