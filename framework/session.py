@@ -14,7 +14,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from framework.config.compose import Composed, compose_recipe
 from framework.config.resume import continue_saved_config, resume_target
 from framework.config.schema import RunConfig, build_run_config
-from framework.errors import LaunchFailed
+from framework.errors import LaunchFailed, UserError
 from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE
 from framework.run_dir import (CONFIG_FILE, create_run_dir, discard_unstarted_run, read_summary,
@@ -77,7 +77,9 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
             from framework.trainer import train
 
             return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
-    except BaseException:
+    except (UserError, KeyboardInterrupt):
+        # Its one-line message says everything; a crash (a bug, a failed rank) keeps its
+        # directory, whose train.log helps to report it.
         if prepared.resume_from is None and not existed and discard_unstarted_run(prepared.run_dir):
             log.info("removed %s: the run failed before training started", prepared.run_dir)
         raise
