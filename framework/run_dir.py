@@ -37,8 +37,16 @@ REDACTED = "***REDACTED***"
 _SECRET_KEY = re.compile(r"(^|[_\-.])(token|(?:api_?key|key|secret|password|passwd|credential)s?)"
                          r"($|[_\-.])", re.IGNORECASE)
 # Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens), of
-# any length: `hf_` + letters/digits (not `hf_hub_download`), `sk-` + letters/digits/-/_.
+# any length: `hf_` + letters/digits, `sk-` + letters/digits/-/_, with an upper-case letter (real
+# tokens are mixed case; `hf_models` or `task-sk-1` in a path are not tokens) or 20+ characters.
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]+|sk-[A-Za-z0-9][A-Za-z0-9_\-]*)(?![A-Za-z0-9_])")
+
+
+def _token_like(match: "re.Match[str]") -> str:
+    body = match.group(0)[3:]
+    return REDACTED if len(body) >= 20 or any(c.isupper() for c in body) else match.group(0)
+
+
 # Secret values known by where they came from (an ${oc.env:...} lookup of a secret-looking
 # variable, see register_secret), and the shortest value that is also replaced inside longer
 # strings (a shorter one only where it is the whole value: "1" must not vanish from every line).
@@ -71,7 +79,7 @@ def _redact_string(text: str) -> str:
             return REDACTED
         if len(secret) >= MIN_SUBSTRING_SECRET and secret in text:
             text = text.replace(secret, REDACTED)
-    return _SECRET_VALUE.sub(REDACTED, text)
+    return _SECRET_VALUE.sub(_token_like, text)
 
 
 def redact(node: Any, key: str = "") -> Any:

@@ -203,8 +203,10 @@ def test_hf_and_sk_style_values_of_any_length_are_redacted():
     from framework.run_dir import REDACTED, redact, redact_text
 
     assert redact({"note": f"use {PLANTED} here"}) == {"note": f"use {REDACTED} here"}
-    assert redact_text("key sk-abc1 and hf_x9") == f"key {REDACTED} and {REDACTED}"
-    assert redact_text("hf_hub_download failed") == "hf_hub_download failed"  # a name, not a token
+    assert redact_text("key sk-aBc1 and hf_X9") == f"key {REDACTED} and {REDACTED}"
+    assert redact_text(f"hf_{'q' * 34}") == REDACTED  # a long one in any case
+    for name in ("hf_hub_download failed", "/data/hf_models/task-sk-1/train.jsonl"):
+        assert redact_text(name) == name  # names and paths, not tokens
 
 
 # ---- model.checkpoint on a random-init preset -----------------------------------------------
