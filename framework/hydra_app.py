@@ -4,11 +4,13 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from typing import List, Tuple
 
 from framework.errors import UserError, exit_code_for
-from framework.run_dir import read_summary, redact_hydra_files
+from framework.run_dir import read_summary, redact_hydra_files, redact_printed
 
 
 # A sweep grid up to this many jobs is validated job by job before any runs (about 0.3 s each);
@@ -155,8 +157,12 @@ def run_hydra_app(argv: List[str]) -> int:
                 "hydra.job.chdir=false", "hydra/job_logging=disabled",
                 "hydra/hydra_logging=disabled", *overrides]
     sweep_dirs: set = set()  # filled by the jobs; every job's Hydra files are redacted at the end
+    # Hydra prints --cfg / --info itself: catch it to redact a model.token given on the line.
+    printed = io.StringIO() if printing_only and "--shell-completion" not in flags \
+        and "-sc" not in flags else None
     try:
-        job()
+        with contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext():
+            job()
     except UserError as error:
         return exit_code_for(error)
     except SystemExit as exit_:
@@ -164,4 +170,6 @@ def run_hydra_app(argv: List[str]) -> int:
     finally:
         for folder in sweep_dirs:
             redact_hydra_files(folder, jobs=True)
+        if printed is not None:
+            sys.stdout.write(redact_printed(printed.getvalue()))
     return 0

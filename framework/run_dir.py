@@ -103,6 +103,17 @@ def redact_text(text: str) -> str:
                   else m.group(0), text, flags=re.IGNORECASE)
 
 
+def redact_printed(text: str) -> str:
+    """A printout that may be YAML (Hydra's --cfg): key-aware where it parses as a mapping."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError:
+        tree = None
+    if isinstance(tree, dict) and redact(tree) != tree:
+        return yaml.safe_dump(redact(tree), sort_keys=False)
+    return redact_text(text)
+
+
 def redact_yaml_file(path: Path) -> None:
     """Rewrite a YAML file written by another tool (Hydra's .hydra/*.yaml, multirun.yaml) with its
     secrets redacted; atomic, and untouched when it holds none."""

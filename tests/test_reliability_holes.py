@@ -172,6 +172,9 @@ def test_planted_secrets_never_reach_a_run_dir_or_ft_show(files, tmp_path, monke
     assert main(["show", RECIPE, *secret_overrides]) == 0
     shown = capsys.readouterr().out
     assert PLANTED not in shown and PLANTED_ENV not in shown and "REDACTED" in shown
+    assert main(["train", RECIPE, "--cfg", "job", f"++model.token={PLANTED}"]) == 0  # Hydra's print
+    shown = capsys.readouterr().out
+    assert PLANTED not in shown and "token: '***REDACTED***'" in shown, shown
     run_dir = tmp_path / "run"
     assert main(["train", RECIPE, *data_overrides(files, "train.max_steps=1", f"run_dir={run_dir}",
                                                   *secret_overrides)]) == 0
