@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         return cmd
 
     recipe_command("train", "train a recipe")
-    recipe_command("validate", "compose and check a recipe; exit 2 with one line per problem")
+    validate = recipe_command("validate", "compose and check a recipe; exit 2 with one line per "
+                                          "problem")
+    validate.add_argument("--data", action="store_true",
+                          help="also read the data as training would (columns, labels, token "
+                               "lengths) with the model's tokenizer; the model is not loaded")
     recipe_command("show", "print the composed, resolved config of a recipe")
     est = recipe_command("estimate", "estimate peak memory per device (meta device; no weights "
                                      "read); exit 1 if it does not fit")
@@ -113,6 +117,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     composed, run = compose_and_validate(args.recipe, args.overrides)
+    if getattr(args, "data", False):
+        from framework.data_check import check_data
+
+        print("\n".join(check_data(run)))
     choices = ", ".join(f"{g}={p}" for g, p in composed.choices.items())
     print(f"ok: {composed.recipe_path} is valid ({choices}) "
           f"in {time.perf_counter() - start:.2f}s")
@@ -252,6 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from framework.hydra_app import run_hydra_app
 
         return run_hydra_app(argv[1:])
+    if argv[:1] == ["validate"] and "--data" in argv:  # after the overrides, wherever it was given
+        argv = [a for a in argv if a != "--data"] + ["--data"]
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()

@@ -4,13 +4,15 @@ returned to a sweeper (e.g. Optuna) is the task's primary metric on the validati
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Set, Tuple
 
 from framework.errors import UserError, exit_code_for
-from framework.run_dir import read_summary
+from framework.run_dir import read_summary, redact_hydra_files, redact_printed
 
 
 # A sweep grid up to this many jobs is validated job by job before any runs (about 0.3 s each);
@@ -141,7 +143,7 @@ def run_hydra_app(argv: List[str]) -> int:
     from omegaconf import DictConfig, OmegaConf
 
     from framework.config.compose import (CONF_DIR, HYDRA_VERSION_BASE, RECIPES_DIR, Composed,
-                                          resolve_recipe)
+                                          register_env_secrets, resolve_recipe)
     from framework.config.schema import build_run_config
     from framework.errors import LaunchFailed, TrainingInterrupted
     from framework.session import execute
@@ -172,6 +174,11 @@ def run_hydra_app(argv: List[str]) -> int:
         from framework.sweep import run_trial
 
         hydra_cfg = HydraConfig.get()
+        register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
+        redact_hydra_files(hydra_cfg.runtime.output_dir)  # Hydra wrote them before this job ran
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+            sweep_dirs.add(hydra_cfg.sweep.dir)
+            redact_hydra_files(hydra_cfg.sweep.dir)  # multirun.yaml
         overrides = list(hydra_cfg.overrides.task)
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
                    if not k.startswith("hydra/") and v is not None}
@@ -211,8 +218,13 @@ def run_hydra_app(argv: List[str]) -> int:
     code = 0
     if sweep.optuna:  # let the sweeper's errors reach us instead of Hydra printing them
         os.environ["HYDRA_FULL_ERROR"] = "1"
+    sweep_dirs: set = set()  # filled by the jobs; every job's Hydra files are redacted at the end
+    # Hydra prints --cfg / --info itself: catch it to redact a model.token given on the line.
+    printed = io.StringIO() if printing_only and "--shell-completion" not in flags \
+        and "-sc" not in flags else None
     try:
-        job()
+        with contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext():
+            job()
     except UserError as error:
         code = exit_code_for(error)
     except SystemExit as exit_:
@@ -226,6 +238,11 @@ def run_hydra_app(argv: List[str]) -> int:
                 and not collect(sweep.sweep_dir)["counts"].get("completed")):
             raise
         code = 1
+    finally:
+        for folder in sweep_dirs:
+            redact_hydra_files(folder, jobs=True)
+        if printed is not None:
+            sys.stdout.write(redact_printed(printed.getvalue()))
     if sweep.sweep_dir is None or not sweep.sweep_dir.is_dir():
         return code
     from framework.sweep import finish_sweep, sweep_exit_code

@@ -42,12 +42,50 @@ REDACTED = "***REDACTED***"
 # "tokens" is not one: it names token_cls's word column (data.columns.tokens) and token counts.
 _SECRET_KEY = re.compile(r"(^|[_\-.])(token|(?:api_?key|key|secret|password|passwd|credential)s?)"
                          r"($|[_\-.])", re.IGNORECASE)
-# Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens).
-_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,})\b")
+# Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens), of
+# any length: `hf_` + letters/digits, `sk-` + letters/digits/-/_, with an upper-case letter (real
+# tokens are mixed case; `hf_models` or `task-sk-1` in a path are not tokens) or 20+ characters.
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]+|sk-[A-Za-z0-9][A-Za-z0-9_\-]*)(?![A-Za-z0-9_])")
+
+
+def _token_like(match: "re.Match[str]") -> str:
+    body = match.group(0)[3:]
+    return REDACTED if len(body) >= 20 or any(c.isupper() for c in body) else match.group(0)
+
+
+# Secret values known by where they came from (an ${oc.env:...} lookup of a secret-looking
+# variable, see register_secret), and the shortest value that is also replaced inside longer
+# strings (a shorter one only where it is the whole value: "1" must not vanish from every line).
+_REGISTERED: set = set()
+MIN_SUBSTRING_SECRET = 8
 
 
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
+
+
+def register_secret(value: Any) -> None:
+    """Redact this value wherever it appears from now on (in this process)."""
+    if isinstance(value, str) and value and value != REDACTED:
+        _REGISTERED.add(value)
+
+
+def _known_secrets() -> List[str]:
+    """Registered secrets and the values of secret-looking environment variables (HF_TOKEN,
+    WANDB_API_KEY, ...): whatever path such a value took into a config or a log line, it is
+    redacted. Longest first, so that a secret containing another is replaced whole."""
+    found = set(_REGISTERED)
+    found.update(v for k, v in os.environ.items() if v and is_secret_key(k))
+    return sorted(found, key=len, reverse=True)
+
+
+def _redact_string(text: str) -> str:
+    for secret in _known_secrets():
+        if text == secret:
+            return REDACTED
+        if len(secret) >= MIN_SUBSTRING_SECRET and secret in text:
+            text = text.replace(secret, REDACTED)
+    return _SECRET_VALUE.sub(_token_like, text)
 
 
 def redact(node: Any, key: str = "") -> Any:
@@ -59,16 +97,54 @@ def redact(node: Any, key: str = "") -> Any:
     if isinstance(node, str):
         if is_secret_key(key) and node:
             return REDACTED
-        return _SECRET_VALUE.sub(REDACTED, node)
+        return redact_text(node)
     return node
 
 
 def redact_text(text: str) -> str:
     """Redact secret-looking values and `key=value` pairs with secret keys in a log line."""
-    text = _SECRET_VALUE.sub(REDACTED, text)
+    text = _redact_string(text)
     return re.sub(r"([\w.\-]*(?:token|key|secret|password)[\w.\-]*)=(\S+)",
                   lambda m: f"{m.group(1)}={REDACTED}" if is_secret_key(m.group(1).split('.')[-1])
                   else m.group(0), text, flags=re.IGNORECASE)
+
+
+def redact_printed(text: str) -> str:
+    """A printout that may be YAML (Hydra's --cfg): key-aware where it parses as a mapping."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError:
+        tree = None
+    if isinstance(tree, dict) and redact(tree) != tree:
+        return yaml.safe_dump(redact(tree), sort_keys=False)
+    return redact_text(text)
+
+
+def redact_yaml_file(path: Path) -> None:
+    """Rewrite a YAML file written by another tool (Hydra's .hydra/*.yaml, multirun.yaml) with its
+    secrets redacted; atomic, and untouched when it holds none."""
+    text = Path(path).read_text()
+    try:
+        tree = yaml.safe_load(text)
+        clean = text if redact(tree) == tree else yaml.safe_dump(redact(tree), sort_keys=False)
+    except yaml.YAMLError:
+        clean = redact_text(text)
+    if clean != text:
+        tmp = Path(path).with_name(f".{Path(path).name}.redacting")
+        tmp.write_text(clean)
+        os.replace(tmp, path)
+
+
+def redact_hydra_files(folder: Path, jobs: bool = False) -> None:
+    """Redact what Hydra itself wrote (it saves the composed config and the overrides, a
+    model.token too, before ft sees them): FOLDER/.hydra/*.yaml, FOLDER/*.yaml (multirun.yaml,
+    a sweeper's results) and, with jobs=True once a sweep is over, every job's .hydra/*.yaml."""
+    folder = Path(folder)
+    patterns = [".hydra/*.yaml", "*.yaml"] + (["*/.hydra/*.yaml"] if jobs else [])
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            if path.name != CONFIG_FILE or path.parent.name == ".hydra":  # ft's own: redacted
+                redact_yaml_file(path)
 
 
 def create_run_dir(root: str, recipe: str, explicit: Optional[str], overwrite: bool) -> Path:
@@ -123,6 +199,19 @@ def write_run_files(run_dir: Path, config: Dict[str, Any], overrides: List[str])
     (run_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
 
 
+def discard_unstarted_run(run_dir: Path) -> bool:
+    """Remove a run directory this invocation created when the run failed before its first
+    metrics record (at setup: bad data, a missing checkpoint, ...), so that no empty run is left
+    to be mistaken for a real one. A run that trained at all is kept. True if removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS_FILE).exists() or (run_dir / CHECKPOINTS_DIR).exists():
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
@@ -138,6 +227,22 @@ def write_resume_config(run_dir: Path, config: Dict[str, Any]) -> Path:
     path = run_dir / RESUME_CONFIG_GLOB.replace("*", str(len(resume_configs(run_dir)) + 1))
     path.write_text(yaml.safe_dump(redact(config), sort_keys=False))
     return path
+
+
+def resume_command(run_dir: Path, recipe: str) -> str:
+    """The command that continues a run exactly: its recipe as it was given (a file's path made
+    absolute), resume=auto and its directory; the run's saved config supplies everything else."""
+    import shlex
+
+    try:
+        argv = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text())["argv"]
+        given = argv[argv.index("train") + 1]
+        if given.endswith((".yaml", ".yml")) or "/" in given:
+            given = str(Path(given).expanduser().resolve())
+        recipe = given if Path(given).stem == recipe else recipe
+    except (OSError, ValueError, KeyError, IndexError):
+        pass  # no provenance (a launched rank's view is the same file): the recipe's name
+    return f"ft train {shlex.quote(recipe)} resume=auto run_dir={shlex.quote(str(run_dir))}"
 
 
 def write_summary(run_dir: Path, summary: Dict[str, Any]) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from framework.config.compose import Composed, compose_recipe
-from framework.config.resume import resume_target
+from framework.config.resume import continue_saved_config, resume_target
 from framework.config.schema import RunConfig, build_run_config
-from framework.errors import LaunchFailed
-from framework.logs import run_log
+from framework.errors import LaunchFailed, UserError
+from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE
-from framework.run_dir import (CONFIG_FILE, create_run_dir, read_summary, write_resume_config,
-                               write_run_files)
+from framework.run_dir import (CONFIG_FILE, create_run_dir, discard_unstarted_run, read_summary,
+                               write_resume_config, write_run_files)
 
 log = logging.getLogger("ft")
 
@@ -41,6 +41,8 @@ class Finished(NamedTuple):
 def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
     """Compose with Hydra and validate; return (composed, run). Never imports torch."""
     composed = compose_recipe(recipe, overrides)
+    if composed.config.get("resume"):  # continue the run's saved config, not the recipe's defaults
+        composed = continue_saved_config(composed)
     return composed, build_run_config(composed.config, composed.origin)
 
 
@@ -64,20 +66,29 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
 
         print_dry_run(run, composed)
         return Finished(None, {})
+    configure_logging()  # choosing a checkpoint may warn (a corrupt one passed over)
+    existed = bool(run.run_dir) and Path(run.run_dir).expanduser().exists()
     prepared = prepare_run_dir(composed, run)
-    with run_log(prepared.run_dir):
-        log.info("run directory: %s", prepared.run_dir)
-        from framework.estimate import warn_if_too_big  # meta device; logs, never fails
+    try:
+        with run_log(prepared.run_dir):
+            log.info("run directory: %s", prepared.run_dir)
+            from framework.estimate import warn_if_too_big  # meta device; logs, never fails
 
-        profile = HARDWARE.get(run.hardware.name)
-        if profile.world_size(run.hardware) > 1 or profile.always_launch:
-            # Beside the ranks, which take far longer to start: no wait for torch's import here.
-            threading.Thread(target=warn_if_too_big, args=(run,), daemon=True).start()
-            return Finished(prepared.run_dir, launch(prepared))
-        warn_if_too_big(run)
-        from framework.trainer import train
+            profile = HARDWARE.get(run.hardware.name)
+            if profile.world_size(run.hardware) > 1 or profile.always_launch:
+                # Beside the ranks, which take far longer to start: no wait for torch's import.
+                threading.Thread(target=warn_if_too_big, args=(run,), daemon=True).start()
+                return Finished(prepared.run_dir, launch(prepared))
+            warn_if_too_big(run)
+            from framework.trainer import train
 
-        return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
+            return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
+    except (UserError, KeyboardInterrupt):
+        # Its one-line message says everything; a crash (a bug, a failed rank) keeps its
+        # directory, whose train.log helps to report it.
+        if prepared.resume_from is None and not existed and discard_unstarted_run(prepared.run_dir):
+            log.info("removed %s: the run failed before training started", prepared.run_dir)
+        raise
 
 
 def launch(prepared: Prepared) -> Dict[str, float]:

@@ -34,9 +34,10 @@ from framework.errors import TrainingInterrupted, UserError, run_guarded
 from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
 from framework.run_dir import (ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog,
-                               read_metrics, redact, write_summary)
+                               read_metrics, redact, resume_command, write_summary)
 from framework.training.best import BestKeeper
 from framework.training.curves import write_run_curves
+from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
@@ -89,6 +90,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
 
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
+    skip_unused_deepspeed_import()
     profile = HARDWARE.get(run.hardware.name)
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
@@ -104,6 +106,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         tokenizer = load_tokenizer(run.model, checkpoint)
     task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
     method = PEFT_METHODS.get(run.peft.name)
+    # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
+    # numbers after the first set_seed; model heads and adapters must not depend on that.
+    set_seed(run.seed)
     model = build_model(run, checkpoint, task, profile, method, family)
     if accelerator.is_main_process:
         trainable, total = model.get_nb_trainable_parameters()
@@ -242,8 +247,8 @@ def save(setup: Setup, position: Position) -> Path:
     except OSError as error:
         raise TrainingInterrupted(
             f"could not save the checkpoint at step {position.step} ({error.strerror or error}); "
-            f"the last complete checkpoint is kept. Free disk space and resume with "
-            f"resume=auto run_dir={setup.run_dir}", exit_code=1) from None
+            f"the last complete checkpoint is kept. Free disk space and resume with: "
+            f"{resume_command(setup.run_dir, setup.run.recipe)}", exit_code=1) from None
     setup.metrics_log.write({"step": position.step, "event": "checkpoint", "path": str(path)})
     return path
 
@@ -290,7 +295,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                 if stop_now:
                     raise TrainingInterrupted(
                         f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
-                        f"Resume with: ft train {run.recipe} resume=auto run_dir={setup.run_dir}",
+                        f"Resume with: {resume_command(setup.run_dir, run.recipe)}",
                         exit_code=signals.exit_code())
             if position.step >= setup.total_steps or stopping:
                 break

@@ -141,6 +141,8 @@ def test_signal_writes_a_checkpoint_and_exits_nonzero(sig, data_files, tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err  # 143 for SIGTERM, 130 for SIGINT
     assert f"{sig.name} received" in err and "checkpoint saved in" in err and "Traceback" not in err
+    # The hint is a command that continues this run as it was (its saved config; no overrides).
+    assert f"Resume with: ft train {RECIPE} resume=auto run_dir={run_dir.resolve()}" in err, err
     from framework.checkpoint import latest_checkpoint
 
     latest = latest_checkpoint(run_dir)

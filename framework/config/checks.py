@@ -97,6 +97,10 @@ def combination_problems(run: Any) -> List[str]:
     if run.model.random_init is None and not run.model.checkpoint:
         found.append("model.checkpoint: missing; set a hub id or a local directory "
                      "(or model.random_init for a tiny test model)")
+    checkpoint = run.model.checkpoint or ""
+    if checkpoint.startswith(("/", "./", "../", "~")) and not Path(checkpoint).expanduser().exists():
+        found.append(f"model.checkpoint='{checkpoint}': no such directory. Give a model directory "
+                     f"saved with save_pretrained, or a hub id")
     if run.resume not in (None, "auto") and not Path(run.resume).expanduser().exists():
         found.append(f"resume='{run.resume}': no such checkpoint; use resume=auto or the path of "
                      f"a checkpoint-* directory of an earlier run")

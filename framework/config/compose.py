@@ -17,6 +17,7 @@ Where configs are found, first match wins:
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,7 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
                if not k.startswith("hydra/") and v is not None}
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
+    register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
     try:
         container = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
@@ -217,10 +219,46 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
     return Composed(recipe_path.stem, recipe_path, container, overrides, choices)
 
 
+def register_env_secrets(node: Any) -> None:
+    """Every value an `${oc.env:NAME}` lookup of a secret-looking NAME (HF_TOKEN, ...) brings into
+    the config is a secret, whatever key it lands in: redact it everywhere ft writes."""
+    from framework.run_dir import is_secret_key, register_secret
+
+    if isinstance(node, dict):
+        for value in node.values():
+            register_env_secrets(value)
+    elif isinstance(node, list):
+        for value in node:
+            register_env_secrets(value)
+    elif isinstance(node, str):
+        for name in re.findall(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)", node):
+            if is_secret_key(name):
+                register_secret(os.environ.get(name))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last one
+    silently; Hydra refuses it with a message that names neither key nor line first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool)) or key == "<<":
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first at line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _check_yaml(path: Path) -> None:
     """Parse a YAML file up front so that a syntax error names the file and line."""
     try:
-        yaml.safe_load(path.read_text())
+        yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -260,6 +298,11 @@ def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[
     if type(error).__name__ == "OverrideParseException":
         return UserError(f"cannot parse command-line override: {message.splitlines()[0]}. "
                          f"Overrides look like key=value, group=preset or +new.key=value")
+    duplicate = re.search(r'found duplicate key (\S+)\s+in "([^"]+)", line (\d+)', message)
+    if duplicate:  # a preset file composed by Hydra (the recipe itself is checked up front)
+        key, where, line = duplicate.groups()
+        return UserError(f"{where}:{line}: duplicate key '{key}'. Each key may appear once per "
+                         f"mapping: remove or merge one of them")
     first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
     return UserError(f"cannot compose recipe {recipe_path.name}: {first}")
 
@@ -295,8 +338,27 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str,
     valid = f"; valid keys here: {', '.join(sorted(set(siblings)))}" if siblings else ""
     chosen = next((c for c in choices if override_key(c) == key.split(".")[0]), None)
     preset = f" for {chosen}" if chosen else ""  # peft.r with peft=ia3: IA3 has no rank
-    return (f"{key}={value}: unknown key{preset}{did_you_mean(leaf, siblings)} "
-            f"(set on the command line){valid}")
+    elsewhere = _same_key_elsewhere(base, key)  # peft.lr -> train.lr, before a look-alike (r)
+    hint = f" (did you mean '{elsewhere[0]}'?)" if elsewhere else did_you_mean(leaf, siblings)
+    return f"{key}={value}: unknown key{preset}{hint} (set on the command line){valid}"
+
+
+def _same_key_elsewhere(base: Dict[str, Any], key: str) -> List[str]:
+    """Other places of a composed config (each group, the top level) where the last part of `key`
+    is a key: the usual slip is the right key in the wrong group."""
+    from framework.config.schema import schema_fields
+
+    leaf, first = key.rsplit(".", 1)[-1], key.split(".", 1)[0]
+    found = []
+    for group, node in base.items():
+        if group == first or not isinstance(node, dict):
+            continue
+        fields = set(node) | set(schema_fields(base, f"{group}.{leaf}") or [])
+        if leaf in fields:
+            found.append(f"{group}.{leaf}")
+    if "." in key and leaf in (schema_fields(base, leaf) or []) and leaf not in recipe_groups():
+        found.append(leaf)  # e.g. train.seed -> seed
+    return found
 
 
 def recipe_groups() -> List[str]:

@@ -8,12 +8,26 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
+import yaml
+
 from framework.checkpoint import (checkpoint_config, find_resume_checkpoint, latest_checkpoint,
                                   run_dir_of_checkpoint)
-from framework.config.schema import RunConfig, load_run_file
+from framework.config.compose import Composed, compose_recipe, override_key
+from framework.config.schema import (ALL_GROUPS, RunConfig, build_run_config, load_run_file,
+                                     upgrade_saved)
 from framework.errors import UserError
 from framework.registry import HARDWARE
-from framework.run_dir import is_run_dir
+from framework.run_dir import CONFIG_FILE, REDACTED, is_run_dir, resume_configs
+
+# Settings that change what a resumed run computes from its checkpoint on: a change needs
+# resume_allow_changes=[key, ...] (a prefix such as `data` allows everything under it).
+TRAJECTORY_KEYS = ("seed", "model", "peft", "task", "data", "train.lr", "train.batch_size",
+                   "train.grad_accum", "train.max_steps", "train.epochs", "train.optimizer",
+                   "train.scheduler", "train.warmup_ratio", "train.weight_decay",
+                   "train.max_grad_norm")
+_ABSENT = object()  # a key missing from one of two flattened configs
+# Keys about this invocation, never taken from the run being resumed.
+INVOCATION_KEYS = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
 
 
 class ResumeTarget(NamedTuple):
@@ -79,3 +93,81 @@ def resume_target(run: RunConfig) -> Optional[ResumeTarget]:
                         f"reset or corrupt its state. Start a new run, or undo these changes:",
                         mismatches)
     return ResumeTarget(run_dir, checkpoint)
+
+
+def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+    """{'train.lr': 0.1, ...}: mappings are walked, anything else (lists too) is a leaf."""
+    if isinstance(node, dict) and node:
+        flat: Dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def _unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
+    tree: Dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _matches(key: str, prefixes: Any) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def saved_config_path(run_dir: Path) -> Path:
+    """The config a run last ran with: its newest resume's, else the one it started with."""
+    resumes = resume_configs(run_dir)
+    return resumes[-1] if resumes else run_dir / CONFIG_FILE
+
+
+def continue_saved_config(composed: Composed) -> Composed:
+    """A `resume=...` run continues the run directory's saved config, not the recipe's current
+    defaults: only the overrides given now are applied on top. A change to a setting that alters
+    the training trajectory (TRAJECTORY_KEYS) must be allowed with resume_allow_changes=[...]."""
+    run = build_run_config(composed.config, composed.origin)
+    run_dir = _resumed_run_dir(run)
+    saved_path = saved_config_path(run_dir)
+    if not saved_path.is_file():
+        raise UserError(f"resume={run.resume}: {run_dir} is not an ft run directory "
+                        f"(no {CONFIG_FILE})")
+    saved = _flatten(upgrade_saved(yaml.safe_load(saved_path.read_text()) or {}))
+    now = _flatten(composed.config)
+    # What the overrides given now change: the recipe composed with and without them.
+    own_dirs = [o for o in composed.overrides if o.lstrip("+~").startswith("hydra.")]
+    plain = _flatten(compose_recipe(str(composed.recipe_path), own_dirs).config)
+    given = {k for k in set(now) | set(plain) if now.get(k, _ABSENT) != plain.get(k, _ABSENT)}
+    # A key=value given now counts even where it equals the recipe's default.
+    explicit = [override_key(o) for o in composed.overrides if "=" in o]
+    keys_given = [e for e in explicit if "." in e or e not in ALL_GROUPS]
+    given |= {k for k in now if _matches(k, keys_given)}
+    merged = {k: v for k, v in saved.items() if not _matches(k, INVOCATION_KEYS)}
+    for key in list(merged):  # a redacted secret (a token) comes from this invocation, or none
+        if merged[key] == REDACTED:
+            if key in now:
+                merged[key] = now[key]
+            else:
+                del merged[key]
+    for key in given - set(INVOCATION_KEYS):
+        if key in now:
+            merged[key] = now[key]
+        else:
+            merged.pop(key, None)
+    merged.update({k: v for k, v in now.items() if _matches(k, INVOCATION_KEYS)})
+    allowed = list(run.resume_allow_changes)
+    changed = [f"{k}: {saved.get(k)!r} -> {merged.get(k)!r}" for k in sorted(given)
+               if _matches(k, TRAJECTORY_KEYS) and not _matches(k, allowed)
+               and saved.get(k, _ABSENT) not in (merged.get(k, _ABSENT), REDACTED)]
+    if changed:
+        keys = ",".join(sorted({c.split(":")[0] for c in changed}))
+        raise UserError(f"resume={run.resume}: the config changed from the run in {run_dir} "
+                        f"({saved_path.name}) in settings that alter its training. Leave these "
+                        f"overrides out to continue it as it was, or allow them with "
+                        f"resume_allow_changes=[{keys}]:", changed)
+    return Composed(composed.recipe_name, composed.recipe_path, _unflatten(merged),
+                    composed.overrides, composed.choices)

@@ -29,6 +29,8 @@ class RunSettings:
     run_dir: Optional[str] = None  # explicit run directory; default outputs/<recipe>/<time>
     resume: Optional[str] = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
     overwrite: bool = False  # allow run_dir to be a directory that already holds another run
+    # keys a resume may change although they alter the training (train.max_steps, data, ...)
+    resume_allow_changes: List[str] = field(default_factory=list)
     dry_run: bool = False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
 
 
@@ -107,6 +109,7 @@ def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
     """Type-check a composed config and return the RunConfig; raise one UserError listing all
     problems (unknown keys with suggestions, wrong types, missing values, unknown presets)."""
     load_all()
+    _checkpoint_replaces_random_init(node)
     problems: List[str] = []
     known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
     for key in node:
@@ -144,6 +147,19 @@ def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
 
     check_combination(run)
     return run
+
+
+def _checkpoint_replaces_random_init(node: Dict[str, Any]) -> None:
+    """model.checkpoint set on a preset that builds a tiny random model (tiny_bert, ...): the
+    checkpoint is what the user asked for, so random init is switched off (in the saved config
+    too); training the random model instead would silently ignore the checkpoint."""
+    model = node.get("model")
+    if isinstance(model, dict) and model.get("checkpoint") and model.get("random_init") is not None:
+        import logging
+
+        logging.getLogger("ft").info("model.checkpoint=%s is set: model.random_init switched off",
+                                     model["checkpoint"])
+        model["random_init"] = None
 
 
 def _dataclass_of(tp: Any) -> Any:

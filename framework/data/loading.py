@@ -34,6 +34,9 @@ def _read_file(path: Path, fmt: str, split: str) -> Any:
 
     if not path.is_file():
         raise UserError(f"data.source.{split}: file not found: {path}")
+    if _is_blank(path):
+        raise UserError(f"data.source.{split}: {path} is empty. Point data.source.{split} at a "
+                        f"file with examples")
     try:
         if fmt == "conll":
             return datasets.Dataset.from_list(read_conll(path))
@@ -48,6 +51,14 @@ def _read_file(path: Path, fmt: str, split: str) -> Any:
         raise UserError(f"data.source.{split}: cannot read {path} as {fmt}: {message}. "
                         f"Check the file's format (set data.source.format if the suffix is wrong)") \
             from None
+
+
+def _is_blank(path: Path) -> bool:
+    """No bytes, or only whitespace (a parser would report a confusing syntax error instead)."""
+    size = path.stat().st_size
+    if size > 1 << 16:  # 64 KiB of whitespace is not a case worth reading a big file for
+        return False
+    return not path.read_bytes().strip()
 
 
 def _first_bad_json_line(path: Path) -> str:

@@ -53,5 +53,10 @@ def build_model(run: Any, checkpoint: str, task: Any, profile: Any, method: Any,
     if run.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
+    # Seed right before the adapter's random init too: loading may or may not draw random numbers
+    # (new heads, a model built on first use), and the adapter must not depend on that.
+    from accelerate.utils import set_seed
+
+    set_seed(run.seed)
     with profile.adapting(run, model):  # device_map: adapters of offloaded layers
         return apply_peft(run, model, method, family)
