@@ -23,7 +23,6 @@ import math
 import os
 import shlex
 import shutil
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field

@@ -5,7 +5,6 @@ presets, impossible combinations — are in test_config.py.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

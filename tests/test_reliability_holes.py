@@ -4,7 +4,6 @@ that cannot be silently ignored, clear messages and quiet logs."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

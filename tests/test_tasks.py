@@ -5,7 +5,6 @@ Metric formulas themselves are tested in test_metrics.py; here we test what the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
