@@ -167,7 +167,9 @@ def test_planted_secrets_never_reach_a_run_dir_or_ft_show(files, tmp_path, monke
     from framework.cli import main
 
     monkeypatch.setenv("HF_TOKEN", PLANTED_ENV)
-    secret_overrides = [f"model.token={PLANTED}", "++logger.project=${oc.env:HF_TOKEN}"]
+    # an env secret interpolated into a key that is not secret-named (a tracker's run name)
+    secret_overrides = [f"model.token={PLANTED}", "logger=wandb", "logger.wandb.mode=disabled",
+                        "logger.wandb.run_name=${oc.env:HF_TOKEN}"]
     assert main(["show", RECIPE, *secret_overrides]) == 0
     shown = capsys.readouterr().out
     assert PLANTED not in shown and PLANTED_ENV not in shown and "REDACTED" in shown
@@ -189,7 +191,8 @@ def test_planted_secrets_never_reach_a_sweep_dir(files, tmp_path):
     ft redacts those too: a grep of the whole sweep directory finds neither planted token."""
     sweep = tmp_path / "sweep"
     result = ft_cli("train", RECIPE, "-m", "train.lr=1e-3,2e-3", f"++model.token={PLANTED}",
-                    "++logger.project=${oc.env:WANDB_API_KEY}",
+                    "logger=wandb", "logger.wandb.mode=disabled",
+                    "logger.wandb.run_name=${oc.env:WANDB_API_KEY}",
                     "data=files", f"+data.source.train={files['train']}",
                     f"data.source.validation={files['validation']}", "train.max_steps=1",
                     f"hydra.sweep.dir={sweep}",
