@@ -47,6 +47,7 @@ class TrainConfig:
     group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"  # its backend
     fused_optimizer: bool = True  # fused AdamW kernel; also lets a non-finite step be skipped on the device
     pin_memory: bool = True  # page-locked host batches (faster host->GPU copies; no effect on CPU)
     profile: bool = False  # torch-profiler trace of a few steps into the run dir + top-10 ops

@@ -41,7 +41,7 @@ from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
 from framework.training.signals import StopSignals
-from framework.training.speed import choose_fast_paths, dynamo_backend
+from framework.training.speed import choose_fast_paths, compiled
 from framework.training.steps import (UpdateGuard, loss_scale, micro_batch_groups, syncing,
                                       tokens_in)
 
@@ -92,7 +92,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        dynamo_backend=dynamo_backend(run.train), log_with=tracker, project_dir=str(run_dir))
+        dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
+        log_with=tracker, project_dir=str(run_dir))
     if tracker:
         accelerator.init_trackers(run.logger.project or run.recipe)
     set_seed(run.seed)
@@ -128,6 +129,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     scheduler = build_scheduler(run, optimizer, total_steps)
     model, optimizer, train_loader, *prepared_eval = accelerator.prepare(
         model, optimizer, train_loader, *eval_loaders.values())
+    model = compiled(model, run.train)
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores

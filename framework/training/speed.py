@@ -36,7 +36,13 @@ def choose_fast_paths(run: Any, task: Any, model: Any, method: Any, profile: Any
     return {"packing": task.packed, "logits_only": task.logits_only}
 
 
-def dynamo_backend(train: Any) -> str:
-    """Accelerate's dynamo backend: inductor under train.compile, else none (whatever the
-    launcher's environment or accelerate config says: ft decides compilation itself)."""
-    return "inductor" if train.compile else "no"
+def compiled(model: Any, train: Any) -> Any:
+    """The prepared model under torch.compile when train.compile (ft compiles itself rather than
+    through accelerate's dynamo plugin, which lives in a process-wide state that a second run in
+    the same process, e.g. a sweep, would inherit). Shapes change between batches (packed rows):
+    torch marks them dynamic after the first recompile."""
+    if not train.compile:
+        return model
+    import torch
+
+    return torch.compile(model, backend=train.compile_backend)
