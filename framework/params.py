@@ -45,6 +45,15 @@ class TrainConfig:
     keep_best: bool = False  # adapter/ = best eval by the task's primary metric; adapter_last/ = last
     early_stopping_patience: Optional[int] = None  # stop after this many evals without improvement
     early_stopping_delta: float = 0.0  # smallest change of the primary metric that counts as improving
+    # ---- speed (docs/speed.md measures each) ----
+    packing: bool = True  # causal LM: one padding-free row per micro-batch (where the model supports it)
+    group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
+    logits_only: bool = True  # causal LM: LM head only at positions that have a label
+    compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"  # its backend
+    fused_optimizer: bool = True  # fused AdamW kernel; also lets a non-finite step be skipped on the device
+    pin_memory: bool = True  # page-locked host batches (faster host->GPU copies; no effect on CPU)
+    profile: bool = False  # torch-profiler trace of a few steps into the run dir + top-10 ops
 
 
 @dataclass(kw_only=True)

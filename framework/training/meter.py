@@ -8,31 +8,35 @@ from typing import Any, Dict
 
 
 class LossMeter:
-    """Sums per-micro-batch losses and real (attention-masked) tokens on the device."""
+    """Sums micro-batch losses (each a sum over its items), item counts and real tokens on the
+    device; the logged loss is the item-weighted mean over all ranks."""
 
     def __init__(self, accelerator: Any):
         import torch
 
         self.accelerator = accelerator
-        self.loss = torch.zeros((), device=accelerator.device)
-        self.tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-        self.micro_batches = 0
+        # [summed loss, items (label tokens or examples), real tokens], float64 on the device
+        self.sums = torch.zeros(3, device=accelerator.device, dtype=torch.float64)
+        self.host_tokens = 0
         self.since = time.perf_counter()
 
-    def add(self, loss: Any, batch: Dict[str, Any]) -> None:
-        self.loss += loss.detach().float()
-        if "attention_mask" in batch:
-            self.tokens += batch["attention_mask"].sum()
-        self.micro_batches += 1
+    def add(self, loss_sum: Any, items: Any, tokens: Any) -> None:
+        """tokens: a device tensor (attention-mask sum) or a host int (a packed row's length)."""
+        import torch
+
+        if isinstance(tokens, int):  # known on the host: no host-to-device copy
+            self.host_tokens += tokens
+            tokens = torch.zeros((), device=self.sums.device)
+        self.sums += torch.stack([v.to(torch.float64) for v in (loss_sum.detach(), items, tokens)])
 
     def flush(self) -> Dict[str, float]:
-        """Mean loss per micro-batch (over all ranks) and real tokens/s since the last flush; one
-        host sync. Resets the sums."""
+        """Mean loss per item (over all ranks) and real tokens/s since the last flush; one host
+        sync. Resets the sums."""
         now = time.perf_counter()
-        mean_loss = float(self.accelerator.reduce(self.loss, "mean")) / max(self.micro_batches, 1)
-        tokens = int(self.accelerator.reduce(self.tokens, "sum"))
-        result = {"loss": mean_loss, "tokens_per_s": tokens / max(now - self.since, 1e-9)}
-        self.loss.zero_()
-        self.tokens.zero_()
-        self.micro_batches, self.since = 0, now
+        sums = self.sums.clone()
+        sums[2] += self.host_tokens
+        loss, items, tokens = self.accelerator.reduce(sums, "sum").tolist()
+        result = {"loss": loss / max(items, 1e-12), "tokens_per_s": tokens / max(now - self.since, 1e-9)}
+        self.sums.zero_()
+        self.host_tokens, self.since = 0, now
         return result
