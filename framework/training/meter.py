@@ -26,12 +26,16 @@ class LossMeter:
         self.micro_batches += 1
 
     def flush(self) -> Dict[str, float]:
-        """Mean loss per micro-batch (over all ranks) and real tokens/s since the last flush; one
-        host sync. Resets the sums."""
+        """Mean loss per micro-batch (over all ranks), real tokens (all ranks), the interval's
+        seconds and real tokens/s since the last flush; one host sync. Resets the sums. The
+        intervals tile the step loop, so summing tokens and seconds over the train records gives
+        the loop's throughput (bench/ reads them)."""
         now = time.perf_counter()
         mean_loss = float(self.accelerator.reduce(self.loss, "mean")) / max(self.micro_batches, 1)
         tokens = int(self.accelerator.reduce(self.tokens, "sum"))
-        result = {"loss": mean_loss, "tokens_per_s": tokens / max(now - self.since, 1e-9)}
+        seconds = now - self.since
+        result = {"loss": mean_loss, "tokens_per_s": tokens / max(seconds, 1e-9),
+                  "tokens": tokens, "seconds": seconds}
         self.loss.zero_()
         self.tokens.zero_()
         self.micro_batches, self.since = 0, now
