@@ -18,7 +18,8 @@ Printed: a markdown table of medians over the rounds; written: BENCH_OUT/cpu_ben
 Knobs (environment):
   BENCH_ROUNDS=3                      rounds (each runs both routes once)
   BENCH_WORKLOADS=minilm_cls,smollm2_sft
-  BENCH_EXAMPLES=N                    training examples of every workload (default: the recipe's)
+  BENCH_EXAMPLES=N                    training examples of every workload (default: the recipe's),
+                                      or per workload: minilm_cls=1000,smollm2_sft=32
   BENCH_EVAL_EXAMPLES=N               held-out rows the evaluator scores (default 500 / 64)
   BENCH_FT_OVERRIDES="a=b c=d"        extra overrides of the ft route only (e.g. to switch a
                                       speed option off and measure what it moves)
@@ -274,6 +275,13 @@ def table(results: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def examples_per_workload(value: str) -> Dict[str, int]:
+    """BENCH_EXAMPLES: '1000' (every workload) or 'minilm_cls=1000,smollm2_sft=32'."""
+    if value and "=" not in value:
+        return {"*": int(value)}
+    return {k.strip(): int(v) for k, v in (part.split("=") for part in value.split(",") if part)}
+
+
 def machine() -> Dict[str, Any]:
     import torch
 
@@ -287,7 +295,7 @@ def main() -> int:
     rounds = env_int("BENCH_ROUNDS", 3)
     names = os.environ.get("BENCH_WORKLOADS", ",".join(WORKLOADS)).split(",")
     out_root = Path(os.environ.get("BENCH_OUT", REPO / "outputs" / "bench")).resolve()
-    examples = env_int("BENCH_EXAMPLES", None)
+    examples = examples_per_workload(os.environ.get("BENCH_EXAMPLES", ""))
     extra = shlex.split(os.environ.get("BENCH_FT_OVERRIDES", ""))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
     work = out_root / stamp
@@ -297,7 +305,8 @@ def main() -> int:
     results = []
     for name in names:
         workload = WORKLOADS[name.strip()]
-        overrides = ([f"data.max_train_examples={examples}"] if examples else []) + extra
+        count = examples.get(workload.name, examples.get("*"))
+        overrides = ([f"data.max_train_examples={count}"] if count else []) + extra
         prepared = Prepared(workload, work / workload.name, overrides)
         print(f"\n## {workload.name}: {prepared.examples} examples, {prepared.tokens} real tokens, "
               f"{prepared.steps()} steps", flush=True)
