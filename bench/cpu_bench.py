@@ -24,6 +24,11 @@ Knobs (environment):
   BENCH_FT_OVERRIDES="a=b c=d"        extra overrides of the ft route only (e.g. to switch a
                                       speed option off and measure what it moves)
   BENCH_OUT=outputs/bench             where runs and cpu_bench.json go
+  BENCH_THREADS=N                     torch intra-op threads of both routes (OMP_NUM_THREADS;
+                                      default: torch's own, one per core). On a machine other
+                                      jobs load, 1 avoids the threads' spin-waits
+  BENCH_FT_REPO=DIR                   the ft checkout the ft route runs (default: this one), to
+                                      measure another version against the same HF baseline
 """
 
 from __future__ import annotations
@@ -143,12 +148,14 @@ class Prepared:
 
 
 # ---- the two routes ---------------------------------------------------------------------------
-def run_process(command: List[str], log_path: Path) -> Dict[str, float]:
+def run_process(command: List[str], log_path: Path, cwd: Path = REPO) -> Dict[str, float]:
     """Run a route's process; its wall seconds and peak RSS (MiB, from os.wait4's rusage)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, PYTHONPATH=str(cwd), TOKENIZERS_PARALLELISM="false")
+    if os.environ.get("BENCH_THREADS"):
+        env["OMP_NUM_THREADS"] = os.environ["BENCH_THREADS"]
     start = time.perf_counter()
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -175,7 +182,7 @@ def run_hf(prepared: Prepared, out: Path) -> Dict[str, Any]:
 def run_ft(prepared: Prepared, out: Path) -> Dict[str, Any]:
     overrides = [*prepared.overrides, f"run_dir={out}"]
     stats = run_process([sys.executable, "-m", "framework", "train", prepared.workload.recipe,
-                         *overrides], out.parent / f"{out.name}.log.txt")
+                         *overrides], out.parent / f"{out.name}.log.txt", ft_repo())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("split") == "train"]
     # The train records' intervals tile the step loop (framework/training/meter.py).
@@ -184,6 +191,10 @@ def run_ft(prepared: Prepared, out: Path) -> Dict[str, Any]:
     return {**stats, "train_seconds": seconds, "steps": train[-1]["step"],
             "tokens": prepared.tokens, "tokens_counted_by_ft": counted,
             "adapter": str(out / "adapter")}
+
+
+def ft_repo() -> Path:
+    return Path(os.environ.get("BENCH_FT_REPO", REPO)).resolve()
 
 
 # ---- one evaluator for both routes ---------------------------------------------------------------
@@ -285,7 +296,11 @@ def examples_per_workload(value: str) -> Dict[str, int]:
 def machine() -> Dict[str, Any]:
     import torch
 
+    commit = subprocess.run(["git", "-C", str(ft_repo()), "log", "-1", "--format=%h %s"],
+                            capture_output=True, text=True).stdout.strip()
     return {"date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "ft_repo": str(ft_repo()), "ft_commit": commit,
+            "threads": os.environ.get("BENCH_THREADS", "torch default"),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average": os.getloadavg(), "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform()}
@@ -301,7 +316,8 @@ def main() -> int:
     work = out_root / stamp
     info = machine()
     print(f"# make bench: {rounds} rounds, load average at start {info['load_average']}, "
-          f"{info['cpus']} CPUs; runs in {work}", flush=True)
+          f"{info['cpus']} CPUs, threads {info['threads']}; ft from {info['ft_repo']} "
+          f"({info['ft_commit']}); runs in {work}", flush=True)
     results = []
     for name in names:
         workload = WORKLOADS[name.strip()]
