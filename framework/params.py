@@ -42,6 +42,15 @@ class TrainConfig:
     nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
     gradient_checkpointing: bool = False  # trade compute for activation memory
     num_workers: int = 0  # DataLoader worker processes
+    # ---- speed (docs/speed.md measures each) ----
+    packing: bool = True  # causal LM: one padding-free row per micro-batch (where the model supports it)
+    group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
+    logits_only: bool = True  # causal LM: LM head only at positions that have a label
+    compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"  # its backend
+    fused_optimizer: bool = True  # fused AdamW kernel; also lets a non-finite step be skipped on the device
+    pin_memory: bool = True  # page-locked host batches (faster host->GPU copies; no effect on CPU)
+    profile: bool = False  # torch-profiler trace of a few steps into the run dir + top-10 ops
 
 
 @dataclass(kw_only=True)

@@ -35,10 +35,15 @@ from framework.logs import configure_logging, run_log
 from framework.registry import HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 from framework.run_dir import (ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics,
                                redact, write_summary)
+from framework.training.loaders import build_loader
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
+from framework.training.profiling import StepProfiler
 from framework.training.signals import StopSignals
+from framework.training.speed import choose_fast_paths, compiled
+from framework.training.steps import (UpdateGuard, loss_scale, micro_batch_groups, syncing,
+                                      tokens_in)
 
 log = logging.getLogger("ft")
 
@@ -77,7 +82,6 @@ class Setup:
 def set_up(run: RunConfig, run_dir: Path) -> Setup:
     """Build everything a run needs, in order: accelerator, tokenizer, data, model + adapter,
     loaders, optimizer and schedule (all prepared by Accelerate)."""
-    import torch
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
@@ -88,6 +92,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
         log_with=tracker, project_dir=str(run_dir))
     if tracker:
         accelerator.init_trackers(run.logger.project or run.recipe)
@@ -106,12 +111,13 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         log.info("device: %s; mixed precision: %s; base weights: %s", accelerator.device,
                  accelerator.mixed_precision, weights_description(model))
 
-    # Each DataLoader gets its own generator so that creating an iterator does not draw from
-    # the global torch RNG (which dropout uses): resume then replays the exact RNG stream.
+    fast = choose_fast_paths(run, task, model, method, profile, accelerator.is_main_process)
+    if accelerator.is_main_process:
+        log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
+
     def loader(split: str, shuffle: bool, batch_size: int) -> Any:
-        return torch.utils.data.DataLoader(
-            tokenized[split], batch_size=batch_size, shuffle=shuffle, collate_fn=task.collate,
-            num_workers=run.train.num_workers, generator=torch.Generator().manual_seed(run.seed))
+        return build_loader(run, tokenized[split], task.collate, shuffle, batch_size,
+                            accelerator.num_processes, profile.on_gpu(run.hardware))
 
     eval_batch = run.train.eval_batch_size or run.train.batch_size
     train_loader = loader("train", True, run.train.batch_size)
@@ -123,6 +129,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     scheduler = build_scheduler(run, optimizer, total_steps)
     model, optimizer, train_loader, *prepared_eval = accelerator.prepare(
         model, optimizer, train_loader, *eval_loaders.values())
+    model = compiled(model, run.train)
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
@@ -253,16 +260,20 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
     progress = tqdm(total=setup.total_steps, initial=position.step, disable=not main,
                     desc="train", dynamic_ncols=True)
     meter = LossMeter(accelerator)
+    guard = UpdateGuard(accelerator, setup.optimizer, setup.method, run.train)
+    profiler = StepProfiler(setup.run_dir, run.train.profile and main)
     last_save = time.monotonic()  # train.save_every_minutes counts from here (seconds)
     while position.step < setup.total_steps:
-        for batch in epoch_batches(setup, position, resumed_rng):
+        batches = epoch_batches(setup, position, resumed_rng)
+        for group in micro_batch_groups(batches, run.train.grad_accum):
             resumed_rng = None
-            finite = micro_step(setup, batch, meter, position.step)
-            position.batch_in_epoch += 1
-            if not accelerator.sync_gradients:
-                continue
+            finite = optimizer_step(setup, group, meter, guard, position.step)
+            position.batch_in_epoch += len(group)
             complete_step(setup, position, finite)
+            profiler.step()
             progress.update(1)
+            if settle_due(run.train, position.step, setup.total_steps):
+                settle(setup, position, guard)  # the loop's only host sync, with the log's
             if log_due(run.train, position.step, setup.total_steps):
                 record = log_train(setup, position, meter)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
@@ -275,6 +286,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
             stop_now, minutes_due = any_rank(accelerator, signals.requested is not None,
                                              minutes_due)
             if stop_now or minutes_due or save_due(run.train, position.step):
+                settle(setup, position, guard)
                 path = save(setup, position)
                 last_save = time.monotonic()
                 if stop_now:
@@ -287,6 +299,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
         else:  # the epoch ran out before total_steps
             position.epoch += 1
             position.batch_in_epoch = 0
+    profiler.stop()
     progress.close()
 
 
@@ -302,49 +315,62 @@ def epoch_batches(setup: Setup, position: Position, resumed_rng: Optional[Dict])
     return batches
 
 
-def micro_step(setup: Setup, batch: Dict[str, Any], meter: LossMeter, step: int) -> bool:
-    """Forward and backward one micro-batch; at the last micro-batch of a step, clip and update.
-    Returns False when the step's gradient was not finite (then nothing was updated)."""
+def optimizer_step(setup: Setup, group: list, meter: LossMeter, guard: UpdateGuard,
+                   step: int) -> Optional[bool]:
+    """Forward and backward the step's micro-batches, each loss a sum over its items scaled by
+    the step's item count (steps.loss_scale); then clip and update. Returns whether the update was
+    finite (False: nothing was updated), or None when only the device knows (guard.settle)."""
     accelerator, model = setup.accelerator, setup.model
-    with accelerator.accumulate(model):
-        loss = setup.task.compute_loss(model, batch)
-        accelerator.backward(loss)
-        meter.add(loss, batch)
-        finite = True
-        if accelerator.sync_gradients:
-            clip = setup.run.train.max_grad_norm
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(),
-                                                    clip if clip is not None else float("inf"))
-            # One host sync per optimizer step: the price of never stepping on NaN.
-            finite = grad_norm is None or math.isfinite(float(grad_norm))  # DeepSpeed: a float
-        if finite:
-            setup.optimizer.step()
-            if accelerator.sync_gradients:
-                # Before zero_grad: AdaLoRA scores rank importance from the gradients.
-                setup.method.on_step(accelerator.unwrap_model(model), step + 1)
-        setup.optimizer.zero_grad()
+    scale = loss_scale(setup.task, group, accelerator)
+    for index, batch in enumerate(group):
+        with syncing(accelerator, model, sync=index == len(group) - 1):
+            total, items = setup.task.loss_terms(model, batch)
+            accelerator.backward(total * scale)
+        meter.add(total, items, tokens_in(batch))
+    finite = guard.update(model, step)
+    if finite is not False:
+        # Before zero_grad: AdaLoRA scores rank importance from the gradients.
+        setup.method.on_step(accelerator.unwrap_model(model), step + 1)
+    setup.optimizer.zero_grad()
     return finite
 
 
-def complete_step(setup: Setup, position: Position, finite: bool) -> None:
-    """Count the optimizer step; a non-finite one is skipped (nan_policy=skip) or stops the run
-    after saving the last good state (nan_policy=stop)."""
-    if not finite:
-        policy = setup.run.train.nan_policy
-        setup.metrics_log.write({"step": position.step, "event": "non_finite_loss",
-                                 "policy": policy})
-        if policy == "stop":
-            path = save(setup, position)
-            raise TrainingInterrupted(
-                f"non-finite loss or gradient after step {position.step}; the last good state is "
-                f"saved in {path}. Lower train.lr or check the data, then resume with "
-                f"resume={path}", exit_code=3)
-        # The update is skipped but the step still counts toward max_steps, so a run that keeps
-        # producing NaN ends instead of looping forever.
-        log.warning("non-finite gradient at step %d: update skipped", position.step + 1)
-    elif not setup.accelerator.optimizer_step_was_skipped:  # fp16 scaler overflow
+def complete_step(setup: Setup, position: Position, finite: Optional[bool]) -> None:
+    """Count the optimizer step (a skipped one too, so that a run that keeps producing NaN ends
+    instead of looping forever, and the schedule follows the step count)."""
+    if finite is False:
+        non_finite(setup, position, 1, position.step + 1)
+    if not setup.accelerator.optimizer_step_was_skipped:  # fp16 scaler overflow
         setup.scheduler.step()
     position.step += 1
+
+
+def non_finite(setup: Setup, position: Position, skipped: int, first: int) -> None:
+    """`skipped` updates from step `first` on were not applied (non-finite loss or gradient):
+    log it, and under nan_policy=stop save the state (the last good one) and stop."""
+    policy = setup.run.train.nan_policy
+    setup.metrics_log.write({"step": position.step, "event": "non_finite_loss", "policy": policy,
+                             "skipped_steps": skipped, "first_step": first})
+    if policy == "stop":
+        path = save(setup, position)
+        raise TrainingInterrupted(
+            f"non-finite loss or gradient at step {first}; no update was applied from then on and "
+            f"the last good state is saved in {path}. Lower train.lr or check the data, then "
+            f"resume with resume={path}", exit_code=3)
+    log.warning("non-finite gradient: %d update(s) skipped since step %d", skipped, first)
+
+
+def settle_due(train: Any, step: int, total_steps: int) -> bool:
+    """Steps at which on-device skip counts are read: before any log, eval or checkpoint."""
+    return (log_due(train, step, total_steps) or eval_due(train, step, total_steps)
+            or save_due(train, step))
+
+
+def settle(setup: Setup, position: Position, guard: UpdateGuard) -> None:
+    """Read the updates skipped on the device since the last settle (one host sync)."""
+    skipped, first = guard.settle()
+    if skipped:
+        non_finite(setup, position, skipped, first)
 
 
 def log_due(train: Any, step: int, total_steps: int) -> bool:

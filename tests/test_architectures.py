@@ -118,6 +118,7 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
 
     from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.training.model import build_model
+    from framework.training.speed import choose_fast_paths
     from framework.registry import HARDWARE
 
     data = task_data(task)
@@ -131,10 +132,12 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     task_obj.fit_labels({"train": data.raw.splits["train"]}, data.raw.describe)
     tokenized = task_obj.tokenize(splits)["train"]
     assert len(tokenized) > 0
-    batch = task_obj.collate([tokenized[i] for i in range(len(tokenized))])
     torch.manual_seed(0)
     model = build_model(run, checkpoint, task_obj, HARDWARE.get("cpu"), PEFT_METHODS.get("lora"),
                         family)
+    # causal LM: packed rows and logits only at labels, where this architecture takes them
+    choose_fast_paths(run, task_obj, model, PEFT_METHODS.get("lora"), HARDWARE.get("cpu"), False)
+    batch = task_obj.collate([tokenized[i] for i in range(len(tokenized))])
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert any("lora_" in n for n in trainable), sorted(trainable)[:5]

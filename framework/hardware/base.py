@@ -117,8 +117,7 @@ class HardwareProfile:
                 "--machine_rank", str(rank),
                 "--main_process_ip", ip,
                 "--main_process_port", str(params.main_process_port),
-                "--mixed_precision", params.precision if params.precision != "auto" else "no",
-                "--dynamo_backend", "no"]
+                "--mixed_precision", params.precision if params.precision != "auto" else "no"]
         if cls.world_size(params) > 1:
             args.append("--multi_gpu")
         return args

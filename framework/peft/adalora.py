@@ -32,6 +32,7 @@ class AdaLora(PeftMethod):
     Params = AdaLoraParams
     peft_type = "ADALORA"
     summary = "LoRA whose per-layer ranks are pruned to a budget during training (needs >= 3 steps)"
+    reads_gradients = True  # a non-finite step must be caught before on_step scores it
 
     @classmethod
     def build(cls, params: AdaLoraParams, task: str, family: Any, model_config: Any) -> Any:

@@ -110,6 +110,7 @@ class PeftMethod:
     target_kind: ClassVar[Optional[str]] = "lora"  # which default target list to use; None = none
     can_merge: ClassVar[bool] = True  # merge_and_unload gives a plain model
     prompt_learning: ClassVar[bool] = False  # virtual tokens / prefixes instead of layer adapters
+    reads_gradients: ClassVar[bool] = False  # on_step reads the gradients (AdaLoRA's scores)
     needs_cuda: ClassVar[bool] = False  # refuse at validation on a machine without CUDA
     quantized_base: ClassVar[bool] = False  # loads the base quantized (bitsandbytes): hardware asks
     cuda_reason: ClassVar[str] = ""  # what needs the GPU, for that error message

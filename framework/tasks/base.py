@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Optional
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from framework.params import DataConfig, GroupParams
 from framework.errors import UserError
@@ -31,6 +31,14 @@ class Task:
     model_kinds: ClassVar[Optional[FrozenSet[str]]] = None
     primary_metric: ClassVar[str] = "eval_loss"  # what sweeps optimise and `make demo` reports
     greater_is_better: ClassVar[bool] = False
+    # Whether the task's examples can be packed into padding-free rows (tasks/packing.py); the
+    # trainer then sets `packed` when train.packing is on and the model honours packed rows.
+    can_pack: ClassVar[bool] = False
+    packed: bool = False
+    # Whether the task can run the LM head only where labels are (tasks/token_loss.py); the
+    # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
+    can_skip_logits: ClassVar[bool] = False
+    logits_only: bool = False
 
     def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
@@ -117,6 +125,21 @@ class Task:
     def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
         """The training loss; by default the model's own (labels are in the batch)."""
         return model(**batch).loss
+
+    def count_items(self, batch: Dict[str, Any]) -> Any:
+        """What the loss averages over in this batch, as a device tensor: examples by default;
+        tasks with token labels count label tokens. The trainer normalises each optimizer step's
+        loss by the count of all its micro-batches on all processes."""
+        import torch
+
+        first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
+        return torch.tensor(float(first.shape[0]), device=first.device)
+
+    def loss_terms(self, model: Any, batch: Dict[str, Any]) -> Tuple[Any, Any]:
+        """(loss summed over the batch's items, item count): compute_loss's mean times the count,
+        unless the task sums its loss itself."""
+        count = self.count_items(batch)
+        return self.compute_loss(model, batch) * count, count
 
     def evaluate(self, model: Any, loader: Iterable, accelerator: Any,
                  raw: Optional[Any] = None) -> Dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 from framework.errors import UserError
 from framework.registry import TASKS
-from framework.tasks import chat
+from framework.tasks import chat, packing, token_loss
 from framework.tasks.base import Task, TaskParams, safe_exp
 from framework.tasks.chat import IGNORE_INDEX
 
@@ -42,6 +42,8 @@ class CausalLm(Task):
     model_kinds = frozenset({"decoder"})
     primary_metric = "perplexity"
     greater_is_better = False
+    can_pack = True
+    can_skip_logits = True
     summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
 
     @staticmethod
@@ -244,21 +246,40 @@ class CausalLm(Task):
         return tokenized
 
     def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """One padding-free row when packed (tasks/packing.py), else right-padded rows; with
+        logits_only, also the positions where the LM head must run (computed here, on the host)."""
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(features), width), pad, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for i, f in enumerate(features):  # right padding for training
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            labels[i, :n] = torch.tensor(f["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.packed:
+            batch = packing.pack(features)
+        else:
+            width = max(len(f["input_ids"]) for f in features)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.full((len(features), width), pad, dtype=torch.long)
+            labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+            mask = torch.zeros((len(features), width), dtype=torch.long)
+            for i, f in enumerate(features):  # right padding for training
+                n = len(f["input_ids"])
+                ids[i, :n] = torch.tensor(f["input_ids"])
+                labels[i, :n] = torch.tensor(f["labels"])
+                mask[i, :n] = 1
+            batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.logits_only:
+            batch[token_loss.TARGETS_KEY] = token_loss.target_positions(batch["labels"])
+        return batch
 
-    # ---- evaluation --------------------------------------------------------------------------
+    # ---- loss and evaluation -------------------------------------------------------------------
+    def count_items(self, batch: Dict[str, Any]) -> Any:
+        """Label tokens (after the shift: position t predicts label t+1)."""
+        return (batch["labels"][:, 1:] != IGNORE_INDEX).sum().float()
+
+    def loss_terms(self, model: Any, batch: Dict[str, Any]) -> Any:
+        return token_loss.causal_lm_loss(model, batch, self.logits_only)
+
+    def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
+        total, count = self.loss_terms(model, batch)
+        return total / count.clamp(min=1)
+
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
         import torch
 
@@ -266,9 +287,8 @@ class CausalLm(Task):
         totals = torch.zeros(2, device=accelerator.device)
         with torch.no_grad():
             for batch in loader:
-                loss = model(**batch).loss.float()
-                tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
-                totals += torch.stack([loss * tokens, tokens.float()])
+                total, tokens = self.loss_terms(model, batch)
+                totals += torch.stack([total.float(), tokens.float()])
         totals = accelerator.reduce(totals, reduction="sum")
         mean = float(totals[0] / totals[1].clamp(min=1))
         result = {"eval_loss": mean, "perplexity": safe_exp(mean)}

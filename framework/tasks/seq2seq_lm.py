@@ -86,6 +86,10 @@ class Seq2SeqLm(Task):
             self._collator = DataCollatorForSeq2Seq(self.tokenizer, label_pad_token_id=IGNORE_INDEX)
         return dict(self._collator(features))
 
+    def count_items(self, batch: Dict[str, Any]) -> Any:
+        """Target tokens: the model's loss is their mean."""
+        return (batch["labels"] != IGNORE_INDEX).sum().float()
+
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
         import torch

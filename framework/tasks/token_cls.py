@@ -204,6 +204,10 @@ class TokenCls(Task):
     def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
         return model(**model_inputs(batch)).loss
 
+    def count_items(self, batch: Dict[str, Any]) -> Any:
+        """Labelled (sub)tokens: the model's loss is their mean."""
+        return (batch["labels"] != IGNORE_INDEX).sum().float()
+
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
         import torch
 

@@ -8,35 +8,33 @@ from typing import Any, Dict
 
 
 class LossMeter:
-    """Sums per-micro-batch losses and real (attention-masked) tokens on the device."""
+    """Sums micro-batch losses (each a sum over its items), item counts and real tokens on the
+    device; the logged loss is the item-weighted mean over all ranks."""
 
     def __init__(self, accelerator: Any):
         import torch
 
         self.accelerator = accelerator
-        self.loss = torch.zeros((), device=accelerator.device)
-        self.tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-        self.micro_batches = 0
+        # [summed loss, items (label tokens or examples), real tokens], float64 on the device
+        self.sums = torch.zeros(3, device=accelerator.device, dtype=torch.float64)
         self.since = time.perf_counter()
 
-    def add(self, loss: Any, batch: Dict[str, Any]) -> None:
-        self.loss += loss.detach().float()
-        if "attention_mask" in batch:
-            self.tokens += batch["attention_mask"].sum()
-        self.micro_batches += 1
+    def add(self, loss_sum: Any, items: Any, tokens: Any) -> None:
+        import torch
+
+        self.sums += torch.stack([torch.as_tensor(v, device=self.sums.device).to(torch.float64)
+                                  for v in (loss_sum.detach(), items, tokens)])
 
     def flush(self) -> Dict[str, float]:
-        """Mean loss per micro-batch (over all ranks), real tokens (all ranks), the interval's
-        seconds and real tokens/s since the last flush; one host sync. Resets the sums. The
-        intervals tile the step loop, so summing tokens and seconds over the train records gives
-        the loop's throughput (bench/ reads them)."""
+        """Mean loss per item (over all ranks), real tokens (all ranks), the interval's seconds
+        and real tokens/s since the last flush; one host sync. Resets the sums. The intervals
+        tile the step loop, so summing tokens and seconds over the train records gives the
+        loop's throughput (bench/ reads them)."""
         now = time.perf_counter()
-        mean_loss = float(self.accelerator.reduce(self.loss, "mean")) / max(self.micro_batches, 1)
-        tokens = int(self.accelerator.reduce(self.tokens, "sum"))
+        loss, items, tokens = self.accelerator.reduce(self.sums, "sum").tolist()
         seconds = now - self.since
-        result = {"loss": mean_loss, "tokens_per_s": tokens / max(seconds, 1e-9),
-                  "tokens": tokens, "seconds": seconds}
-        self.loss.zero_()
-        self.tokens.zero_()
-        self.micro_batches, self.since = 0, now
+        result = {"loss": loss / max(items, 1e-12), "tokens_per_s": tokens / max(seconds, 1e-9),
+                  "tokens": int(tokens), "seconds": seconds}
+        self.sums.zero_()
+        self.since = now
         return result

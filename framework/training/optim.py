@@ -20,6 +20,14 @@ def build_optimizer(run: Any, model: Any) -> Any:
     if run.train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=run.train.lr, momentum=0.9,
                                weight_decay=run.train.weight_decay)
+    if run.train.fused_optimizer:
+        # One kernel per device for the whole update; it also takes the on-device skip flag
+        # (training/steps.py). Falls back where a parameter's dtype or device has no fused kernel.
+        try:
+            return torch.optim.AdamW(groups, lr=run.train.lr, weight_decay=run.train.weight_decay,
+                                     fused=True)
+        except (RuntimeError, ValueError):
+            pass
     return torch.optim.AdamW(groups, lr=run.train.lr, weight_decay=run.train.weight_decay)
 
 

@@ -1,0 +1,65 @@
+"""Padding-free packing for causal LM: the examples of a micro-batch become one row, with
+`position_ids` restarting at 0 for each example and no attention mask. transformers then builds
+a block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices;
+flash-attention varlen reads the same boundaries), so no token attends across examples and no
+compute is spent on padding. The first label of every example is masked, so the last token of one
+example is never trained to predict the first token of the next (as DataCollatorWithFlattening).
+
+Whether a model honours packed position ids is not written anywhere (absolute-position and alibi
+models, prompt-learning adapters do not): `packing_works` runs the model once on a packed row and on
+the same examples apart, and the trainer packs only when both agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from framework.tasks.chat import IGNORE_INDEX
+
+
+def pack(features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One [1, total tokens] row of input_ids, labels and position_ids from a list of examples
+    (each with input_ids and labels of the same length). transformers reads packed position ids
+    only without a KV cache: the loss passes use_cache=False."""
+    import torch
+
+    ids: List[int] = []
+    labels: List[int] = []
+    positions: List[int] = []
+    for feature in features:
+        n = len(feature["input_ids"])
+        ids += list(feature["input_ids"])
+        labels += [IGNORE_INDEX] + list(feature["labels"][1:n])
+        positions += range(n)
+    return {"input_ids": torch.tensor([ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long)}
+
+
+def packing_works(model: Any, vocab_size: int, lengths: tuple = (5, 3)) -> bool:
+    """Whether `model` gives a packed row the logits it gives each example alone (no gradient,
+    eval mode, RNG untouched; a few tokens). False when the forward refuses the inputs."""
+    import torch
+
+    device = next(p.device for p in model.parameters() if p.device.type != "meta")
+    rows = [torch.arange(3, 3 + n, device=device).remainder(vocab_size)[None] for n in lengths]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            apart = torch.cat([model(input_ids=row, use_cache=False).logits[0].float()
+                               for row in rows])
+            positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
+            packed = model(input_ids=torch.cat(rows, dim=1), position_ids=positions,
+                           use_cache=False).logits[0].float()
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return False
+    finally:
+        model.train(was_training)
+    if packed.shape != apart.shape:
+        return False
+    # fp32: differences are float rounding (~1e-6); a row attending across examples differs by
+    # the size of the logits themselves. bf16/fp16 weights round to ~1e-2 of the scale.
+    exact = next(model.parameters()).dtype == torch.float32
+    scale = float(apart.abs().max().clamp(min=1.0))
+    return float((packed - apart).abs().max()) <= (1e-4 if exact else 3e-2) * scale

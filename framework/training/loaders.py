@@ -1,0 +1,57 @@
+"""The run's DataLoaders: workers and pinned memory from `train`, and length-grouped batching
+(train.group_by_length) for tasks that pad rather than pack."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Sequence
+
+MEGABATCH = 50  # batches per length-sorted group (transformers' LengthGroupedSampler uses 50)
+
+
+class LengthGroupedSampler:
+    """A seeded shuffle, then each run of MEGABATCH x batch_size x processes examples sorted by
+    length, longest first: batches (on every process) hold similar lengths, so padding is small,
+    while the order across runs stays random. The order is a function of (seed, epoch) only,
+    so a resumed run (set_epoch, then skipping consumed batches) sees the same batches."""
+
+    def __init__(self, lengths: Sequence[int], group: int, seed: int):
+        self.lengths, self.group, self.seed, self.epoch = list(lengths), max(1, group), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order: List[int] = torch.randperm(len(self.lengths), generator=generator).tolist()
+        for start in range(0, len(order), self.group):
+            yield from sorted(order[start:start + self.group], key=lambda i: -self.lengths[i])
+
+
+def example_lengths(dataset: Any) -> List[int]:
+    """Tokens per example of a tokenized split (its input_ids, or the longest list column)."""
+    if "input_ids" in dataset.column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [1] * len(dataset)
+
+
+def build_loader(run: Any, dataset: Any, collate: Any, shuffle: bool, batch_size: int,
+                 processes: int, on_gpu: bool) -> Any:
+    """A DataLoader with its own seeded generator (creating an iterator never draws from the
+    global RNG, which dropout uses: resume replays the exact RNG stream)."""
+    import torch
+
+    train = run.train
+    sampler = None
+    if shuffle and train.group_by_length and "input_ids" in dataset.column_names:
+        sampler = LengthGroupedSampler(example_lengths(dataset),
+                                       MEGABATCH * batch_size * processes, run.seed)
+        shuffle = False
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate,
+        num_workers=train.num_workers, pin_memory=train.pin_memory and on_gpu,
+        generator=torch.Generator().manual_seed(run.seed))

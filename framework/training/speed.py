@@ -1,0 +1,48 @@
+"""Which of the speed options (train.packing, train.logits_only, train.compile) a run can use,
+decided once at set-up from the model itself, with one log line each when one is left off."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict
+
+from framework.tasks import packing, token_loss
+
+log = logging.getLogger("ft")
+
+
+def choose_fast_paths(run: Any, task: Any, model: Any, method: Any, profile: Any,
+                      main: bool) -> Dict[str, bool]:
+    """Set task.packed and task.logits_only for this model (before any loader iterates); return
+    what was chosen."""
+    train = run.train
+    why_not = None
+    if train.packing and task.can_pack:
+        if method.prompt_learning:
+            why_not = f"peft={run.peft.name} prepends virtual tokens to each row"
+        elif profile.shards_parameters(run.hardware, train):
+            why_not = "sharded weights (ZeRO-3/FSDP) cannot run the check before training"
+        elif not packing.packing_works(model, model.config.vocab_size):
+            why_not = "the model attends across examples of a packed row (or refuses position_ids)"
+        task.packed = why_not is None
+        if why_not and main:
+            log.info("train.packing: off for this run (%s); padding per batch instead", why_not)
+    if train.logits_only and task.can_skip_logits:
+        task.logits_only = (not method.prompt_learning
+                            and token_loss.accepts_logits_to_keep(model))
+        if not task.logits_only and main:
+            log.info("train.logits_only: off for this run (the model takes no logits_to_keep, or "
+                     "peft=%s shifts positions); the LM head runs at every position", run.peft.name)
+    return {"packing": task.packed, "logits_only": task.logits_only}
+
+
+def compiled(model: Any, train: Any) -> Any:
+    """The prepared model under torch.compile when train.compile (ft compiles itself rather than
+    through accelerate's dynamo plugin, which lives in a process-wide state that a second run in
+    the same process, e.g. a sweep, would inherit). Shapes change between batches (packed rows):
+    torch marks them dynamic after the first recompile."""
+    if not train.compile:
+        return model
+    import torch
+
+    return torch.compile(model, backend=train.compile_backend)
