@@ -62,7 +62,7 @@ class Workload:
 WORKLOADS = {
     "minilm_cls": Workload("minilm_cls", "bench_minilm_cls", 500,
                            "MiniLM-L6 + LoRA r8 (query, value), Rotten Tomatoes, batch 32, len<=128"),
-    "smollm2_sft": Workload("smollm2_sft", "bench_smollm2_sft", 64,
+    "smollm2_sft": Workload("smollm2_sft", "bench_smollm2_sft", 32,
                             "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot chats SFT, batch 8"),
 }
 
@@ -314,6 +314,10 @@ def main() -> int:
     extra = shlex.split(os.environ.get("BENCH_FT_OVERRIDES", ""))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
     work = out_root / stamp
+    if os.environ.get("BENCH_THREADS"):  # the evaluator in this process too
+        import torch
+
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     info = machine()
     print(f"# make bench: {rounds} rounds, load average at start {info['load_average']}, "
           f"{info['cpus']} CPUs, threads {info['threads']}; ft from {info['ft_repo']} "
