@@ -29,6 +29,8 @@ Knobs (environment):
                                       jobs load, 1 avoids the threads' spin-waits
   BENCH_FT_REPO=DIR                   the ft checkout the ft route runs (default: this one), to
                                       measure another version against the same HF baseline
+  BENCH_ALSO_FT_REPO=DIR              a third route, "ft@other": ft from another checkout (e.g.
+                                      before a change) in the same rounds, rotating with the others
 """
 
 from __future__ import annotations
@@ -179,10 +181,10 @@ def run_hf(prepared: Prepared, out: Path) -> Dict[str, Any]:
             "tokens": prepared.tokens, "adapter": str(out / "adapter")}
 
 
-def run_ft(prepared: Prepared, out: Path) -> Dict[str, Any]:
+def run_ft(prepared: Prepared, out: Path, repo: Optional[Path] = None) -> Dict[str, Any]:
     overrides = [*prepared.overrides, f"run_dir={out}"]
     stats = run_process([sys.executable, "-m", "framework", "train", prepared.workload.recipe,
-                         *overrides], out.parent / f"{out.name}.log.txt", ft_repo())
+                         *overrides], out.parent / f"{out.name}.log.txt", repo or ft_repo())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("split") == "train"]
     # The train records' intervals tile the step loop (framework/training/meter.py).
@@ -195,6 +197,17 @@ def run_ft(prepared: Prepared, out: Path) -> Dict[str, Any]:
 
 def ft_repo() -> Path:
     return Path(os.environ.get("BENCH_FT_REPO", REPO)).resolve()
+
+
+def other_repo() -> Optional[Path]:
+    value = os.environ.get("BENCH_ALSO_FT_REPO")
+    return Path(value).resolve() if value else None
+
+
+def run_route(route: str, prepared: Prepared, out: Path) -> Dict[str, Any]:
+    if route == "hf":
+        return run_hf(prepared, out)
+    return run_ft(prepared, out, other_repo() if route == "ft@other" else None)
 
 
 # ---- one evaluator for both routes ---------------------------------------------------------------
@@ -264,21 +277,26 @@ def summarize(prepared: Prepared, rounds: Dict[str, List[Dict[str, Any]]]) -> Di
             "peak_rss_mib": median_of(runs, "peak_rss_mib"),
             "metric": median_of(runs, metric), "steps": runs[0]["steps"], "runs": runs}
     per_round = [f["tokens_per_s"] / h["tokens_per_s"] for h, f in zip(rounds["hf"], rounds["ft"])]
+    ratios = {route: routes[route]["tokens_per_s"] / routes["hf"]["tokens_per_s"]
+              for route in routes if route != "hf"}
     return {"workload": prepared.workload.name, "title": prepared.workload.title,
             "recipe": prepared.workload.recipe, "ft_overrides": prepared.overrides,
             "examples": prepared.examples, "real_tokens_per_epoch": prepared.tokens,
             "metric": metric, "routes": routes,
             "ratio": routes["ft"]["tokens_per_s"] / routes["hf"]["tokens_per_s"],
-            "ratio_per_round": per_round}
+            "ratio_per_round": per_round, "ratios": ratios}
 
 
 def table(results: List[Dict[str, Any]]) -> str:
     lines = ["| workload | route | real tok/s | train s | wall s | peak RSS MiB | metric | "
              "ratio ft/HF |", "|---|---|---:|---:|---:|---:|---|---:|"]
     for result in results:
-        for route, label in (("hf", "HF Trainer + PEFT"), ("ft", "ft train")):
+        labels = {"hf": "HF Trainer + PEFT", "ft": "ft train",
+                  "ft@other": f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}"}
+        for route in result["routes"]:
             r = result["routes"][route]
-            ratio = f"**{result['ratio']:.2f}x**" if route == "ft" else ""
+            ratio = f"**{result['ratios'][route]:.2f}x**" if route != "hf" else ""
+            label = labels[route]
             lines.append(f"| {result['workload']} ({result['examples']} ex.) | {label} | "
                          f"{r['tokens_per_s']:,.0f} | {r['train_seconds']:.1f} | "
                          f"{r['wall_seconds']:.1f} | {r['peak_rss_mib']:,.0f} | "
@@ -296,10 +314,13 @@ def examples_per_workload(value: str) -> Dict[str, int]:
 def machine() -> Dict[str, Any]:
     import torch
 
-    commit = subprocess.run(["git", "-C", str(ft_repo()), "log", "-1", "--format=%h %s"],
-                            capture_output=True, text=True).stdout.strip()
+    def commit(repo: Optional[Path]) -> str:
+        return subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %s"],
+                              capture_output=True, text=True).stdout.strip() if repo else ""
+
     return {"date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "ft_repo": str(ft_repo()), "ft_commit": commit,
+            "ft_repo": str(ft_repo()), "ft_commit": commit(ft_repo()),
+            "other_repo": str(other_repo() or ""), "other_commit": commit(other_repo()),
             "threads": os.environ.get("BENCH_THREADS", "torch default"),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average": os.getloadavg(), "python": platform.python_version(),
@@ -330,12 +351,14 @@ def main() -> int:
         prepared = Prepared(workload, work / workload.name, overrides)
         print(f"\n## {workload.name}: {prepared.examples} examples, {prepared.tokens} real tokens, "
               f"{prepared.steps()} steps", flush=True)
-        runs: Dict[str, List[Dict[str, Any]]] = {"hf": [], "ft": []}
+        routes = ["hf", "ft"] + (["ft@other"] if other_repo() else [])
+        runs: Dict[str, List[Dict[str, Any]]] = {route: [] for route in routes}
         for index in range(rounds):
-            order = ("hf", "ft") if index % 2 == 0 else ("ft", "hf")
+            # Each route goes first, second, ... in turn (two routes: they alternate).
+            order = routes[index % len(routes):] + routes[:index % len(routes)]
             for route in order:
-                out = work / workload.name / f"{route}-{index}"
-                result = (run_hf if route == "hf" else run_ft)(prepared, out)
+                out = work / workload.name / f"{route.replace('@', '-')}-{index}"
+                result = run_route(route, prepared, out)
                 result.update(evaluate(prepared, result["adapter"]))
                 result["load_average"] = os.getloadavg()[0]
                 runs[route].append(result)
@@ -345,6 +368,8 @@ def main() -> int:
                       f"{ {k: round(v, 4) for k, v in result.items() if k in ('accuracy', 'perplexity')} }",
                       flush=True)
         results.append(summarize(prepared, runs))
+        if other_repo():
+            results[-1]["other_commit"] = info["other_commit"]
     info["load_average_end"] = os.getloadavg()
     print("\n" + table(results))
     print(f"\nmedian of {rounds} alternating rounds; load average start {info['load_average']}, "
