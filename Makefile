@@ -31,7 +31,7 @@ install: $(STAMP)  ## create .venv and install ft with everything the tests need
 
 test: $(STAMP)  ## run the whole test suite (what CI runs): import layers, then pytest
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
 
 test-fast: $(STAMP)  ## unit tests only (skip slow end-to-end runs)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -91,7 +91,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     tracker = LOGGERS.get(run.logger.name).tracker
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(  # pinned batches copy to the GPU asynchronously
+            use_seedable_sampler=True,
+            non_blocking=run.train.pin_memory and profile.on_gpu(run.hardware)),
         dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
         log_with=tracker, project_dir=str(run_dir))
     if tracker:

@@ -4,6 +4,7 @@ checked before a single weight is read. Train time only (imports torch)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Callable, List, Optional
 
@@ -19,10 +20,15 @@ def meta_model(config: Any, auto_class: str, trust_remote_code: bool = False) ->
     import transformers
     from accelerate import init_empty_weights
 
+    # Under DeepSpeed ZeRO-3, from_config wraps construction in deepspeed.zero.Init, which moves
+    # every new parameter to the device and cannot copy a meta tensor. transformers skips zero.Init
+    # inside its own set_zero3_state() (meant for nested construction); a meta skeleton is exactly
+    # that case: nothing is allocated, so nothing needs partitioning.
+    skip_zero3_init = getattr(transformers.modeling_utils, "set_zero3_state", contextlib.nullcontext)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        with init_empty_weights():
+        with init_empty_weights(), skip_zero3_init():
             return getattr(transformers, auto_class).from_config(
                 config, trust_remote_code=trust_remote_code)
     finally:

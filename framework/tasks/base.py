@@ -133,7 +133,7 @@ class Task:
         import torch
 
         first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
-        return torch.tensor(float(first.shape[0]), device=first.device)
+        return torch.full((), float(first.shape[0]), device=first.device)  # no host->device copy
 
     def loss_terms(self, model: Any, batch: Dict[str, Any]) -> Tuple[Any, Any]:
         """(loss summed over the batch's items, item count): compute_loss's mean times the count,

@@ -78,7 +78,8 @@ def causal_lm_loss(model: Any, batch: Dict[str, Any], logits_only: bool) -> Tupl
         logits = model(**inputs, logits_to_keep=positions).logits  # [B, P, V]
         kept = targets.index_select(1, positions)
     else:
-        logits = model(**inputs).logits[:, :-1]
+        # Prompt-learning adapters prepend virtual tokens to the logits: the real ones are last.
+        logits = model(**inputs).logits[:, -targets.shape[1] - 1:-1]
         kept = targets
     loss = cross_entropy_sum(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1))
     return loss, count.to(torch.float32)

@@ -17,13 +17,17 @@ class LossMeter:
         self.accelerator = accelerator
         # [summed loss, items (label tokens or examples), real tokens], float64 on the device
         self.sums = torch.zeros(3, device=accelerator.device, dtype=torch.float64)
+        self.host_tokens = 0
         self.since = time.perf_counter()
 
     def add(self, loss_sum: Any, items: Any, tokens: Any) -> None:
+        """tokens: a device tensor (attention-mask sum) or a host int (a packed row's length)."""
         import torch
 
-        self.sums += torch.stack([torch.as_tensor(v, device=self.sums.device).to(torch.float64)
-                                  for v in (loss_sum.detach(), items, tokens)])
+        if isinstance(tokens, int):  # known on the host: no host-to-device copy
+            self.host_tokens += tokens
+            tokens = torch.zeros((), device=self.sums.device)
+        self.sums += torch.stack([v.to(torch.float64) for v in (loss_sum.detach(), items, tokens)])
 
     def flush(self) -> Dict[str, float]:
         """Mean loss per item (over all ranks), real tokens (all ranks), the interval's seconds
@@ -31,10 +35,12 @@ class LossMeter:
         tile the step loop, so summing tokens and seconds over the train records gives the
         loop's throughput (bench/ reads them)."""
         now = time.perf_counter()
-        loss, items, tokens = self.accelerator.reduce(self.sums, "sum").tolist()
+        sums = self.sums.clone()
+        sums[2] += self.host_tokens
+        loss, items, tokens = self.accelerator.reduce(sums, "sum").tolist()
         seconds = now - self.since
         result = {"loss": loss / max(items, 1e-12), "tokens_per_s": tokens / max(seconds, 1e-9),
                   "tokens": int(tokens), "seconds": seconds}
         self.sums.zero_()
-        self.since = now
+        self.host_tokens, self.since = 0, now
         return result

@@ -58,7 +58,7 @@ def tokens_in(batch: Dict[str, Any]) -> Any:
     if "attention_mask" in batch:
         return batch["attention_mask"].sum()
     ids = batch.get("input_ids")
-    return ids.numel() if ids is not None else 0
+    return int(ids.numel()) if ids is not None else 0  # shapes are known on the host
 
 
 class UpdateGuard:
