@@ -31,6 +31,9 @@ Knobs (environment):
                                       measure another version against the same HF baseline
   BENCH_ALSO_FT_REPO=DIR              a third route, "ft@other": ft from another checkout (e.g.
                                       before a change) in the same rounds, rotating with the others
+  BENCH_ALSO_FT_OVERRIDES="a=b"       the third route's extra overrides instead of
+                                      BENCH_FT_OVERRIDES (BENCH_ALSO_FT_REPO defaults to this
+                                      checkout when only this is set): two ft settings side by side
 """
 
 from __future__ import annotations
@@ -183,6 +186,10 @@ def run_hf(prepared: Prepared, out: Path) -> Dict[str, Any]:
 
 def run_ft(prepared: Prepared, out: Path, repo: Optional[Path] = None) -> Dict[str, Any]:
     overrides = [*prepared.overrides, f"run_dir={out}"]
+    if repo is not None and "BENCH_ALSO_FT_OVERRIDES" in os.environ:  # the third route
+        extra = shlex.split(os.environ.get("BENCH_FT_OVERRIDES", ""))
+        overrides = [o for o in prepared.overrides if o not in extra] + shlex.split(
+            os.environ["BENCH_ALSO_FT_OVERRIDES"]) + [f"run_dir={out}"]
     stats = run_process([sys.executable, "-m", "framework", "train", prepared.workload.recipe,
                          *overrides], out.parent / f"{out.name}.log.txt", repo or ft_repo())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -201,6 +208,8 @@ def ft_repo() -> Path:
 
 def other_repo() -> Optional[Path]:
     value = os.environ.get("BENCH_ALSO_FT_REPO")
+    if not value and "BENCH_ALSO_FT_OVERRIDES" in os.environ:
+        value = str(ft_repo())
     return Path(value).resolve() if value else None
 
 
@@ -291,8 +300,11 @@ def table(results: List[Dict[str, Any]]) -> str:
     lines = ["| workload | route | real tok/s | train s | wall s | peak RSS MiB | metric | "
              "ratio ft/HF |", "|---|---|---:|---:|---:|---:|---|---:|"]
     for result in results:
-        labels = {"hf": "HF Trainer + PEFT", "ft": "ft train",
-                  "ft@other": f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}"}
+        own = os.environ.get("BENCH_FT_OVERRIDES", "")
+        labels = {"hf": "HF Trainer + PEFT", "ft": f"ft train {own}".strip(),
+                  "ft@other": (f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
+                               if "BENCH_ALSO_FT_OVERRIDES" in os.environ else
+                               f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}")}
         for route in result["routes"]:
             r = result["routes"][route]
             ratio = f"**{result['ratios'][route]:.2f}x**" if route != "hf" else ""
