@@ -40,7 +40,7 @@ demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print ac
 	$(VENV)/bin/ft train seq_cls_minilm_lora
 	$(VENV)/bin/ft report latest seq_cls_minilm_lora
 
-bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU, 2 workloads, median of 3 alternating rounds (~1 h on 2 cores; BENCH_* knobs in bench/cpu_bench.py)
+bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU: 2 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
 	$(PY) bench/cpu_bench.py
 
 lint:  ## check the import layers (import-linter contract in pyproject.toml)
