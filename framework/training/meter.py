@@ -30,13 +30,17 @@ class LossMeter:
         self.sums += torch.stack([v.to(torch.float64) for v in (loss_sum.detach(), items, tokens)])
 
     def flush(self) -> Dict[str, float]:
-        """Mean loss per item (over all ranks) and real tokens/s since the last flush; one host
-        sync. Resets the sums."""
+        """Mean loss per item (over all ranks), real tokens (all ranks), the interval's seconds
+        and real tokens/s since the last flush; one host sync. Resets the sums. The intervals
+        tile the step loop, so summing tokens and seconds over the train records gives the
+        loop's throughput (bench/ reads them)."""
         now = time.perf_counter()
         sums = self.sums.clone()
         sums[2] += self.host_tokens
         loss, items, tokens = self.accelerator.reduce(sums, "sum").tolist()
-        result = {"loss": loss / max(items, 1e-12), "tokens_per_s": tokens / max(now - self.since, 1e-9)}
+        seconds = now - self.since
+        result = {"loss": loss / max(items, 1e-12), "tokens_per_s": tokens / max(seconds, 1e-9),
+                  "tokens": int(tokens), "seconds": seconds}
         self.sums.zero_()
         self.host_tokens, self.since = 0, now
         return result
