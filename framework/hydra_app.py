@@ -142,8 +142,8 @@ def run_hydra_app(argv: List[str]) -> int:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from framework.config.compose import (CONF_DIR, HYDRA_VERSION_BASE, RECIPES_DIR, Composed,
-                                          register_env_secrets, resolve_recipe)
+    from framework.config.compose import (HYDRA_VERSION_BASE, Composed, override_key,
+                                          register_env_secrets, resolve_recipe, search_path)
     from framework.config.schema import build_run_config
     from framework.errors import LaunchFailed, TrainingInterrupted
     from framework.session import execute
@@ -211,8 +211,10 @@ def run_hydra_app(argv: List[str]) -> int:
             print("error: the sweep has invalid jobs; nothing was run:\n  " + "\n  ".join(shown),
                   file=sys.stderr)
             return 2
-    sys.argv = [f"ft train {recipe_path.stem}", *flags,
-                f"hydra.searchpath=[file://{CONF_DIR},file://{RECIPES_DIR}]",
+    # One search path: the user's config dirs (the recipe's own, --config-dir) before ft's presets.
+    searched = ",".join(f"'{entry}'" for entry in search_path(recipe_path, overrides))
+    overrides = [o for o in overrides if override_key(o) != "hydra.searchpath"]
+    sys.argv = [f"ft train {recipe_path.stem}", *flags, f"hydra.searchpath=[{searched}]",
                 "hydra.job.chdir=false", "hydra/job_logging=disabled",
                 "hydra/hydra_logging=disabled", *overrides]
     code = 0

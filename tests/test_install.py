@@ -168,7 +168,7 @@ def test_readme_recipes_validate_as_written(section: str, tmp_path: Path) -> Non
         assert run.model.gguf_file and run.task.train_on == "assistant"
 
 
-def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path) -> None:
+def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsys) -> None:
     """A user's preset named like a shipped one wins: from the recipe's own directory, from
     `--config-dir`, and from `hydra.searchpath` in the recipe (relative to it)."""
     from framework.cli import config_dirs_to_override
@@ -197,3 +197,10 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path) -> No
         """))
     _, run = compose_and_validate(str(tmp_path / "recipes" / "declared.yaml"), [])
     assert run.peft.r == 7
+    # The same through Hydra's own app (what `ft train` and sweeps run): the recipe's declared
+    # dirs are searched there too, before the shipped presets.
+    from framework.cli import main
+
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "recipes" / "declared.yaml"), "--cfg", "job"]) == 0
+    assert "\n  r: 7\n" in capsys.readouterr().out
