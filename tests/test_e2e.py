@@ -154,7 +154,7 @@ def test_real_minilm_seq_cls_beats_baseline(tmp_path):
     assert final["eval_loss"] < baseline["eval_loss"] - 0.05, summary
     assert final["accuracy"] > baseline["accuracy"] + 0.08, summary
     assert final["macro_f1"] > baseline["macro_f1"] + 0.08, summary  # not just the majority class
-    # Absolute floors below the measured 0.720 / 0.690 (README, "Measured").
+    # Absolute floors below the measured 0.720 / 0.700 (README, "Measured").
     assert final["accuracy"] >= 0.68 and final["macro_f1"] >= 0.64, summary
 
 
