@@ -107,8 +107,9 @@ def test_cheapest_fit_takes_the_first_preset_then_the_largest_micro_batch():
 
 def test_sizes_parse():
     assert size_bytes("24GiB") == 24 * GiB and size_bytes("500MB") == 500_000_000
-    with pytest.raises(ValueError):
-        size_bytes("lots")
+    for bad in ("lots", "abc", "1.2.3GB"):  # one clear message, never float()'s own
+        with pytest.raises(ValueError, match="not a size"):
+            size_bytes(bad)
 
 
 def test_cli_prints_the_table_verdict_and_cheapest_fit(capsys):

@@ -219,9 +219,10 @@ def size_bytes(value: Any) -> int:
     text = str(value).strip().lower().replace(" ", "")
     number = text.rstrip("kmgtib")
     unit = text[len(number):] or "b"
-    if unit not in _UNITS or not number:
-        raise ValueError(f"not a size: {value!r} (give bytes or e.g. 24GiB, 500MB)")
-    return int(float(number) * _UNITS[unit])
+    try:
+        return int(float(number) * _UNITS[unit])
+    except (KeyError, ValueError):
+        raise ValueError(f"not a size: {value!r} (give bytes or e.g. 24GiB, 500MB)") from None
 
 
 def cuda_device_count() -> int:
