@@ -47,6 +47,7 @@ class TrainConfig:
     early_stopping_delta: float = 0.0  # smallest change of the primary metric that counts as improving
     # ---- speed (docs/speed.md measures each) ----
     packing: bool = True  # causal LM: one padding-free row per micro-batch (where the model supports it)
+    packed_attention: bool = True  # packed rows: SDPA per example, not over a (row length)^2 block mask
     group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)

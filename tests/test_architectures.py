@@ -136,7 +136,11 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     model = build_model(run, checkpoint, task_obj, HARDWARE.get("cpu"), PEFT_METHODS.get("lora"),
                         family)
     # causal LM: packed rows and logits only at labels, where this architecture takes them
-    choose_fast_paths(run, task_obj, model, PEFT_METHODS.get("lora"), HARDWARE.get("cpu"), False)
+    fast = choose_fast_paths(run, task_obj, model, PEFT_METHODS.get("lora"), HARDWARE.get("cpu"),
+                             False)
+    if task_obj.packed:  # packed rows attend per example on SDPA (gemma2 runs eager: soft-capping)
+        assert fast["attention"] == ("eager" if model_type == "gemma2" else "sdpa per example"), fast
+        assert task_obj.packed_lengths == (fast["attention"] == "sdpa per example")
     batch = task_obj.collate([tokenized[i] for i in range(len(tokenized))])
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

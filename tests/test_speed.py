@@ -78,6 +78,66 @@ def test_packed_row_gives_the_per_token_losses_of_padded_rows(tiny_llama):
     assert packing.packing_works(tiny_llama, VOCAB)
 
 
+def test_per_example_attention_gives_the_losses_and_gradients_of_the_block_mask(tiny_llama,
+                                                                                 monkeypatch):
+    """train.packed_attention: one causal SDPA call per example of a packed row (no mask) gives
+    the loss and every LoRA gradient of SDPA over the row's block-diagonal mask (fp32, CPU)."""
+    from framework.training import packed_attention
+
+    features = examples([9, 4, 13, 6], seed=2)
+    calls: List[bool] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("is_causal") is True and args[3:4] in ((), (None,))
+                     and kwargs.get("attn_mask") is None)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    results = []
+    try:
+        for per_example in (False, True):
+            if per_example:
+                assert packed_attention.install(tiny_llama)
+                assert packing.packing_works(tiny_llama, VOCAB, with_lengths=True)
+            calls.clear()
+            tiny_llama.zero_grad()
+            batch = packing.pack(features, with_lengths=per_example)
+            total, count = token_loss.causal_lm_loss(tiny_llama, batch, logits_only=False)
+            (total / count).backward()
+            results.append((total.detach(), calls.copy(), {
+                n: p.grad.clone() for n, p in tiny_llama.named_parameters() if p.grad is not None}))
+    finally:
+        packed_attention.uninstall(tiny_llama)
+    (mask_loss, mask_calls, mask_grads), (loss, example_calls, grads) = results
+    assert mask_calls == [False, False]  # 2 layers, one masked call over the whole row each
+    assert example_calls == [True] * 8  # 2 layers x 4 examples, causal, no mask
+    assert torch.allclose(mask_loss, loss, atol=1e-5, rtol=0), (mask_loss, loss)
+    assert mask_grads.keys() == grads.keys() and len(grads) == 10  # (2 x (q, v) + lm_head) x (A, B)
+    for name, grad in grads.items():
+        assert torch.allclose(mask_grads[name], grad, atol=1e-5, rtol=1e-4), name
+    assert tiny_llama.get_base_model().config._attn_implementation == "sdpa"
+
+
+def test_per_example_attention_defers_to_sdpa_where_it_does_not_apply():
+    """A sliding window shorter than an example, or no lengths: transformers' SDPA, mask and all."""
+    from framework.training import packed_attention
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal = True
+    q, k, v = (torch.randn(1, 2, 8, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    band = torch.ones(8, 8, dtype=torch.bool).tril() & ~torch.ones(8, 8, dtype=torch.bool).tril(-3)
+    mask = band[None, None]  # what the model would build for a 3-token window
+    for extra in ({"sliding_window": 3, packing.LENGTHS_KEY: (5, 3)}, {}):
+        got, _ = packed_attention.attention(module, q, k, v, mask, **extra)
+        want, _ = sdpa_attention_forward(module, q, k, v, mask)
+        assert torch.equal(got, want)
+    per_example, _ = packed_attention.attention(module, q, k, v, mask, sliding_window=8,
+                                                **{packing.LENGTHS_KEY: (5, 3)})
+    assert not torch.allclose(per_example, want)  # the window covers each example: per example
+
+
 def test_packing_is_refused_for_a_model_that_attends_across_examples():
     class Leaky(torch.nn.Module):
         """Each position sees the running mean of every earlier token, boundaries or not."""
@@ -165,23 +225,32 @@ def test_compiled_tiny_run_trains(tmp_path, one_torch_thread):
 def test_length_grouped_batches_are_seeded_and_pad_less():
     from framework.training.loaders import LengthGroupedSampler
 
-    lengths = [int(x) for x in torch.randint(5, 200, (400,), generator=torch.Generator().manual_seed(3))]
-    sampler = LengthGroupedSampler(lengths, group=100, seed=7)
+    lengths = [int(x) for x in torch.randint(5, 200, (404,), generator=torch.Generator().manual_seed(3))]
+    sampler = LengthGroupedSampler(lengths, group=200, seed=7, batch=8)
     sampler.set_epoch(1)
     order = list(sampler)
-    assert sorted(order) == list(range(400))
-    again = LengthGroupedSampler(lengths, group=100, seed=7)  # a resumed run: same epoch, same order
+    assert sorted(order) == list(range(404))
+    again = LengthGroupedSampler(lengths, group=200, seed=7, batch=8)  # a resumed run: same order
     again.set_epoch(1)
     assert list(again) == order
     sampler.set_epoch(2)
     assert list(sampler) != order
 
+    batches = [order[k:k + 8] for k in range(0, len(order), 8)]
+    assert len(batches[-1]) == 4  # the short batch closes the epoch; none in between
+
     def padded_tokens(indices):
         return sum(max(lengths[i] for i in indices[k:k + 8]) * len(indices[k:k + 8])
                    for k in range(0, len(indices), 8))
 
-    shuffled = torch.randperm(400, generator=torch.Generator().manual_seed(7)).tolist()
+    shuffled = torch.randperm(404, generator=torch.Generator().manual_seed(7)).tolist()
     assert padded_tokens(order) < 0.8 * padded_tokens(shuffled)
+    # The epoch opens with the longest batch of its first group (out of memory at step 1), then
+    # long and short batches alternate rather than running longest to shortest.
+    longest = [max(lengths[i] for i in batch) for batch in batches]
+    assert longest[0] == max(lengths[i] for i in order[:200])
+    first_group = longest[1:25]
+    assert first_group != sorted(first_group, reverse=True)
 
 
 def test_profile_writes_a_trace_and_the_top_ops(tmp_path, one_torch_thread):

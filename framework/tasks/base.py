@@ -35,6 +35,9 @@ class Task:
     # trainer then sets `packed` when train.packing is on and the model honours packed rows.
     can_pack: ClassVar[bool] = False
     packed: bool = False
+    # With `packed`: the collator sends each row's example lengths (tasks/packing.LENGTHS_KEY), for
+    # attention computed per example; the trainer sets it when it installs that attention.
+    packed_lengths: bool = False
     # Whether the task can run the LM head only where labels are (tasks/token_loss.py); the
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False

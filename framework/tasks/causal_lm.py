@@ -251,7 +251,7 @@ class CausalLm(Task):
         import torch
 
         if self.packed:
-            batch = packing.pack(features)
+            batch = packing.pack(features, with_lengths=self.packed_lengths)
         else:
             width = max(len(f["input_ids"]) for f in features)
             pad = self.tokenizer.pad_token_id

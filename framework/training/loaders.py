@@ -9,13 +9,18 @@ MEGABATCH = 50  # batches per length-sorted group (transformers' LengthGroupedSa
 
 
 class LengthGroupedSampler:
-    """A seeded shuffle, then each run of MEGABATCH x batch_size x processes examples sorted by
-    length, longest first: batches (on every process) hold similar lengths, so padding is small,
-    while the order across runs stays random. The order is a function of (seed, epoch) only,
-    so a resumed run (set_epoch, then skipping consumed batches) sees the same batches."""
+    """A seeded shuffle, then each run of `group` (MEGABATCH x batch_size x processes) examples
+    sorted by length and cut into batches of `batch` (batch_size x processes) examples, whose order
+    is shuffled again: every batch (on every process) holds similar lengths, so padding is small,
+    and long and short batches alternate through the epoch instead of running from the longest to
+    the shortest (a curriculum that moved the result of a short run). The order is a function of
+    (seed, epoch) only, so a resumed run (set_epoch, then skipping consumed batches) sees the same
+    batches."""
 
-    def __init__(self, lengths: Sequence[int], group: int, seed: int):
-        self.lengths, self.group, self.seed, self.epoch = list(lengths), max(1, group), seed, 0
+    def __init__(self, lengths: Sequence[int], group: int, seed: int, batch: int = 1):
+        self.lengths, self.seed, self.epoch = list(lengths), seed, 0
+        self.batch = max(1, batch)
+        self.group = max(self.batch, group)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -29,7 +34,15 @@ class LengthGroupedSampler:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order: List[int] = torch.randperm(len(self.lengths), generator=generator).tolist()
         for start in range(0, len(order), self.group):
-            yield from sorted(order[start:start + self.group], key=lambda i: -self.lengths[i])
+            ranked = sorted(order[start:start + self.group], key=lambda i: -self.lengths[i])
+            full = len(ranked) // self.batch  # a short last batch (epoch's end) stays last,
+            batches = torch.randperm(full, generator=generator).tolist()  # or batches would shift
+            if start == 0 and full:  # the epoch opens with its first group's longest batch: an
+                batches.remove(0)    # out-of-memory shows at step 1, not mid-run
+                batches.insert(0, 0)
+            for index in batches:
+                yield from ranked[index * self.batch:(index + 1) * self.batch]
+            yield from ranked[full * self.batch:]
 
 
 def example_lengths(dataset: Any) -> List[int]:
@@ -48,8 +61,8 @@ def build_loader(run: Any, dataset: Any, collate: Any, shuffle: bool, batch_size
     train = run.train
     sampler = None
     if shuffle and train.group_by_length and "input_ids" in dataset.column_names:
-        sampler = LengthGroupedSampler(example_lengths(dataset),
-                                       MEGABATCH * batch_size * processes, run.seed)
+        sampler = LengthGroupedSampler(example_lengths(dataset), MEGABATCH * batch_size * processes,
+                                       run.seed, batch=batch_size * processes)
         shuffle = False
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate,

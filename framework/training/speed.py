@@ -1,5 +1,6 @@
-"""Which of the speed options (train.packing, train.logits_only, train.compile) a run can use,
-decided once at set-up from the model itself, with one log line each when one is left off."""
+"""Which of the speed options (train.packing, train.packed_attention, train.logits_only,
+train.compile) a run can use, decided once at set-up from the model itself, with one log line
+each when one is left off."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import logging
 from typing import Any, Dict
 
 from framework.tasks import packing, token_loss
+from framework.training import packed_attention
 
 log = logging.getLogger("ft")
 
 
 def choose_fast_paths(run: Any, task: Any, model: Any, method: Any, profile: Any,
-                      main: bool) -> Dict[str, bool]:
-    """Set task.packed and task.logits_only for this model (before any loader iterates); return
-    what was chosen."""
+                      main: bool) -> Dict[str, Any]:
+    """Set task.packed, task.packed_lengths and task.logits_only for this model (before any loader
+    iterates); return what was chosen."""
     train = run.train
     why_not = None
     if train.packing and task.can_pack:
@@ -27,13 +29,37 @@ def choose_fast_paths(run: Any, task: Any, model: Any, method: Any, profile: Any
         task.packed = why_not is None
         if why_not and main:
             log.info("train.packing: off for this run (%s); padding per batch instead", why_not)
+    attention = choose_packed_attention(run, task, model, main) if task.packed else None
     if train.logits_only and task.can_skip_logits:
         task.logits_only = (not method.prompt_learning
                             and token_loss.accepts_logits_to_keep(model))
         if not task.logits_only and main:
             log.info("train.logits_only: off for this run (the model takes no logits_to_keep, or "
                      "peft=%s shifts positions); the LM head runs at every position", run.peft.name)
-    return {"packing": task.packed, "logits_only": task.logits_only}
+    chosen: Dict[str, Any] = {"packing": task.packed, "logits_only": task.logits_only}
+    if attention:
+        chosen["attention"] = attention
+    return chosen
+
+
+def choose_packed_attention(run: Any, task: Any, model: Any, main: bool) -> str:
+    """Per-example attention on packed rows (training/packed_attention.py) where the model uses
+    transformers' SDPA and, with it installed, still gives a packed row the logits of its examples
+    apart; returns the attention packed rows get."""
+    current = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
+    if not run.train.packed_attention or run.train.compile:
+        # Under torch.compile one call per example would recompile for every new set of lengths.
+        return f"{current} (block mask over the row)" if current == "sdpa" else current
+    if not packed_attention.install(model):
+        return current  # flash-attention (varlen) and flex handle packed rows themselves
+    task.packed_lengths = packing.packing_works(model, model.config.vocab_size, with_lengths=True)
+    if not task.packed_lengths:
+        packed_attention.uninstall(model)
+        if main:
+            log.info("train.packed_attention: off for this run (the model differs with it); "
+                     "SDPA over a block-diagonal mask of the whole row instead")
+        return "sdpa (block mask over the row)"
+    return "sdpa per example"
 
 
 def compiled(model: Any, train: Any) -> Any:
