@@ -1,6 +1,7 @@
 """The speed options keep the numbers: packed rows give the per-token losses of padded rows,
-logits-only gives the full-logits loss and gradients, the token-normalised loss does not depend
-on grad_accum, a compiled run trains, and a non-finite step is skipped on the device."""
+attention per example gives the losses and gradients of the block mask, logits-only gives the
+full-logits loss and gradients, the token-normalised loss does not depend on grad_accum, a
+compiled run trains, and a non-finite step is skipped on the device."""
 
 from __future__ import annotations
 
@@ -136,6 +137,31 @@ def test_per_example_attention_defers_to_sdpa_where_it_does_not_apply():
     per_example, _ = packed_attention.attention(module, q, k, v, mask, sliding_window=8,
                                                 **{packing.LENGTHS_KEY: (5, 3)})
     assert not torch.allclose(per_example, want)  # the window covers each example: per example
+
+
+@pytest.mark.parametrize("head_dim", [16, 272])  # 272 > 256: keys repeated, not SDPA's GQA
+def test_per_example_attention_equals_sdpa_over_the_block_mask(head_dim, monkeypatch):
+    from framework.training import packed_attention
+    from transformers.integrations import sdpa_attention
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, 2
+    g = torch.Generator().manual_seed(head_dim)
+    q = torch.randn(1, 4, 9, head_dim, generator=g)
+    k, v = (torch.randn(1, 2, 9, head_dim, generator=g) for _ in range(2))
+    example = torch.tensor([0] * 5 + [1] * 3 + [2])
+    mask = ((example[:, None] == example[None, :]) & torch.ones(9, 9, dtype=torch.bool).tril())
+    want, _ = sdpa_attention_forward(module, q, k, v, mask[None, None], scaling=0.3)
+
+    def not_this_way(*args, **kwargs):
+        raise AssertionError("deferred to transformers' SDPA over the mask")
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", not_this_way)
+    got, _ = packed_attention.attention(module, q, k, v, mask[None, None], scaling=0.3,
+                                        **{packing.LENGTHS_KEY: (5, 3, 1)})
+    assert got.shape == want.shape == (1, 9, 4, head_dim)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
 
 
 def test_packing_is_refused_for_a_model_that_attends_across_examples():

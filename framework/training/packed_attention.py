@@ -2,8 +2,8 @@
 
 A packed row (tasks/packing.py) holds several examples; with transformers' SDPA path, the model
 builds a dense block-diagonal mask over the whole row from its position ids and attends over
-(row length)^2 pairs, most of them masked: for 8 chats of ~90 tokens, 49x more pairs than the
-examples need, and an explicit mask keeps SDPA off its fused causal kernels. Flash-attention
+(row length)^2 pairs, most of them masked: for a row of n similar examples, about n times the
+pairs they need, and an explicit mask keeps SDPA off its fused causal kernels. Flash-attention
 varlen avoids this on GPUs that have it; this does the same with plain SDPA, on any device: one
 causal SDPA call per example (`is_causal=True`, no mask), the examples' lengths known on the host
 from the collator, so no device sync is needed to find the boundaries.
@@ -31,7 +31,8 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     """transformers' attention-function interface: query [1, heads, L, dim], key/value
     [1, kv heads, L, dim]; returns ([1, L, heads, dim], None)."""
     import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.integrations.sdpa_attention import (repeat_kv, sdpa_attention_forward,
+                                                          use_gqa_in_sdpa)
 
     lengths: Optional[Sequence[int]] = kwargs.get(LENGTHS_KEY)
     window = kwargs.get("sliding_window")
@@ -44,6 +45,10 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     grouped = key.shape[1] != query.shape[1]
+    if grouped and not use_gqa_in_sdpa(None, key, value):  # transformers' own choice, unmasked
+        key = repeat_kv(key, query.shape[1] // key.shape[1])
+        value = repeat_kv(value, query.shape[1] // value.shape[1])
+        grouped = False
     parts, start = [], 0
     for length in lengths:
         end = start + length
