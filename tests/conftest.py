@@ -72,10 +72,15 @@ def toy_sentiment_rows(n: int, seed: int = 0) -> List[dict]:
     return rows
 
 
+def toy_sentiment_files(folder: Path, train: int = 32, validation: int = 8) -> Dict[str, Path]:
+    """train.jsonl and val.jsonl of toy sentiment rows in `folder` (seeds 0 and 1)."""
+    return {"train": write_jsonl(folder / "train.jsonl", toy_sentiment_rows(train, 0)),
+            "validation": write_jsonl(folder / "val.jsonl", toy_sentiment_rows(validation, 1))}
+
+
 @pytest.fixture
 def toy_cls_files(tmp_path: Path) -> Dict[str, Path]:
-    return {"train": write_jsonl(tmp_path / "data" / "train.jsonl", toy_sentiment_rows(256, 0)),
-            "validation": write_jsonl(tmp_path / "data" / "val.jsonl", toy_sentiment_rows(64, 1))}
+    return toy_sentiment_files(tmp_path / "data", 256, 64)
 
 
 def cuda_available() -> bool:

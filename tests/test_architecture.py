@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, toy_sentiment_rows, write_jsonl
+from conftest import REPO, toy_sentiment_files
 
 MAX_FUNCTION_LINES = 120
 
@@ -114,8 +114,7 @@ def test_a_new_task_is_one_module_plus_one_yaml(tmp_path: Path, one_torch_thread
     recipes = tmp_path / "recipes"
     (recipes / "task").mkdir(parents=True)
     (recipes / "task" / "keyword_cls.yaml").write_text(TASK_PRESET)
-    data = {"train": write_jsonl(tmp_path / "train.jsonl", toy_sentiment_rows(32, 0)),
-            "validation": write_jsonl(tmp_path / "val.jsonl", toy_sentiment_rows(8, 1))}
+    data = toy_sentiment_files(tmp_path)
     recipe = recipes / "keyword.yaml"
     recipe.write_text(yaml.safe_dump({
         "defaults": ["seq_cls_tiny_bert_lora", {"override task": "keyword_cls"}, "_self_"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import toy_sentiment_rows, write_jsonl
+from conftest import toy_sentiment_files, toy_sentiment_rows, write_jsonl
 from framework.cli import main
 
 RECIPE = "seq_cls_tiny_bert_lora"
@@ -36,8 +36,7 @@ def check_user_error(capsys, args, *fragments):
 
 @pytest.fixture
 def good(tmp_path):
-    return {"train": write_jsonl(tmp_path / "train.jsonl", toy_sentiment_rows(32, 0)),
-            "validation": write_jsonl(tmp_path / "val.jsonl", toy_sentiment_rows(8, 1))}
+    return toy_sentiment_files(tmp_path)
 
 
 def test_missing_data_file(tmp_path, capsys):

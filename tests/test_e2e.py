@@ -19,11 +19,10 @@ def _files_overrides(files):
 
 @pytest.fixture(scope="module")
 def seq_cls_run(tmp_path_factory):
-    from conftest import toy_sentiment_rows
+    from conftest import toy_sentiment_files
 
     tmp = tmp_path_factory.mktemp("seqcls")
-    files = {"train": write_jsonl(tmp / "train.jsonl", toy_sentiment_rows(320, 0)),
-             "validation": write_jsonl(tmp / "val.jsonl", toy_sentiment_rows(64, 1))}
+    files = toy_sentiment_files(tmp, 320, 64)
     # A random 2-layer model needs ~50 steps before the word->label signal takes off.
     return train_recipe("seq_cls_tiny_bert_lora", *_files_overrides(files), "train.max_steps=80",
                         "train.eval_before=true", "train.lr=3e-3", "train.scheduler=constant",

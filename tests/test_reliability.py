@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, metrics, toy_sentiment_rows, write_jsonl
+from conftest import REPO, metrics, toy_sentiment_files
 
 RECIPE = "seq_cls_tiny_bert_lora"
 
@@ -23,8 +23,7 @@ RECIPE = "seq_cls_tiny_bert_lora"
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reliability-data")
-    return {"train": write_jsonl(tmp / "train.jsonl", toy_sentiment_rows(64, 0)),
-            "validation": write_jsonl(tmp / "val.jsonl", toy_sentiment_rows(16, 1))}
+    return toy_sentiment_files(tmp, 64, 16)
 
 
 def overrides(files, run_dir: Path, *extra: str):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, ft_cli, train_recipe, toy_sentiment_rows, write_jsonl
+from conftest import REPO, ft_cli, train_recipe, toy_sentiment_files, write_jsonl
 
 RECIPE = "seq_cls_tiny_bert_lora"
 
@@ -21,8 +21,7 @@ RECIPE = "seq_cls_tiny_bert_lora"
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("holes-data")
-    return {"train": write_jsonl(tmp / "train.jsonl", toy_sentiment_rows(32, 0)),
-            "validation": write_jsonl(tmp / "val.jsonl", toy_sentiment_rows(8, 1))}
+    return toy_sentiment_files(tmp)
 
 
 def data_overrides(files, *extra: str):

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, ft_cli, toy_sentiment_rows, write_jsonl
+from conftest import REPO, ft_cli, toy_sentiment_files, toy_sentiment_rows, write_jsonl
 
 
 @pytest.fixture
 def data_args(tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", toy_sentiment_rows(32, 0))
-    val = write_jsonl(tmp_path / "val.jsonl", toy_sentiment_rows(8, 1))
-    return ["data=files", f"+data.source.train={train}", f"data.source.validation={val}",
+    files = toy_sentiment_files(tmp_path)
+    return ["data=files", f"+data.source.train={files['train']}",
+            f"data.source.validation={files['validation']}",
             "train.max_steps=2"]
 
 
