@@ -85,8 +85,8 @@ class Prepared:
     def __init__(self, workload: Workload, work: Path, overrides: List[str]):
         from framework.data.loading import load_raw_splits
         from framework.models.loading import load_tokenizer, resolve_checkpoint
-        from framework.registry import MODELS, TASKS
-        from framework.session import compose_and_validate
+        from framework.core.registry import MODELS, TASKS
+        from framework.run.execute import compose_and_validate
 
         self.workload = workload
         self.overrides = overrides

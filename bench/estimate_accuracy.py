@@ -76,8 +76,8 @@ def child(recipe: str, overrides: List[str], steps: int, output: Path) -> None:
 
     import torch
 
-    from framework.session import compose_and_validate, prepare_run_dir
-    from framework.trainer import Position, run_steps, set_up
+    from framework.run.execute import compose_and_validate, prepare_run_dir
+    from framework.training.trainer import Position, run_steps, set_up
     from framework.training.signals import StopSignals
 
     torch.set_num_threads(1)
@@ -130,8 +130,8 @@ def measure(recipe: str, overrides: List[str], steps: int) -> Dict[str, Any]:
 
 def estimate(recipe: str, overrides: List[str]) -> Any:
     """ft estimate's numbers for the same configuration (meta device)."""
-    from framework.estimate import estimate_run
-    from framework.session import compose_and_validate
+    from framework.training.memory import estimate_run
+    from framework.run.execute import compose_and_validate
 
     _, run = compose_and_validate(recipe, overrides + COMMON)
     return estimate_run(run)
@@ -175,7 +175,8 @@ def timing(recipes: List[str]) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from framework.estimate import compose_and_validate, warn_if_too_big
+    from framework.commands.estimate import compose_and_validate
+    from framework.training.memory import warn_if_too_big
 
     for recipe in recipes:
         _, run = compose_and_validate(recipe, [])

@@ -180,7 +180,7 @@ def ft_overrides(work: Path, steps: int, warmup: int, smoke: bool) -> List[str]:
 
 def run_ft_here(work: Path, steps: int, warmup: int, smoke: bool, extra: List[str]) -> int:
     """The ft route, in this (child) process: ft's CLI entry point, then its train records."""
-    from framework.cli import main as ft_main
+    from framework.cli.app import main as ft_main
 
     code = ft_main(["train", str(RECIPE), *ft_overrides(work, steps, warmup, smoke), *extra])
     if code != 0:

@@ -64,7 +64,7 @@ def prepare(recipe: str, names: List[str]) -> int:
 def model_bytes(recipe: str) -> int:
     """Size of the recipe's weights on disk (converting/building the cached checkpoint once,
     before any check is timed)."""
-    from framework.session import compose_and_validate
+    from framework.run.execute import compose_and_validate
     from framework.models.loading import resolve_checkpoint
 
     run = compose_and_validate(recipe, ["dry_run=true"])[1]

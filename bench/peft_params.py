@@ -31,10 +31,10 @@ def main(argv: list) -> int:
     import yaml
     from peft import get_peft_model
 
-    from framework.session import compose_and_validate
+    from framework.run.execute import compose_and_validate
     from framework.config.typecheck import check_dataclass
     from framework.models.loading import load_model, resolve_checkpoint
-    from framework.registry import MODELS, PEFT_METHODS
+    from framework.core.registry import MODELS, PEFT_METHODS
 
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()

@@ -34,9 +34,9 @@ def main() -> None:
     import torch
 
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.plugins import load_all
-    from framework.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
-    from framework.session import compose_and_validate
+    from framework.core.plugins import load_all
+    from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
+    from framework.run.execute import compose_and_validate
     from framework.tasks import packing
     from framework.training.model import build_model
 
@@ -99,7 +99,7 @@ def grouping(args, run, task, train, checkpoint, family) -> None:
     """Step time and real tokens/s of batches from a plain shuffle vs length-grouped batches."""
     import torch
 
-    from framework.registry import HARDWARE, PEFT_METHODS
+    from framework.core.registry import HARDWARE, PEFT_METHODS
     from framework.training.loaders import MEGABATCH, LengthGroupedSampler, example_lengths
     from framework.training.model import build_model
 

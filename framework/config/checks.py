@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List
 
-from framework.errors import UserError
-from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
+from framework.core.errors import UserError
+from framework.core.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 
 
 def _train_problems(train: Any) -> List[str]:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from framework.errors import UserError, did_you_mean
+from framework.core.errors import UserError, did_you_mean
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # framework/
 # An installed wheel ships conf/ and recipes/ inside the package; a source checkout has them
@@ -222,7 +222,7 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
 def register_env_secrets(node: Any) -> None:
     """Every value an `${oc.env:NAME}` lookup of a secret-looking NAME (HF_TOKEN, ...) brings into
     the config is a secret, whatever key it lands in: redact it everywhere ft writes."""
-    from framework.run_dir import is_secret_key, register_secret
+    from framework.store.redaction import is_secret_key, register_secret
 
     if isinstance(node, dict):
         for value in node.values():

@@ -10,14 +10,15 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import yaml
 
-from framework.checkpoint import (checkpoint_config, find_resume_checkpoint, latest_checkpoint,
+from framework.store.checkpoint import (checkpoint_config, find_resume_checkpoint, latest_checkpoint,
                                   run_dir_of_checkpoint)
 from framework.config.compose import Composed, compose_recipe, override_key
 from framework.config.schema import (ALL_GROUPS, RunConfig, build_run_config, load_run_file,
                                      upgrade_saved)
-from framework.errors import UserError
-from framework.registry import HARDWARE
-from framework.run_dir import CONFIG_FILE, REDACTED, is_run_dir, resume_configs
+from framework.core.errors import UserError
+from framework.core.registry import HARDWARE
+from framework.store.run_dir import CONFIG_FILE, is_run_dir, resume_configs
+from framework.store.redaction import REDACTED
 
 # Settings that change what a resumed run computes from its checkpoint on: a change needs
 # resume_allow_changes=[key, ...] (a prefix such as `data` allows everything under it).

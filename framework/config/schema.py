@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from framework.config.typecheck import OriginFn, check_dataclass
-from framework.errors import UserError, did_you_mean
-from framework.params import DataConfig, TrainConfig
-from framework.run_dir import CONFIG_FILE
-from framework.plugins import load_all
-from framework.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, Registry
+from framework.core.errors import UserError, did_you_mean
+from framework.core.params import DataConfig, TrainConfig
+from framework.store.run_dir import CONFIG_FILE
+from framework.core.plugins import load_all
+from framework.core.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, Registry
 
 
 @dataclass(kw_only=True, frozen=True)

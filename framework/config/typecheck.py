@@ -7,21 +7,24 @@ wrong types, missing required values) so the user sees them all at once.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Callable, Dict, List, Literal, Optional, Union, get_args, get_origin
 
-from framework.errors import did_you_mean
+from framework.core.errors import did_you_mean
 
 MISSING_MARK = "???"  # OmegaConf's spelling of "required, not set"
 
 OriginFn = Callable[[str], str]
+# `Optional[X]` and `X | None` are the same type with two origins (typing.Union, types.UnionType).
+UNION_ORIGINS = (Union, types.UnionType)
 
 
 def _describe(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
-    if origin is Union:
+    if origin in UNION_ORIGINS:
         return " or ".join(_describe(a) for a in get_args(tp))
     if origin in (list, List):
         return f"list of {_describe(get_args(tp)[0])}" if get_args(tp) else "list"
@@ -44,7 +47,7 @@ class _Checker:
         origin = get_origin(tp)
         if tp is Any:
             return value
-        if origin is Union:
+        if origin in UNION_ORIGINS:
             args = get_args(tp)
             if value is None:
                 if type(None) in args:

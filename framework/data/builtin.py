@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from framework.data.loading import read_conll
-from framework.errors import UserError
-from framework.registry import DATASETS
+from framework.core.errors import UserError
+from framework.core.registry import DATASETS
 
 # Bump when a source's output changes for the same params, so that old caches are not reused.
 FORMAT_VERSION = 1

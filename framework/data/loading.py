@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-from framework.params import DataConfig
-from framework.errors import UserError
-from framework.registry import DATASETS
+from framework.core.params import DataConfig
+from framework.core.errors import UserError
+from framework.core.registry import DATASETS
 
 
 @dataclass
@@ -24,7 +24,7 @@ class RawSplits:
 
 
 def data_cache_dir() -> Path:
-    from framework.cache import cache_root
+    from framework.core.cache import cache_root
 
     return cache_root() / "data"
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
-from framework.errors import UserError
-from framework.registry import DATASETS
+from framework.core.errors import UserError
+from framework.core.registry import DATASETS
 
 FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
            ".txt": "text", ".conll": "conll"}

@@ -1,6 +1,6 @@
 """Synthetic data sources for demos and tests: generated deterministically from a seed, so the
 recipes that use them run anywhere without downloads. The generators live in
-framework/data/fixtures/ and are imported only when a source is built."""
+framework/testing/ and are imported only when a source is built."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 from framework.data.builtin import Rows, Source, check_positive
-from framework.errors import UserError
-from framework.registry import DATASETS
+from framework.core.errors import UserError
+from framework.core.registry import DATASETS
 
 
 @DATASETS.register("synthetic_squad")
@@ -45,7 +45,7 @@ class SyntheticSquad(Source):
 
     @classmethod
     def build(cls, params: Any) -> Dict[str, Rows]:
-        from framework.data.fixtures.squad import _squad_rows
+        from framework.testing.synthetic_squad import _squad_rows
 
         frac = float(params.unanswerable_fraction)
         return {
@@ -88,7 +88,7 @@ class SyntheticSeq2Seq(Source):
 
     @classmethod
     def build(cls, params: Any) -> Dict[str, Rows]:
-        from framework.data.fixtures.seq2seq import _seq2seq_rows
+        from framework.testing.synthetic_seq2seq import _seq2seq_rows
 
         rng = random.Random(f"seq2seq-{params.task}-{params.seed}")
         seen: set = set()
@@ -130,7 +130,7 @@ class SyntheticRetrieval(Source):
 
     @classmethod
     def build(cls, params: Any) -> Dict[str, Rows]:
-        from framework.data.fixtures.retrieval import _retrieval_pairs, _scored_pairs
+        from framework.testing.synthetic_retrieval import _retrieval_pairs, _scored_pairs
 
         return {
             "train": _retrieval_pairs(params.num_train, random.Random(f"retrieval-train-{params.seed}")),

@@ -1,1 +1,1 @@
-"""Hardware profiles, one registered class each. framework.plugins imports every module here."""
+"""Hardware profiles, one registered class each. framework.core.plugins imports every module here."""

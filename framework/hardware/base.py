@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Literal, Optional
 
-from framework.params import GroupParams
-from framework.registry import PEFT_METHODS
+from framework.core.params import GroupParams
+from framework.core.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)
@@ -237,4 +237,4 @@ def cuda_device_count() -> int:
 def launch_command(profile: Any, params: Any, run_dir: Path, config_file: str) -> List[str]:
     """The command that starts every rank of a multi-process run on this machine."""
     return [sys.executable, "-m", "accelerate.commands.launch", *profile.launch_args(params),
-            "-m", "framework.trainer", str(run_dir), "--config", config_file]
+            "-m", "framework.training.trainer", str(run_dir), "--config", config_file]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from framework.hardware.base import HardwareProfile
-from framework.registry import HARDWARE
+from framework.core.registry import HARDWARE
 
 
 @HARDWARE.register("cpu")

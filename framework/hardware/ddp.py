@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, List
 
 from framework.hardware.base import DistributedParams, HardwareProfile, MemoryLayout
-from framework.registry import HARDWARE
+from framework.core.registry import HARDWARE
 
 
 @HARDWARE.register("ddp")

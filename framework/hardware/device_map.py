@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Literal, Optional, Union
 
-from framework.errors import UserError
+from framework.core.errors import UserError
 from framework.hardware.base import (HardwareParams, HardwareProfile, MemoryLayout, quantizes_base,
                                      size_bytes)
-from framework.registry import HARDWARE
+from framework.core.registry import HARDWARE
 
 log = logging.getLogger(__name__)
 

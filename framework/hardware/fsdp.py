@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
 
 from framework.hardware.base import HardwareParams, HardwareProfile, MemoryLayout, quantizes_base
-from framework.registry import HARDWARE
+from framework.core.registry import HARDWARE
 
 
 @dataclass(kw_only=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, List
 
 from framework.hardware.base import HardwareProfile
-from framework.registry import HARDWARE
+from framework.core.registry import HARDWARE
 
 
 @HARDWARE.register("gpu")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from framework.errors import UserError
+from framework.core.errors import UserError
 
 
 def in_slurm_job(env: Optional[Mapping[str, str]] = None) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from framework.hardware.base import (DistributedParams, HardwareProfile, MemoryLayout,
                                      quantizes_base)
-from framework.registry import HARDWARE
+from framework.core.registry import HARDWARE
 
 
 @dataclass(kw_only=True)

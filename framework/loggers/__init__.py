@@ -1,1 +1,1 @@
-"""Loggers, one registered class each. framework.plugins imports every module here."""
+"""Loggers, one registered class each. framework.core.plugins imports every module here."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional
 
-from framework.params import GroupParams
+from framework.core.params import GroupParams
 
 TRACKERS_EXTRA = "trackers"  # the ft-peft extra that installs every tracker library
 

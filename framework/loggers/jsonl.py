@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from framework.loggers.base import Logger
-from framework.registry import LOGGERS
+from framework.core.registry import LOGGERS
 
 
 @LOGGERS.register("jsonl")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from framework.loggers.base import Logger, LoggerParams
-from framework.registry import LOGGERS
-from framework.run_dir import MLFLOW_DIR
+from framework.core.registry import LOGGERS
+from framework.store.run_dir import MLFLOW_DIR
 
 
 @dataclass(kw_only=True)

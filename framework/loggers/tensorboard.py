@@ -6,7 +6,7 @@ import json
 from typing import Any, Dict
 
 from framework.loggers.base import Logger
-from framework.registry import LOGGERS
+from framework.core.registry import LOGGERS
 
 
 @LOGGERS.register("tensorboard")

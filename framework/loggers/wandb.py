@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
 from framework.loggers.base import Logger, LoggerParams
-from framework.registry import LOGGERS
-from framework.run_dir import WANDB_DIR
+from framework.core.registry import LOGGERS
+from framework.store.run_dir import WANDB_DIR
 
 # Where W&B stages artifact files (for `wandb sync` of an offline run): inside the run directory,
 # unless the user chose a place before ft started.

@@ -4,7 +4,7 @@ the checkpoint's config.json and the tables of transformers and peft (see base.p
 from __future__ import annotations
 
 from framework.models.base import ModelFamily
-from framework.registry import MODELS
+from framework.core.registry import MODELS
 
 
 @MODELS.register("auto")

@@ -4,7 +4,7 @@ default is q_proj and v_proj only."""
 from __future__ import annotations
 
 from framework.models.base import ModelFamily
-from framework.registry import MODELS
+from framework.core.registry import MODELS
 
 
 @MODELS.register("bart")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional
 
-from framework.models import automap
+from framework.core import automap
 from framework.models.params import ModelParams, TinySpec
-from framework.registry import TASKS
+from framework.core.registry import TASKS
 
 
 class ModelFamily:
@@ -153,7 +153,7 @@ class ModelFamily:
     @classmethod
     def tiny_config(cls, spec: TinySpec, tokenizer: Any) -> Any:
         """A transformers config for a tiny random-init model of spec.model_type."""
-        from framework.models.tiny import tiny_config
+        from framework.testing.tiny_models import tiny_config
 
         return tiny_config(cls.tiny_model_type(spec), spec, tokenizer)
 
@@ -161,7 +161,7 @@ class ModelFamily:
     def tiny_model_type(cls, spec: TinySpec) -> str:
         model_type = spec.model_type or cls.model_type
         if not model_type:
-            from framework.errors import UserError
+            from framework.core.errors import UserError
 
             name = getattr(cls, "registry_name", cls.__name__)
             raise UserError(f"model.random_init.model_type: missing; model family '{name}' has no "

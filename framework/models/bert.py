@@ -4,7 +4,7 @@ attention and feed-forward linears, not the pooler, where peft's own default is 
 from __future__ import annotations
 
 from framework.models.base import ModelFamily
-from framework.registry import MODELS
+from framework.core.registry import MODELS
 
 
 @MODELS.register("bert")

@@ -14,7 +14,7 @@ from typing import Any
 
 from framework.models.base import ModelFamily
 from framework.models.params import TinySpec
-from framework.registry import MODELS
+from framework.core.registry import MODELS
 
 
 def _special_ids(config: Any, tokenizer: Any) -> None:
@@ -79,7 +79,7 @@ class Bert2Bert(ModelFamily):
         config = json.loads((Path(path) / "config.json").read_text())
         if config.get("model_type") == "encoder-decoder":
             return path
-        from framework.cache import atomic_dir, cache_root
+        from framework.core.cache import atomic_dir, cache_root
 
         stat = (Path(path) / "config.json").stat()
         digest = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]

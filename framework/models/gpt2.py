@@ -4,7 +4,7 @@ where peft's own default is c_attn only."""
 from __future__ import annotations
 
 from framework.models.base import ModelFamily
-from framework.registry import MODELS
+from framework.core.registry import MODELS
 
 
 @MODELS.register("gpt2")

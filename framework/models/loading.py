@@ -12,10 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from framework.cache import atomic_dir, cache_root
-from framework.errors import UserError
+from framework.core.cache import atomic_dir, cache_root
+from framework.core.errors import UserError
 from framework.models.params import ModelParams, TinySpec
-from framework.registry import MODELS
+from framework.core.registry import MODELS
 
 log = logging.getLogger("ft.loading")
 
@@ -97,8 +97,8 @@ def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
         import torch
         import transformers
 
-        from framework.models.tiny import save_class, tokenizer_kind
-        from framework.models.tiny_tokenizer import train_tokenizer
+        from framework.testing.tiny_models import save_class, tokenizer_kind
+        from framework.testing.tiny_tokenizer import train_tokenizer
 
         tokenizer = train_tokenizer(tokenizer_kind(model_type), spec.vocab_size)
         config = family.tiny_config(spec, tokenizer)
@@ -118,7 +118,7 @@ def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
 
 def hub_token(params: ModelParams) -> Optional[str]:
     """The configured token, unless it is the redacted placeholder of a saved config."""
-    from framework.run_dir import REDACTED
+    from framework.store.redaction import REDACTED
 
     return None if params.token in (None, REDACTED) else params.token
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from framework.params import GroupParams
+from framework.core.params import GroupParams
 
 
 @dataclass(kw_only=True)

@@ -8,8 +8,8 @@ import contextlib
 import re
 from typing import Any, Callable, List, Optional
 
-from framework.errors import UserError
-from framework.models import automap
+from framework.core.errors import UserError
+from framework.core import automap
 
 NORM_CLASS = re.compile(r"(Layer|RMS|Group)?Norm\d*d?$")  # LayerNorm, LlamaRMSNorm, T5LayerNorm, ...
 

@@ -1,2 +1,2 @@
 """PEFT methods, one registered class each (no torch or peft import at import time).
-framework.plugins imports every module here."""
+framework.core.plugins imports every module here."""

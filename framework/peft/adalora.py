@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from framework.errors import UserError
+from framework.core.errors import UserError
 from framework.peft.base import PeftMethod, PeftParams, peft_task_type
-from framework.registry import PEFT_METHODS
+from framework.core.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)

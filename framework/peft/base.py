@@ -23,8 +23,8 @@ import importlib.util
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple, Union
 
-from framework.params import GroupParams
-from framework.registry import MODELS, PEFT_METHODS, TASKS
+from framework.core.params import GroupParams
+from framework.core.registry import MODELS, PEFT_METHODS, TASKS
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ class PeftMethod:
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
         """Last chance to configure the peft model once the number of steps is known. Checks that
         every name in peft.modules_to_save matched a module (peft silently ignores the others)."""
-        from framework.errors import UserError
+        from framework.core.errors import UserError
 
         wanted = params.modules_to_save or []
         names = [name for name, _ in model.named_modules()]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from framework.peft.base import PeftMethod, PeftParams
-from framework.registry import PEFT_METHODS
+from framework.core.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from framework.peft.base import PeftMethod, PeftParams
-from framework.registry import PEFT_METHODS
+from framework.core.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
 from framework.peft.base import CONV1D_MODEL_TYPES, PeftMethod, PeftParams, missing_package
-from framework.registry import HARDWARE, MODELS, PEFT_METHODS
+from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS
 
 # Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
 # plain LoRA of rank 2r on save (peft's path_initial_model_for_weight_conversion), so that it loads

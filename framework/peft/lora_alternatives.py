@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, List, Literal
 
 from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
-from framework.registry import PEFT_METHODS
+from framework.core.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
 
 from framework.peft.base import PeftMethod, PeftParams, exclude
-from framework.registry import PEFT_METHODS
+from framework.core.registry import PEFT_METHODS
 
 # Facts about peft 0.21 + transformers 5, each checked by tests/test_peft_compat.py.
 _NO_PAST_KEY_VALUES = exclude(

@@ -1,1 +1,1 @@
-"""Tasks, one registered class per PEFT task type. framework.plugins imports every module here."""
+"""Tasks, one registered class per PEFT task type. framework.core.plugins imports every module here."""

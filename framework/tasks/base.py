@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from framework.params import DataConfig, GroupParams
-from framework.errors import UserError
-from framework.run_dir import TASK_FILE
+from framework.core.params import DataConfig, GroupParams
+from framework.core.errors import UserError
+from framework.store.run_dir import TASK_FILE
 
 
 @dataclass(kw_only=True)

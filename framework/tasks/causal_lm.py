@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
 
-from framework.errors import UserError
-from framework.registry import TASKS
+from framework.core.errors import UserError
+from framework.core.registry import TASKS
 from framework.tasks import chat, packing, token_loss
 from framework.tasks.base import Task, TaskParams, safe_exp
 from framework.tasks.chat import IGNORE_INDEX
@@ -353,7 +353,7 @@ class CausalLm(Task):
     def generation_metrics(self, model: Any, raw: Any, device: Any) -> Dict[str, float]:
         """Exact match and ROUGE-L of generated last assistant turns against the data's, and the
         fraction of generations that ended their turn (emitted the end-of-turn token)."""
-        from framework import metrics
+        from framework.core import metrics
 
         rows = raw.select(range(min(len(raw), self.params.max_generate_examples)))
         pairs = [p for p in (self._context_and_gold(r, f"row {i}") for i, r in enumerate(rows)) if p]

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from framework.errors import UserError
+from framework.core.errors import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Literal, Optional
 
-from framework.errors import UserError
-from framework.registry import TASKS
+from framework.core.errors import UserError
+from framework.core.registry import TASKS
 from framework.tasks.base import Task, TaskParams
 
 GROUPS = ("anchor", "positive", "negative")  # text roles of a training row, in batch order
@@ -221,7 +221,7 @@ class FeatureExtraction(Task):
         not counted as a miss."""
         import numpy as np
 
-        from framework import metrics
+        from framework.core import metrics
 
         n, groups, _ = embeddings.shape
         anchors = embeddings[:, 0].numpy()
@@ -240,7 +240,7 @@ class FeatureExtraction(Task):
         return metrics.retrieval_metrics(similarity, relevant, ks=self.params.retrieval_ks)
 
     def _spearman(self, embeddings: Any, scores: Any) -> Dict[str, float]:
-        from framework import metrics
+        from framework.core import metrics
 
         cosine = (embeddings[:, 0] * embeddings[:, 1]).sum(-1)
         if not self.params.normalize:

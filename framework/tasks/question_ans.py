@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from framework.errors import UserError
-from framework.registry import TASKS
+from framework.core.errors import UserError
+from framework.core.registry import TASKS
 from framework.tasks.base import Task, TaskParams
 
 EXTRA_KEYS = ("example_index", "offset_mapping")  # eval-only batch entries, never model inputs
@@ -315,7 +315,7 @@ class QuestionAns(Task):
                            null_score_threshold=p.null_score_threshold, cls_index=0)
 
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
-        from framework import metrics
+        from framework.core import metrics
 
         loss, windows = self._scores(model, loader, accelerator)
         result = {"eval_loss": loss}

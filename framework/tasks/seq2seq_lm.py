@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from framework.registry import TASKS
+from framework.core.registry import TASKS
 from framework.tasks.base import Task, TaskParams, safe_exp
 
 IGNORE_INDEX = -100  # label value the loss skips
@@ -123,7 +123,7 @@ class Seq2SeqLm(Task):
         """Generate on the first max_generate_examples rows (split across processes) and score."""
         from accelerate.utils import gather_object
 
-        from framework import metrics
+        from framework.core import metrics
 
         rows = raw.select(range(min(len(raw), self.params.max_generate_examples)))
         sources = [str(s) for s in rows[self.column("source")]]

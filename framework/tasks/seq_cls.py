@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Literal, Optional
 
-from framework.errors import UserError
-from framework.registry import TASKS
+from framework.core.errors import UserError
+from framework.core.registry import TASKS
 from framework.tasks.base import Task, TaskParams
 
 
@@ -125,7 +125,7 @@ class SeqCls(Task):
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
         import torch
 
-        from framework import metrics
+        from framework.core import metrics
 
         preds, golds, loss_sum, count = [], [], 0.0, 0
         with torch.no_grad():

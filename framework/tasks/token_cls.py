@@ -4,7 +4,7 @@ Input rows hold a list of words (`tokens`) and one tag per word (`tags`), from J
 CoNLL token/tag file (data.source.train=FILE.conll). Word labels are aligned to subwords through
 the fast tokenizer's word_ids(): the first subtoken of a word carries the word's label, the others
 -100 (ignored by the loss), so each word is scored once. Evaluation is entity-level
-precision/recall/F1 with seqeval's conventions (framework.metrics.entity_metrics).
+precision/recall/F1 with seqeval's conventions (framework.core.metrics.entity_metrics).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-from framework.errors import UserError
-from framework.registry import TASKS
+from framework.core.errors import UserError
+from framework.core.registry import TASKS
 from framework.tasks.base import Task, TaskParams
 
 IGNORE_INDEX = -100  # label value the loss skips
@@ -211,7 +211,7 @@ class TokenCls(Task):
     def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
         import torch
 
-        from framework import metrics
+        from framework.core import metrics
 
         pred_tags: List[List[str]] = []
         gold_tags: List[List[str]] = []
@@ -263,7 +263,7 @@ class TokenCls(Task):
         A row's tokens may be a list of words or a string (split on whitespace)."""
         import torch
 
-        from framework.metrics import get_entities
+        from framework.core.metrics import get_entities
 
         column = self.column("tokens")
         words = [r[column].split() if isinstance(r[column], str) else [str(w) for w in r[column]]

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from framework.run_dir import CURVES_FILE, read_metrics, read_summary
+from framework.store.run_dir import CURVES_FILE, read_metrics, read_summary
 
 log = logging.getLogger("ft")
 

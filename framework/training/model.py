@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from framework.config.checks import model_problems
-from framework.errors import UserError
+from framework.core.errors import UserError
 from framework.models.loading import load_model, torch_dtype
 from framework.models.skeleton import check_before_loading
 

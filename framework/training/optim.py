@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from framework.registry import HARDWARE, PEFT_METHODS
+from framework.core.registry import HARDWARE, PEFT_METHODS
 
 
 def build_optimizer(run: Any, model: Any) -> Any:

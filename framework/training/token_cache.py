@@ -6,7 +6,7 @@ The key is content, never a path or a time stamp: the rows of each raw split, th
 data section's settings (without the data source, whose content is already hashed), the label
 maps the task learnt, the model section (without secrets) and the source of the task's code. The
 entry is written with datasets' `save_to_disk` into a temporary directory that is renamed into
-place (framework.cache.atomic_dir), and read back with `load_from_disk` (Arrow files; nothing is
+place (framework.core.cache.atomic_dir), and read back with `load_from_disk` (Arrow files; nothing is
 unpickled). Remove CACHE_ROOT/tokenized (`~/.cache/ft/tokenized`) to reclaim the space.
 """
 
@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict
 
-from framework.cache import atomic_dir, cache_root
+from framework.core.cache import atomic_dir, cache_root
 
 log = logging.getLogger("ft")
 

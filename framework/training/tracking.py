@@ -9,8 +9,9 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from framework.registry import LOGGERS
-from framework.run_dir import TENSORBOARD_DIR, redact
+from framework.core.registry import LOGGERS
+from framework.store.run_dir import TENSORBOARD_DIR
+from framework.store.redaction import redact
 
 log = logging.getLogger("ft")
 

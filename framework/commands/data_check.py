@@ -1,0 +1,45 @@
+"""`ft validate --data`: read a run's data the way training will (columns, labels, tokenized
+lengths) with the model's tokenizer, without loading the model, so that data problems surface
+before a job is queued rather than minutes into `ft train`."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from framework.config.schema import RunConfig
+from framework.core.registry import MODELS, TASKS
+
+
+def check_data(run: RunConfig) -> List[str]:
+    """One line per split: examples, where from, labels, and token lengths against
+    data.max_length. Raises the same UserError ft train would for a data problem."""
+    from framework.data.loading import load_raw_splits
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
+
+    family = MODELS.get(run.model.name)
+    tokenizer = load_tokenizer(run.model, resolve_checkpoint(run.model))
+    task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, family)
+    raw = load_raw_splits(run.data, run.data_source)
+    task.check_columns(raw.splits, raw.describe)
+    task.fit_labels(raw.splits, raw.describe)
+    tokenized = task.tokenize(raw.splits)
+    labels = getattr(task, "labels", None)
+    lines = []
+    for split, dataset in raw.splits.items():
+        lengths = _lengths(tokenized.get(split))
+        cut = sum(1 for n in lengths if n >= run.data.max_length)
+        shown = (f"tokens per example: max {max(lengths)}, mean {sum(lengths) / len(lengths):.1f}"
+                 f" (data.max_length={run.data.max_length}; {cut} at the limit)" if lengths
+                 else "no examples left after tokenization")
+        lines.append(f"{split}: {len(dataset)} examples from {raw.describe(split)}; columns "
+                     f"{', '.join(dataset.column_names)}; {shown}")
+    if labels:
+        lines.append(f"labels ({len(labels)}): {', '.join(map(str, labels[:20]))}"
+                     f"{' ...' if len(labels) > 20 else ''}")
+    return lines
+
+
+def _lengths(dataset: Any) -> List[int]:
+    if dataset is None or "input_ids" not in dataset.column_names:
+        return []
+    return [len(ids) for ids in dataset["input_ids"]]

@@ -1,0 +1,111 @@
+"""One run, from the command line's words to its result: compose -> validate -> run directory ->
+train in-process (one process) or `accelerate launch` the trainer (several). `ft train` and each
+job of a Hydra sweep come through here, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from framework.config.compose import Composed, compose_recipe
+from framework.config.resume import continue_saved_config, resume_target
+from framework.config.schema import RunConfig, build_run_config
+from framework.core.errors import LaunchFailed, UserError
+from framework.store.logs import configure_logging, run_log
+from framework.core.registry import HARDWARE
+from framework.store.run_dir import CONFIG_FILE, create_run_dir, discard_unstarted_run, read_summary, write_resume_config, write_run_files
+
+log = logging.getLogger("ft")
+
+
+class Prepared(NamedTuple):
+    """A validated run with its directory, ready to train."""
+
+    run: RunConfig
+    run_dir: Path
+    config_file: str  # the file in run_dir the ranks read: config.yaml, or the resume's own
+    resume_from: Optional[Path]  # the checkpoint to continue, if resuming
+
+
+class Finished(NamedTuple):
+    run_dir: Optional[Path]  # None for a dry run
+    metrics: Dict[str, float]  # final evaluation (a sweep's objective is its primary metric)
+
+
+def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
+    """Compose with Hydra and validate; return (composed, run). Never imports torch."""
+    composed = compose_recipe(recipe, overrides)
+    if composed.config.get("resume"):  # continue the run's saved config, not the recipe's defaults
+        composed = continue_saved_config(composed)
+    return composed, build_run_config(composed.config, composed.origin)
+
+
+def prepare_run_dir(composed: Composed, run: RunConfig) -> Prepared:
+    """Create (or, when resuming, reuse) the run directory and write the run's files into it.
+    Resume checks run first, so a refused resume writes nothing."""
+    target = resume_target(run)
+    if target is not None:
+        # Keep the original config; record this invocation beside it, never overwriting.
+        resume_config = write_resume_config(target.run_dir, composed.config)
+        return Prepared(run, target.run_dir, resume_config.name, target.checkpoint)
+    run_dir = create_run_dir(run.output_root, run.recipe, run.run_dir, run.overwrite)
+    write_run_files(run_dir, composed.config, composed.overrides)
+    return Prepared(run, run_dir, CONFIG_FILE, None)
+
+
+def execute(composed: Composed, run: RunConfig) -> Finished:
+    """Train a validated run: in-process for one rank, `accelerate launch` for several."""
+    if run.dry_run:  # print what would run; create and start nothing
+        from framework.run.dry_run import print_dry_run
+
+        print_dry_run(run, composed)
+        return Finished(None, {})
+    configure_logging()  # choosing a checkpoint may warn (a corrupt one passed over)
+    existed = bool(run.run_dir) and Path(run.run_dir).expanduser().exists()
+    prepared = prepare_run_dir(composed, run)
+    try:
+        with run_log(prepared.run_dir):
+            log.info("run directory: %s", prepared.run_dir)
+            from framework.training.memory import warn_if_too_big  # meta device; logs, never fails
+
+            profile = HARDWARE.get(run.hardware.name)
+            if profile.world_size(run.hardware) > 1 or profile.always_launch:
+                # Beside the ranks, which take far longer to start: no wait for torch's import.
+                threading.Thread(target=warn_if_too_big, args=(run,), daemon=True).start()
+                return Finished(prepared.run_dir, launch(prepared))
+            warn_if_too_big(run)
+            from framework.training.trainer import train
+
+            return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
+    except (UserError, KeyboardInterrupt):
+        # Its one-line message says everything; a crash (a bug, a failed rank) keeps its
+        # directory, whose train.log helps to report it.
+        if prepared.resume_from is None and not existed and discard_unstarted_run(prepared.run_dir):
+            log.info("removed %s: the run failed before training started", prepared.run_dir)
+        raise
+
+
+def launch(prepared: Prepared) -> Dict[str, float]:
+    """Start every rank with `accelerate launch -m framework.training.trainer RUN_DIR`; a failing rank
+    makes the whole run fail with that rank's exit code (Accelerate tears the group down)."""
+    from framework.hardware.base import launch_command
+
+    run = prepared.run
+    profile = HARDWARE.get(run.hardware.name)
+    command = launch_command(profile, run.hardware, prepared.run_dir, prepared.config_file)
+    if prepared.resume_from is not None:
+        command += ["--resume-from", str(prepared.resume_from)]
+    log.info("launching: %s", " ".join(command))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **profile.launch_env(run.hardware))
+    if run.model.token:  # the saved config is redacted: hand the secret to ranks out of band
+        env["HF_TOKEN"] = run.model.token
+    result = subprocess.run(command, env=env)
+    if result.returncode != 0:
+        raise LaunchFailed(result.returncode)
+    summary = read_summary(prepared.run_dir)
+    return summary["final"] if summary else {}

@@ -1,0 +1,169 @@
+"""Setting a sweep up before any trial runs: its jobs validated one by one (or each swept value once),
+schema keys a preset omits forced in (`++`), ft's own sweep options, the sweep directory (a fixed
+name per command, so that re-running it resumes), and for Optuna its direction and study."""
+
+from __future__ import annotations
+
+from framework.sweep.dirs import resolve_sweep_dir
+from framework.sweep.optuna import objective_direction, optuna_overrides
+from framework.sweep.options import (SweepOptions, drop_undefined, split_sweep_options,
+                                     task_objective)
+import sys
+from pathlib import Path
+from typing import Any, List, Optional, Set, Tuple
+from framework.core.errors import UserError
+
+
+
+# A sweep grid up to this many jobs is validated job by job before any runs (about 0.3 s each);
+# a bigger one has each swept value validated once, with the other keys at their first value.
+MAX_PREVALIDATED_JOBS = 32
+
+
+def sweep_jobs(overrides: List[str]) -> List[List[str]]:
+    """Concrete override lists that cover a sweep: every job of a small grid, else each swept value
+    once. Interval sweeps (Optuna) contribute their two ends. Hydra's own keys are left out; a
+    glob sweep (expanded by Hydra against the presets) leaves nothing to check here: []."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    mine = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    if any("glob(" in o.split("=", 1)[-1] for o in mine):
+        return []
+    axes: List[List[str]] = []
+    for override, text in zip(OverridesParser.create().parse_overrides(mine), mine):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            axes.append([text])
+        elif override.is_interval_sweep():
+            ends = (override.value().start, override.value().end)
+            axes.append([f"{key}={int(v) if float(v).is_integer() else v}" for v in ends])
+        else:  # choice or range
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+    size = 1
+    for values in axes:
+        size *= len(values)
+    if size <= MAX_PREVALIDATED_JOBS:
+        return [list(job) for job in itertools.product(*axes)]
+    firsts = [values[0] for values in axes]
+    return [firsts[:i] + [value] + firsts[i + 1:]
+            for i, values in enumerate(axes) for value in values[1:]] + [firsts]
+
+
+def prevalidate_sweep(recipe: str, overrides: List[str], conditional: List[str] = ()
+                      ) -> Tuple[List[str], List[Any], Set[str]]:
+    """Validate every job of a sweep before the first one runs (a bad value must not surface after
+    hours of training, or on a cluster node). Returns (one line per failing job, the validated
+    runs, the keys that needed a `+` because their preset omits them although the schema has
+    them: Hydra composes each job itself and must be told to add those). Conditional keys
+    (sweep.conditional) are dropped where the job's preset does not define them, as trials do."""
+    from framework.config.compose import compose_recipe, override_key
+    from framework.config.schema import build_run_config
+
+    # Jobs of a cluster launcher (hydra/launcher=slurm) run on other machines: check everything
+    # but this machine's devices, as a dry run does.
+    remote = any(o.lstrip("+").startswith("hydra/launcher=") for o in overrides)
+    problems, runs, added = [], [], set()
+    for job in sweep_jobs(overrides):
+        try:
+            composed = compose_recipe(recipe, job + (["dry_run=true"] if remote else []))
+            composed.config.pop("sweep", None)
+            drop_undefined(composed.config, list(conditional))
+            runs.append(build_run_config(composed.config, composed.origin))
+        except UserError as error:
+            problems.append(f"sweep job [{' '.join(job)}]: {error}")
+            continue
+        added |= {override_key(o) for o in composed.overrides
+                  if o.startswith("+") and not o.startswith("++")} - \
+                 {override_key(o) for o in job if o.startswith("+")}
+    return problems, runs, added
+
+
+def preset_sweep(recipe: str, overrides: List[str]) -> Tuple[str, List[str], Any, Any]:
+    """What the composed config says about the sweep (an hparams_search preset may set it):
+    (the sweeper's name, its `params` as overrides, its n_trials, the `sweep:` node)."""
+    from omegaconf import OmegaConf
+
+    from framework.config.compose import (hydra_compose, override_key, recipe_groups,
+                                          resolve_recipe)
+
+    jobs = sweep_jobs(overrides)
+    hydra_keys = [o for o in overrides if override_key(o).startswith(("hydra.", "hydra/"))
+                  and "," not in o.split("=", 1)[-1] and "(" not in o.split("=", 1)[-1]]
+    # Only preset choices (group=preset) and Hydra's keys: what decides the sweep's settings.
+    choices = [o for o in (jobs[0] if jobs else []) if override_key(o) in recipe_groups()]
+    try:
+        cfg = hydra_compose(resolve_recipe(recipe), choices + hydra_keys)
+    except Exception:  # an invalid job: prevalidation names the problem
+        return "", [], None, None
+    sweeper = cfg.hydra.runtime.choices.get("hydra/sweeper") or ""
+    node = cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    given = {override_key(o) for o in overrides}
+    as_overrides = [f"{k}={v}" for k, v in params.items() if override_key(str(k)) not in given]
+    sweep_node = OmegaConf.to_container(cfg.sweep, resolve=True) if "sweep" in cfg else None
+    return sweeper, as_overrides, cfg.hydra.sweeper.get("n_trials"), sweep_node
+
+
+def force_added(overrides: List[str], keys: Set[str]) -> List[str]:
+    """`key=v1,v2` -> `++key=v1,v2` for schema keys a preset omits (++ adds or overrides, so it
+    also fits jobs whose preset does have the key)."""
+    from framework.config.compose import override_key
+
+    return [f"++{o.lstrip('+')}" if override_key(o) in keys and not o.startswith("~") else o
+            for o in overrides]
+
+
+class SweepPlan:
+    """What `plan_sweep` decided for a sweep, read by each trial (in this process)."""
+
+    def __init__(self) -> None:
+        self.sweep_dir: Optional[Path] = None
+        self.options = SweepOptions()
+        self.optuna = False
+        self.problems: List[str] = []
+
+
+def with_search_preset(recipe: str, overrides: List[str]) -> List[str]:
+    """`hparams_search=NAME` -> `+hparams_search=NAME`: recipes do not list the group in their
+    defaults (one that does takes the plain form)."""
+    from framework.config.compose import resolve_recipe
+
+    if "hparams_search" in resolve_recipe(recipe).read_text():
+        return overrides
+    return [f"+{o}" if o.startswith("hparams_search=") else o for o in overrides]
+
+
+def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
+    """Validate every job, then settle the sweep directory (a fixed name per command, so that
+    re-running the command resumes it), schema keys (`++`) and, for Optuna, its direction and
+    persistent study. Returns the overrides to hand to Hydra; problems go to plan.problems."""
+    from framework.config.compose import override_key
+
+    plan.options, overrides = split_sweep_options(overrides)
+    overrides = with_search_preset(recipe, overrides)
+    sweeper, preset_params, n_trials, sweep_node = preset_sweep(recipe, overrides)
+    plan.options.merge(sweep_node)
+    overrides = force_added(overrides, set(plan.options.conditional))
+    plan.problems, runs, added = prevalidate_sweep(recipe, preset_params + overrides,
+                                                   plan.options.conditional)
+    if plan.problems:
+        return overrides
+    if any(run.run_dir for run in runs):
+        raise UserError("run_dir: every trial of a sweep gets its own directory under the sweep "
+                        "directory, so one run_dir cannot hold them; remove it (choose where the "
+                        "sweep goes with hydra.sweep.dir=DIR)")
+    overrides = force_added(overrides, added)
+    output_root = runs[0].output_root if runs else "outputs"
+    plan.sweep_dir = resolve_sweep_dir(overrides, output_root, Path(recipe).stem)
+    overrides = [o for o in overrides if override_key(o) != "hydra.sweep.dir"]
+    overrides.append(f"hydra.sweep.dir={plan.sweep_dir}")
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)  # the Optuna study lives in it from the start
+    plan.optuna = sweeper == "optuna"
+    if plan.optuna and runs:
+        direction = objective_direction([task_objective(run) for run in runs], overrides)
+        overrides = optuna_overrides(overrides, plan.sweep_dir, direction, n_trials)
+    print(f"[sweep] directory: {plan.sweep_dir} (the same command resumes it; "
+          f"`ft sweep report {plan.sweep_dir}` shows it)", file=sys.stderr, flush=True)
+    return overrides

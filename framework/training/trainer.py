@@ -1,0 +1,511 @@
+"""The trainer. It reads top to bottom in three phases:
+
+  set_up      accelerator, tokenizer, data, model + adapter, loaders, optimizer, resume
+  run_steps   the step loop: micro-batches -> optimizer step -> log / evaluate / checkpoint
+  finish      final evaluation, adapter, summary
+
+Single-process runs call `train()` in the CLI's process; multi-process runs start this module
+under `accelerate launch -m framework.training.trainer RUN_DIR`, and every rank reads the same resolved
+config file. Steps are optimizer steps; one step sees world size x batch_size x grad_accum
+examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import yaml
+
+from framework.store.checkpoint import (checkpoint_bytes, read_trainer_state, save_checkpoint,
+                                  set_rng_state)
+from framework.config.schema import RunConfig, load_run
+from framework.core.errors import TrainingInterrupted, UserError, run_guarded
+from framework.store.logs import configure_logging, run_log
+from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
+from framework.store.run_dir import ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics, resume_command, write_summary
+from framework.store.redaction import redact
+from framework.training.best import BestKeeper
+from framework.training.curves import write_run_curves
+from framework.training.libraries import skip_unused_deepspeed_import
+from framework.training.loaders import build_loader
+from framework.training.tracking import Trackers, logging_dir, tracker_names
+from framework.training.meter import LossMeter
+from framework.training.model import build_model
+from framework.training.optim import build_optimizer, build_scheduler
+from framework.training.profiling import StepProfiler
+from framework.training.signals import StopSignals
+from framework.training.speed import choose_fast_paths, compiled
+from framework.training.steps import (UpdateGuard, loss_scale, micro_batch_groups, syncing,
+                                      tokens_in)
+from framework.training.token_cache import tokenize_cached
+
+log = logging.getLogger("ft")
+
+
+@dataclass
+class Position:
+    """Where the run is; saved in every checkpoint so that a resume continues exactly here."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
+
+
+@dataclass
+class Setup:
+    """What set_up() built and the later phases use."""
+
+    run: RunConfig
+    run_dir: Path
+    accelerator: Any
+    task: Any  # the run's Task instance (data, collate, loss, metrics)
+    method: Any  # the PEFT method's registry entry
+    tokenizer: Any
+    model: Any  # the peft model, prepared by Accelerate
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    eval_loaders: Dict[str, Any]  # split -> loader (validation, and test when the data has it)
+    raw_splits: Dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
+    metrics_log: MetricsLog
+    total_steps: int
+    trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
+    best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
+    started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
+
+
+# ---- phase 1: setup -------------------------------------------------------------------------
+def set_up(run: RunConfig, run_dir: Path) -> Setup:
+    """Build everything a run needs, in order: accelerator, tokenizer, data, model + adapter,
+    loaders, optimizer and schedule (all prepared by Accelerate)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
+
+    skip_unused_deepspeed_import()
+    profile = HARDWARE.get(run.hardware.name)
+    accelerator = Accelerator(
+        **profile.accelerator_kwargs(run.hardware, run.train),
+        dataloader_config=DataLoaderConfiguration(  # pinned batches copy to the GPU asynchronously
+            use_seedable_sampler=True,
+            non_blocking=run.train.pin_memory and profile.on_gpu(run.hardware)),
+        dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
+        log_with=tracker_names(run) or None, project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(logging_dir(run_dir))))
+    trackers = Trackers(run, run_dir, accelerator)
+    trackers.start()
+    set_seed(run.seed)
+    family = MODELS.get(run.model.name)
+    with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
+        checkpoint = resolve_checkpoint(run.model)
+        tokenizer = load_tokenizer(run.model, checkpoint)
+    task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
+    method = PEFT_METHODS.get(run.peft.name)
+    # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
+    # numbers after the first set_seed; model heads and adapters must not depend on that.
+    set_seed(run.seed)
+    model = build_model(run, checkpoint, task, profile, method, family)
+    if accelerator.is_main_process:
+        trainable, total = model.get_nb_trainable_parameters()
+        log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total,
+                 100 * trainable / total)
+        log.info("device: %s; mixed precision: %s; base weights: %s", accelerator.device,
+                 accelerator.mixed_precision, weights_description(model))
+
+    fast = choose_fast_paths(run, task, model, method, profile, accelerator.is_main_process)
+    if accelerator.is_main_process:
+        log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
+
+    def loader(split: str, shuffle: bool, batch_size: int) -> Any:
+        return build_loader(run, tokenized[split], task.collate, shuffle, batch_size,
+                            accelerator.num_processes, profile.on_gpu(run.hardware))
+
+    eval_batch = run.train.eval_batch_size or run.train.batch_size
+    train_loader = loader("train", True, run.train.batch_size)
+    eval_loaders = {split: loader(split, False, eval_batch)
+                    for split in ("validation", "test") if split in tokenized}
+    total_steps = count_steps(run, len(train_loader), accelerator.num_processes)
+    method.prepare_model(run.peft, model, total_steps)
+    optimizer = build_optimizer(run, model)
+    scheduler = build_scheduler(run, optimizer, total_steps)
+    model, optimizer, train_loader, *prepared_eval = accelerator.prepare(
+        model, optimizer, train_loader, *eval_loaders.values())
+    model = compiled(model, run.train)
+    # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
+    accelerator.register_for_checkpointing(scheduler)
+    method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
+    if method_state is not None:
+        accelerator.register_for_checkpointing(method_state)
+    return Setup(run, run_dir, accelerator, task, method, tokenizer, model, optimizer, scheduler,
+                 train_loader, dict(zip(eval_loaders, prepared_eval)), raw_splits,
+                 MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps, trackers)
+
+
+def weights_description(model: Any) -> str:
+    """The base weights' storage, e.g. 'torch.bfloat16' or '4-bit (bitsandbytes)'."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return "4-bit (bitsandbytes)"
+    if getattr(model, "is_loaded_in_8bit", False):
+        return "8-bit (bitsandbytes)"
+    return str(next(model.get_base_model().parameters()).dtype)
+
+
+def load_data(run: RunConfig, accelerator: Any, tokenizer: Any,
+              family: Any) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+    """(task, raw splits, tokenized splits): columns and labels are checked on the raw data."""
+    from framework.data.loading import load_raw_splits
+
+    task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, family)
+    raw = load_raw_splits(run.data, run.data_source)
+    task.check_columns(raw.splits, raw.describe)
+    task.fit_labels(raw.splits, raw.describe)
+    with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it
+        tokenized = tokenize_cached(run, task, tokenizer, raw.splits)
+    return task, raw.splits, tokenized
+
+
+def count_steps(run: RunConfig, micro_batches: int, processes: int) -> int:
+    """Optimizer steps of the run: train.max_steps, else epochs x steps per epoch, where each
+    process sees 1/processes of the micro-batches and a step takes grad_accum of them."""
+    per_process = math.ceil(micro_batches / processes)
+    steps_per_epoch = max(1, math.ceil(per_process / run.train.grad_accum))
+    return run.train.max_steps or steps_per_epoch * run.train.epochs
+
+
+def restore(setup: Setup, checkpoint: Optional[Path]) -> Tuple[Position, Optional[Dict]]:
+    """The position to start from and, when resuming, this rank's RNG states (applied once the
+    first epoch's iterator exists, as in the original run). Loads the checkpoint's states."""
+    if checkpoint is None:
+        return Position(), None
+    setup.accelerator.load_state(str(checkpoint))
+    saved = read_trainer_state(checkpoint)
+    position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
+    setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
+    rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
+    if setup.accelerator.is_main_process:
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, position.step,
+                 position.epoch, position.batch_in_epoch)
+    return position, json.loads(rng_file.read_text())
+
+
+def check_checkpoint_space(setup: Setup) -> None:
+    """Refuse to start when the disk cannot hold keep_last + 1 checkpoints (every rank checks,
+    so all stop together)."""
+    train = setup.run.train
+    if not (train.save_every or train.save_every_minutes):
+        return
+    free = shutil.disk_usage(setup.run_dir).free
+    need = checkpoint_bytes(setup.model) * (train.keep_last + 1)
+    if free < need:
+        interval = (f"train.save_every={train.save_every}" if train.save_every
+                    else f"train.save_every_minutes={train.save_every_minutes}")
+        raise UserError(f"{interval}: {free >> 20} MiB free on {setup.run_dir}, but checkpoints "
+                        f"need about {need >> 20} MiB. Free space, lower train.keep_last, or "
+                        f"move output_root")
+
+
+# ---- evaluation and checkpoints (used by every phase) ---------------------------------------
+def evaluate(setup: Setup, step: int) -> Dict[str, float]:
+    """Metrics on every held-out split (validation unprefixed, test as test_*), logged."""
+    setup.model.eval()
+    results: Dict[str, float] = {}
+    for split, loader in setup.eval_loaders.items():
+        prefix = "" if split == "validation" else f"{split}_"
+        scores = setup.task.evaluate(setup.model, loader, setup.accelerator,
+                                     raw=setup.raw_splits.get(split))
+        results.update({f"{prefix}{k}": v for k, v in scores.items()})
+    setup.model.train()
+    setup.metrics_log.write({"step": step, "split": "eval", **results})
+    setup.trackers.log("eval", results, step)
+    return results
+
+
+def evaluate_baseline(setup: Setup, position: Position) -> Dict[str, float]:
+    """train.eval_before: the untrained model's metrics (a resumed run reads the first attempt's)."""
+    if not setup.run.train.eval_before:
+        return {}
+    if position.step == 0:
+        baseline = evaluate(setup, 0)
+        if setup.accelerator.is_main_process:
+            log.info("before training: %s", _fmt(baseline))
+        return baseline
+    first = next((r for r in read_metrics(setup.run_dir)
+                  if r.get("split") == "eval" and r.get("step") == 0), {})
+    return {k: v for k, v in first.items() if k not in ("step", "split")}
+
+
+def save(setup: Setup, position: Position) -> Path:
+    """An atomic checkpoint of the whole training state at this position."""
+    config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
+    try:
+        path = save_checkpoint(setup.accelerator, setup.run_dir, position.step,
+                               {**asdict(position), "best": setup.best.state_dict()},
+                               setup.run.train.keep_last, config_yaml)
+    except OSError as error:
+        raise TrainingInterrupted(
+            f"could not save the checkpoint at step {position.step} ({error.strerror or error}); "
+            f"the last complete checkpoint is kept. Free disk space and resume with: "
+            f"{resume_command(setup.run_dir, setup.run.recipe)}", exit_code=1) from None
+    setup.metrics_log.write({"step": position.step, "event": "checkpoint", "path": str(path)})
+    return path
+
+
+# ---- phase 2: the step loop -----------------------------------------------------------------
+def run_steps(setup: Setup, position: Position, signals: StopSignals,
+              resumed_rng: Optional[Dict]) -> None:
+    """Train until total_steps: each optimizer step is grad_accum micro-batches, then the log,
+    evaluation and checkpoint decisions of that step."""
+    from tqdm.auto import tqdm
+
+    run, accelerator = setup.run, setup.accelerator
+    setup.model.train()
+    main = accelerator.is_main_process
+    progress = tqdm(total=setup.total_steps, initial=position.step, disable=not main,
+                    desc="train", dynamic_ncols=True)
+    meter = LossMeter(accelerator)
+    guard = UpdateGuard(accelerator, setup.optimizer, setup.method, run.train)
+    profiler = StepProfiler(setup.run_dir, run.train.profile and main)
+    last_save = time.monotonic()  # train.save_every_minutes counts from here (seconds)
+    stopping = False  # early stopping fired: save, then finish
+    while position.step < setup.total_steps and not stopping:
+        batches = epoch_batches(setup, position, resumed_rng)
+        for group in micro_batch_groups(batches, run.train.grad_accum):
+            resumed_rng = None
+            finite = optimizer_step(setup, group, meter, guard, position.step)
+            position.batch_in_epoch += len(group)
+            complete_step(setup, position, finite)
+            profiler.step()
+            progress.update(1)
+            if settle_due(run.train, position.step, setup.total_steps):
+                settle(setup, position, guard)  # the loop's only host sync, with the log's
+            if log_due(run.train, position.step, setup.total_steps):
+                record = log_train(setup, position, meter)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                     tok_s=f"{record['tokens_per_s']:.0f}")
+            if eval_due(run.train, position.step, setup.total_steps):
+                stopping = setup.best.observe(position.step, evaluate(setup, position.step),
+                                              lambda: export_adapter(setup, ADAPTER_DIR))
+            minutes_due = (run.train.save_every_minutes is not None and
+                           time.monotonic() - last_save >= 60 * run.train.save_every_minutes)
+            # One collective for both flags: ranks must agree before a collective save.
+            stop_now, minutes_due = any_rank(accelerator, signals.requested is not None,
+                                             minutes_due)
+            if stop_now or minutes_due or stopping or save_due(run.train, position.step):
+                settle(setup, position, guard)
+                path = save(setup, position)
+                last_save = time.monotonic()
+                if stop_now:
+                    raise TrainingInterrupted(
+                        f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
+                        f"Resume with: {resume_command(setup.run_dir, run.recipe)}",
+                        exit_code=signals.exit_code())
+            if position.step >= setup.total_steps or stopping:
+                break
+        else:  # the epoch ran out before total_steps
+            position.epoch += 1
+            position.batch_in_epoch = 0
+    profiler.stop()
+    progress.close()
+
+
+def epoch_batches(setup: Setup, position: Position, resumed_rng: Optional[Dict]) -> Iterator:
+    """The rest of the current epoch's micro-batches (a resumed run skips those it consumed)."""
+    loader = setup.train_loader
+    loader.set_epoch(position.epoch)
+    if position.batch_in_epoch:
+        loader = setup.accelerator.skip_first_batches(loader, position.batch_in_epoch)
+    batches = iter(loader)
+    if resumed_rng is not None:  # after the iterator exists, as in the original run
+        set_rng_state(resumed_rng)
+    return batches
+
+
+def optimizer_step(setup: Setup, group: list, meter: LossMeter, guard: UpdateGuard,
+                   step: int) -> Optional[bool]:
+    """Forward and backward the step's micro-batches, each loss a sum over its items scaled by
+    the step's item count (steps.loss_scale); then clip and update. Returns whether the update was
+    finite (False: nothing was updated), or None when only the device knows (guard.settle)."""
+    accelerator, model = setup.accelerator, setup.model
+    scale = loss_scale(setup.task, group, accelerator)
+    for index, batch in enumerate(group):
+        with syncing(accelerator, model, sync=index == len(group) - 1):
+            total, items = setup.task.loss_terms(model, batch)
+            accelerator.backward(total * scale)
+        meter.add(total, items, tokens_in(batch))
+    finite = guard.update(model, step)
+    if finite is not False:
+        # Before zero_grad: AdaLoRA scores rank importance from the gradients.
+        setup.method.on_step(accelerator.unwrap_model(model), step + 1)
+    setup.optimizer.zero_grad()
+    return finite
+
+
+def complete_step(setup: Setup, position: Position, finite: Optional[bool]) -> None:
+    """Count the optimizer step (a skipped one too, so that a run that keeps producing NaN ends
+    instead of looping forever, and the schedule follows the step count)."""
+    if finite is False:
+        non_finite(setup, position, 1, position.step + 1)
+    if not setup.accelerator.optimizer_step_was_skipped:  # fp16 scaler overflow
+        setup.scheduler.step()
+    position.step += 1
+
+
+def non_finite(setup: Setup, position: Position, skipped: int, first: int) -> None:
+    """`skipped` updates from step `first` on were not applied (non-finite loss or gradient):
+    log it, and under nan_policy=stop save the state (the last good one) and stop."""
+    policy = setup.run.train.nan_policy
+    setup.metrics_log.write({"step": position.step, "event": "non_finite_loss", "policy": policy,
+                             "skipped_steps": skipped, "first_step": first})
+    if policy == "stop":
+        path = save(setup, position)
+        raise TrainingInterrupted(
+            f"non-finite loss or gradient at step {first}; no update was applied from then on and "
+            f"the last good state is saved in {path}. Lower train.lr or check the data, then "
+            f"resume with resume={path}", exit_code=3)
+    log.warning("non-finite gradient: %d update(s) skipped since step %d", skipped, first)
+
+
+def settle_due(train: Any, step: int, total_steps: int) -> bool:
+    """Steps at which on-device skip counts are read: before any log, eval or checkpoint."""
+    return (log_due(train, step, total_steps) or eval_due(train, step, total_steps)
+            or save_due(train, step))
+
+
+def settle(setup: Setup, position: Position, guard: UpdateGuard) -> None:
+    """Read the updates skipped on the device since the last settle (one host sync)."""
+    skipped, first = guard.settle()
+    if skipped:
+        non_finite(setup, position, skipped, first)
+
+
+def log_due(train: Any, step: int, total_steps: int) -> bool:
+    return bool(train.log_every) and step % train.log_every == 0 or step == total_steps
+
+
+def eval_due(train: Any, step: int, total_steps: int) -> bool:
+    """Evaluations between steps; the final one is finish()'s."""
+    return bool(train.eval_every) and step % train.eval_every == 0 and step < total_steps
+
+
+def save_due(train: Any, step: int) -> bool:
+    return bool(train.save_every) and step % train.save_every == 0
+
+
+def log_train(setup: Setup, position: Position, meter: LossMeter) -> Dict[str, Any]:
+    """Write the train record of this log step (the loop's only host sync besides the NaN check)."""
+    record = {"step": position.step, "split": "train", **meter.flush(),
+              "lr": setup.scheduler.get_last_lr()[0], "epoch": position.epoch}
+    setup.metrics_log.write(record)
+    setup.trackers.log("train", record, position.step)
+    return record
+
+
+def any_rank(accelerator: Any, *flags: bool) -> Tuple[bool, ...]:
+    """Each flag made true on every rank if it is true on one, in a single collective."""
+    if accelerator.num_processes == 1:
+        return tuple(flags)
+    import torch
+
+    counts = accelerator.reduce(torch.tensor([int(f) for f in flags], device=accelerator.device),
+                                "sum")
+    return tuple(bool(c > 0) for c in counts.tolist())
+
+
+# ---- phase 3: finish ------------------------------------------------------------------------
+def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict[str, float]:
+    """Final evaluation, then the adapter (loadable with PeftModel.from_pretrained), the
+    tokenizer and label maps beside it, and summary.json."""
+    accelerator, run_dir = setup.accelerator, setup.run_dir
+    final_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
+    setup.best.observe(position.step, final_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
+    accelerator.wait_for_everyone()
+    # With keep_best, adapter/ already holds the best evaluation's adapter; the last goes beside.
+    adapter_dir = export_adapter(setup, ADAPTER_LAST_DIR if setup.best.keep else ADAPTER_DIR)
+    if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
+        export_adapter(setup, ADAPTER_DIR)
+    summary = {
+        "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
+        "baseline": baseline, "primary_metric": setup.task.primary_metric,
+        "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
+        "metrics": str(run_dir / METRICS_FILE), **setup.best.summary(),
+        "train_seconds": round(time.monotonic() - setup.started, 3)}  # this attempt's loop
+    if accelerator.is_main_process:
+        write_summary(run_dir, summary)
+        write_run_curves(run_dir)
+        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
+    setup.trackers.finish(summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)},
+                          position.step)
+    accelerator.end_training()
+    return final_metrics
+
+
+def export_adapter(setup: Setup, name: str) -> Path:
+    """Save the adapter (loadable with PeftModel.from_pretrained) with the tokenizer and the
+    task's label maps beside it into RUN_DIR/name; every rank calls this (collective)."""
+    accelerator = setup.accelerator
+    adapter_dir = setup.run_dir / name
+    setup.method.save_adapter(setup.run.peft, accelerator.unwrap_model(setup.model),
+                              str(adapter_dir), is_main_process=accelerator.is_main_process,
+                              state_dict=accelerator.get_state_dict(setup.model))
+    if accelerator.is_main_process:
+        setup.tokenizer.save_pretrained(str(adapter_dir))
+        setup.task.save_artifacts(adapter_dir)
+    return adapter_dir
+
+
+def _fmt(metrics: Dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items())
+
+
+# ---- the whole run --------------------------------------------------------------------------
+def train(run: RunConfig, run_dir: Path, resume_from: Optional[Path] = None) -> Dict[str, float]:
+    """Run one training job (continuing checkpoint `resume_from` when given); return the final
+    evaluation metrics (a sweep's objective too)."""
+    setup = set_up(run, Path(run_dir))
+    setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
+    position, resumed_rng = restore(setup, resume_from)
+    check_checkpoint_space(setup)
+    baseline = evaluate_baseline(setup, position)
+    setup.started = time.monotonic()
+    with StopSignals() as signals:
+        run_steps(setup, position, signals, resumed_rng)
+    return finish(setup, position, baseline)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Entry point of each rank under `accelerate launch -m framework.training.trainer RUN_DIR`."""
+    parser = argparse.ArgumentParser(description="ft trainer (one rank of a launched run)")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--config", default=CONFIG_FILE, help="config file inside run_dir")
+    parser.add_argument("--resume-from", type=Path, help="checkpoint directory to continue")
+    args = parser.parse_args(argv)
+    configure_logging()
+    main_rank = os.environ.get("RANK", "0") == "0"  # only rank 0 writes train.log
+
+    def run_rank() -> int:
+        run = load_run(args.run_dir, args.config)
+        with run_log(args.run_dir) if main_rank else contextlib.nullcontext():
+            train(run, args.run_dir, args.resume_from)
+        return 0
+
+    return run_guarded(run_rank)
+
+
+if __name__ == "__main__":
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    # A rank that crashes writes its traceback where the launcher's failure summary shows it.
+    sys.exit(record(main)())
