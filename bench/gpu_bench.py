@@ -38,26 +38,49 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RECIPE = REPO / "bench" / "gpu_llama.yaml"
 
-FULL = {"hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32,
-        "num_key_value_heads": 4, "intermediate_size": 5632, "vocab_size": 32000,
-        "min_len": 128, "max_len": 1024, "batch": 8}
-SMOKE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 512,
-         "min_len": 16, "max_len": 64, "batch": 4}
+FULL = {
+    "hidden_size": 2048,
+    "num_hidden_layers": 22,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "intermediate_size": 5632,
+    "vocab_size": 32000,
+    "min_len": 128,
+    "max_len": 1024,
+    "batch": 8,
+}
+SMOKE = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "min_len": 16,
+    "max_len": 64,
+    "batch": 4,
+}
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0..3; words w4 .. w<vocab-1> follow
 # Dense bf16 datasheet peaks, FLOP/s (NVIDIA: H100/H200 SXM 989.4 TFLOP/s without sparsity).
-PEAK_BF16 = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362.05e12,
-             "A10G": 70e12, "L4": 121e12, "RTX 4090": 165.2e12}
+PEAK_BF16 = {
+    "H200": 989.4e12,
+    "H100": 989.4e12,
+    "A100": 312e12,
+    "L40S": 362.05e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165.2e12,
+}
 
 
 # ---- the workload's files -------------------------------------------------------------------
-def build(work: Path, shape: Dict[str, int], rows: int, device: str) -> int:
+def build(work: Path, shape: dict[str, int], rows: int, device: str) -> int:
     """Save the random-init model (bf16 on GPU, fp32 on CPU), its word-level tokenizer, and the
     train/validation rows; return the model's parameter count."""
     import torch
@@ -68,13 +91,23 @@ def build(work: Path, shape: Dict[str, int], rows: int, device: str) -> int:
     vocab.update({f"w{i}": i for i in range(len(SPECIALS), shape["vocab_size"])})
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
-                                        eos_token="</s>", pad_token="<pad>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
     model_dir = work / "model"
     tokenizer.save_pretrained(str(model_dir))
-    config = LlamaConfig(**{k: v for k, v in shape.items() if k in LlamaConfig().to_dict()},
-                         max_position_embeddings=max(2048, shape["max_len"]),
-                         bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+    config = LlamaConfig(
+        **{k: v for k, v in shape.items() if k in LlamaConfig().to_dict()},
+        max_position_embeddings=max(2048, shape["max_len"]),
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
+    )
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)
     with torch.device(device):
@@ -89,8 +122,10 @@ def build(work: Path, shape: Dict[str, int], rows: int, device: str) -> int:
             for _ in range(count):
                 words = rng.randint(shape["min_len"], shape["max_len"]) - 1  # + eos
                 ids = [rng.randrange(len(SPECIALS), shape["vocab_size"]) for _ in range(words)]
-                handle.write(json.dumps({"text": " ".join(f"w{i}" for i in ids),
-                                         "input_ids": ids + [2]}) + "\n")
+                handle.write(
+                    json.dumps({"text": " ".join(f"w{i}" for i in ids), "input_ids": ids + [2]})
+                    + "\n"
+                )
 
     write(work / "train.jsonl", rows)
     write(work / "validation.jsonl", 8)
@@ -98,29 +133,51 @@ def build(work: Path, shape: Dict[str, int], rows: int, device: str) -> int:
 
 
 # ---- HF Trainer + PEFT ------------------------------------------------------------------------
-def run_hf(work: Path, shape: Dict[str, int], steps: int, warmup: int, device: str) -> Dict:
+def run_hf(work: Path, shape: dict[str, int], steps: int, warmup: int, device: str) -> dict:
     """HF Trainer + PEFT as documented; tokens/s over the steps after `warmup`."""
     import torch
     from datasets import load_dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling,
-                              Trainer, TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     cuda = device == "cuda"
     tokenizer = AutoTokenizer.from_pretrained(str(work / "model"))
     model = AutoModelForCausalLM.from_pretrained(
-        str(work / "model"), dtype=torch.bfloat16 if cuda else torch.float32,
-        attn_implementation="sdpa")
-    model = get_peft_model(model, LoraConfig(
-        task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                        "down_proj"]))
+        str(work / "model"),
+        dtype=torch.bfloat16 if cuda else torch.float32,
+        attn_implementation="sdpa",
+    )
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type="CAUSAL_LM",
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.0,
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+        ),
+    )
     dataset = load_dataset("json", data_files=str(work / "train.jsonl"), split="train")
     dataset = dataset.remove_columns("text")
     documented = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    counts: List[int] = []  # real tokens of each batch, in the order the loop consumes them
+    counts: list[int] = []  # real tokens of each batch, in the order the loop consumes them
 
-    def collator(features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def collator(features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = documented(features)
         counts.append(int(batch["attention_mask"].sum()))
         return batch
@@ -141,19 +198,33 @@ def run_hf(work: Path, shape: Dict[str, int], steps: int, warmup: int, device: s
 
     clock = Clock()
     args = TrainingArguments(
-        output_dir=str(work / "hf"), per_device_train_batch_size=shape["batch"],
-        max_steps=warmup + steps, learning_rate=2e-4, bf16=cuda, use_cpu=not cuda,
-        logging_steps=warmup, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+        output_dir=str(work / "hf"),
+        per_device_train_batch_size=shape["batch"],
+        max_steps=warmup + steps,
+        learning_rate=2e-4,
+        bf16=cuda,
+        use_cpu=not cuda,
+        logging_steps=warmup,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                      callbacks=[clock])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[clock]
+    )
     trainer.train()
-    tokens = sum(counts[warmup:warmup + steps])
-    result = {"tokens": tokens, "seconds": clock.end - clock.start,
-              "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
-              "loss_at_end": next((r["loss"] for r in reversed(trainer.state.log_history)
-                                   if "loss" in r), None)}
+    tokens = sum(counts[warmup : warmup + steps])
+    result = {
+        "tokens": tokens,
+        "seconds": clock.end - clock.start,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "loss_at_end": next(
+            (r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None
+        ),
+    }
     del trainer, model
     if cuda:
         torch.cuda.empty_cache()
@@ -168,17 +239,23 @@ def sync(cuda: bool) -> None:
 
 
 # ---- ft ---------------------------------------------------------------------------------------
-def ft_overrides(work: Path, steps: int, warmup: int, smoke: bool) -> List[str]:
+def ft_overrides(work: Path, steps: int, warmup: int, smoke: bool) -> list[str]:
     shape = SMOKE if smoke else FULL
-    overrides = [f"model.checkpoint={work / 'model'}", f"data.source.train={work / 'train.jsonl'}",
-                 f"data.source.validation={work / 'validation.jsonl'}",
-                 f"data.max_length={shape['max_len']}", f"train.batch_size={shape['batch']}",
-                 f"train.max_steps={warmup + steps}", f"train.log_every={warmup}",
-                 f"run_dir={work / 'ft'}", "overwrite=true"]
+    overrides = [
+        f"model.checkpoint={work / 'model'}",
+        f"data.source.train={work / 'train.jsonl'}",
+        f"data.source.validation={work / 'validation.jsonl'}",
+        f"data.max_length={shape['max_len']}",
+        f"train.batch_size={shape['batch']}",
+        f"train.max_steps={warmup + steps}",
+        f"train.log_every={warmup}",
+        f"run_dir={work / 'ft'}",
+        "overwrite=true",
+    ]
     return overrides + (["hardware=cpu"] if smoke else [])
 
 
-def run_ft_here(work: Path, steps: int, warmup: int, smoke: bool, extra: List[str]) -> int:
+def run_ft_here(work: Path, steps: int, warmup: int, smoke: bool, extra: list[str]) -> int:
     """The ft route, in this (child) process: ft's CLI entry point, then its train records."""
     from framework.cli.app import main as ft_main
 
@@ -187,26 +264,42 @@ def run_ft_here(work: Path, steps: int, warmup: int, smoke: bool, extra: List[st
         return code
     import torch
 
-    records = [json.loads(line) for line in (work / "ft" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (work / "ft" / "metrics.jsonl").read_text().splitlines()
+    ]
     train = [r for r in records if r.get("split") == "train"]
     timed = train[1:]  # the first record covers the warm-up steps (log_every = warmup)
-    result = {"tokens": sum(r["tokens"] for r in timed), "seconds": sum(r["seconds"] for r in timed),
-              "peak_gib": (torch.cuda.max_memory_allocated() / 2 ** 30
-                           if torch.cuda.is_available() and not smoke else None),
-              "loss_at_end": train[-1]["loss"]}
+    result = {
+        "tokens": sum(r["tokens"] for r in timed),
+        "seconds": sum(r["seconds"] for r in timed),
+        "peak_gib": (
+            torch.cuda.max_memory_allocated() / 2**30
+            if torch.cuda.is_available() and not smoke
+            else None
+        ),
+        "loss_at_end": train[-1]["loss"],
+    }
     (work / "ft_result.json").write_text(json.dumps(result))
     return 0
 
 
-def run_ft(work: Path, steps: int, warmup: int, smoke: bool, extra: List[str]) -> Dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--ft-child", str(work),
-               "--steps", str(steps), "--warmup", str(warmup), *(["--smoke"] if smoke else []),
-               *[f"--ft-override={o}" for o in extra]]
+def run_ft(work: Path, steps: int, warmup: int, smoke: bool, extra: list[str]) -> dict:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--ft-child",
+        str(work),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        *(["--smoke"] if smoke else []),
+        *[f"--ft-override={o}" for o in extra],
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if smoke:  # one thread, as the HF route in the parent process (see main)
         env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run(command, cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
         raise RuntimeError(f"ft route failed (exit {done.returncode}):\n{tail}")
@@ -214,7 +307,7 @@ def run_ft(work: Path, steps: int, warmup: int, smoke: bool, extra: List[str]) -
 
 
 # ---- report -------------------------------------------------------------------------------------
-def card() -> Dict[str, Any]:
+def card() -> dict[str, Any]:
     import torch
 
     if not torch.cuda.is_available():
@@ -224,35 +317,49 @@ def card() -> Dict[str, Any]:
     return {"name": name, "peak_flops": peak}
 
 
-def report(results: Dict[str, Dict], params: int, info: Dict[str, Any]) -> str:
-    lines = ["| route | card | tok/s | peak GiB | MFU (4N) | loss, last log interval |",
-             "|---|---|---:|---:|---:|---:|"]
+def report(results: dict[str, dict], params: int, info: dict[str, Any]) -> str:
+    lines = [
+        "| route | card | tok/s | peak GiB | MFU (4N) | loss, last log interval |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for route, label in (("hf", "HF Trainer + PEFT, padding per batch"), ("ft", "ft train")):
         r = results[route]
         r["tokens_per_s"] = r["tokens"] / max(r["seconds"], 1e-9)
-        r["mfu"] = (4 * params * r["tokens_per_s"] / info["peak_flops"]
-                    if info["peak_flops"] else None)
+        r["mfu"] = (
+            4 * params * r["tokens_per_s"] / info["peak_flops"] if info["peak_flops"] else None
+        )
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        lines.append(f"| {label} | {info['name']} | {r['tokens_per_s']:,.0f} | {peak} | {mfu} | "
-                     f"{r['loss_at_end']:.4f} |")
+        lines.append(
+            f"| {label} | {info['name']} | {r['tokens_per_s']:,.0f} | {peak} | {mfu} | "
+            f"{r['loss_at_end']:.4f} |"
+        )
     ratio = results["ft"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
-    lines.append(f"\nratio ft / HF: {ratio:.2f}x; model {params / 1e9:.3f}B parameters; "
-                 f"MFU = 4 * N * tok/s / {info['peak_flops'] / 1e12 if info['peak_flops'] else '?'} "
-                 f"TFLOP/s (dense bf16 datasheet peak)")
+    lines.append(
+        f"\nratio ft / HF: {ratio:.2f}x; model {params / 1e9:.3f}B parameters; "
+        f"MFU = 4 * N * tok/s / {info['peak_flops'] / 1e12 if info['peak_flops'] else '?'} "
+        f"TFLOP/s (dense bf16 datasheet peak)"
+    )
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU, a few steps")
-    parser.add_argument("--steps", type=int, help="timed steps after the warm-up (default 30; "
-                                                  "smoke 2)")
+    parser.add_argument(
+        "--steps", type=int, help="timed steps after the warm-up (default 30; smoke 2)"
+    )
     parser.add_argument("--warmup", type=int, help="warm-up steps left out (default 5; smoke 1)")
     parser.add_argument("--peak-tflops", type=float, help="the card's peak bf16 TFLOP/s for MFU")
-    parser.add_argument("--out", type=Path, help="JSON result (default outputs/bench/gpu_bench.json)")
-    parser.add_argument("--ft-override", action="append", default=[],
-                        help="extra ft override (repeatable), e.g. to switch a speed option off")
+    parser.add_argument(
+        "--out", type=Path, help="JSON result (default outputs/bench/gpu_bench.json)"
+    )
+    parser.add_argument(
+        "--ft-override",
+        action="append",
+        default=[],
+        help="extra ft override (repeatable), e.g. to switch a speed option off",
+    )
     parser.add_argument("--keep", type=Path, help="build and run in this directory, kept")
     parser.add_argument("--ft-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -264,8 +371,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
-        print("error: no CUDA GPU visible; bench/gpu.sh needs one (bench/gpu.sh --smoke runs "
-              "both routes on a tiny model on CPU)", file=sys.stderr)
+        print(
+            "error: no CUDA GPU visible; bench/gpu.sh needs one (bench/gpu.sh --smoke runs "
+            "both routes on a tiny model on CPU)",
+            file=sys.stderr,
+        )
         return 1
     if args.smoke:
         torch.set_num_threads(1)  # a tiny model gains nothing from threads (tests/conftest.py)
@@ -279,21 +389,36 @@ def main(argv: Optional[List[str]] = None) -> int:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         params = build(work, shape, shape["batch"] * (warmup + steps) * 2, device)
-        print(f"{info['name']}: {params / 1e9:.3f}B-parameter model built in "
-              f"{time.perf_counter() - begin:.0f}s; {warmup} warm-up + {steps} timed steps per route",
-              flush=True)
+        print(
+            f"{info['name']}: {params / 1e9:.3f}B-parameter model built in "
+            f"{time.perf_counter() - begin:.0f}s; {warmup} warm-up + {steps} timed steps per route",
+            flush=True,
+        )
         results = {"hf": run_hf(work, shape, steps, warmup, device)}
         print(f"HF Trainer + PEFT done ({time.perf_counter() - begin:.0f}s)", flush=True)
         results["ft"] = run_ft(work, steps, warmup, args.smoke, args.ft_override)
     table = report(results, params, info)
     print(table)
     print(f"total {time.perf_counter() - begin:.0f}s")
-    out = args.out or REPO / "outputs" / "bench" / ("gpu_smoke.json" if args.smoke else "gpu_bench.json")
+    out = args.out or REPO / "outputs" / "bench" / (
+        "gpu_smoke.json" if args.smoke else "gpu_bench.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"card": info, "params": params, "steps": steps, "warmup": warmup,
-                               "smoke": args.smoke, "results": results, "table": table,
-                               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
-                              indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "card": info,
+                "params": params,
+                "steps": steps,
+                "warmup": warmup,
+                "smoke": args.smoke,
+                "results": results,
+                "table": table,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

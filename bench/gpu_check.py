@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO))
 GPU_INDEX = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
 
 
-def checks(model_bytes: int) -> Dict[str, List[str]]:
+def checks(model_bytes: int) -> dict[str, list[str]]:
     """check name -> overrides. device_map gets a GPU budget of half the model's weights, so the
     other half really is offloaded to CPU RAM."""
     gpu_budget = max(model_bytes // 2, 1)
@@ -45,12 +44,17 @@ def checks(model_bytes: int) -> Dict[str, List[str]]:
     }
 
 
-def common_overrides(steps: int) -> List[str]:
-    return [f"train.max_steps={steps}", "train.log_every=5", "train.eval_before=false",
-            "train.save_every=0", "data.max_eval_examples=16"]
+def common_overrides(steps: int) -> list[str]:
+    return [
+        f"train.max_steps={steps}",
+        "train.log_every=5",
+        "train.eval_before=false",
+        "train.save_every=0",
+        "data.max_eval_examples=16",
+    ]
 
 
-def prepare(recipe: str, names: List[str]) -> int:
+def prepare(recipe: str, names: list[str]) -> int:
     """One-time work kept out of the timed checks: convert/build the cached checkpoint, and
     JIT-build DeepSpeed's CPU Adam (ZeRO-Offload) once. Returns the weights' size in bytes."""
     size = model_bytes(recipe)
@@ -64,8 +68,8 @@ def prepare(recipe: str, names: List[str]) -> int:
 def model_bytes(recipe: str) -> int:
     """Size of the recipe's weights on disk (converting/building the cached checkpoint once,
     before any check is timed)."""
-    from framework.run.execute import compose_and_validate
     from framework.models.loading import resolve_checkpoint
+    from framework.run.execute import compose_and_validate
 
     run = compose_and_validate(recipe, ["dry_run=true"])[1]
     folder = Path(resolve_checkpoint(run.model))
@@ -87,7 +91,7 @@ class PeakMemory:
                 self.peak = max(self.peak, used)
             self._stop.wait(0.2)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -96,10 +100,20 @@ class PeakMemory:
         self._thread.join()
 
 
-def gpu_memory_used() -> Optional[int]:
+def gpu_memory_used() -> int | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-                              "-i", GPU_INDEX], capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=memory.used",
+                "--format=csv,noheader,nounits",
+                "-i",
+                GPU_INDEX,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
         return int(out.strip().splitlines()[0])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
         return None
@@ -107,19 +121,34 @@ def gpu_memory_used() -> Optional[int]:
 
 def gpu_name() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
-                               "--format=csv,noheader", "-i", GPU_INDEX],
-                              capture_output=True, text=True, timeout=5).stdout.strip()
+        return subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,memory.total",
+                "--format=csv,noheader",
+                "-i",
+                GPU_INDEX,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except OSError:
         return "unknown"
 
 
-def run_check(name: str, command: List[str], run_dir: Path, timeout: int) -> Dict[str, object]:
+def run_check(name: str, command: list[str], run_dir: Path, timeout: int) -> dict[str, object]:
     start = time.perf_counter()
     with PeakMemory() as memory:
         try:
-            result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                                    timeout=timeout, env=dict(os.environ, PYTHONPATH=str(REPO)))
+            result = subprocess.run(
+                command,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+            )
             code, output = result.returncode, result.stdout + result.stderr
         except subprocess.TimeoutExpired as expired:
             code, output = 124, f"timed out after {timeout}s {expired.stderr or ''}"
@@ -129,14 +158,21 @@ def run_check(name: str, command: List[str], run_dir: Path, timeout: int) -> Dic
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r.get("split") == "train"]
     losses = [r["loss"] for r in train]
-    ok = code == 0 and (run_dir / "summary.json").exists() and bool(losses) and all(
-        loss == loss and abs(loss) != float("inf") for loss in losses)
+    ok = (
+        code == 0
+        and (run_dir / "summary.json").exists()
+        and bool(losses)
+        and all(loss == loss and abs(loss) != float("inf") for loss in losses)
+    )
     speeds = [r["tokens_per_s"] for r in train[1:]] or [r["tokens_per_s"] for r in train]
     note = ""
     if not ok:
         lines = output.strip().splitlines() or ["?"]
-        errors = [i for i, line in enumerate(lines)
-                  if line.startswith(("error:", "stopped:")) or "Error" in line]
+        errors = [
+            i
+            for i, line in enumerate(lines)
+            if line.startswith(("error:", "stopped:")) or "Error" in line
+        ]
         at = errors[-1] if errors else len(lines) - 1
         note = lines[at]
         if note.endswith(":") and at + 1 < len(lines):  # "error: ... (2 problems):" + a list
@@ -146,50 +182,76 @@ def run_check(name: str, command: List[str], run_dir: Path, timeout: int) -> Dic
         log = (run_dir / "train.log").read_text()
         if "modules per device " in log:
             note = log.split("modules per device ")[1].split(";")[0]
-    return {"check": name, "ok": ok, "tokens_per_s": statistics.median(speeds) if speeds else None,
-            "peak_mib": memory.peak or None, "seconds": seconds,
-            "loss": f"{losses[0]:.3f}->{losses[-1]:.3f}" if losses else "", "note": note}
+    return {
+        "check": name,
+        "ok": ok,
+        "tokens_per_s": statistics.median(speeds) if speeds else None,
+        "peak_mib": memory.peak or None,
+        "seconds": seconds,
+        "loss": f"{losses[0]:.3f}->{losses[-1]:.3f}" if losses else "",
+        "note": note,
+    }
 
 
-def print_table(results: List[Dict[str, object]]) -> None:
-    header = (f"{'check':<14} {'result':<6} {'tokens/s':>10} {'peak MiB':>9} {'time s':>7}  "
-              f"{'loss':<14} note")
+def print_table(results: list[dict[str, object]]) -> None:
+    header = (
+        f"{'check':<14} {'result':<6} {'tokens/s':>10} {'peak MiB':>9} {'time s':>7}  "
+        f"{'loss':<14} note"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         tps = f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] else "-"
         peak = f"{r['peak_mib']}" if r["peak_mib"] else "-"
-        print(f"{r['check']:<14} {'PASS' if r['ok'] else 'FAIL':<6} {tps:>10} {peak:>9} "
-              f"{r['seconds']:>7.0f}  {r['loss']:<14} {r['note']}")
+        print(
+            f"{r['check']:<14} {'PASS' if r['ok'] else 'FAIL':<6} {tps:>10} {peak:>9} "
+            f"{r['seconds']:>7.0f}  {r['loss']:<14} {r['note']}"
+        )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="sft_smollm2_lora")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--only", nargs="*", help="run only these checks")
     parser.add_argument("--timeout", type=int, default=150, help="seconds per check")
-    parser.add_argument("--print-commands", action="store_true",
-                        help="print the commands and exit (no GPU needed)")
+    parser.add_argument(
+        "--print-commands", action="store_true", help="print the commands and exit (no GPU needed)"
+    )
     args = parser.parse_args(argv)
 
     names = [k for k in checks(1) if not args.only or k in args.only]
     if not args.print_commands and gpu_memory_used() is None:
-        print("error: no NVIDIA GPU visible (nvidia-smi failed); this script needs one", file=sys.stderr)
+        print(
+            "error: no NVIDIA GPU visible (nvidia-smi failed); this script needs one",
+            file=sys.stderr,
+        )
         return 1
     begin = time.perf_counter()
     size = 0 if args.print_commands else prepare(args.recipe, names)
-    selected = {k: v for k, v in checks(size or 2 ** 20).items() if k in names}
+    selected = {k: v for k, v in checks(size or 2**20).items() if k in names}
     out = Path("OUT") if args.print_commands else Path(tempfile.mkdtemp(prefix="ft-gpu-check-"))
-    commands = {name: [sys.executable, "-m", "framework", "train", args.recipe,
-                       *common_overrides(args.steps), *overrides, f"run_dir={out / name}"]
-                for name, overrides in selected.items()}
+    commands = {
+        name: [
+            sys.executable,
+            "-m",
+            "framework",
+            "train",
+            args.recipe,
+            *common_overrides(args.steps),
+            *overrides,
+            f"run_dir={out / name}",
+        ]
+        for name, overrides in selected.items()
+    }
     if args.print_commands:
         for name, command in commands.items():
             print(f"{name}: {' '.join(command[1:])}")
         return 0
-    print(f"GPU: {gpu_name()}; recipe {args.recipe} ({size / 2 ** 20:.0f} MiB of weights), "
-          f"{args.steps} steps per check; one-time preparation {time.perf_counter() - begin:.0f}s\n")
+    print(
+        f"GPU: {gpu_name()}; recipe {args.recipe} ({size / 2**20:.0f} MiB of weights), "
+        f"{args.steps} steps per check; one-time preparation {time.perf_counter() - begin:.0f}s\n"
+    )
     results = []
     for name, command in commands.items():
         print(f"running {name} ...", flush=True)

@@ -34,9 +34,16 @@ def main(spec_path: str) -> int:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
-                              AutoTokenizer, DataCollatorForSeq2Seq, DataCollatorWithPadding,
-                              Trainer, TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["output_dir"])
@@ -48,11 +55,14 @@ def main(spec_path: str) -> int:
 
     if spec["task"] == "seq_cls":
         model = AutoModelForSequenceClassification.from_pretrained(
-            spec["checkpoint"], num_labels=spec["num_labels"], dtype=torch.float32)
+            spec["checkpoint"], num_labels=spec["num_labels"], dtype=torch.float32
+        )
         task_type = TaskType.SEQ_CLS
         dataset = dataset.map(
             lambda batch: tokenizer(batch["text"], truncation=True, max_length=spec["max_length"]),
-            batched=True, remove_columns=["text"])
+            batched=True,
+            remove_columns=["text"],
+        )
         collator = DataCollatorWithPadding(tokenizer)
     else:
         model = AutoModelForCausalLM.from_pretrained(spec["checkpoint"], dtype=torch.float32)
@@ -62,9 +72,16 @@ def main(spec_path: str) -> int:
         tokenizer.pad_token_id = spec["pad_token_id"]
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True)
 
-    model = get_peft_model(model, LoraConfig(
-        task_type=task_type, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=task_type,
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=lora["target_modules"],
+        ),
+    )
 
     class Timer(TrainerCallback):
         """Wall time of the training loop (seconds), without model loading and saving."""
@@ -79,20 +96,41 @@ def main(spec_path: str) -> int:
 
     timer = Timer()
     args = TrainingArguments(
-        output_dir=str(out / "trainer"), per_device_train_batch_size=train["batch_size"],
-        gradient_accumulation_steps=train["grad_accum"], num_train_epochs=train["epochs"],
-        learning_rate=train["lr"], weight_decay=train["weight_decay"],
-        lr_scheduler_type=train["scheduler"], warmup_steps=train["warmup_steps"],
-        max_grad_norm=train["max_grad_norm"], logging_steps=10, save_strategy="no",
-        report_to="none", seed=train["seed"], use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                      processing_class=tokenizer, callbacks=[timer])
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=train["batch_size"],
+        gradient_accumulation_steps=train["grad_accum"],
+        num_train_epochs=train["epochs"],
+        learning_rate=train["lr"],
+        weight_decay=train["weight_decay"],
+        lr_scheduler_type=train["scheduler"],
+        warmup_steps=train["warmup_steps"],
+        max_grad_norm=train["max_grad_norm"],
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        seed=train["seed"],
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
     result = trainer.train()
     model.save_pretrained(str(out / "adapter"))
-    (out / "result.json").write_text(json.dumps({
-        "train_seconds": timer.seconds, "steps": result.global_step,
-        "train_loss": result.training_loss}))
+    (out / "result.json").write_text(
+        json.dumps(
+            {
+                "train_seconds": timer.seconds,
+                "steps": result.global_step,
+                "train_loss": result.training_loss,
+            }
+        )
+    )
     return 0
 
 

@@ -31,10 +31,10 @@ def main(argv: list) -> int:
     import yaml
     from peft import get_peft_model
 
-    from framework.run.execute import compose_and_validate
     from framework.config.typecheck import check_dataclass
-    from framework.models.loading import load_model, resolve_checkpoint
     from framework.core.registry import MODELS, PEFT_METHODS
+    from framework.models.loading import load_model, resolve_checkpoint
+    from framework.run.execute import compose_and_validate
 
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
@@ -43,8 +43,13 @@ def main(argv: list) -> int:
     _, run = compose_and_validate(RECIPE, ["model=minilm", "output_root=/tmp/ft-bench"])
     checkpoint = resolve_checkpoint(run.model)
     torch.manual_seed(0)
-    base = load_model(run.model, checkpoint, "AutoModelForSequenceClassification",
-                      {"num_labels": 2}, {"dtype": torch.float32})
+    base = load_model(
+        run.model,
+        checkpoint,
+        "AutoModelForSequenceClassification",
+        {"num_labels": 2},
+        {"dtype": torch.float32},
+    )
     base_params = sum(p.numel() for p in base.parameters())
     print(f"MiniLM (all-MiniLM-L6-v2) + 2-label head: {base_params:,} parameters\n")
     print("| preset | method | trainable | total | trainable % | build s |")
@@ -63,14 +68,18 @@ def main(argv: list) -> int:
         params = check_dataclass(method.Params, node, "peft", str, problems)  # the preset as is
         assert not problems, problems
         start = time.perf_counter()
-        model = get_peft_model(copy.deepcopy(base),
-                               method.build(params, "seq_cls", MODELS.get(run.model.name),
-                                            base.config))
+        model = get_peft_model(
+            copy.deepcopy(base),
+            method.build(params, "seq_cls", MODELS.get(run.model.name), base.config),
+        )
         method.prepare_model(params, model, 100)
         seconds = time.perf_counter() - start
         trainable, total = model.get_nb_trainable_parameters()
-        print(f"| {preset} | {node['name']} | {trainable:,} | {total:,} | "
-              f"{100 * trainable / total:.3f} | {seconds:.1f} |", flush=True)
+        print(
+            f"| {preset} | {node['name']} | {trainable:,} | {total:,} | "
+            f"{100 * trainable / total:.3f} | {seconds:.1f} |",
+            flush=True,
+        )
     return 0
 
 

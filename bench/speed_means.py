@@ -20,12 +20,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_OFF = ["train.packing=false", "train.logits_only=false", "train.group_by_length=false",
-           "train.fused_optimizer=false"]
-MEANS: Dict[str, List[str]] = {
+ALL_OFF = [
+    "train.packing=false",
+    "train.logits_only=false",
+    "train.group_by_length=false",
+    "train.fused_optimizer=false",
+]
+MEANS: dict[str, list[str]] = {
     "all off (before)": ALL_OFF,
     "packing": ALL_OFF + ["train.packing=true"],
     "logits_only": ALL_OFF + ["train.logits_only=true"],
@@ -36,16 +39,33 @@ MEANS: Dict[str, List[str]] = {
 }
 
 
-def run_once(recipe: str, overrides: List[str], steps: int, log_every: int) -> Dict[str, float]:
+def run_once(recipe: str, overrides: list[str], steps: int, log_every: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "framework", "train", recipe, *overrides,
-                        f"train.max_steps={steps}", f"train.log_every={log_every}",
-                        "train.eval_before=false", f"output_root={out}"], cwd=REPO, check=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "framework",
+                "train",
+                recipe,
+                *overrides,
+                f"train.max_steps={steps}",
+                f"train.log_every={log_every}",
+                "train.eval_before=false",
+                f"output_root={out}",
+            ],
+            cwd=REPO,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+        )
         wall = time.perf_counter() - start
-        rows = [json.loads(line) for path in Path(out).rglob("metrics.jsonl")
-                for line in path.read_text().splitlines()]
+        rows = [
+            json.loads(line)
+            for path in Path(out).rglob("metrics.jsonl")
+            for line in path.read_text().splitlines()
+        ]
     rates = [r["tokens_per_s"] for r in rows if r.get("split") == "train"][1:]
     final = [r for r in rows if r.get("split") == "eval"][-1]
     return {"tok_s": statistics.median(rates), "wall": wall, "eval_loss": final["eval_loss"]}
@@ -62,7 +82,7 @@ def main() -> None:
     names = [n for n in MEANS if n in args.means or n.split(" ")[0] in args.means]
     if "all off (before)" not in names:
         names.insert(0, "all off (before)")
-    results: Dict[str, List[Dict[str, float]]] = {n: [] for n in names}
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for _ in range(args.rounds):
         for name in names:
             results[name].append(run_once(args.recipe, MEANS[name], args.steps, args.log_every))

@@ -33,9 +33,9 @@ CONFIGS = {  # name -> (packed, logits_only)
 def main() -> None:
     import torch
 
-    from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.core.plugins import load_all
     from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.run.execute import compose_and_validate
     from framework.tasks import packing
     from framework.training.model import build_model
@@ -62,15 +62,17 @@ def main() -> None:
         return grouping(args, run, task, train, checkpoint, family)
     examples = [train[i] for i in range(args.batch_size * args.rounds)]
     torch.manual_seed(0)
-    model = build_model(run, checkpoint, task, HARDWARE.get("cpu"), PEFT_METHODS.get(run.peft.name),
-                        family)
+    model = build_model(
+        run, checkpoint, task, HARDWARE.get("cpu"), PEFT_METHODS.get(run.peft.name), family
+    )
     assert packing.packing_works(model, model.config.vocab_size)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5,
-                                  fused=True)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True
+    )
     model.train()
     times = {name: [] for name in CONFIGS}
     for r in range(args.rounds):
-        features = examples[r * args.batch_size:(r + 1) * args.batch_size]
+        features = examples[r * args.batch_size : (r + 1) * args.batch_size]
         for name, (packed, logits_only) in CONFIGS.items():
             task.packed, task.logits_only = packed, logits_only
             batch = task.collate(features)
@@ -80,16 +82,24 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad()
             times[name].append(time.perf_counter() - start)
-    print(f"{args.recipe}: batch {args.batch_size}, {args.rounds} rounds, "
-          f"{torch.get_num_threads()} thread(s); first round dropped (warm-up)\n")
+    print(
+        f"{args.recipe}: batch {args.batch_size}, {args.rounds} rounds, "
+        f"{torch.get_num_threads()} thread(s); first round dropped (warm-up)\n"
+    )
     print("| configuration | ms / step (median) | real tok/s | vs before |")
     print("|---|---|---|---|")
     base = None
     for name in CONFIGS:
         per_step = statistics.median(times[name][1:])
-        rates = [sum(len(f["input_ids"]) for f in examples[r * args.batch_size:
-                                                           (r + 1) * args.batch_size]) / t
-                 for r, t in enumerate(times[name]) if r]
+        rates = [
+            sum(
+                len(f["input_ids"])
+                for f in examples[r * args.batch_size : (r + 1) * args.batch_size]
+            )
+            / t
+            for r, t in enumerate(times[name])
+            if r
+        ]
         rate = statistics.median(rates)
         base = base or rate
         print(f"| {name} | {per_step * 1000:,.0f} | {rate:,.0f} | {rate / base:.2f}x |")
@@ -105,19 +115,23 @@ def grouping(args, run, task, train, checkpoint, family) -> None:
 
     size = run.train.batch_size
     lengths = example_lengths(train)
-    orders = {"shuffled (before)": torch.randperm(len(lengths),
-                                                  generator=torch.Generator().manual_seed(0)).tolist(),
-              "group_by_length": list(LengthGroupedSampler(lengths, MEGABATCH * size, 0))}
+    orders = {
+        "shuffled (before)": torch.randperm(
+            len(lengths), generator=torch.Generator().manual_seed(0)
+        ).tolist(),
+        "group_by_length": list(LengthGroupedSampler(lengths, MEGABATCH * size, 0)),
+    }
     torch.manual_seed(0)
-    model = build_model(run, checkpoint, task, HARDWARE.get("cpu"), PEFT_METHODS.get(run.peft.name),
-                        family)
+    model = build_model(
+        run, checkpoint, task, HARDWARE.get("cpu"), PEFT_METHODS.get(run.peft.name), family
+    )
     model.train()
     # Batches spread over the epoch (grouped batches run from long to short in each group).
     stride = max(1, len(lengths) // size // args.rounds)
     spent = {name: [0.0, 0] for name in orders}  # seconds, real tokens
     for r in range(args.rounds):
         for name, order in orders.items():
-            chosen = order[r * stride * size:(r * stride + 1) * size]
+            chosen = order[r * stride * size : (r * stride + 1) * size]
             batch = task.collate([train[i] for i in chosen])
             start = time.perf_counter()
             task.compute_loss(model, batch).backward()
@@ -125,8 +139,10 @@ def grouping(args, run, task, train, checkpoint, family) -> None:
             if r:  # the first round warms up
                 spent[name][0] += time.perf_counter() - start
                 spent[name][1] += sum(lengths[i] for i in chosen)
-    print(f"{args.recipe}: batch {size}, {args.rounds} batches spread over the epoch, "
-          f"{torch.get_num_threads()} thread(s)\n")
+    print(
+        f"{args.recipe}: batch {size}, {args.rounds} batches spread over the epoch, "
+        f"{torch.get_num_threads()} thread(s)\n"
+    )
     print("| batches | real tok/s (forward+backward) | vs before |\n|---|---|---|")
     base = spent["shuffled (before)"][1] / spent["shuffled (before)"][0]
     for name, (seconds, tokens) in spent.items():

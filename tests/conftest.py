@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
@@ -22,14 +21,15 @@ def one_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
 @pytest.fixture(scope="module")
-def toy_files(tmp_path_factory) -> Dict[str, Path]:
+def toy_files(tmp_path_factory) -> dict[str, Path]:
     """Toy sentiment train/val files (32 + 8 rows), one pair per test module."""
     return toy_sentiment_files(tmp_path_factory.mktemp("toy-data"))
 
 
 @pytest.fixture
-def toy_cls_files(tmp_path: Path) -> Dict[str, Path]:
+def toy_cls_files(tmp_path: Path) -> dict[str, Path]:
     return toy_sentiment_files(tmp_path / "data", 256, 64)
 
 
@@ -52,4 +52,3 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from transformers.utils import logging as _hf_logging  # noqa: E402
 
 _hf_logging.get_logger("transformers")
-

@@ -7,19 +7,26 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ft_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: Dict[str, str] = None):
+def ft_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict[str, str] = None):
     """Run `python -m framework ARGS` in a subprocess; return CompletedProcess (text)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "framework", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "framework", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def train_recipe(recipe: str, *overrides: str, output_root: Path) -> Path:
@@ -30,12 +37,12 @@ def train_recipe(recipe: str, *overrides: str, output_root: Path) -> Path:
     return execute(composed, run).run_dir
 
 
-def metrics(run_dir: Path, split: str = None) -> List[dict]:
+def metrics(run_dir: Path, split: str = None) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if split is None or r.get("split") == split]
 
 
-def train_losses(run_dir: Path) -> List[float]:
+def train_losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in metrics(run_dir, "train")]
 
 
@@ -45,7 +52,7 @@ def write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
     return path
 
 
-def toy_sentiment_rows(n: int, seed: int = 0) -> List[dict]:
+def toy_sentiment_rows(n: int, seed: int = 0) -> list[dict]:
     """Short texts whose label is decided by one word: a tiny model learns it in a few dozen steps."""
     import random
 
@@ -61,10 +68,12 @@ def toy_sentiment_rows(n: int, seed: int = 0) -> List[dict]:
     return rows
 
 
-def toy_sentiment_files(folder: Path, train: int = 32, validation: int = 8) -> Dict[str, Path]:
+def toy_sentiment_files(folder: Path, train: int = 32, validation: int = 8) -> dict[str, Path]:
     """train.jsonl and val.jsonl of toy sentiment rows in `folder` (seeds 0 and 1)."""
-    return {"train": write_jsonl(folder / "train.jsonl", toy_sentiment_rows(train, 0)),
-            "validation": write_jsonl(folder / "val.jsonl", toy_sentiment_rows(validation, 1))}
+    return {
+        "train": write_jsonl(folder / "train.jsonl", toy_sentiment_rows(train, 0)),
+        "validation": write_jsonl(folder / "val.jsonl", toy_sentiment_rows(validation, 1)),
+    }
 
 
 def cuda_available() -> bool:
@@ -76,7 +85,7 @@ def cuda_available() -> bool:
         return False
 
 
-def tiny_presets() -> Dict[str, str]:
+def tiny_presets() -> dict[str, str]:
     """family name -> the model preset of its tiny random-init model (conf/model/tiny_*.yaml)."""
     from framework.core.plugins import load_all
     from framework.core.registry import MODELS
@@ -93,8 +102,35 @@ def tiny_presets() -> Dict[str, str]:
 TOY_CLS_RECIPE = "seq_cls_tiny_bert_lora"
 
 
-def toy_cls_overrides(files: Dict[str, Path], *extra: str) -> List[str]:
+def toy_cls_overrides(files: dict[str, Path], *extra: str) -> list[str]:
     """Overrides that train TOY_CLS_RECIPE on toy sentiment files (16 tokens, a log every step)."""
-    return ["data=files", f"+data.source.train={files['train']}",
-            f"data.source.validation={files['validation']}", "data.max_length=16",
-            "train.log_every=1", "train.lr=3e-3", "peft.dropout=0.1", *extra]
+    return [
+        "data=files",
+        f"+data.source.train={files['train']}",
+        f"data.source.validation={files['validation']}",
+        "data.max_length=16",
+        "train.log_every=1",
+        "train.lr=3e-3",
+        "peft.dropout=0.1",
+        *extra,
+    ]
+
+
+def method_params(method_name: str, preset: str | None = None, **overrides: Any) -> Any:
+    """Typed Params of a PEFT method from its preset (conf/peft/<preset>.yaml), as validation
+    builds them."""
+    from framework.config.typecheck import check_dataclass
+    from framework.core.plugins import load_all
+    from framework.core.registry import PEFT_METHODS
+
+    load_all()
+    path = REPO / "conf" / "peft" / f"{preset or method_name}.yaml"
+    node = yaml.safe_load(path.read_text()) if path.is_file() else {"name": method_name}
+    assert node["name"] == method_name
+    node.update(overrides)
+    problems: list[str] = []
+    params = check_dataclass(
+        PEFT_METHODS.get(method_name).Params, node, "peft", lambda k: str(path), problems
+    )
+    assert not problems, problems
+    return params

@@ -30,18 +30,28 @@ def test_the_layer_contract_sees_function_level_imports(tmp_path: Path) -> None:
     import shutil
 
     copy = tmp_path / "repo"
-    shutil.copytree(REPO / "framework", copy / "framework",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "framework", copy / "framework", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
     registry = copy / "framework" / "core" / "registry.py"
-    registry.write_text(registry.read_text() + textwrap.dedent("""
+    registry.write_text(
+        registry.read_text()
+        + textwrap.dedent("""
 
         def _sneaky():
             from framework.training.trainer import train  # noqa: F401
-        """))
+        """)
+    )
     lint = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run([str(lint)], cwd=copy, capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [str(lint)],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode != 0
     assert "framework.core.registry -> framework.training.trainer" in result.stdout
 
@@ -78,8 +88,9 @@ def test_hardware_profiles_answer_questions_instead_of_being_named() -> None:
     params = deepspeed.Params(name="deepspeed", deepspeed={"zero_optimization": {"stage": 3}})
     assert deepspeed.shards_parameters(params, train_config)
     assert deepspeed.resume_fingerprint(params, train_config)["hardware.zero_stage"] == 3
-    assert not HARDWARE.get("cpu").shards_parameters(HARDWARE.get("cpu").Params(name="cpu"),
-                                                     train_config)
+    assert not HARDWARE.get("cpu").shards_parameters(
+        HARDWARE.get("cpu").Params(name="cpu"), train_config
+    )
 
 
 # ---- a throw-away task: one module plus one YAML -------------------------------------------
@@ -103,9 +114,9 @@ def test_a_new_task_is_one_module_plus_one_yaml(tmp_path: Path, one_torch_thread
     """Drop a module into the tasks package path and a preset into a config dir: the task is
     listed, validated against every family and method, and trains, with no other file edited."""
     import framework.tasks
-    from framework.peft.base import peft_task_type
     from framework.core.plugins import load_all
     from framework.core.registry import TASKS
+    from framework.peft.base import peft_task_type
     from framework.run.execute import compose_and_validate, execute
 
     plugin_dir = tmp_path / "plugins"
@@ -116,11 +127,18 @@ def test_a_new_task_is_one_module_plus_one_yaml(tmp_path: Path, one_torch_thread
     (recipes / "task" / "keyword_cls.yaml").write_text(TASK_PRESET)
     data = toy_sentiment_files(tmp_path)
     recipe = recipes / "keyword.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "defaults": ["seq_cls_tiny_bert_lora", {"override task": "keyword_cls"}, "_self_"],
-        "data": {"name": "files", "source": {"train": str(data["train"]),
-                                             "validation": str(data["validation"])}},
-        "train": {"max_steps": 2, "log_every": 1}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": ["seq_cls_tiny_bert_lora", {"override task": "keyword_cls"}, "_self_"],
+                "data": {
+                    "name": "files",
+                    "source": {"train": str(data["train"]), "validation": str(data["validation"])},
+                },
+                "train": {"max_steps": 2, "log_every": 1},
+            }
+        )
+    )
 
     framework.tasks.__path__.append(str(plugin_dir))
     try:

@@ -1,21 +1,21 @@
 """`ft`: the command line. Compose once with Hydra, validate into a typed RunConfig, then act.
 
-    ft train RECIPE [key=value ...]     train (in-process, or `accelerate launch` for several ranks)
-    ft validate RECIPE [key=value ...]  check the composed config only (never imports torch)
-    ft show RECIPE [key=value ...]      print the composed, resolved config
-    ft estimate RECIPE [key=value ...]  peak memory per device, from the meta device (no weights
-                                        read); --device-memory 24GiB: the cheapest fit
-    ft list [GROUP] [--task T]          config groups, presets, recipes and registry entries
-    ft eval RUN_DIR ...                 evaluate a trained adapter (or several) on a split
-    ft predict RUN_DIR --input F        write predictions (embeddings for feature_extraction)
-    ft merge RUN_DIR                    write a merged full model (methods that can merge)
-    ft report RUN_DIR ... | latest RECIPE   one run's metrics before/after, steps, time, best
-                                        eval; several runs (or a sweep dir): one ranked table
-    ft sweep report SWEEP_DIR           a sweep's trials (status, metric, time) and the best one
+ft train RECIPE [key=value ...]     train (in-process, or `accelerate launch` for several ranks)
+ft validate RECIPE [key=value ...]  check the composed config only (never imports torch)
+ft show RECIPE [key=value ...]      print the composed, resolved config
+ft estimate RECIPE [key=value ...]  peak memory per device, from the meta device (no weights
+                                    read); --device-memory 24GiB: the cheapest fit
+ft list [GROUP] [--task T]          config groups, presets, recipes and registry entries
+ft eval RUN_DIR ...                 evaluate a trained adapter (or several) on a split
+ft predict RUN_DIR --input F        write predictions (embeddings for feature_extraction)
+ft merge RUN_DIR                    write a merged full model (methods that can merge)
+ft report RUN_DIR ... | latest RECIPE   one run's metrics before/after, steps, time, best
+                                    eval; several runs (or a sweep dir): one ranked table
+ft sweep report SWEEP_DIR           a sweep's trials (status, metric, time) and the best one
 
-    --config-dir DIR (train/validate/show)  also look for presets and recipes in DIR, before
-                                        the shipped ones (a preset of the same name wins)
-    eval "$(ft --completion bash)"      tab completion (also Hydra's: ft -sc install=bash)
+--config-dir DIR (train/validate/show)  also look for presets and recipes in DIR, before
+                                    the shipped ones (a preset of the same name wins)
+eval "$(ft --completion bash)"      tab completion (also Hydra's: ft -sc install=bash)
 """
 
 from __future__ import annotations
@@ -26,12 +26,25 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
 
 from framework.core.errors import run_guarded
 
-HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p",
-               "--shell-completion", "-sc", "--config-dir", "-cd", "--hydra-help")
+HYDRA_FLAGS = (
+    "-m",
+    "--multirun",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--resolve",
+    "--package",
+    "-p",
+    "--shell-completion",
+    "-sc",
+    "--config-dir",
+    "-cd",
+    "--hydra-help",
+)
 
 OVERRIDE_HELP = """\
 overrides (Hydra syntax):
@@ -59,34 +72,52 @@ def groups_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ft", formatter_class=_Formatter,
+        prog="ft",
+        formatter_class=_Formatter,
         description="ft: YAML-config-driven fine-tuning of Hugging Face models with PEFT adapters.",
-        epilog=groups_help() + "\n\n" + OVERRIDE_HELP)
+        epilog=groups_help() + "\n\n" + OVERRIDE_HELP,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def recipe_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help_text, description=help_text,
-                             formatter_class=_Formatter,
-                             epilog=groups_help() + "\n\n" + OVERRIDE_HELP)
+        cmd = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=_Formatter,
+            epilog=groups_help() + "\n\n" + OVERRIDE_HELP,
+        )
         cmd.add_argument("recipe", help="a recipe name from recipes/ or a path to a recipe YAML")
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides (see below)")
         return cmd
 
     recipe_command("train", "train a recipe")
-    validate = recipe_command("validate", "compose and check a recipe; exit 2 with one line per "
-                                          "problem")
-    validate.add_argument("--data", action="store_true",
-                          help="also read the data as training would (columns, labels, token "
-                               "lengths) with the model's tokenizer; the model is not loaded")
+    validate = recipe_command(
+        "validate", "compose and check a recipe; exit 2 with one line per problem"
+    )
+    validate.add_argument(
+        "--data",
+        action="store_true",
+        help="also read the data as training would (columns, labels, token "
+        "lengths) with the model's tokenizer; the model is not loaded",
+    )
     recipe_command("show", "print the composed, resolved config of a recipe")
-    est = recipe_command("estimate", "estimate peak memory per device (meta device; no weights "
-                                     "read); exit 1 if it does not fit")
-    est.add_argument("--device-memory", metavar="SIZE",
-                     help="memory of one device, e.g. 24GiB (default: this machine's GPU 0, else "
-                          "its RAM); also prints the cheapest preset and micro-batch that fit")
+    est = recipe_command(
+        "estimate",
+        "estimate peak memory per device (meta device; no weights read); exit 1 if it does not fit",
+    )
+    est.add_argument(
+        "--device-memory",
+        metavar="SIZE",
+        help="memory of one device, e.g. 24GiB (default: this machine's GPU 0, else "
+        "its RAM); also prints the cheapest preset and micro-batch that fit",
+    )
     listing = sub.add_parser("list", help="list config groups, presets, recipes and registries")
-    listing.add_argument("group", nargs="?", help="one group (model, peft, task, hardware, data, "
-                                                  "train, logger) or 'recipes'")
+    listing.add_argument(
+        "group",
+        nargs="?",
+        help="one group (model, peft, task, hardware, data, train, logger) or 'recipes'",
+    )
     listing.add_argument("--task", help="with 'peft': only methods that serve this task")
     ev = sub.add_parser("eval", help="evaluate trained adapters on a split of their data")
     ev.add_argument("run_dirs", nargs="+", type=Path, help="run directories of finished runs")
@@ -98,13 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="merge the adapter into the base model (safetensors)")
     mg.add_argument("run_dir", type=Path)
     mg.add_argument("--output", type=Path, help="default: RUN_DIR/merged")
-    rp = sub.add_parser("report", help="a finished run's metrics before/after training; several "
-                                       "runs (or a sweep directory): one table ranked by the "
-                                       "task's primary metric")
-    rp.add_argument("runs", nargs="+", help="run directories, directories of runs, or: "
-                                            "latest RECIPE")
-    rp.add_argument("--plot", type=Path, metavar="OUT.png",
-                    help="also draw the runs' curves into one PNG (needs matplotlib)")
+    rp = sub.add_parser(
+        "report",
+        help="a finished run's metrics before/after training; several "
+        "runs (or a sweep directory): one table ranked by the "
+        "task's primary metric",
+    )
+    rp.add_argument(
+        "runs", nargs="+", help="run directories, directories of runs, or: latest RECIPE"
+    )
+    rp.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.png",
+        help="also draw the runs' curves into one PNG (needs matplotlib)",
+    )
     rp.add_argument("--output-root", default="outputs", help="where `latest RECIPE` looks")
     sw = sub.add_parser("sweep", help="sweeps (ft train RECIPE -m ...): `ft sweep report DIR`")
     sw.add_argument("action", choices=["report"], help="report: the table of trials and the best")
@@ -122,16 +161,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         print("\n".join(check_data(run)))
     choices = ", ".join(f"{g}={p}" for g, p in composed.choices.items())
-    print(f"ok: {composed.recipe_path} is valid ({choices}) "
-          f"in {time.perf_counter() - start:.2f}s")
+    print(f"ok: {composed.recipe_path} is valid ({choices}) in {time.perf_counter() - start:.2f}s")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from framework.store.redaction import redact
     from framework.run.execute import compose_and_validate
+    from framework.store.redaction import redact
 
     composed, _ = compose_and_validate(args.recipe, args.overrides)
     print(f"# recipe: {composed.recipe_path}")
@@ -199,12 +237,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return report(args.sweep_dir)
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "show": cmd_show, "list": cmd_list,
-            "estimate": cmd_estimate, "sweep": cmd_sweep,
-            "eval": cmd_eval, "predict": cmd_predict, "merge": cmd_merge, "report": cmd_report}
+COMMANDS = {
+    "train": cmd_train,
+    "validate": cmd_validate,
+    "show": cmd_show,
+    "list": cmd_list,
+    "estimate": cmd_estimate,
+    "sweep": cmd_sweep,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "merge": cmd_merge,
+    "report": cmd_report,
+}
 
 
-def config_dirs_to_override(argv: List[str]) -> List[str]:
+def config_dirs_to_override(argv: list[str]) -> list[str]:
     """`ft train|validate|show ... --config-dir DIR [-cd DIR2]` -> the same words with one
     `hydra.searchpath=[file://DIR,...]` override instead (compose puts those dirs before the
     shipped presets). Left alone when other Hydra flags ask for Hydra's own command line."""
@@ -228,13 +275,14 @@ def config_dirs_to_override(argv: List[str]) -> List[str]:
     return words + ["hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in dirs) + "]"]
 
 
-def completion(argv: List[str]) -> Optional[int]:
+def completion(argv: list[str]) -> int | None:
     """`ft --completion bash` / `ft -sc install=bash` print the bash completion script;
     `ft -sc query=bash` (what the script calls) prints the words completing $COMP_LINE."""
     from framework.commands.listing import BASH_SCRIPT, completions
 
-    if argv[:1] == ["--completion"] or (argv[:1] in (["-sc"], ["--shell-completion"])
-                                        and argv[1:2] == ["install=bash"]):
+    if argv[:1] == ["--completion"] or (
+        argv[:1] in (["-sc"], ["--shell-completion"]) and argv[1:2] == ["install=bash"]
+    ):
         shell = argv[1] if argv[:1] == ["--completion"] and len(argv) > 1 else "bash"
         if shell not in ("bash", "install=bash"):
             print(f"error: --completion {shell}: only bash is supported", file=sys.stderr)
@@ -249,7 +297,7 @@ def completion(argv: List[str]) -> Optional[int]:
     return None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """`ft ...`: parse, run the sub-command, map expected errors to one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     answered = completion(argv)

@@ -4,13 +4,13 @@ before a job is queued rather than minutes into `ft train`."""
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 from framework.config.schema import RunConfig
 from framework.core.registry import MODELS, TASKS
 
 
-def check_data(run: RunConfig) -> List[str]:
+def check_data(run: RunConfig) -> list[str]:
     """One line per split: examples, where from, labels, and token lengths against
     data.max_length. Raises the same UserError ft train would for a data problem."""
     from framework.data.loading import load_raw_splits
@@ -28,18 +28,25 @@ def check_data(run: RunConfig) -> List[str]:
     for split, dataset in raw.splits.items():
         lengths = _lengths(tokenized.get(split))
         cut = sum(1 for n in lengths if n >= run.data.max_length)
-        shown = (f"tokens per example: max {max(lengths)}, mean {sum(lengths) / len(lengths):.1f}"
-                 f" (data.max_length={run.data.max_length}; {cut} at the limit)" if lengths
-                 else "no examples left after tokenization")
-        lines.append(f"{split}: {len(dataset)} examples from {raw.describe(split)}; columns "
-                     f"{', '.join(dataset.column_names)}; {shown}")
+        shown = (
+            f"tokens per example: max {max(lengths)}, mean {sum(lengths) / len(lengths):.1f}"
+            f" (data.max_length={run.data.max_length}; {cut} at the limit)"
+            if lengths
+            else "no examples left after tokenization"
+        )
+        lines.append(
+            f"{split}: {len(dataset)} examples from {raw.describe(split)}; columns "
+            f"{', '.join(dataset.column_names)}; {shown}"
+        )
     if labels:
-        lines.append(f"labels ({len(labels)}): {', '.join(map(str, labels[:20]))}"
-                     f"{' ...' if len(labels) > 20 else ''}")
+        lines.append(
+            f"labels ({len(labels)}): {', '.join(map(str, labels[:20]))}"
+            f"{' ...' if len(labels) > 20 else ''}"
+        )
     return lines
 
 
-def _lengths(dataset: Any) -> List[int]:
+def _lengths(dataset: Any) -> list[int]:
     if dataset is None or "input_ids" not in dataset.column_names:
         return []
     return [len(ids) for ids in dataset["input_ids"]]

@@ -4,27 +4,35 @@ preset, micro-batch and checkpointing that fit."""
 
 from __future__ import annotations
 
-from framework.training.memory import (LOGITS_COPIES, OPTIMIZER_STATE_BYTES, Estimate, ModelFacts,
-                                       Settings, device_memory, estimate, fmt_bytes, model_facts,
-                                       needed, run_settings, sharing_processes)
-
 import math
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+
 from framework.config.compose import Composed, compose_recipe
 from framework.config.schema import RunConfig, build_run_config
 from framework.core.errors import UserError
-from framework.hardware.base import MemoryLayout, size_bytes
 from framework.core.registry import HARDWARE
-
-
+from framework.hardware.base import MemoryLayout, size_bytes
+from framework.training.memory import (
+    LOGITS_COPIES,
+    OPTIMIZER_STATE_BYTES,
+    Estimate,
+    ModelFacts,
+    Settings,
+    device_memory,
+    estimate,
+    fmt_bytes,
+    model_facts,
+    needed,
+    run_settings,
+    sharing_processes,
+)
 
 # Presets tried by the fit suggestion, cheapest first: one GPU, then 2 GPUs sharding more and
 # more, then offload to CPU RAM (slow). Each is tried without and with gradient checkpointing.
 GPU_CANDIDATES = ("gpu", "zero2", "zero3", "zero3_offload")
 
 
-def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
+def compose_and_validate(recipe: str, overrides: list[str]) -> tuple[Composed, RunConfig]:
     """Compose and validate exactly as `ft train` does (session.compose_and_validate)."""
     composed = compose_recipe(recipe, overrides)
     return composed, build_run_config(composed.config, composed.origin)
@@ -34,30 +42,41 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
     """The table of components and the verdict against the device memory."""
     f, s = found.facts, found.settings
     lay = s.layout
-    lines = [f"model: {run.model.checkpoint or run.model.name} + {run.peft.name}; parameters "
-             f"{f.total_params:,} total, {f.trainable_params:,} trainable "
-             f"({100 * f.trainable_params / max(f.total_params, 1):.3f}%)",
-             f"run: hardware={run.hardware.name} ({'GPU' if s.on_gpu else 'CPU'}), micro-batch "
-             f"{s.micro_batch} x {s.seq_len} tokens (data.max_length), {f.layers} blocks, "
-             f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
-             f"optimizer {s.optimizer}"]
-    notes = {"weights": _weights_note(s, lay), "gradients": "fp32, trainable"
-             + (f", sharded /{lay.shards}" if lay.shard_gradients and lay.shards > 1 else ""),
-             "optimizer": ("offloaded to " + lay.offload_optimizer) if lay.offload_optimizer
-             else f"{OPTIMIZER_STATE_BYTES.get(s.optimizer, 8.0):g} B/trainable param"
-             + (f", sharded /{lay.shards}" if lay.shard_optimizer and lay.shards > 1 else ""),
-             "activations": f"{s.activation_bytes} B/element"
-             + (", checkpointed" if s.gradient_checkpointing else ""),
-             "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
-             if f.vocab else "no vocabulary output",
-             "runtime": "CUDA context + workspace" if s.on_gpu else "torch's CPU buffers"}
+    lines = [
+        f"model: {run.model.checkpoint or run.model.name} + {run.peft.name}; parameters "
+        f"{f.total_params:,} total, {f.trainable_params:,} trainable "
+        f"({100 * f.trainable_params / max(f.total_params, 1):.3f}%)",
+        f"run: hardware={run.hardware.name} ({'GPU' if s.on_gpu else 'CPU'}), micro-batch "
+        f"{s.micro_batch} x {s.seq_len} tokens (data.max_length), {f.layers} blocks, "
+        f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
+        f"optimizer {s.optimizer}",
+    ]
+    notes = {
+        "weights": _weights_note(s, lay),
+        "gradients": "fp32, trainable"
+        + (f", sharded /{lay.shards}" if lay.shard_gradients and lay.shards > 1 else ""),
+        "optimizer": ("offloaded to " + lay.offload_optimizer)
+        if lay.offload_optimizer
+        else f"{OPTIMIZER_STATE_BYTES.get(s.optimizer, 8.0):g} B/trainable param"
+        + (f", sharded /{lay.shards}" if lay.shard_optimizer and lay.shards > 1 else ""),
+        "activations": f"{s.activation_bytes} B/element"
+        + (", checkpointed" if s.gradient_checkpointing else ""),
+        "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
+        if f.vocab
+        else "no vocabulary output",
+        "runtime": "CUDA context + workspace" if s.on_gpu else "torch's CPU buffers",
+    }
     lines += ["", f"{'component':<13}{'per device':>13}  note", "-" * 60]
-    lines += [f"{name:<13}{fmt_bytes(value):>13}  {notes[name]}"
-              for name, value in found.components.items()]
+    lines += [
+        f"{name:<13}{fmt_bytes(value):>13}  {notes[name]}"
+        for name, value in found.components.items()
+    ]
     lines += ["-" * 60, f"{'total':<13}{fmt_bytes(found.total):>13}"]
     if found.offloaded:
-        lines.append(f"{'offloaded':<13}{fmt_bytes(found.offloaded):>13}  per process, in CPU RAM "
-                     f"or on disk instead of the device (not in the total)")
+        lines.append(
+            f"{'offloaded':<13}{fmt_bytes(found.offloaded):>13}  per process, in CPU RAM "
+            f"or on disk instead of the device (not in the total)"
+        )
     processes = sharing_processes(run)
     if processes > 1:
         lines.append(f"{'x processes':<13}{processes:>13}  CPU processes share this machine's RAM")
@@ -66,8 +85,11 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
 
 
 def _weights_note(s: Settings, lay: MemoryLayout) -> str:
-    kind = (f"{s.quantized_bytes:.2f} B/linear weight (quantized)" if s.quantized_bytes
-            else f"{s.weight_bytes:g} B/param")
+    kind = (
+        f"{s.quantized_bytes:.2f} B/linear weight (quantized)"
+        if s.quantized_bytes
+        else f"{s.weight_bytes:g} B/param"
+    )
     if lay.offload_weights:
         kind += f", offloaded to {lay.offload_weights} (one block on the device)"
     elif lay.shard_weights and lay.shards > 1:
@@ -77,7 +99,7 @@ def _weights_note(s: Settings, lay: MemoryLayout) -> str:
     return kind
 
 
-def verdict(total: int, limit: int, limit_name: str, components: Dict[str, int]) -> str:
+def verdict(total: int, limit: int, limit_name: str, components: dict[str, int]) -> str:
     """One line: fits or not, with the margin and, when not, what to change for the part that
     dominates."""
     share = 100 * total / limit
@@ -85,15 +107,19 @@ def verdict(total: int, limit: int, limit_name: str, components: Dict[str, int])
         return f"fits: {fmt_bytes(total)} of {fmt_bytes(limit)} ({limit_name}), {share:.0f}%"
     per_token = components["activations"] + components["logits"]
     state = components["weights"] + components["gradients"] + components["optimizer"]
-    fix = ("activations and logits dominate: lower train.batch_size (raise train.grad_accum) or "
-           "data.max_length, or set train.gradient_checkpointing=true" if per_token >= state else
-           "weights and training state dominate: shard them (hardware=zero3 or fsdp), offload "
-           "(hardware=zero3_offload) or quantize the base (peft=qlora)")
-    return (f"does NOT fit: {fmt_bytes(total)} > {fmt_bytes(limit)} ({limit_name}), {share:.0f}%;"
-            f" {fix}")
+    fix = (
+        "activations and logits dominate: lower train.batch_size (raise train.grad_accum) or "
+        "data.max_length, or set train.gradient_checkpointing=true"
+        if per_token >= state
+        else "weights and training state dominate: shard them (hardware=zero3 or fsdp), offload "
+        "(hardware=zero3_offload) or quantize the base (peft=qlora)"
+    )
+    return (
+        f"does NOT fit: {fmt_bytes(total)} > {fmt_bytes(limit)} ({limit_name}), {share:.0f}%; {fix}"
+    )
 
 
-def micro_batches(batch_size: int) -> List[int]:
+def micro_batches(batch_size: int) -> list[int]:
     """The run's micro-batch and its halvings down to 1, largest first."""
     sizes = [batch_size]
     while sizes[-1] > 1:
@@ -101,8 +127,9 @@ def micro_batches(batch_size: int) -> List[int]:
     return sizes
 
 
-def suggest(facts: ModelFacts, settings_for: Dict[str, Settings], limit: int,
-            processes: int = 1) -> Optional[Tuple[str, int, bool, Estimate]]:
+def suggest(
+    facts: ModelFacts, settings_for: dict[str, Settings], limit: int, processes: int = 1
+) -> tuple[str, int, bool, Estimate] | None:
     """(preset, micro-batch, gradient checkpointing, estimate) of the cheapest fit: presets in
     the given order (cheapest first), each without then with checkpointing, the largest
     micro-batch that fits (x `processes` sharing the device); None when nothing fits."""
@@ -116,13 +143,16 @@ def suggest(facts: ModelFacts, settings_for: Dict[str, Settings], limit: int,
     return None
 
 
-def print_estimate(recipe: str, overrides: List[str], device_memory_arg: Optional[str]) -> int:
+def print_estimate(recipe: str, overrides: list[str], device_memory_arg: str | None) -> int:
     """`ft estimate`: the table and verdict; with --device-memory also the cheapest fit.
     Returns the exit code: 0 fits, 1 does not fit."""
     _, run = compose_and_validate(recipe, overrides)
     if device_memory_arg:
         try:
-            limit, limit_name = size_bytes(device_memory_arg), f"--device-memory {device_memory_arg}"
+            limit, limit_name = (
+                size_bytes(device_memory_arg),
+                f"--device-memory {device_memory_arg}",
+            )
         except ValueError as error:
             raise UserError(f"--device-memory={device_memory_arg}: {error}") from None
     else:
@@ -137,11 +167,12 @@ def print_estimate(recipe: str, overrides: List[str], device_memory_arg: Optiona
     return 0 if needed(found, run) <= limit else 1
 
 
-def suggestion_line(recipe: str, overrides: List[str], run: RunConfig, facts: ModelFacts,
-                    limit: int) -> str:
+def suggestion_line(
+    recipe: str, overrides: list[str], run: RunConfig, facts: ModelFacts, limit: int
+) -> str:
     """'cheapest fit: ...' over the candidate presets x micro-batches x checkpointing."""
     on_gpu = HARDWARE.get(run.hardware.name).on_gpu(run.hardware)
-    settings_for: Dict[str, Settings] = {}
+    settings_for: dict[str, Settings] = {}
     if on_gpu:
         kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("hardware")]
         for preset in GPU_CANDIDATES:
@@ -161,5 +192,7 @@ def suggestion_line(recipe: str, overrides: List[str], run: RunConfig, facts: Mo
     words += [f"train.batch_size={batch}", f"train.grad_accum={accum}"]
     if checkpointing:
         words.append("train.gradient_checkpointing=true")
-    return (f"cheapest fit: {' '.join(words)} -> {fmt_bytes(found.total)} per device "
-            f"(same examples per step)")
+    return (
+        f"cheapest fit: {' '.join(words)} -> {fmt_bytes(found.total)} per device "
+        f"(same examples per step)"
+    )

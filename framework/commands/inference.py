@@ -7,7 +7,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 from framework.config.schema import load_run
 from framework.core.errors import UserError
@@ -22,7 +22,7 @@ def adapter_dir(run_dir: Path) -> Path:
     return path
 
 
-def load_task(run_dir: Path) -> Tuple[Any, Any, Any]:
+def load_task(run_dir: Path) -> tuple[Any, Any, Any]:
     """(run config, task with its saved label maps, tokenizer) of a finished run."""
     from transformers import AutoTokenizer
 
@@ -39,10 +39,12 @@ def load_task(run_dir: Path) -> Tuple[Any, Any, Any]:
 def load_base(run: Any, task: Any) -> Any:
     from framework.models.loading import load_model, resolve_checkpoint
 
-    return load_model(run.model, resolve_checkpoint(run.model), task.auto_model, task.model_kwargs())
+    return load_model(
+        run.model, resolve_checkpoint(run.model), task.auto_model, task.model_kwargs()
+    )
 
 
-def load_trained(run_dir: Path) -> Tuple[Any, Any, Any]:
+def load_trained(run_dir: Path) -> tuple[Any, Any, Any]:
     """(run config, task, PeftModel in eval mode) rebuilt from a run directory."""
     from peft import PeftModel
 
@@ -59,7 +61,7 @@ def _base_key(run: Any) -> str:
     return json.dumps({"model": run.raw.get("model"), "task": run.raw.get("task")}, sort_keys=True)
 
 
-def evaluate_runs(run_dirs: List[Path], split: str) -> Dict[str, Dict[str, float]]:
+def evaluate_runs(run_dirs: list[Path], split: str) -> dict[str, dict[str, float]]:
     """Evaluate each run's adapter on `split` of its data. Runs that share a base model and task
     load the base once and switch adapters on it (PeftModel.load_adapter / set_adapter)."""
     from accelerate import Accelerator
@@ -70,7 +72,7 @@ def evaluate_runs(run_dirs: List[Path], split: str) -> Dict[str, Dict[str, float
     from framework.peft.base import after_load
 
     accelerator = Accelerator(cpu=True)
-    results: Dict[str, Dict[str, float]] = {}
+    results: dict[str, dict[str, float]] = {}
     model = None
     loaded_key = None
     for index, run_dir in enumerate(run_dirs):
@@ -84,21 +86,25 @@ def evaluate_runs(run_dirs: List[Path], split: str) -> Dict[str, Dict[str, float
         tokenized = task.tokenize(subset)
         name = f"run{index}"
         if model is None or _base_key(run) != loaded_key:
-            model = PeftModel.from_pretrained(load_base(run, task), str(adapter_dir(run_dir)),
-                                              adapter_name=name)
+            model = PeftModel.from_pretrained(
+                load_base(run, task), str(adapter_dir(run_dir)), adapter_name=name
+            )
             loaded_key = _base_key(run)
         else:
             model.load_adapter(str(adapter_dir(run_dir)), adapter_name=name)
         model.set_adapter(name)
         after_load(model)
         model.eval()
-        loader = DataLoader(tokenized[split], batch_size=run.train.eval_batch_size or run.train.batch_size,
-                            collate_fn=task.collate)
+        loader = DataLoader(
+            tokenized[split],
+            batch_size=run.train.eval_batch_size or run.train.batch_size,
+            collate_fn=task.collate,
+        )
         results[str(run_dir)] = task.evaluate(model, loader, accelerator, raw=raw.splits[split])
     return results
 
 
-def read_jsonl(path: Path) -> List[Dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"--input {path}: no such file")
     rows = []
@@ -113,7 +119,7 @@ def read_jsonl(path: Path) -> List[Dict[str, Any]]:
     return rows
 
 
-def predict_file(run_dir: Path, input_path: Path, output_path: Optional[Path]) -> int:
+def predict_file(run_dir: Path, input_path: Path, output_path: Path | None) -> int:
     """Write one JSON prediction per input row (the row plus the task's outputs) to output_path,
     or stdout; return the number of rows."""
     run, task, model = load_trained(run_dir)
@@ -122,13 +128,14 @@ def predict_file(run_dir: Path, input_path: Path, output_path: Optional[Path]) -
     for number, row in enumerate(rows, 1):
         missing = [c for c in needed if c not in row]
         if missing:
-            raise UserError(f"--input {input_path}:{number}: missing column(s) {missing}; "
-                            f"rows need {needed}")
+            raise UserError(
+                f"--input {input_path}:{number}: missing column(s) {missing}; rows need {needed}"
+            )
     out = output_path.open("w") if output_path else sys.stdout
     try:
         batch_size = run.train.eval_batch_size or run.train.batch_size
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
             for row, prediction in zip(chunk, task.predict(model, chunk, model.device)):
                 out.write(json.dumps({**row, **prediction}) + "\n")
     finally:
@@ -137,7 +144,7 @@ def predict_file(run_dir: Path, input_path: Path, output_path: Optional[Path]) -
     return len(rows)
 
 
-def merge_adapter(run_dir: Union[str, Path], output_dir: Optional[Union[str, Path]] = None) -> Path:
+def merge_adapter(run_dir: str | Path, output_dir: str | Path | None = None) -> Path:
     """Merge run_dir's adapter into the full-precision base (peft's merge_and_unload) and write
     the model, tokenizer and ft's label maps to output_dir (default RUN_DIR/merged). Return it.
 
@@ -146,15 +153,19 @@ def merge_adapter(run_dir: Union[str, Path], output_dir: Optional[Union[str, Pat
     run_dir = Path(run_dir)
     output = Path(output_dir) if output_dir is not None else run_dir / MERGED_DIR
     if output.exists() and any(output.iterdir()):
-        raise UserError(f"ft merge --output {output}: the directory exists and is not empty; "
-                        f"remove it or give another --output")
+        raise UserError(
+            f"ft merge --output {output}: the directory exists and is not empty; "
+            f"remove it or give another --output"
+        )
     run = load_run(run_dir)
     method = PEFT_METHODS.get(run.peft.name, key="peft.name")
     if not method.can_merge:
-        raise UserError(f"ft merge {run_dir}: peft={run.peft.name} cannot be merged into the "
-                        f"weights (it adds virtual tokens or gated prompts, not a weight update). "
-                        f"Use the adapter as it is: PeftModel.from_pretrained(base, "
-                        f"'{run_dir / ADAPTER_DIR}')")
+        raise UserError(
+            f"ft merge {run_dir}: peft={run.peft.name} cannot be merged into the "
+            f"weights (it adds virtual tokens or gated prompts, not a weight update). "
+            f"Use the adapter as it is: PeftModel.from_pretrained(base, "
+            f"'{run_dir / ADAPTER_DIR}')"
+        )
     _, task, model = load_trained(run_dir)
     merged = model.merge_and_unload()
     tmp = output.with_name(f".{output.name}.partial")

@@ -4,13 +4,13 @@ typed check and before anything heavy is imported or loaded; every problem is re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 from framework.core.errors import UserError
 from framework.core.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 
 
-def _train_problems(train: Any) -> List[str]:
+def _train_problems(train: Any) -> list[str]:
     found = []
     positive = {"batch_size": train.batch_size, "grad_accum": train.grad_accum}
     for key, value in positive.items():
@@ -28,32 +28,40 @@ def _train_problems(train: Any) -> List[str]:
         if getattr(train, key) < 0:
             found.append(f"train.{key}={getattr(train, key)}: must be >= 0")
     if train.save_every_minutes is not None and train.save_every_minutes <= 0:
-        found.append(f"train.save_every_minutes={train.save_every_minutes}: must be > 0 "
-                     f"(or null for step-based checkpoints only)")
+        found.append(
+            f"train.save_every_minutes={train.save_every_minutes}: must be > 0 "
+            f"(or null for step-based checkpoints only)"
+        )
     if train.keep_last < 1:
         found.append(f"train.keep_last={train.keep_last}: must be >= 1")
     return found
 
 
-def best_problems(train: Any) -> List[str]:
+def best_problems(train: Any) -> list[str]:
     """train.keep_best and early stopping judge evaluations, so they need train.eval_every."""
     found = []
     wanted = [k for k in ("keep_best", "early_stopping_patience") if getattr(train, k)]
     if wanted and not train.eval_every:
         value = getattr(train, wanted[0])
         shown = str(value).lower() if isinstance(value, bool) else value  # as YAML spells it
-        found.append(f"train.{wanted[0]}={shown}: needs evaluations during "
-                     f"training; set train.eval_every=N (optimizer steps between evaluations)")
+        found.append(
+            f"train.{wanted[0]}={shown}: needs evaluations during "
+            f"training; set train.eval_every=N (optimizer steps between evaluations)"
+        )
     if train.early_stopping_patience is not None and train.early_stopping_patience < 1:
-        found.append(f"train.early_stopping_patience={train.early_stopping_patience}: must be >= 1 "
-                     f"(evaluations without improvement), or null to never stop early")
+        found.append(
+            f"train.early_stopping_patience={train.early_stopping_patience}: must be >= 1 "
+            f"(evaluations without improvement), or null to never stop early"
+        )
     if train.early_stopping_delta < 0:
-        found.append(f"train.early_stopping_delta={train.early_stopping_delta}: must be >= 0 "
-                     f"(in the primary metric's units)")
+        found.append(
+            f"train.early_stopping_delta={train.early_stopping_delta}: must be >= 0 "
+            f"(in the primary metric's units)"
+        )
     return found
 
 
-def model_problems(run: Any, family: Any, config: Any) -> List[str]:
+def model_problems(run: Any, family: Any, config: Any) -> list[str]:
     """The task and PEFT method against the checkpoint's architecture (a config.json mapping or a
     transformers config; None when it is not known before download: checked again at train time,
     on the meta device, before any weight is read)."""
@@ -61,11 +69,15 @@ def model_problems(run: Any, family: Any, config: Any) -> List[str]:
     task_name = run.task.name
     why_not = family.unsupported(task_name, config)
     if why_not:
-        subject = (f"model family '{run.model.name}'" if run.model.name != "auto"
-                   else f"model type '{family.model_type_of(config)}'")
+        subject = (
+            f"model family '{run.model.name}'"
+            if run.model.name != "auto"
+            else f"model type '{family.model_type_of(config)}'"
+        )
         served = ", ".join(family.served_tasks(config)) or "none"
-        found.append(f"task={task_name} with {subject}: not supported ({why_not}); it serves: "
-                     f"{served}")
+        found.append(
+            f"task={task_name} with {subject}: not supported ({why_not}); it serves: {served}"
+        )
     method = PEFT_METHODS.get(run.peft.name, key="peft.name")
     reason = method.incompatibility(task_name, family.traits(config))
     if reason:
@@ -73,7 +85,7 @@ def model_problems(run: Any, family: Any, config: Any) -> List[str]:
     return found
 
 
-def combination_problems(run: Any) -> List[str]:
+def combination_problems(run: Any) -> list[str]:
     """Every impossible combination in a typed RunConfig, as one line each."""
     family = MODELS.get(run.model.name, key="model.name")
     task_name = run.task.name
@@ -82,8 +94,11 @@ def combination_problems(run: Any) -> List[str]:
     found += method.params_problems(run.peft, run) if hasattr(method, "params_problems") else []
     profile = HARDWARE.get(run.hardware.name, key="hardware.name")
     found += profile.problems(run.hardware, run)
-    found += TASKS.get(task_name).params_problems(run.task, run) \
-        if hasattr(TASKS.get(task_name), "params_problems") else []
+    found += (
+        TASKS.get(task_name).params_problems(run.task, run)
+        if hasattr(TASKS.get(task_name), "params_problems")
+        else []
+    )
     source = DATASETS.get(run.data.name, key="data.name")
     if hasattr(source, "problems"):
         found += source.problems(run.data_source)
@@ -95,15 +110,24 @@ def combination_problems(run: Any) -> List[str]:
     if run.model.dtype not in ("auto", "float32", "bfloat16", "float16"):
         found.append(f"model.dtype={run.model.dtype}: use auto, float32, bfloat16 or float16")
     if run.model.random_init is None and not run.model.checkpoint:
-        found.append("model.checkpoint: missing; set a hub id or a local directory "
-                     "(or model.random_init for a tiny test model)")
+        found.append(
+            "model.checkpoint: missing; set a hub id or a local directory "
+            "(or model.random_init for a tiny test model)"
+        )
     checkpoint = run.model.checkpoint or ""
-    if checkpoint.startswith(("/", "./", "../", "~")) and not Path(checkpoint).expanduser().exists():
-        found.append(f"model.checkpoint='{checkpoint}': no such directory. Give a model directory "
-                     f"saved with save_pretrained, or a hub id")
+    if (
+        checkpoint.startswith(("/", "./", "../", "~"))
+        and not Path(checkpoint).expanduser().exists()
+    ):
+        found.append(
+            f"model.checkpoint='{checkpoint}': no such directory. Give a model directory "
+            f"saved with save_pretrained, or a hub id"
+        )
     if run.resume not in (None, "auto") and not Path(run.resume).expanduser().exists():
-        found.append(f"resume='{run.resume}': no such checkpoint; use resume=auto or the path of "
-                     f"a checkpoint-* directory of an earlier run")
+        found.append(
+            f"resume='{run.resume}': no such checkpoint; use resume=auto or the path of "
+            f"a checkpoint-* directory of an earlier run"
+        )
     return found
 
 

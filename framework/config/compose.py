@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import yaml
 
@@ -34,8 +34,11 @@ INSTALLED = (PACKAGE_DIR / "conf").is_dir()
 REPO_ROOT = PACKAGE_DIR.parent
 CONF_DIR = PACKAGE_DIR / "conf" if INSTALLED else REPO_ROOT / "conf"
 RECIPES_DIR = PACKAGE_DIR / "recipes" if INSTALLED else REPO_ROOT / "recipes"
-SHIPPED_SEARCH_PATH = (["pkg://framework.conf", "pkg://framework.recipes"] if INSTALLED
-                       else [f"file://{CONF_DIR}", f"file://{RECIPES_DIR}"])
+SHIPPED_SEARCH_PATH = (
+    ["pkg://framework.conf", "pkg://framework.recipes"]
+    if INSTALLED
+    else [f"file://{CONF_DIR}", f"file://{RECIPES_DIR}"]
+)
 HYDRA_VERSION_BASE = "1.3"
 
 
@@ -45,9 +48,9 @@ class Composed:
 
     recipe_name: str
     recipe_path: Path
-    config: Dict[str, Any]
-    overrides: List[str]
-    choices: Dict[str, str]  # group -> chosen preset name
+    config: dict[str, Any]
+    overrides: list[str]
+    choices: dict[str, str]  # group -> chosen preset name
 
     def origin(self, key_path: str) -> str:
         """Name the place a key was set: the command line, the recipe file or a preset file."""
@@ -80,7 +83,7 @@ def _has_path(node: Any, key_path: str) -> bool:
     return True
 
 
-def group_presets(group: str) -> List[str]:
+def group_presets(group: str) -> list[str]:
     """The shipped presets of one config group, as `group=NAME` accepts them."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
@@ -90,7 +93,7 @@ def preset_file(group: str, preset: str) -> Path:
     return CONF_DIR / group / f"{preset}.yaml"
 
 
-def recipe_names() -> List[str]:
+def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
@@ -100,12 +103,14 @@ def resolve_recipe(recipe: str) -> Path:
     path = Path(recipe).expanduser() if looks_like_path else RECIPES_DIR / f"{recipe}.yaml"
     if not path.is_file():
         hint = did_you_mean(Path(recipe).stem, recipe_names())
-        raise UserError(f"recipe '{recipe}': no such recipe file ({path}){hint}. "
-                        f"Use a name from `ft list recipes` or a path to a YAML file.")
+        raise UserError(
+            f"recipe '{recipe}': no such recipe file ({path}){hint}. "
+            f"Use a name from `ft list recipes` or a path to a YAML file."
+        )
     return path.resolve()
 
 
-def user_search_path(recipe_path: Path, overrides: List[str]) -> List[str]:
+def user_search_path(recipe_path: Path, overrides: list[str]) -> list[str]:
     """The user's own config dirs: the recipe's `hydra.searchpath` (relative entries are relative
     to the recipe file), then a `hydra.searchpath=[...]` override (e.g. from --config-dir)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -128,21 +133,24 @@ def user_search_path(recipe_path: Path, overrides: List[str]) -> List[str]:
     return found
 
 
-def search_path(recipe_path: Path, overrides: List[str]) -> List[str]:
+def search_path(recipe_path: Path, overrides: list[str]) -> list[str]:
     """Hydra's search path after the recipe's own directory: the user's dirs, then ft's presets
     and recipes (so a user's preset of the same name wins)."""
     return [*user_search_path(recipe_path, overrides), *SHIPPED_SEARCH_PATH]
 
 
-def hydra_compose(recipe_path: Path, overrides: List[str]):
+def hydra_compose(recipe_path: Path, overrides: list[str]):
     """Hydra's compose of a recipe file with ft's search path (Hydra's own config kept)."""
     from hydra import compose, initialize_config_dir
 
     entries = ",".join(f"'{entry}'" for entry in search_path(recipe_path, overrides))
     rest = [o for o in overrides if override_key(o) != "hydra.searchpath"]
     with initialize_config_dir(config_dir=str(recipe_path.parent), version_base=HYDRA_VERSION_BASE):
-        return compose(config_name=recipe_path.stem,
-                       overrides=[f"hydra.searchpath=[{entries}]", *rest], return_hydra_config=True)
+        return compose(
+            config_name=recipe_path.stem,
+            overrides=[f"hydra.searchpath=[{entries}]", *rest],
+            return_hydra_config=True,
+        )
 
 
 def override_key(override: str) -> str:
@@ -150,7 +158,7 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _plain(cfg: Any) -> Dict[str, Any]:
+def _plain(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     OmegaConf.set_struct(cfg, False)
@@ -159,7 +167,7 @@ def _plain(cfg: Any) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
+def _compose_allowing_schema_keys(recipe_path: Path, overrides: list[str]):
     """Compose; an override of a key the preset omits but the schema defines (train.eval_before=
     true) is retried as an addition (+key=value). Keys outside the schema still fail."""
     from framework.config.schema import schema_fields
@@ -170,9 +178,14 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
             return hydra_compose(recipe_path, overrides), overrides
         except Exception as error:
             match = re.search(r"Could not override '([^']+)'", str(error))
-            index = next((i for i, o in enumerate(overrides)
-                          if match and not o.startswith(("+", "~")) and override_key(o) == match.group(1)),
-                         None)
+            index = next(
+                (
+                    i
+                    for i, o in enumerate(overrides)
+                    if match and not o.startswith(("+", "~")) and override_key(o) == match.group(1)
+                ),
+                None,
+            )
             if index is None:
                 raise
             try:
@@ -186,13 +199,18 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: List[str]):
     return hydra_compose(recipe_path, overrides), overrides
 
 
-def _preset_choices(overrides: List[str]) -> List[str]:
+def _preset_choices(overrides: list[str]) -> list[str]:
     """The `group=preset` overrides: the schema of a group depends only on which preset is chosen."""
-    return [o for o in overrides if "." not in override_key(o)
-            and override_key(o) in recipe_groups() and not o.startswith(("+", "~"))]
+    return [
+        o
+        for o in overrides
+        if "." not in override_key(o)
+        and override_key(o) in recipe_groups()
+        and not o.startswith(("+", "~"))
+    ]
 
 
-def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Composed:
+def compose_recipe(recipe: str, overrides: list[str] | None = None) -> Composed:
     """Compose a recipe with command-line overrides into a plain, resolved mapping."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -204,8 +222,11 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
         cfg, overrides = _compose_allowing_schema_keys(recipe_path, overrides)
     except Exception as error:  # Hydra raises several unrelated types; translate them all
         raise _translate_hydra_error(error, recipe_path, overrides) from None
-    choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
-               if not k.startswith("hydra/") and v is not None}
+    choices = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
+        if not k.startswith("hydra/") and v is not None
+    }
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
     register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
@@ -213,8 +234,11 @@ def compose_recipe(recipe: str, overrides: Optional[List[str]] = None) -> Compos
         container = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "?"
-        raise UserError(f"{key}: cannot resolve interpolation: {error.msg if hasattr(error, 'msg') else error}"
-                        .split("\n")[0]) from None
+        raise UserError(
+            f"{key}: cannot resolve interpolation: {error.msg if hasattr(error, 'msg') else error}".split(
+                "\n"
+            )[0]
+        ) from None
     container.setdefault("recipe", recipe_path.stem)
     return Composed(recipe_path.stem, recipe_path, container, overrides, choices)
 
@@ -241,7 +265,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     silently; Hydra refuses it with a message that names neither key nor line first)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: Dict[Any, int] = {}
+        seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
@@ -249,8 +273,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first at line {seen[key]})",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key '{key}' (first at line {seen[key]})",
+                    key_node.start_mark,
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -263,52 +290,67 @@ def _check_yaml(path: Path) -> None:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(error, "problem", None) or str(error).split("\n")[0]
-        raise UserError(f"{where}: malformed YAML: {problem}. Fix the syntax at that line.") from None
+        raise UserError(
+            f"{where}: malformed YAML: {problem}. Fix the syntax at that line."
+        ) from None
 
 
-def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: List[str]) -> UserError:
+def _translate_hydra_error(error: Exception, recipe_path: Path, overrides: list[str]) -> UserError:
     message = str(error)
     cause = error.__cause__ or error.__context__
-    if isinstance(cause, yaml.YAMLError) or "while scanning" in message or "while parsing" in message:
+    if (
+        isinstance(cause, yaml.YAMLError)
+        or "while scanning" in message
+        or "while parsing" in message
+    ):
         bad = re.search(r"'([^']+\.yaml)'", message)
-        return UserError(f"malformed YAML{' in ' + bad.group(1) if bad else ''}: "
-                         f"{message.splitlines()[0]}")
+        return UserError(
+            f"malformed YAML{' in ' + bad.group(1) if bad else ''}: {message.splitlines()[0]}"
+        )
     # "Could not load": a preset inside a list of presets (logger=[tensorboard,mlflw]).
     missing = re.search(r"Could not (?:find|load) '([^'/]+)/([^']+)'", message)
     if missing:
         group, name = missing.groups()
         presets = group_presets(group)
-        return UserError(f"{group}={name}: unknown {group} preset{did_you_mean(name, presets)}. "
-                         f"Available: {', '.join(presets) or '(none)'}")
+        return UserError(
+            f"{group}={name}: unknown {group} preset{did_you_mean(name, presets)}. "
+            f"Available: {', '.join(presets) or '(none)'}"
+        )
     missing_primary = re.search(r"Cannot find primary config '([^']+)'", message)
     if missing_primary:
         return UserError(f"recipe '{missing_primary.group(1)}' not found in {recipe_path.parent}")
     bad_override = re.search(r"Could not override '([^']+)'", message)
     if bad_override and bad_override.group(1) == "hparams_search":  # conf/hparams_search
-        return UserError("hparams_search: a search space runs as a sweep; use "
-                         f"`ft train {recipe_path.stem} -m hparams_search=NAME` "
-                         f"(presets: {', '.join(group_presets('hparams_search'))})")
+        return UserError(
+            "hparams_search: a search space runs as a sweep; use "
+            f"`ft train {recipe_path.stem} -m hparams_search=NAME` "
+            f"(presets: {', '.join(group_presets('hparams_search'))})"
+        )
     if bad_override:
         key = bad_override.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")
-        return UserError(_unknown_override_message(recipe_path, key, value,
-                                                   _preset_choices(overrides)))
+        return UserError(
+            _unknown_override_message(recipe_path, key, value, _preset_choices(overrides))
+        )
     if "Could not append to config" in message or "Could not delete" in message:
         return UserError(message.splitlines()[0])
     if type(error).__name__ == "OverrideParseException":
-        return UserError(f"cannot parse command-line override: {message.splitlines()[0]}. "
-                         f"Overrides look like key=value, group=preset or +new.key=value")
+        return UserError(
+            f"cannot parse command-line override: {message.splitlines()[0]}. "
+            f"Overrides look like key=value, group=preset or +new.key=value"
+        )
     duplicate = re.search(r'found duplicate key (\S+)\s+in "([^"]+)", line (\d+)', message)
     if duplicate:  # a preset file composed by Hydra (the recipe itself is checked up front)
         key, where, line = duplicate.groups()
-        return UserError(f"{where}:{line}: duplicate key '{key}'. Each key may appear once per "
-                         f"mapping: remove or merge one of them")
+        return UserError(
+            f"{where}:{line}: duplicate key '{key}'. Each key may appear once per "
+            f"mapping: remove or merge one of them"
+        )
     first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
     return UserError(f"cannot compose recipe {recipe_path.name}: {first}")
 
 
-def _unknown_override_message(recipe_path: Path, key: str, value: str,
-                              choices: List[str]) -> str:
+def _unknown_override_message(recipe_path: Path, key: str, value: str, choices: list[str]) -> str:
     """Suggest the closest existing key for a command-line override that matched nothing, among
     the keys of the presets chosen (`choices`: the group=preset overrides)."""
     from framework.config.schema import schema_fields
@@ -319,16 +361,18 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str,
         base = {}
     parent_path, _, leaf = key.rpartition(".")
     node = base
-    walked: List[str] = []
+    walked: list[str] = []
     for part in parent_path.split(".") if parent_path else []:
         if not (isinstance(node, dict) and part in node):  # e.g. trian.lr: suggest train.lr
             allowed = schema_fields(base, ".".join(walked + [part]))  # keys beside `part`
             options = sorted(set(allowed or []) | set(node if isinstance(node, dict) else []))
             close = difflib.get_close_matches(part, options, n=1, cutoff=0.6)
-            fixed = ".".join(walked + close + key.split(".")[len(walked) + 1:]) if close else ""
+            fixed = ".".join(walked + close + key.split(".")[len(walked) + 1 :]) if close else ""
             hint = f" (did you mean '{fixed}'?)" if close else ""
-            return (f"{key}={value}: unknown key '{'.'.join(walked + [part])}'{hint} (set on the "
-                    f"command line); valid keys here: {', '.join(options)}")
+            return (
+                f"{key}={value}: unknown key '{'.'.join(walked + [part])}'{hint} (set on the "
+                f"command line); valid keys here: {', '.join(options)}"
+            )
         node = node[part]
         walked.append(part)
     siblings = schema_fields(base, key) or (list(node) if isinstance(node, dict) else [])
@@ -343,7 +387,7 @@ def _unknown_override_message(recipe_path: Path, key: str, value: str,
     return f"{key}={value}: unknown key{preset}{hint} (set on the command line){valid}"
 
 
-def _same_key_elsewhere(base: Dict[str, Any], key: str) -> List[str]:
+def _same_key_elsewhere(base: dict[str, Any], key: str) -> list[str]:
     """Other places of a composed config (each group, the top level) where the last part of `key`
     is a key: the usual slip is the right key in the wrong group."""
     from framework.config.schema import schema_fields
@@ -361,6 +405,6 @@ def _same_key_elsewhere(base: Dict[str, Any], key: str) -> List[str]:
     return found
 
 
-def recipe_groups() -> List[str]:
+def recipe_groups() -> list[str]:
     # conf/hydra holds Hydra's own groups (hydra/launcher=slurm), not an ft config group.
     return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")

@@ -6,26 +6,48 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import yaml
 
-from framework.store.checkpoint import (checkpoint_config, find_resume_checkpoint, latest_checkpoint,
-                                  run_dir_of_checkpoint)
 from framework.config.compose import Composed, compose_recipe, override_key
-from framework.config.schema import (ALL_GROUPS, RunConfig, build_run_config, load_run_file,
-                                     upgrade_saved)
+from framework.config.schema import (
+    ALL_GROUPS,
+    RunConfig,
+    build_run_config,
+    load_run_file,
+    upgrade_saved,
+)
 from framework.core.errors import UserError
 from framework.core.registry import HARDWARE
-from framework.store.run_dir import CONFIG_FILE, is_run_dir, resume_configs
+from framework.store.checkpoint import (
+    checkpoint_config,
+    find_resume_checkpoint,
+    latest_checkpoint,
+    run_dir_of_checkpoint,
+)
 from framework.store.redaction import REDACTED
+from framework.store.run_dir import CONFIG_FILE, is_run_dir, resume_configs
 
 # Settings that change what a resumed run computes from its checkpoint on: a change needs
 # resume_allow_changes=[key, ...] (a prefix such as `data` allows everything under it).
-TRAJECTORY_KEYS = ("seed", "model", "peft", "task", "data", "train.lr", "train.batch_size",
-                   "train.grad_accum", "train.max_steps", "train.epochs", "train.optimizer",
-                   "train.scheduler", "train.warmup_ratio", "train.weight_decay",
-                   "train.max_grad_norm")
+TRAJECTORY_KEYS = (
+    "seed",
+    "model",
+    "peft",
+    "task",
+    "data",
+    "train.lr",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.max_steps",
+    "train.epochs",
+    "train.optimizer",
+    "train.scheduler",
+    "train.warmup_ratio",
+    "train.weight_decay",
+    "train.max_grad_norm",
+)
 _ABSENT = object()  # a key missing from one of two flattened configs
 # Keys about this invocation, never taken from the run being resumed.
 INVOCATION_KEYS = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
@@ -36,7 +58,7 @@ class ResumeTarget(NamedTuple):
     checkpoint: Path  # the complete checkpoint-* directory to load
 
 
-def fingerprint(run: RunConfig) -> Dict[str, Any]:
+def fingerprint(run: RunConfig) -> dict[str, Any]:
     """What a checkpoint's optimizer and weights depend on: changing any of it breaks resume.
     The hardware profile says what of its own must match (world size, ZeRO stage, ...)."""
     profile = HARDWARE.get(run.hardware.name, key="hardware.name")
@@ -53,12 +75,14 @@ def fingerprint(run: RunConfig) -> Dict[str, Any]:
     }
 
 
-def resume_mismatches(saved: RunConfig, current: RunConfig) -> List[str]:
+def resume_mismatches(saved: RunConfig, current: RunConfig) -> list[str]:
     """Differences between a checkpoint's RunConfig and the RunConfig resuming it."""
     before, after = fingerprint(saved), fingerprint(current)
-    return [f"{key}: checkpoint has {before.get(key)!r}, this run has {after.get(key)!r}"
-            for key in sorted(set(before) | set(after), key=list({**before, **after}).index)
-            if before.get(key) != after.get(key)]
+    return [
+        f"{key}: checkpoint has {before.get(key)!r}, this run has {after.get(key)!r}"
+        for key in sorted(set(before) | set(after), key=list({**before, **after}).index)
+        if before.get(key) != after.get(key)
+    ]
 
 
 def _resumed_run_dir(run: RunConfig) -> Path:
@@ -70,15 +94,19 @@ def _resumed_run_dir(run: RunConfig) -> Path:
     if run.run_dir:
         return Path(run.run_dir).expanduser().resolve()
     base = Path(run.output_root).expanduser().resolve() / run.recipe
-    runs = sorted((p for p in base.glob("*") if p.is_dir() and latest_checkpoint(p)),
-                  key=lambda p: p.stat().st_mtime)
+    runs = sorted(
+        (p for p in base.glob("*") if p.is_dir() and latest_checkpoint(p)),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not runs:
-        raise UserError(f"resume=auto: no run of recipe '{run.recipe}' under {base} has a complete "
-                        f"checkpoint. Pass run_dir=PATH, or train without resume")
+        raise UserError(
+            f"resume=auto: no run of recipe '{run.recipe}' under {base} has a complete "
+            f"checkpoint. Pass run_dir=PATH, or train without resume"
+        )
     return runs[-1]
 
 
-def resume_target(run: RunConfig) -> Optional[ResumeTarget]:
+def resume_target(run: RunConfig) -> ResumeTarget | None:
     """The run directory and checkpoint a run continues (None without `resume`). Refuses, before
     any model is loaded, a config that changed what the checkpoint holds: a silently reset
     optimizer or a mismatched adapter is never acceptable."""
@@ -90,24 +118,26 @@ def resume_target(run: RunConfig) -> Optional[ResumeTarget]:
     checkpoint = find_resume_checkpoint(run.resume, run_dir)
     mismatches = resume_mismatches(load_run_file(checkpoint_config(checkpoint)), run)
     if mismatches:
-        raise UserError(f"resume={run.resume}: the config changed since {checkpoint}; resuming would "
-                        f"reset or corrupt its state. Start a new run, or undo these changes:",
-                        mismatches)
+        raise UserError(
+            f"resume={run.resume}: the config changed since {checkpoint}; resuming would "
+            f"reset or corrupt its state. Start a new run, or undo these changes:",
+            mismatches,
+        )
     return ResumeTarget(run_dir, checkpoint)
 
 
-def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """{'train.lr': 0.1, ...}: mappings are walked, anything else (lists too) is a leaf."""
     if isinstance(node, dict) and node:
-        flat: Dict[str, Any] = {}
+        flat: dict[str, Any] = {}
         for key, value in node.items():
             flat.update(_flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: node}
 
 
-def _unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
-    tree: Dict[str, Any] = {}
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
     for key, value in flat.items():
         node = tree
         *parents, leaf = key.split(".")
@@ -135,8 +165,9 @@ def continue_saved_config(composed: Composed) -> Composed:
     run_dir = _resumed_run_dir(run)
     saved_path = saved_config_path(run_dir)
     if not saved_path.is_file():
-        raise UserError(f"resume={run.resume}: {run_dir} is not an ft run directory "
-                        f"(no {CONFIG_FILE})")
+        raise UserError(
+            f"resume={run.resume}: {run_dir} is not an ft run directory (no {CONFIG_FILE})"
+        )
     saved = _flatten(upgrade_saved(yaml.safe_load(saved_path.read_text()) or {}))
     now = _flatten(composed.config)
     # What the overrides given now change: the recipe composed with and without them.
@@ -161,14 +192,26 @@ def continue_saved_config(composed: Composed) -> Composed:
             merged.pop(key, None)
     merged.update({k: v for k, v in now.items() if _matches(k, INVOCATION_KEYS)})
     allowed = list(run.resume_allow_changes)
-    changed = [f"{k}: {saved.get(k)!r} -> {merged.get(k)!r}" for k in sorted(given)
-               if _matches(k, TRAJECTORY_KEYS) and not _matches(k, allowed)
-               and saved.get(k, _ABSENT) not in (merged.get(k, _ABSENT), REDACTED)]
+    changed = [
+        f"{k}: {saved.get(k)!r} -> {merged.get(k)!r}"
+        for k in sorted(given)
+        if _matches(k, TRAJECTORY_KEYS)
+        and not _matches(k, allowed)
+        and saved.get(k, _ABSENT) not in (merged.get(k, _ABSENT), REDACTED)
+    ]
     if changed:
         keys = ",".join(sorted({c.split(":")[0] for c in changed}))
-        raise UserError(f"resume={run.resume}: the config changed from the run in {run_dir} "
-                        f"({saved_path.name}) in settings that alter its training. Leave these "
-                        f"overrides out to continue it as it was, or allow them with "
-                        f"resume_allow_changes=[{keys}]:", changed)
-    return Composed(composed.recipe_name, composed.recipe_path, _unflatten(merged),
-                    composed.overrides, composed.choices)
+        raise UserError(
+            f"resume={run.resume}: the config changed from the run in {run_dir} "
+            f"({saved_path.name}) in settings that alter its training. Leave these "
+            f"overrides out to continue it as it was, or allow them with "
+            f"resume_allow_changes=[{keys}]:",
+            changed,
+        )
+    return Composed(
+        composed.recipe_name,
+        composed.recipe_path,
+        _unflatten(merged),
+        composed.overrides,
+        composed.choices,
+    )

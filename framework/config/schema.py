@@ -9,14 +9,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from framework.config.typecheck import OriginFn, check_dataclass
 from framework.core.errors import UserError, did_you_mean
 from framework.core.params import DataConfig, TrainConfig
-from framework.store.run_dir import CONFIG_FILE
 from framework.core.plugins import load_all
-from framework.core.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS, Registry
+from framework.core.registry import (
+    DATASETS,
+    HARDWARE,
+    LOGGERS,
+    MODELS,
+    PEFT_METHODS,
+    TASKS,
+    Registry,
+)
+from framework.store.run_dir import CONFIG_FILE
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -26,12 +34,14 @@ class RunSettings:
     recipe: str  # set by the CLI from the recipe's name
     seed: int = 0
     output_root: str = "outputs"
-    run_dir: Optional[str] = None  # explicit run directory; default outputs/<recipe>/<time>
-    resume: Optional[str] = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
+    run_dir: str | None = None  # explicit run directory; default outputs/<recipe>/<time>
+    resume: str | None = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
     overwrite: bool = False  # allow run_dir to be a directory that already holds another run
     # keys a resume may change although they alter the training (train.max_steps, data, ...)
-    resume_allow_changes: List[str] = field(default_factory=list)
-    dry_run: bool = False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
+    resume_allow_changes: list[str] = field(default_factory=list)
+    dry_run: bool = (
+        False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
+    )
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -45,22 +55,29 @@ class RunConfig(RunSettings):
     hardware: Any
     data: DataConfig
     train: TrainConfig
-    logger: Dict[str, Any]  # logger name -> its typed params, in the order given (logger=[a,b])
+    logger: dict[str, Any]  # logger name -> its typed params, in the order given (logger=[a,b])
     data_source: Any = None  # typed `data.source`, per the data source's Params
-    raw: Dict[str, Any] = field(default_factory=dict, repr=False)  # the composed mapping it came from
+    raw: dict[str, Any] = field(
+        default_factory=dict, repr=False
+    )  # the composed mapping it came from
 
 
 TOP_LEVEL_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
-GROUPS: Dict[str, Registry] = {
-    "model": MODELS, "peft": PEFT_METHODS, "task": TASKS, "hardware": HARDWARE,
+GROUPS: dict[str, Registry] = {
+    "model": MODELS,
+    "peft": PEFT_METHODS,
+    "task": TASKS,
+    "hardware": HARDWARE,
 }  # one preset each, chosen by its `name`; `logger` may hold several (see _loggers)
-ALL_GROUPS: List[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
+ALL_GROUPS: list[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
 
 
-def _group(registry: Registry, node: Any, key: str, origin: OriginFn, problems: List[str]) -> Any:
+def _group(registry: Registry, node: Any, key: str, origin: OriginFn, problems: list[str]) -> Any:
     if not isinstance(node, dict):
-        problems.append(f"{key}: must be a preset mapping with a 'name', got {node!r}; "
-                        f"pick one with {key}=PRESET (`ft list {key}`)")
+        problems.append(
+            f"{key}: must be a preset mapping with a 'name', got {node!r}; "
+            f"pick one with {key}=PRESET (`ft list {key}`)"
+        )
         return None
     name = node.get("name")
     if name is None or name == "???":
@@ -83,73 +100,99 @@ def logger_entries(node: Any) -> Any:
     return node
 
 
-def _loggers(node: Any, origin: OriginFn, problems: List[str]) -> Dict[str, Any]:
+def _loggers(node: Any, origin: OriginFn, problems: list[str]) -> dict[str, Any]:
     node = logger_entries(node)
     if not isinstance(node, dict) or not node:
-        problems.append(f"logger: must name at least one logger, got {node!r}; pick with "
-                        f"logger=jsonl or logger=[tensorboard,mlflow] (`ft list logger`)")
+        problems.append(
+            f"logger: must name at least one logger, got {node!r}; pick with "
+            f"logger=jsonl or logger=[tensorboard,mlflow] (`ft list logger`)"
+        )
         return {}
     found = {}
     for name, keys in node.items():
         if name not in LOGGERS:
-            problems.append(f"logger.{name}: not a logger{did_you_mean(str(name), LOGGERS.names())}"
-                            f"; each logger's options sit under its name (e.g. "
-                            f"logger.mlflow.project=...); loggers: {', '.join(LOGGERS.names())}")
+            problems.append(
+                f"logger.{name}: not a logger{did_you_mean(str(name), LOGGERS.names())}"
+                f"; each logger's options sit under its name (e.g. "
+                f"logger.mlflow.project=...); loggers: {', '.join(LOGGERS.names())}"
+            )
             continue
         entry = LOGGERS.get(name)
         if keys is not None and not isinstance(keys, dict):
             problems.append(f"logger.{name}: must be a mapping of {name}'s options, got {keys!r}")
             continue
-        found[name] = check_dataclass(entry.Params, {"name": name, **(keys or {})},
-                                      f"logger.{name}", origin, problems)
+        found[name] = check_dataclass(
+            entry.Params, {"name": name, **(keys or {})}, f"logger.{name}", origin, problems
+        )
     return found
 
 
-def build_run_config(node: Dict[str, Any], origin: OriginFn) -> RunConfig:
+def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
     """Type-check a composed config and return the RunConfig; raise one UserError listing all
     problems (unknown keys with suggestions, wrong types, missing values, unknown presets)."""
     load_all()
     _checkpoint_replaces_random_init(node)
-    problems: List[str] = []
+    problems: list[str] = []
     known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
     for key in node:
         if key not in known:
-            problems.append(f"{key}: unknown top-level key{did_you_mean(key, known)} "
-                            f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}")
+            problems.append(
+                f"{key}: unknown top-level key{did_you_mean(key, known)} "
+                f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}"
+            )
     missing_groups = [g for g in ALL_GROUPS if g not in node]
     for g in missing_groups:
-        problems.append(f"{g}: no preset chosen; add '- {g}: PRESET' to the recipe's defaults "
-                        f"or pass {g}=PRESET (`ft list {g}`)")
-    groups = {key: _group(reg, node[key], key, origin, problems)
-              for key, reg in GROUPS.items() if key in node}
+        problems.append(
+            f"{g}: no preset chosen; add '- {g}: PRESET' to the recipe's defaults "
+            f"or pass {g}=PRESET (`ft list {g}`)"
+        )
+    groups = {
+        key: _group(reg, node[key], key, origin, problems)
+        for key, reg in GROUPS.items()
+        if key in node
+    }
     if "logger" in node:
         groups["logger"] = _loggers(node["logger"], origin, problems)
-    train = check_dataclass(TrainConfig, node.get("train") or {}, "train", origin, problems) \
-        if "train" in node else None
-    data = check_dataclass(DataConfig, node.get("data") or {}, "data", origin, problems) \
-        if "data" in node else None
+    train = (
+        check_dataclass(TrainConfig, node.get("train") or {}, "train", origin, problems)
+        if "train" in node
+        else None
+    )
+    data = (
+        check_dataclass(DataConfig, node.get("data") or {}, "data", origin, problems)
+        if "data" in node
+        else None
+    )
     data_source = None
     if data is not None:
         try:
             source_entry = DATASETS.get(data.name, key="data.name")
-            data_source = check_dataclass(source_entry.Params, data.source, "data.source",
-                                          origin, problems)
+            data_source = check_dataclass(
+                source_entry.Params, data.source, "data.source", origin, problems
+            )
         except UserError as error:
             problems.append(str(error))
     top = {k: node[k] for k in TOP_LEVEL_KEYS if k in node}
     top_checked = check_dataclass(RunSettings, top, "", origin, problems)
     if problems:
-        raise UserError(f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):",
-                        problems)
-    run = RunConfig(data=data, train=train, data_source=data_source, raw=node,
-                    **groups, **dataclasses.asdict(top_checked))
+        raise UserError(
+            f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):", problems
+        )
+    run = RunConfig(
+        data=data,
+        train=train,
+        data_source=data_source,
+        raw=node,
+        **groups,
+        **dataclasses.asdict(top_checked),
+    )
     from framework.config.checks import check_combination
 
     check_combination(run)
     return run
 
 
-def _checkpoint_replaces_random_init(node: Dict[str, Any]) -> None:
+def _checkpoint_replaces_random_init(node: dict[str, Any]) -> None:
     """model.checkpoint set on a preset that builds a tiny random model (tiny_bert, ...): the
     checkpoint is what the user asked for, so random init is switched off (in the saved config
     too); training the random model instead would silently ignore the checkpoint."""
@@ -157,8 +200,9 @@ def _checkpoint_replaces_random_init(node: Dict[str, Any]) -> None:
     if isinstance(model, dict) and model.get("checkpoint") and model.get("random_init") is not None:
         import logging
 
-        logging.getLogger("ft").info("model.checkpoint=%s is set: model.random_init switched off",
-                                     model["checkpoint"])
+        logging.getLogger("ft").info(
+            "model.checkpoint=%s is set: model.random_init switched off", model["checkpoint"]
+        )
         model["random_init"] = None
 
 
@@ -174,7 +218,7 @@ def _dataclass_of(tp: Any) -> Any:
     return None
 
 
-def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
+def schema_fields(config: dict[str, Any], key_path: str) -> list[str] | None:
     """Keys the schema allows beside `key_path` in a composed config: None where any key goes
     (a free-form mapping such as data.columns), [] where nothing can be added. Lets
     `group.key=value` set a schema field that the preset does not spell out."""
@@ -213,8 +257,11 @@ def schema_fields(config: Dict[str, Any], key_path: str) -> Optional[List[str]]:
             return []
         inner = _dataclass_of(hints[part])
         if inner is None:
-            free_form = hints[part] is Any or typing.get_origin(hints[part]) in (dict, Dict) or any(
-                typing.get_origin(a) in (dict, Dict) for a in typing.get_args(hints[part]))
+            free_form = (
+                hints[part] is Any
+                or typing.get_origin(hints[part]) in (dict, dict)
+                or any(typing.get_origin(a) in (dict, dict) for a in typing.get_args(hints[part]))
+            )
             return None if free_form else []
         cls = inner
     return sorted(f.name for f in dataclasses.fields(cls))
@@ -230,7 +277,7 @@ def load_run_file(path: Path) -> RunConfig:
     return build_run_config(upgrade_saved(yaml.safe_load(path.read_text())), lambda key: str(path))
 
 
-def upgrade_saved(node: Dict[str, Any]) -> Dict[str, Any]:
+def upgrade_saved(node: dict[str, Any]) -> dict[str, Any]:
     """A config saved by an older ft, with each preset's renamed keys rewritten by its registry
     entry (`upgrade_saved(params) -> params`), so that old run directories still load."""
     load_all()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Dict, List, Literal, Optional, Union, get_args, get_origin
+from collections.abc import Callable
+from typing import Any, Literal, Union, get_args, get_origin
 
 from framework.core.errors import did_you_mean
 
@@ -26,9 +27,9 @@ def _describe(tp: Any) -> str:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in UNION_ORIGINS:
         return " or ".join(_describe(a) for a in get_args(tp))
-    if origin in (list, List):
+    if origin in (list, list):
         return f"list of {_describe(get_args(tp)[0])}" if get_args(tp) else "list"
-    if origin in (dict, Dict):
+    if origin in (dict, dict):
         return "mapping"
     if tp is type(None):
         return "null"
@@ -38,7 +39,7 @@ def _describe(tp: Any) -> str:
 class _Checker:
     def __init__(self, origin: OriginFn):
         self.origin = origin
-        self.problems: List[str] = []
+        self.problems: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -66,16 +67,19 @@ class _Checker:
         if origin is Literal:
             choices = get_args(tp)
             if value not in choices:
-                self.fail(path, f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
-                          f"{did_you_mean(value, choices)}")
+                self.fail(
+                    path,
+                    f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                    f"{did_you_mean(value, choices)}",
+                )
             return value
-        if origin in (list, List):
+        if origin in (list, list):
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
                 self.fail(path, f"must be {_describe(tp)}, got {value!r}")
                 return []
             (item_tp,) = get_args(tp) or (Any,)
             return [self.value(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if origin in (dict, Dict):
+        if origin in (dict, dict):
             if not isinstance(value, dict):
                 self.fail(path, f"must be a mapping, got {value!r}")
                 return {}
@@ -108,22 +112,30 @@ class _Checker:
             return value
         return value
 
-    def dataclass(self, cls: type, node: Dict[str, Any], path: str) -> Any:
+    def dataclass(self, cls: type, node: dict[str, Any], path: str) -> Any:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         for key in node:
             if key not in fields:
                 where = f"{path}.{key}" if path else str(key)
-                self.fail(where, f"unknown key{did_you_mean(key, fields)} (set in {self.origin(where)}); "
-                                 f"valid keys: {', '.join(sorted(fields))}")
+                self.fail(
+                    where,
+                    f"unknown key{did_you_mean(key, fields)} (set in {self.origin(where)}); "
+                    f"valid keys: {', '.join(sorted(fields))}",
+                )
         kwargs = {}
         for name, field in fields.items():
             where = f"{path}.{name}" if path else name
-            required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            required = (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            )
             if name not in node or node[name] == MISSING_MARK:
                 if required or node.get(name) == MISSING_MARK:
-                    self.fail(where, f"missing value: set it in the recipe or on the command line "
-                                     f"({where}=...)")
+                    self.fail(
+                        where,
+                        f"missing value: set it in the recipe or on the command line ({where}=...)",
+                    )
                 continue
             kwargs[name] = self.value(hints[name], node[name], where)
         if self.problems:
@@ -131,8 +143,9 @@ class _Checker:
         return cls(**kwargs)
 
 
-def check_dataclass(cls: type, node: Dict[str, Any], path: str, origin: OriginFn,
-                    problems: List[str]) -> Optional[Any]:
+def check_dataclass(
+    cls: type, node: dict[str, Any], path: str, origin: OriginFn, problems: list[str]
+) -> Any | None:
     """Build ``cls`` from ``node``; append every problem found to ``problems`` (None if any)."""
     checker = _Checker(origin)
     result = checker.dataclass(cls, node, path)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Mapping, Optional
 
 # Auto class -> the name of its table in modeling_auto.py.
 TABLE_OF_AUTO_CLASS = {
@@ -34,16 +34,19 @@ DECODER, ENCODER, SEQ2SEQ = "decoder", "encoder", "seq2seq"  # model kinds (deco
 
 
 @functools.lru_cache(maxsize=1)  # a pure read of an installed file: parse it once per process
-def _tables() -> Dict[str, Dict[str, str]]:
+def _tables() -> dict[str, dict[str, str]]:
     spec = importlib.util.find_spec("transformers")
     if spec is None or not spec.submodule_search_locations:
         return {}
     source = Path(list(spec.submodule_search_locations)[0]) / "models" / "auto" / "modeling_auto.py"
-    tables: Dict[str, Dict[str, str]] = {}
+    tables: dict[str, dict[str, str]] = {}
     for node in ast.parse(source.read_text()).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id in TABLE_OF_AUTO_CLASS.values()):
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in TABLE_OF_AUTO_CLASS.values()
+        ):
             continue
         call = node.value
         if isinstance(call, ast.Call) and call.args:
@@ -54,13 +57,13 @@ def _tables() -> Dict[str, Dict[str, str]]:
     return tables
 
 
-def classes_of(auto_class: str) -> Optional[Dict[str, str]]:
+def classes_of(auto_class: str) -> dict[str, str] | None:
     """model_type -> class name for an Auto class; None when ft cannot read its table."""
     table = TABLE_OF_AUTO_CLASS.get(auto_class)
     return _tables().get(table) if table else None
 
 
-def model_class(auto_class: str, model_type: str) -> Optional[str]:
+def model_class(auto_class: str, model_type: str) -> str | None:
     """The class the Auto class loads for a model type, or None if it has none."""
     return (classes_of(auto_class) or {}).get(model_type)
 
@@ -75,8 +78,9 @@ def model_kind(config: Mapping) -> str:
         return SEQ2SEQ
     if "is_encoder_decoder" not in config and model_class("AutoModelForSeq2SeqLM", model_type):
         return SEQ2SEQ  # a bare {"model_type": ...} (tiny model spec, family default): its table
-    if model_class("AutoModelForCausalLM", model_type) and not model_class("AutoModelForMaskedLM",
-                                                                          model_type):
+    if model_class("AutoModelForCausalLM", model_type) and not model_class(
+        "AutoModelForMaskedLM", model_type
+    ):
         return DECODER
     return ENCODER
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -48,7 +48,7 @@ class LaunchFailed(Exception):
         self.exit_code = code
 
 
-def exit_code_for(error: BaseException) -> Optional[int]:
+def exit_code_for(error: BaseException) -> int | None:
     """Print the one-line message of an error ft expects and return its exit code; None for any
     other error (a bug: let its traceback show). The only place that maps errors to exit codes."""
     if isinstance(error, UserError):

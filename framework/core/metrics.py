@@ -20,7 +20,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Dict, List, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -71,8 +71,8 @@ def _fmeasure(precision: float, recall: float) -> float:
 
 
 def classification_metrics(
-    preds: List[int], labels: List[int], num_labels: int
-) -> Dict[str, float]:
+    preds: list[int], labels: list[int], num_labels: int
+) -> dict[str, float]:
     """Accuracy and macro-F1 for single-label classification.
 
     Macro-F1 follows sklearn's ``f1_score(average="macro")`` with default ``labels=None``: it
@@ -105,7 +105,7 @@ def classification_metrics(
     return {"accuracy": accuracy, "macro_f1": float(np.mean(f1s))}
 
 
-def multilabel_metrics(preds: List[List[int]], labels: List[List[int]]) -> Dict[str, float]:
+def multilabel_metrics(preds: list[list[int]], labels: list[list[int]]) -> dict[str, float]:
     """Micro-F1, macro-F1 and subset (exact-match) accuracy for multi-label classification.
 
     Each inner list is a 0/1 indicator vector over the labels (thresholding probabilities is the
@@ -128,7 +128,9 @@ def multilabel_metrics(preds: List[List[int]], labels: List[List[int]]) -> Dict[
         p = np.asarray(preds)
         y = np.asarray(labels)
     except ValueError as e:  # ragged inner lists
-        raise ValueError(f"multilabel_metrics: inner vectors must all have the same length ({e})")
+        raise ValueError(
+            f"multilabel_metrics: inner vectors must all have the same length ({e})"
+        ) from None
     if p.ndim != 2 or y.ndim != 2 or p.shape != y.shape:
         raise ValueError(
             f"multilabel_metrics: preds and labels must both be [n_examples, n_labels] 0/1 "
@@ -174,7 +176,7 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return max(-1.0, min(1.0, r))  # rounding can step just outside [-1, 1]
 
 
-def regression_metrics(preds: List[float], labels: List[float]) -> Dict[str, float]:
+def regression_metrics(preds: list[float], labels: list[float]) -> dict[str, float]:
     """Pearson and Spearman correlation (in [-1, 1]) and mean squared error (>= 0).
 
     Spearman is Pearson on average ranks (ties share their mean rank), as ``scipy.stats.spearmanr``.
@@ -200,7 +202,7 @@ def regression_metrics(preds: List[float], labels: List[float]) -> Dict[str, flo
 # entity-level (seqeval / conlleval)
 
 
-def _split_tag(tag: str) -> Tuple[str, str]:
+def _split_tag(tag: str) -> tuple[str, str]:
     # seqeval: the prefix is the first character, the type is what follows the first '-';
     # a bare tag such as "O" or "B" has type "_" (seqeval's placeholder).
     prefix = tag[0] if tag else "O"
@@ -230,7 +232,7 @@ def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool
     return tag not in ("O", ".") and prev_type != type_
 
 
-def get_entities(tags: List[str]) -> List[Tuple[str, int, int]]:
+def get_entities(tags: list[str]) -> list[tuple[str, int, int]]:
     """Entity chunks ``(type, start, end)`` (end inclusive) of one tag sequence, as seqeval.
 
     Follows seqeval's default (conlleval-compatible, non-strict) chunking for IOB2/BIO (and
@@ -239,7 +241,7 @@ def get_entities(tags: List[str]) -> List[Tuple[str, int, int]]:
     E-/S-. So ``["O", "I-PER", "I-PER"]`` gives ``[("PER", 1, 2)]`` and ``["B-PER", "I-LOC"]``
     gives ``[("PER", 0, 0), ("LOC", 1, 1)]``.
     """
-    chunks: List[Tuple[str, int, int]] = []
+    chunks: list[tuple[str, int, int]] = []
     prev_tag, prev_type = "O", ""
     begin = 0
     # A trailing "O" sentinel flushes a chunk that runs to the end of the sequence.
@@ -253,7 +255,7 @@ def get_entities(tags: List[str]) -> List[Tuple[str, int, int]]:
     return chunks
 
 
-def entity_metrics(pred_tags: List[List[str]], true_tags: List[List[str]]) -> Dict[str, float]:
+def entity_metrics(pred_tags: list[list[str]], true_tags: list[list[str]]) -> dict[str, float]:
     """Entity-level micro precision / recall / F1 and token accuracy, as seqeval's defaults.
 
     Chunks come from :func:`get_entities` per sentence (so no chunk spans two sentences, as
@@ -320,7 +322,7 @@ def _squad_f1(prediction: str, ground_truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_metrics(predictions: List[str], references: List[List[str]]) -> Dict[str, float]:
+def squad_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
     """Exact match and token F1 (0..1), each the max over an example's gold answers, averaged.
 
     SQuAD 2.0 unanswerable questions: as in the v2.0 script, gold answers that normalize to the
@@ -349,7 +351,7 @@ def squad_metrics(predictions: List[str], references: List[List[str]]) -> Dict[s
 _ROUGE_NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 
 
-def _rouge_tokenize(text: str) -> List[str]:
+def _rouge_tokenize(text: str) -> list[str]:
     # rouge-score's default tokenizer without stemming: lowercase, every run of characters other
     # than ASCII a-z0-9 becomes a space, split. Like rouge-score, non-ASCII letters are dropped
     # (so e.g. Chinese text has no tokens and scores 0): kept for comparability with the package.
@@ -360,7 +362,7 @@ def _ngrams(tokens: Sequence[str], n: int) -> Counter:
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
-def _rouge_n(target: List[str], prediction: List[str], n: int) -> float:
+def _rouge_n(target: list[str], prediction: list[str], n: int) -> float:
     # rouge-score _score_ngrams: clipped overlap; max(count, 1) denominators give 0, not 0/0.
     t, p = _ngrams(target, n), _ngrams(prediction, n)
     overlap = sum(min(c, p[g]) for g, c in t.items())
@@ -380,14 +382,14 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
-def _rouge_l(target: List[str], prediction: List[str]) -> float:
+def _rouge_l(target: list[str], prediction: list[str]) -> float:
     if not target or not prediction:
         return 0.0
     lcs = _lcs_length(target, prediction)
     return _fmeasure(lcs / len(prediction), lcs / len(target))
 
 
-def rouge_scores(predictions: List[str], references: List[str]) -> Dict[str, float]:
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
     """ROUGE-1, ROUGE-2 and ROUGE-L F-measures (0..1), each averaged over examples.
 
     Matches ``rouge_score.rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"],
@@ -420,7 +422,7 @@ _13A_RULES = [
 ]
 
 
-def _tokenize_13a(line: str) -> List[str]:
+def _tokenize_13a(line: str) -> list[str]:
     """sacreBLEU's default "13a" tokenization (after its rstrip), returned as a token list."""
     line = line.rstrip()
     line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
@@ -433,7 +435,7 @@ def _tokenize_13a(line: str) -> List[str]:
     return line.split()
 
 
-def _as_reference_lists(references: Sequence) -> List[List[str]]:
+def _as_reference_lists(references: Sequence) -> list[list[str]]:
     # Accept one reference string per prediction or a list of alternative references.
     return [[r] if isinstance(r, str) else list(r) for r in references]
 
@@ -441,7 +443,7 @@ def _as_reference_lists(references: Sequence) -> List[List[str]]:
 _BLEU_ORDER = 4
 
 
-def _corpus_bleu(predictions: List[str], references: List[List[str]]) -> float:
+def _corpus_bleu(predictions: list[str], references: list[list[str]]) -> float:
     """sacreBLEU ``corpus_bleu`` with its defaults: 13a tokens, BLEU-4, exp smoothing."""
     correct = [0] * _BLEU_ORDER
     total = [0] * _BLEU_ORDER
@@ -487,12 +489,12 @@ _CHRF_ORDER = 6
 _CHRF_BETA = 2.0
 
 
-def _char_ngram_stats(hyp: str, ref: str) -> List[int]:
+def _char_ngram_stats(hyp: str, ref: str) -> list[int]:
     # Per order: [hyp n-gram count, ref n-gram count, clipped matches]. Whitespace is removed
     # first (sacreBLEU's default whitespace=False), so n-grams may span word boundaries.
     hyp = "".join(hyp.split())
     ref = "".join(ref.split())
-    stats: List[int] = []
+    stats: list[int] = []
     for n in range(1, _CHRF_ORDER + 1):
         h = Counter(hyp[i : i + n] for i in range(len(hyp) - n + 1))
         r = Counter(ref[i : i + n] for i in range(len(ref) - n + 1))
@@ -524,7 +526,7 @@ def _chrf_from_stats(stats: Sequence[float]) -> float:
     return (1 + b2) * avg_p * avg_r / (b2 * avg_p + avg_r)
 
 
-def _corpus_chrf(predictions: List[str], references: List[List[str]]) -> float:
+def _corpus_chrf(predictions: list[str], references: list[list[str]]) -> float:
     """sacreBLEU ``corpus_chrf`` defaults: char 6-grams, beta 2, statistics summed over the corpus;
     with several references, each sentence uses the one giving it the best sentence chrF."""
     totals = [0] * (3 * _CHRF_ORDER)
@@ -540,9 +542,7 @@ def _corpus_chrf(predictions: List[str], references: List[List[str]]) -> float:
     return _chrf_from_stats(totals)
 
 
-def bleu_chrf(
-    predictions: List[str], references: Union[List[str], List[List[str]]]
-) -> Dict[str, float]:
+def bleu_chrf(predictions: list[str], references: list[str] | list[list[str]]) -> dict[str, float]:
     """Corpus-level BLEU-4 and chrF on a 0..1 scale (sacreBLEU's numbers divided by 100).
 
     ``references[i]`` is either one reference string or a list of alternative references.
@@ -568,8 +568,8 @@ def bleu_chrf(
 
 
 def retrieval_metrics(
-    similarity, relevant: List[int], ks: Sequence[int] = (1, 5, 10)
-) -> Dict[str, float]:
+    similarity, relevant: list[int], ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Recall@k and mean reciprocal rank for one relevant document per query.
 
     ``similarity`` is a 2D array ``[n_queries, n_docs]`` (higher = more similar) and

@@ -8,7 +8,7 @@ from ft, so that any layer (plug-ins included) can use these types without an im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Literal
 
 
 @dataclass(kw_only=True)
@@ -23,36 +23,50 @@ class TrainConfig:
     """Optimisation settings (the `train` group). Batch sizes are per process, in examples."""
 
     epochs: int = 1  # full passes over the training split; ignored when max_steps is set
-    max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
     batch_size: int = 8  # examples per process per micro-batch
-    eval_batch_size: Optional[int] = None  # defaults to batch_size
+    eval_batch_size: int | None = None  # defaults to batch_size
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 2e-4
     weight_decay: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     warmup_ratio: float = 0.0  # fraction of total optimizer steps spent warming up
-    max_grad_norm: Optional[float] = 1.0  # clip the global grad norm; null = no clipping
+    max_grad_norm: float | None = 1.0  # clip the global grad norm; null = no clipping
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     eval_before: bool = False  # evaluate the untrained model first (baseline in metrics.jsonl)
     log_every: int = 10  # optimizer steps between loss logs (each log costs one host sync)
     save_every: int = 0  # optimizer steps between checkpoints; 0 = no intermediate checkpoints
-    save_every_minutes: Optional[float] = None  # also checkpoint once this much wall time passed since the last save
+    save_every_minutes: float | None = (
+        None  # also checkpoint once this much wall time passed since the last save
+    )
     keep_last: int = 2  # complete checkpoints kept; the newest complete one is never deleted
     nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
     gradient_checkpointing: bool = False  # trade compute for activation memory
     num_workers: int = 0  # DataLoader worker processes
-    keep_best: bool = False  # adapter/ = best eval by the task's primary metric; adapter_last/ = last
-    early_stopping_patience: Optional[int] = None  # stop after this many evals without improvement
-    early_stopping_delta: float = 0.0  # smallest change of the primary metric that counts as improving
+    keep_best: bool = (
+        False  # adapter/ = best eval by the task's primary metric; adapter_last/ = last
+    )
+    early_stopping_patience: int | None = None  # stop after this many evals without improvement
+    early_stopping_delta: float = (
+        0.0  # smallest change of the primary metric that counts as improving
+    )
     # ---- speed (docs/speed.md measures each) ----
-    packing: bool = True  # causal LM: one padding-free row per micro-batch (where the model supports it)
-    packed_attention: bool = True  # packed rows: SDPA per example, not over a (row length)^2 block mask
+    packing: bool = (
+        True  # causal LM: one padding-free row per micro-batch (where the model supports it)
+    )
+    packed_attention: bool = (
+        True  # packed rows: SDPA per example, not over a (row length)^2 block mask
+    )
     group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
-    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"  # its backend
-    fused_optimizer: bool = True  # fused AdamW kernel; also lets a non-finite step be skipped on the device
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = (
+        "inductor"  # its backend
+    )
+    fused_optimizer: bool = (
+        True  # fused AdamW kernel; also lets a non-finite step be skipped on the device
+    )
     pin_memory: bool = True  # page-locked host batches (faster host->GPU copies; no effect on CPU)
     profile: bool = False  # torch-profiler trace of a few steps into the run dir + top-10 ops
 
@@ -62,11 +76,11 @@ class DataConfig:
     """Where examples come from and how they are cut (the `data` group)."""
 
     name: str  # a data source: files, hub, or a built-in dataset (`ft list data`)
-    source: Dict[str, Any] = field(default_factory=dict)  # the source's own options
-    columns: Dict[str, str] = field(default_factory=dict)  # task role -> column in the data
+    source: dict[str, Any] = field(default_factory=dict)  # the source's own options
+    columns: dict[str, str] = field(default_factory=dict)  # task role -> column in the data
     validation_split: float = 0.1  # held-out fraction when the data has no validation split
     max_length: int = 256  # tokens per example
     truncation: bool = True  # false: drop (and count) examples longer than max_length
-    max_train_examples: Optional[int] = None
-    max_eval_examples: Optional[int] = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
     shuffle_seed: int = 0  # seed of the train/validation split made by ft

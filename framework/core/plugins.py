@@ -11,8 +11,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-PLUGIN_PACKAGES = ("framework.models", "framework.peft", "framework.tasks", "framework.hardware",
-                   "framework.data", "framework.loggers")
+PLUGIN_PACKAGES = (
+    "framework.models",
+    "framework.peft",
+    "framework.tasks",
+    "framework.hardware",
+    "framework.data",
+    "framework.loggers",
+)
 
 
 def load_all() -> None:

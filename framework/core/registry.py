@@ -8,7 +8,8 @@ This module imports nothing from ft but its errors: every layer may use it.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, List, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from framework.core.errors import UserError, did_you_mean
 
@@ -20,7 +21,7 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: Dict[str, T] = {}
+        self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Class decorator: ``@PEFT_METHODS.register("lora")``. Names are unique."""
@@ -45,7 +46,7 @@ class Registry(Generic[T]):
             )
         return self._entries[name]
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

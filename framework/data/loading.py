@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
-from framework.core.params import DataConfig
 from framework.core.errors import UserError
+from framework.core.params import DataConfig
 from framework.core.registry import DATASETS
 
 
@@ -16,8 +16,8 @@ from framework.core.registry import DATASETS
 class RawSplits:
     """Raw HF datasets per split, plus where each came from (for error messages)."""
 
-    splits: Dict[str, Any]
-    origins: Dict[str, str] = field(default_factory=dict)
+    splits: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
 
     def describe(self, split: str) -> str:
         return self.origins.get(split, "the data")
@@ -35,8 +35,10 @@ def _read_file(path: Path, fmt: str, split: str) -> Any:
     if not path.is_file():
         raise UserError(f"data.source.{split}: file not found: {path}")
     if _is_blank(path):
-        raise UserError(f"data.source.{split}: {path} is empty. Point data.source.{split} at a "
-                        f"file with examples")
+        raise UserError(
+            f"data.source.{split}: {path} is empty. Point data.source.{split} at a "
+            f"file with examples"
+        )
     try:
         if fmt == "conll":
             return datasets.Dataset.from_list(read_conll(path))
@@ -48,9 +50,10 @@ def _read_file(path: Path, fmt: str, split: str) -> Any:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if fmt == "json":
             message = _first_bad_json_line(path) or message
-        raise UserError(f"data.source.{split}: cannot read {path} as {fmt}: {message}. "
-                        f"Check the file's format (set data.source.format if the suffix is wrong)") \
-            from None
+        raise UserError(
+            f"data.source.{split}: cannot read {path} as {fmt}: {message}. "
+            f"Check the file's format (set data.source.format if the suffix is wrong)"
+        ) from None
 
 
 def _is_blank(path: Path) -> bool:
@@ -100,8 +103,9 @@ def load_raw_splits(data: DataConfig, source_params: Any) -> RawSplits:
     raw = RawSplits(splits={})
     if hasattr(entry, "load"):
         raw.splits = entry.load(source_params)
-        raw.origins = {s: f"{data.name} dataset '{getattr(source_params, 'path', '')}'"
-                       for s in raw.splits}
+        raw.origins = {
+            s: f"{data.name} dataset '{getattr(source_params, 'path', '')}'" for s in raw.splits
+        }
     else:
         files = entry.materialize(source_params, data_cache_dir())
         forced = getattr(source_params, "format", None)
@@ -111,28 +115,36 @@ def load_raw_splits(data: DataConfig, source_params: Any) -> RawSplits:
             raw.origins[split] = str(path)
     for split, dataset in raw.splits.items():
         if len(dataset) == 0:
-            raise UserError(f"data: split '{split}' of {raw.describe(split)} is empty. "
-                            f"Fix: point data.source at a file with examples")
+            raise UserError(
+                f"data: split '{split}' of {raw.describe(split)} is empty. "
+                f"Fix: point data.source at a file with examples"
+            )
     if "train" not in raw.splits:
         raise UserError(f"data: {data.name} has no train split")
     if "validation" not in raw.splits:
         if not 0.0 < data.validation_split < 1.0 or len(raw.splits["train"]) < 2:
-            raise UserError(f"data.validation_split={data.validation_split}: the data has no "
-                            f"validation split, so ft needs a fraction in (0, 1) of a train split "
-                            f"with at least 2 examples to hold out")
-        held = raw.splits["train"].train_test_split(test_size=data.validation_split,
-                                                    seed=data.shuffle_seed)
+            raise UserError(
+                f"data.validation_split={data.validation_split}: the data has no "
+                f"validation split, so ft needs a fraction in (0, 1) of a train split "
+                f"with at least 2 examples to hold out"
+            )
+        held = raw.splits["train"].train_test_split(
+            test_size=data.validation_split, seed=data.shuffle_seed
+        )
         raw.splits["train"], raw.splits["validation"] = held["train"], held["test"]
         raw.origins["validation"] = f"{raw.describe('train')} (held-out {data.validation_split:g})"
-    caps = {"train": data.max_train_examples, "validation": data.max_eval_examples,
-            "test": data.max_eval_examples}
+    caps = {
+        "train": data.max_train_examples,
+        "validation": data.max_eval_examples,
+        "test": data.max_eval_examples,
+    }
     for split, cap in caps.items():
         if cap is not None and split in raw.splits and len(raw.splits[split]) > cap:
             raw.splits[split] = raw.splits[split].select(range(cap))
     return raw
 
 
-def read_conll(path: Any) -> List[Dict[str, List[str]]]:
+def read_conll(path: Any) -> list[dict[str, list[str]]]:
     """Read a CoNLL token/tag file into ``[{"tokens": [...], "tags": [...]}, ...]``.
 
     One token per line: ``token<TAB>tag`` or ``token tag`` (whitespace); with more than two
@@ -150,9 +162,9 @@ def read_conll(path: Any) -> List[Dict[str, List[str]]]:
     except OSError as e:
         raise UserError(f"cannot read CoNLL file {path}: {e}") from None
 
-    sentences: List[Dict[str, List[str]]] = []
-    tokens: List[str] = []
-    tags: List[str] = []
+    sentences: list[dict[str, list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
 
     def flush() -> None:
         if tokens:

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from framework.core.errors import UserError
 from framework.core.registry import DATASETS
 
-FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
-           ".txt": "text", ".conll": "conll"}
+FORMATS = {
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".conll": "conll",
+}
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass(kw_only=True)
 class FilesParams:
-    train: Optional[str] = None  # path of the training file (json/jsonl/csv/tsv/parquet/txt/conll)
-    validation: Optional[str] = None  # null: ft holds out data.validation_split of train
-    test: Optional[str] = None  # optional final held-out split
-    format: Optional[Literal["json", "csv", "parquet", "text", "conll"]] = None  # null: from suffix
+    train: str | None = None  # path of the training file (json/jsonl/csv/tsv/parquet/txt/conll)
+    validation: str | None = None  # null: ft holds out data.validation_split of train
+    test: str | None = None  # optional final held-out split
+    format: Literal["json", "csv", "parquet", "text", "conll"] | None = None  # null: from suffix
 
 
 @DATASETS.register("files")
@@ -30,7 +37,7 @@ class Files:
     summary = "local json/jsonl/csv/parquet/text/conll files"
 
     @classmethod
-    def problems(cls, params: FilesParams) -> List[str]:
+    def problems(cls, params: FilesParams) -> list[str]:
         found = []
         if not params.train:
             found.append("data.source.train: missing; give the path of the training file")
@@ -42,27 +49,32 @@ class Files:
             if not path.is_file():
                 found.append(f"data.source.{split}='{value}': no such file ({path.resolve()})")
             elif params.format is None and path.suffix.lower() not in FORMATS:
-                found.append(f"data.source.{split}='{value}': unknown file type '{path.suffix}'; "
-                             f"set data.source.format to one of {sorted(set(FORMATS.values()))}")
+                found.append(
+                    f"data.source.{split}='{value}': unknown file type '{path.suffix}'; "
+                    f"set data.source.format to one of {sorted(set(FORMATS.values()))}"
+                )
         return found
 
     @classmethod
-    def materialize(cls, params: FilesParams, cache_dir: Path) -> Dict[str, Path]:
+    def materialize(cls, params: FilesParams, cache_dir: Path) -> dict[str, Path]:
         problems = cls.problems(params)
         if problems:
             raise UserError(problems[0])
-        return {split: Path(getattr(params, split)).expanduser().resolve()
-                for split in SPLITS if getattr(params, split)}
+        return {
+            split: Path(getattr(params, split)).expanduser().resolve()
+            for split in SPLITS
+            if getattr(params, split)
+        }
 
 
 @dataclass(kw_only=True)
 class HubParams:
     path: str  # dataset id on the hub (or a loading-script-free local dataset folder)
-    config_name: Optional[str] = None
-    revision: Optional[str] = None
+    config_name: str | None = None
+    revision: str | None = None
     train_split: str = "train"
-    validation_split: Optional[str] = "validation"  # null or absent: ft holds out a fraction
-    test_split: Optional[str] = None
+    validation_split: str | None = "validation"  # null or absent: ft holds out a fraction
+    test_split: str | None = None
 
 
 @DATASETS.register("hub")
@@ -73,26 +85,33 @@ class Hub:
     summary = "a hub dataset by name (datasets.load_dataset)"
 
     @classmethod
-    def problems(cls, params: HubParams) -> List[str]:
+    def problems(cls, params: HubParams) -> list[str]:
         return []
 
     @classmethod
-    def load(cls, params: HubParams) -> Dict[str, Any]:
+    def load(cls, params: HubParams) -> dict[str, Any]:
         import datasets
 
         try:
-            loaded = datasets.load_dataset(params.path, params.config_name, revision=params.revision)
+            loaded = datasets.load_dataset(
+                params.path, params.config_name, revision=params.revision
+            )
         except Exception as error:  # offline, unknown name, ...: one line for the user
-            raise UserError(f"data.source.path='{params.path}': cannot load hub dataset: "
-                            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") \
-                from None
-        names = {"train": params.train_split, "validation": params.validation_split,
-                 "test": params.test_split}
+            raise UserError(
+                f"data.source.path='{params.path}': cannot load hub dataset: "
+                f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            ) from None
+        names = {
+            "train": params.train_split,
+            "validation": params.validation_split,
+            "test": params.test_split,
+        }
         splits = {}
         for split, name in names.items():
             if name and name in loaded:
                 splits[split] = loaded[name]
             elif name and split == "train":
-                raise UserError(f"data.source.train_split='{name}': the dataset has splits "
-                                f"{list(loaded)}")
+                raise UserError(
+                    f"data.source.train_split='{name}': the dataset has splits {list(loaded)}"
+                )
         return splits

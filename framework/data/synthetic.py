@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any
 
-from framework.data.builtin import Rows, Source, check_positive
 from framework.core.errors import UserError
 from framework.core.registry import DATASETS
+from framework.data.builtin import Rows, Source, check_positive
 
 
 @DATASETS.register("synthetic_squad")
@@ -24,7 +24,7 @@ class SyntheticSquad(Source):
     """
 
     splits = ("train", "validation")
-    columns = {s: ("id", "title", "context", "question", "answers") for s in splits}
+    columns = dict.fromkeys(splits, ("id", "title", "context", "question", "answers"))
 
     @dataclass
     class Params:
@@ -37,21 +37,30 @@ class SyntheticSquad(Source):
             check_positive("synthetic_squad", "num_train", self.num_train)
             check_positive("synthetic_squad", "num_validation", self.num_validation)
             frac = self.unanswerable_fraction
-            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
+            if (
+                isinstance(frac, bool)
+                or not isinstance(frac, (int, float))
+                or not 0.0 <= frac <= 1.0
+            ):
                 raise UserError(
                     f"unanswerable_fraction: must be a number between 0 and 1 for built-in dataset "
                     f"'synthetic_squad', got {frac!r}"
                 )
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
+    def build(cls, params: Any) -> dict[str, Rows]:
         from framework.testing.synthetic_squad import _squad_rows
 
         frac = float(params.unanswerable_fraction)
         return {
-            "train": _squad_rows(params.num_train, random.Random(f"squad-train-{params.seed}"), "train", frac),
+            "train": _squad_rows(
+                params.num_train, random.Random(f"squad-train-{params.seed}"), "train", frac
+            ),
             "validation": _squad_rows(
-                params.num_validation, random.Random(f"squad-validation-{params.seed}"), "validation", frac
+                params.num_validation,
+                random.Random(f"squad-validation-{params.seed}"),
+                "validation",
+                frac,
             ),
         }
 
@@ -67,7 +76,7 @@ class SyntheticSeq2Seq(Source):
     """
 
     splits = ("train", "validation")
-    columns = {s: ("source", "target") for s in splits}
+    columns = dict.fromkeys(splits, ("source", "target"))
     tasks = ("dates", "number_words")
 
     @dataclass
@@ -87,7 +96,7 @@ class SyntheticSeq2Seq(Source):
                 )
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
+    def build(cls, params: Any) -> dict[str, Rows]:
         from framework.testing.synthetic_seq2seq import _seq2seq_rows
 
         rng = random.Random(f"seq2seq-{params.task}-{params.seed}")
@@ -129,11 +138,17 @@ class SyntheticRetrieval(Source):
             check_positive("synthetic_retrieval", "num_scored", self.num_scored)
 
     @classmethod
-    def build(cls, params: Any) -> Dict[str, Rows]:
+    def build(cls, params: Any) -> dict[str, Rows]:
         from framework.testing.synthetic_retrieval import _retrieval_pairs, _scored_pairs
 
         return {
-            "train": _retrieval_pairs(params.num_train, random.Random(f"retrieval-train-{params.seed}")),
-            "validation": _retrieval_pairs(params.num_validation, random.Random(f"retrieval-validation-{params.seed}")),
-            "scored": _scored_pairs(params.num_scored, random.Random(f"retrieval-scored-{params.seed}")),
+            "train": _retrieval_pairs(
+                params.num_train, random.Random(f"retrieval-train-{params.seed}")
+            ),
+            "validation": _retrieval_pairs(
+                params.num_validation, random.Random(f"retrieval-validation-{params.seed}")
+            ),
+            "scored": _scored_pairs(
+                params.num_scored, random.Random(f"retrieval-scored-{params.seed}")
+            ),
         }

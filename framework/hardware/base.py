@@ -10,10 +10,11 @@ methods the runner calls inside a rank (``accelerator_kwargs``, ``load_kwargs``)
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from framework.core.params import GroupParams
 from framework.core.registry import PEFT_METHODS
@@ -25,7 +26,9 @@ class HardwareParams(GroupParams):
     precision: Literal["auto", "no", "fp16", "bf16"] = "no"  # auto: bf16 if supported, else fp16
     num_machines: int = 1  # multi-node: machines in the job
     machine_rank: int = 0  # multi-node: this machine's rank (0 = main); taken from SLURM when set
-    main_process_ip: str = "127.0.0.1"  # multi-node: address of machine 0; taken from SLURM when set
+    main_process_ip: str = (
+        "127.0.0.1"  # multi-node: address of machine 0; taken from SLURM when set
+    )
     main_process_port: int = 29500  # multi-node: rendezvous port on machine 0
 
 
@@ -38,9 +41,9 @@ class MemoryLayout:
     shard_optimizer: bool = False  # ZeRO-1 and up, FSDP
     shard_gradients: bool = False  # ZeRO-2 and up, FSDP
     shard_weights: bool = False  # ZeRO-3, FSDP
-    offload_optimizer: Optional[str] = None  # "cpu"/"nvme": optimizer state off the device
-    offload_weights: Optional[str] = None  # "cpu"/"nvme": weights off the device, streamed in
-    weights_cap: Optional[int] = None  # device_map: weight bytes kept on the device (rest: CPU/disk)
+    offload_optimizer: str | None = None  # "cpu"/"nvme": optimizer state off the device
+    offload_weights: str | None = None  # "cpu"/"nvme": weights off the device, streamed in
+    weights_cap: int | None = None  # device_map: weight bytes kept on the device (rest: CPU/disk)
     gradient_copies: int = 0  # extra gradient-sized buffers (DDP's all-reduce buckets)
     master_weights: bool = False  # fp32 copy of trainable weights under 16-bit (DeepSpeed)
     checkpoints_activations: bool = False  # the profile recomputes activations itself (FSDP)
@@ -69,23 +72,27 @@ class HardwareProfile:
         return cls.uses_gpu if device is None else device == "cuda"
 
     @classmethod
-    def problems(cls, params: Any, run: Any) -> List[str]:
+    def problems(cls, params: Any, run: Any) -> list[str]:
         """Impossible settings, found without importing torch; each names the keys."""
         found = []
         if not cls.on_gpu(params) and params.precision in ("fp16", "bf16"):
-            found.append(f"hardware.precision={params.precision}: mixed precision needs a GPU; "
-                         f"use hardware.precision=no on CPU")
+            found.append(
+                f"hardware.precision={params.precision}: mixed precision needs a GPU; "
+                f"use hardware.precision=no on CPU"
+            )
         if params.num_processes < 1 or params.num_machines < 1:
             found.append("hardware.num_processes and hardware.num_machines must be >= 1")
         if not 0 <= params.machine_rank < params.num_machines:
-            found.append(f"hardware.machine_rank={params.machine_rank} must be in "
-                         f"[0, hardware.num_machines={params.num_machines})")
+            found.append(
+                f"hardware.machine_rank={params.machine_rank} must be in "
+                f"[0, hardware.num_machines={params.num_machines})"
+            )
         if not 0 < params.main_process_port < 65536:
             found.append(f"hardware.main_process_port={params.main_process_port}: not a TCP port")
         return found
 
     @classmethod
-    def device_count_problems(cls, params: Any, run: Any) -> List[str]:
+    def device_count_problems(cls, params: Any, run: Any) -> list[str]:
         """More processes on this machine than it has GPUs. Imports torch, so only GPU profiles
         that launch processes call it; a dry run (e.g. on a login node) skips it."""
         launches = params.num_processes > 1 or cls.always_launch
@@ -94,12 +101,15 @@ class HardwareProfile:
         count = cuda_device_count()
         if params.num_processes <= count:
             return []
-        cpu_hint = "hardware.device=cpu for CPU processes (gloo), " \
-            if hasattr(params, "device") else ""
+        cpu_hint = (
+            "hardware.device=cpu for CPU processes (gloo), " if hasattr(params, "device") else ""
+        )
         have = "no CUDA GPU" if count == 0 else f"{count} CUDA GPU(s)"
-        return [f"hardware.num_processes={params.num_processes}: this "
-                f"machine has {have}; use at most one process per GPU, {cpu_hint}or dry_run=true "
-                f"to only print the launch command"]
+        return [
+            f"hardware.num_processes={params.num_processes}: this "
+            f"machine has {have}; use at most one process per GPU, {cpu_hint}or dry_run=true "
+            f"to only print the launch command"
+        ]
 
     # ---- launching (no torch) -----------------------------------------------------------------
     @classmethod
@@ -107,17 +117,23 @@ class HardwareProfile:
         return params.num_processes * params.num_machines
 
     @classmethod
-    def launch_env(cls, params: Any) -> Dict[str, str]:
+    def launch_env(cls, params: Any) -> dict[str, str]:
         """Environment variables for launched ranks."""
         if cls.always_launch and cls.world_size(params) == 1:
             # `accelerate launch --num_processes 1` starts one plain process, but DeepSpeed and
             # FSDP still need a process group: give it the torchrun variables of a group of one.
-            return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(params.main_process_port)}
+            return {
+                "RANK": "0",
+                "LOCAL_RANK": "0",
+                "WORLD_SIZE": "1",
+                "LOCAL_WORLD_SIZE": "1",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(params.main_process_port),
+            }
         return {}
 
     @classmethod
-    def launch_args(cls, params: Any) -> List[str]:
+    def launch_args(cls, params: Any) -> list[str]:
         """`accelerate launch` arguments for a multi-process run.
 
         Every multi-process run goes through torchrun (`--multi_gpu`): it starts one process per
@@ -129,12 +145,20 @@ class HardwareProfile:
         from framework.hardware.slurm import machine_settings
 
         rank, ip = machine_settings(params)
-        args = ["--num_processes", str(cls.world_size(params)),
-                "--num_machines", str(params.num_machines),
-                "--machine_rank", str(rank),
-                "--main_process_ip", ip,
-                "--main_process_port", str(params.main_process_port),
-                "--mixed_precision", params.precision if params.precision != "auto" else "no"]
+        args = [
+            "--num_processes",
+            str(cls.world_size(params)),
+            "--num_machines",
+            str(params.num_machines),
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            ip,
+            "--main_process_port",
+            str(params.main_process_port),
+            "--mixed_precision",
+            params.precision if params.precision != "auto" else "no",
+        ]
         if cls.world_size(params) > 1:
             args.append("--multi_gpu")
         return args
@@ -147,7 +171,7 @@ class HardwareProfile:
         return False
 
     @classmethod
-    def resume_fingerprint(cls, params: Any, train: Any) -> Dict[str, Any]:
+    def resume_fingerprint(cls, params: Any, train: Any) -> dict[str, Any]:
         """What of this profile a checkpoint depends on: resuming with other values is refused."""
         return {"world size": cls.world_size(params)}
 
@@ -158,11 +182,15 @@ class HardwareProfile:
         return MemoryLayout()
 
     @classmethod
-    def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
+    def plan(cls, params: Any, train: Any) -> dict[str, Any]:
         """What the profile sets up, as plain data (printed by a dry run; no torch)."""
         name = getattr(cls, "registry_name", cls.__name__)
-        return {"profile": name, "device": "cuda" if cls.on_gpu(params) else "cpu",
-                "world_size": cls.world_size(params), "precision": params.precision}
+        return {
+            "profile": name,
+            "device": "cuda" if cls.on_gpu(params) else "cpu",
+            "world_size": cls.world_size(params),
+            "precision": params.precision,
+        }
 
     # ---- inside a rank (may import torch) -------------------------------------------------------
     @classmethod
@@ -179,13 +207,16 @@ class HardwareProfile:
         return "no"
 
     @classmethod
-    def accelerator_kwargs(cls, params: Any, train: Any) -> Dict[str, Any]:
+    def accelerator_kwargs(cls, params: Any, train: Any) -> dict[str, Any]:
         """Keyword arguments for accelerate.Accelerator."""
-        return {"mixed_precision": cls.mixed_precision(params), "cpu": not cls.on_gpu(params),
-                "gradient_accumulation_steps": train.grad_accum}
+        return {
+            "mixed_precision": cls.mixed_precision(params),
+            "cpu": not cls.on_gpu(params),
+            "gradient_accumulation_steps": train.grad_accum,
+        }
 
     @classmethod
-    def load_kwargs(cls, params: Any) -> Dict[str, Any]:
+    def load_kwargs(cls, params: Any) -> dict[str, Any]:
         """Extra from_pretrained kwargs (device_map, max_memory, offload_folder)."""
         return {}
 
@@ -197,7 +228,7 @@ class HardwareProfile:
         yield
 
     @classmethod
-    def build_optimizer(cls, params: Any, groups: List[Dict[str, Any]], train: Any) -> Optional[Any]:
+    def build_optimizer(cls, params: Any, groups: list[dict[str, Any]], train: Any) -> Any | None:
         """An optimizer the profile needs instead of ft's torch one (DeepSpeed's CPU Adam for
         ZeRO-Offload), or None to let the runner build its own."""
         return None
@@ -208,8 +239,17 @@ def quantizes_base(run: Any) -> bool:
     return PEFT_METHODS.get(run.peft.name, key="peft.name").quantized_base
 
 
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def size_bytes(value: Any) -> int:
@@ -218,7 +258,7 @@ def size_bytes(value: Any) -> int:
         return value
     text = str(value).strip().lower().replace(" ", "")
     number = text.rstrip("kmgtib")
-    unit = text[len(number):] or "b"
+    unit = text[len(number) :] or "b"
     try:
         return int(float(number) * _UNITS[unit])
     except (KeyError, ValueError):
@@ -234,7 +274,16 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count()
 
 
-def launch_command(profile: Any, params: Any, run_dir: Path, config_file: str) -> List[str]:
+def launch_command(profile: Any, params: Any, run_dir: Path, config_file: str) -> list[str]:
     """The command that starts every rank of a multi-process run on this machine."""
-    return [sys.executable, "-m", "accelerate.commands.launch", *profile.launch_args(params),
-            "-m", "framework.training.trainer", str(run_dir), "--config", config_file]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *profile.launch_args(params),
+        "-m",
+        "framework.training.trainer",
+        str(run_dir),
+        "--config",
+        config_file,
+    ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from framework.hardware.base import HardwareProfile
 from framework.core.registry import HARDWARE
+from framework.hardware.base import HardwareProfile
 
 
 @HARDWARE.register("cpu")

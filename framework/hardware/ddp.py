@@ -3,10 +3,10 @@ NCCL between GPUs, gloo between CPU processes (hardware.device=cpu)."""
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
-from framework.hardware.base import DistributedParams, HardwareProfile, MemoryLayout
 from framework.core.registry import HARDWARE
+from framework.hardware.base import DistributedParams, HardwareProfile, MemoryLayout
 
 
 @HARDWARE.register("ddp")
@@ -16,7 +16,7 @@ class Ddp(HardwareProfile):
     summary = "N processes (DistributedDataParallel): NCCL on GPUs, gloo with device=cpu"
 
     @classmethod
-    def problems(cls, params: Any, run: Any) -> List[str]:
+    def problems(cls, params: Any, run: Any) -> list[str]:
         return super().problems(params, run) + cls.device_count_problems(params, run)
 
     @classmethod

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
-from framework.hardware.base import HardwareProfile
 from framework.core.registry import HARDWARE
+from framework.hardware.base import HardwareProfile
 
 
 @HARDWARE.register("gpu")
@@ -14,9 +14,11 @@ class Gpu(HardwareProfile):
     summary = "one GPU, bf16 (fp16 + scaler where bf16 is missing)"
 
     @classmethod
-    def problems(cls, params: Any, run: Any) -> List[str]:
+    def problems(cls, params: Any, run: Any) -> list[str]:
         found = super().problems(params, run)
         if params.num_processes != 1:
-            found.append(f"hardware.num_processes={params.num_processes}: the gpu profile is one "
-                         f"device; use hardware=ddp for several")
+            found.append(
+                f"hardware.num_processes={params.num_processes}: the gpu profile is one "
+                f"device; use hardware=ddp for several"
+            )
         return found

@@ -9,26 +9,30 @@ conf/hydra/launcher/slurm.yaml) with one task per node; each task runs ft's usua
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from framework.core.errors import UserError
 
 
-def in_slurm_job(env: Optional[Mapping[str, str]] = None) -> bool:
+def in_slurm_job(env: Mapping[str, str] | None = None) -> bool:
     """True inside a SLURM allocation's task (srun sets SLURM_NODEID and SLURM_JOB_NODELIST)."""
     env = os.environ if env is None else env
-    return bool(env.get("SLURM_JOB_ID") and env.get("SLURM_NODEID") is not None
-                and env.get("SLURM_JOB_NODELIST"))
+    return bool(
+        env.get("SLURM_JOB_ID")
+        and env.get("SLURM_NODEID") is not None
+        and env.get("SLURM_JOB_NODELIST")
+    )
 
 
-def expand_nodelist(nodelist: str) -> List[str]:
+def expand_nodelist(nodelist: str) -> list[str]:
     """SLURM's compressed host list ('gpu[07-08],cpu3') as host names, in SLURM's order."""
     from submitit.slurm.slurm import _parse_node_list
 
     return _parse_node_list(nodelist)
 
 
-def machine_settings(params: Any, env: Optional[Mapping[str, str]] = None) -> Tuple[int, str]:
+def machine_settings(params: Any, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """(machine_rank, main_process_ip) for this node. Inside a multi-node SLURM job they come
     from SLURM (SLURM_NODEID, first host of SLURM_JOB_NODELIST), so one config serves every
     node; elsewhere from hardware.machine_rank / hardware.main_process_ip."""
@@ -37,16 +41,20 @@ def machine_settings(params: Any, env: Optional[Mapping[str, str]] = None) -> Tu
         return params.machine_rank, params.main_process_ip
     nodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 0)
     if nodes != params.num_machines:
-        raise UserError(f"hardware.num_machines={params.num_machines}, but this SLURM job has "
-                        f"{nodes} node(s); set hardware.num_machines={nodes} (the slurm launcher "
-                        f"preset asks for hardware.num_machines nodes)")
+        raise UserError(
+            f"hardware.num_machines={params.num_machines}, but this SLURM job has "
+            f"{nodes} node(s); set hardware.num_machines={nodes} (the slurm launcher "
+            f"preset asks for hardware.num_machines nodes)"
+        )
     if int(env.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0] or 1) != 1:
-        raise UserError("hydra.launcher.tasks_per_node must be 1: each node runs one "
-                        "`accelerate launch`, which starts hardware.num_processes ranks itself")
+        raise UserError(
+            "hydra.launcher.tasks_per_node must be 1: each node runs one "
+            "`accelerate launch`, which starts hardware.num_processes ranks itself"
+        )
     return int(env["SLURM_NODEID"]), expand_nodelist(env["SLURM_JOB_NODELIST"])[0]
 
 
-def sbatch_parameters(launcher: Mapping[str, Any]) -> Dict[str, Any]:
+def sbatch_parameters(launcher: Mapping[str, Any]) -> dict[str, Any]:
     """The submitit executor parameters Hydra's submitit launcher derives from a resolved
     `hydra.launcher` mapping (same key mapping as hydra_submitit_launcher)."""
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -54,8 +62,11 @@ def sbatch_parameters(launcher: Mapping[str, Any]) -> Dict[str, Any]:
 
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     skip = {"_target_", "submitit_folder", "max_num_timeout"}
-    return {key if key in base else f"slurm_{key}": value
-            for key, value in launcher.items() if key not in skip}
+    return {
+        key if key in base else f"slurm_{key}": value
+        for key, value in launcher.items()
+        if key not in skip
+    }
 
 
 def sbatch_script(launcher: Mapping[str, Any], folder: str) -> str:
@@ -69,19 +80,21 @@ def sbatch_script(launcher: Mapping[str, Any], folder: str) -> str:
     generic = sbatch_parameters(launcher)
     # submitit's AutoExecutor renames generic keys (timeout_min -> time, ...) and drops the
     # slurm_ prefix; do the same here without needing `srun` on this machine.
-    params: Dict[str, Any] = {}
+    params: dict[str, Any] = {}
     equivalence = slurm.SlurmExecutor._equivalence_dict()
     for key, value in generic.items():
         if key.startswith("slurm_"):
-            params[key[len("slurm_"):]] = value
+            params[key[len("slurm_") :]] = value
         elif key in equivalence:
             params[equivalence[key]] = value
         else:
             params[key] = value
     if "mem" in params and params["mem"] is not None:
         params["mem"] = slurm._convert_mem(params["mem"])
-    params = {k: v for k, v in params.items()
-              if k in slurm._get_default_parameters() and v is not None}
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
-                        shlex.quote(folder)])
+    params = {
+        k: v for k, v in params.items() if k in slurm._get_default_parameters() and v is not None
+    }
+    command = " ".join(
+        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)]
+    )
     return slurm._make_sbatch_string(command=command, folder=folder, **params)

@@ -16,18 +16,17 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
-from framework.hardware.base import (DistributedParams, HardwareProfile, MemoryLayout,
-                                     quantizes_base)
 from framework.core.registry import HARDWARE
+from framework.hardware.base import DistributedParams, HardwareProfile, MemoryLayout, quantizes_base
 
 
 @dataclass(kw_only=True)
 class DeepSpeedParams(DistributedParams):
-    deepspeed: Dict[str, Any] = field(default_factory=dict)  # DeepSpeed's own config keys
-    deepspeed_config_file: Optional[str] = None  # your DeepSpeed JSON; `deepspeed` keys go on top
-    nvme_path: Optional[str] = None  # local NVMe directory for offload sections with device: nvme
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # DeepSpeed's own config keys
+    deepspeed_config_file: str | None = None  # your DeepSpeed JSON; `deepspeed` keys go on top
+    nvme_path: str | None = None  # local NVMe directory for offload sections with device: nvme
 
 
 # DeepSpeed keys ft derives from `train` (dotted DeepSpeed key -> the train key that sets it).
@@ -40,7 +39,7 @@ MANAGED_KEYS = {
 OFFLOAD_SECTIONS = ("offload_optimizer", "offload_param")
 
 
-def deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """`top` merged into a copy of `base`, mapping by mapping (top wins on leaves)."""
     merged = copy.deepcopy(base)
     for key, value in top.items():
@@ -51,7 +50,7 @@ def deep_merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
     return merged
 
 
-def _get(config: Dict[str, Any], dotted: str) -> Any:
+def _get(config: dict[str, Any], dotted: str) -> Any:
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -60,10 +59,10 @@ def _get(config: Dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def user_config(params: DeepSpeedParams) -> Tuple[Dict[str, Any], List[str]]:
+def user_config(params: DeepSpeedParams) -> tuple[dict[str, Any], list[str]]:
     """The user's DeepSpeed config (file, then the preset's keys on top) and any problems."""
-    base: Dict[str, Any] = {}
-    problems: List[str] = []
+    base: dict[str, Any] = {}
+    problems: list[str] = []
     if params.deepspeed_config_file:
         path = Path(params.deepspeed_config_file).expanduser()
         try:
@@ -71,17 +70,21 @@ def user_config(params: DeepSpeedParams) -> Tuple[Dict[str, Any], List[str]]:
             if not isinstance(base, dict):
                 raise ValueError("the top level is not a JSON object")
         except FileNotFoundError:
-            problems.append(f"hardware.deepspeed_config_file={params.deepspeed_config_file}: no "
-                            f"such file; give the path of a DeepSpeed JSON config")
+            problems.append(
+                f"hardware.deepspeed_config_file={params.deepspeed_config_file}: no "
+                f"such file; give the path of a DeepSpeed JSON config"
+            )
             base = {}
         except (OSError, ValueError) as error:
-            problems.append(f"hardware.deepspeed_config_file={params.deepspeed_config_file}: not a "
-                            f"DeepSpeed JSON config ({str(error).splitlines()[0]})")
+            problems.append(
+                f"hardware.deepspeed_config_file={params.deepspeed_config_file}: not a "
+                f"DeepSpeed JSON config ({str(error).splitlines()[0]})"
+            )
             base = {}
     return deep_merge(base, params.deepspeed), problems
 
 
-def managed_values(train: Any, world_size: int) -> Dict[str, Any]:
+def managed_values(train: Any, world_size: int) -> dict[str, Any]:
     """The values ft gives the MANAGED_KEYS for this run."""
     return {
         "train_micro_batch_size_per_gpu": train.batch_size,
@@ -92,12 +95,12 @@ def managed_values(train: Any, world_size: int) -> Dict[str, Any]:
     }
 
 
-def zero_stage(config: Dict[str, Any]) -> Optional[int]:
+def zero_stage(config: dict[str, Any]) -> int | None:
     stage = _get(config, "zero_optimization.stage")
     return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
 
 
-def offload_devices(config: Dict[str, Any]) -> Dict[str, str]:
+def offload_devices(config: dict[str, Any]) -> dict[str, str]:
     """{'offload_optimizer': 'cpu', ...} for the offload sections that are switched on."""
     found = {}
     for section in OFFLOAD_SECTIONS:
@@ -107,7 +110,7 @@ def offload_devices(config: Dict[str, Any]) -> Dict[str, str]:
     return found
 
 
-def deepspeed_config(params: DeepSpeedParams, train: Any, world_size: int) -> Dict[str, Any]:
+def deepspeed_config(params: DeepSpeedParams, train: Any, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config a run uses: the user's keys, then ft's (no torch; also for dry runs).
     fp16/bf16 are left to Accelerate, which sets them from hardware.precision."""
     config, _ = user_config(params)
@@ -134,67 +137,94 @@ class DeepSpeed(HardwareProfile):
     summary = "DeepSpeed ZeRO 1/2/3 (+ CPU/NVMe offload) via Accelerate; presets zero1..zero3_nvme"
 
     @classmethod
-    def problems(cls, params: Any, run: Any) -> List[str]:
+    def problems(cls, params: Any, run: Any) -> list[str]:
         found = super().problems(params, run)
         config, file_problems = user_config(params)
         found += file_problems
         stage = zero_stage(config)
         if stage not in (0, 1, 2, 3):
-            found.append(f"hardware.deepspeed.zero_optimization.stage="
-                         f"{_get(config, 'zero_optimization.stage')}: must be 0, 1, 2 or 3 "
-                         f"(pick a preset: hardware=zero1, zero2, zero3, zero3_offload, zero3_nvme)")
+            found.append(
+                f"hardware.deepspeed.zero_optimization.stage="
+                f"{_get(config, 'zero_optimization.stage')}: must be 0, 1, 2 or 3 "
+                f"(pick a preset: hardware=zero1, zero2, zero3, zero3_offload, zero3_nvme)"
+            )
         for key in ("optimizer", "scheduler"):
             if key in config:
-                found.append(f"hardware.deepspeed.{key}: ft builds the {key} from train.{key} "
-                             f"(and train.lr, train.warmup_ratio); remove the DeepSpeed '{key}' "
-                             f"section")
+                found.append(
+                    f"hardware.deepspeed.{key}: ft builds the {key} from train.{key} "
+                    f"(and train.lr, train.warmup_ratio); remove the DeepSpeed '{key}' "
+                    f"section"
+                )
         ours = managed_values(run.train, cls.world_size(params))
         for key, value in ours.items():
             theirs = config.get(key)
             if theirs not in (None, "auto") and theirs != value:
-                found.append(f"hardware.deepspeed.{key}={theirs} disagrees with {MANAGED_KEYS[key]}"
-                             f" (= {value}); ft sets it from train: remove it or write \"auto\"")
+                found.append(
+                    f"hardware.deepspeed.{key}={theirs} disagrees with {MANAGED_KEYS[key]}"
+                    f' (= {value}); ft sets it from train: remove it or write "auto"'
+                )
         for dtype in ("fp16", "bf16"):
             enabled = _get(config, f"{dtype}.enabled")
             wanted = params.precision == dtype
-            if enabled in (None, "auto") or (params.precision != "auto" and bool(enabled) == wanted):
+            if enabled in (None, "auto") or (
+                params.precision != "auto" and bool(enabled) == wanted
+            ):
                 continue
-            found.append(f"hardware.deepspeed.{dtype}.enabled={enabled} disagrees with "
-                         f"hardware.precision={params.precision}; set the precision with "
-                         f"hardware.precision and write \"auto\" (or nothing) in the DeepSpeed config")
+            found.append(
+                f"hardware.deepspeed.{dtype}.enabled={enabled} disagrees with "
+                f"hardware.precision={params.precision}; set the precision with "
+                f'hardware.precision and write "auto" (or nothing) in the DeepSpeed config'
+            )
         devices = offload_devices(config)
         for section, device in devices.items():
             if device not in ("cpu", "nvme"):
-                found.append(f"hardware.deepspeed.zero_optimization.{section}.device={device}: "
-                             f"must be none, cpu or nvme")
-        no_path = [f"hardware.deepspeed.zero_optimization.{section}.device=nvme"
-                   for section, device in devices.items() if device == "nvme"
-                   and not (params.nvme_path or _get(config, f"zero_optimization.{section}.nvme_path"))]
+                found.append(
+                    f"hardware.deepspeed.zero_optimization.{section}.device={device}: "
+                    f"must be none, cpu or nvme"
+                )
+        no_path = [
+            f"hardware.deepspeed.zero_optimization.{section}.device=nvme"
+            for section, device in devices.items()
+            if device == "nvme"
+            and not (params.nvme_path or _get(config, f"zero_optimization.{section}.nvme_path"))
+        ]
         if no_path:
-            found.append(f"hardware.nvme_path: required with {' and '.join(no_path)}; set "
-                         f"hardware.nvme_path=/a/dir/on/local/nvme (a fast local disk, not a "
-                         f"network file system)")
+            found.append(
+                f"hardware.nvme_path: required with {' and '.join(no_path)}; set "
+                f"hardware.nvme_path=/a/dir/on/local/nvme (a fast local disk, not a "
+                f"network file system)"
+            )
         if "offload_param" in devices and stage != 3:
-            found.append(f"hardware.deepspeed.zero_optimization.offload_param needs stage 3 "
-                         f"(hardware.deepspeed.zero_optimization.stage={stage}); use hardware="
-                         f"zero3_offload, or offload only the optimizer")
+            found.append(
+                f"hardware.deepspeed.zero_optimization.offload_param needs stage 3 "
+                f"(hardware.deepspeed.zero_optimization.stage={stage}); use hardware="
+                f"zero3_offload, or offload only the optimizer"
+            )
         if "offload_optimizer" in devices and run.train.optimizer != "adamw":
-            found.append(f"train.optimizer={run.train.optimizer} with hardware.deepspeed."
-                         f"zero_optimization.offload_optimizer: offloaded steps run DeepSpeed's CPU "
-                         f"Adam; use train.optimizer=adamw")
+            found.append(
+                f"train.optimizer={run.train.optimizer} with hardware.deepspeed."
+                f"zero_optimization.offload_optimizer: offloaded steps run DeepSpeed's CPU "
+                f"Adam; use train.optimizer=adamw"
+            )
         gather = _get(config, "zero_optimization.stage3_gather_16bit_weights_on_model_save")
         if stage == 3 and gather is False:
-            found.append("hardware.deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_"
-                         "save=false: ft saves the adapter from the gathered ZeRO-3 weights; set it "
-                         "to true (or remove it)")
+            found.append(
+                "hardware.deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_"
+                "save=false: ft saves the adapter from the gathered ZeRO-3 weights; set it "
+                "to true (or remove it)"
+            )
         if stage == 3 and quantizes_base(run):
-            found.append(f"peft=qlora with hardware={params.name} (ZeRO-3): ZeRO-3 shards weights, but "
-                         f"peft=qlora loads the whole bitsandbytes-quantized base onto each rank's "
-                         f"GPU (no bnb_4bit_quant_storage), which ZeRO-3 cannot partition; use "
-                         f"hardware=zero2 or hardware=ddp with qlora")
+            found.append(
+                f"peft=qlora with hardware={params.name} (ZeRO-3): ZeRO-3 shards weights, but "
+                f"peft=qlora loads the whole bitsandbytes-quantized base onto each rank's "
+                f"GPU (no bnb_4bit_quant_storage), which ZeRO-3 cannot partition; use "
+                f"hardware=zero2 or hardware=ddp with qlora"
+            )
         if params.device == "cpu" and "offload_optimizer" in devices:
-            found.append("hardware.device=cpu with hardware.deepspeed.zero_optimization."
-                         "offload_optimizer: the weights already live on the CPU; turn offload off")
+            found.append(
+                "hardware.device=cpu with hardware.deepspeed.zero_optimization."
+                "offload_optimizer: the weights already live on the CPU; turn offload off"
+            )
         found += cls.device_count_problems(params, run)
         return found
 
@@ -202,7 +232,7 @@ class DeepSpeed(HardwareProfile):
     def shards_parameters(cls, params: Any, train: Any) -> bool:
         try:
             return zero_stage(deepspeed_config(params, train, 1)) == 3
-        except Exception:  # noqa: BLE001 - an unreadable config is reported by problems()
+        except Exception:
             return False
 
     @classmethod
@@ -210,19 +240,23 @@ class DeepSpeed(HardwareProfile):
         config = deepspeed_config(params, train, cls.world_size(params))
         stage = zero_stage(config) or 0
         devices = offload_devices(config)
-        return MemoryLayout(shards=cls.world_size(params), shard_optimizer=stage >= 1,
-                            shard_gradients=stage >= 2, shard_weights=stage == 3,
-                            offload_optimizer=devices.get("offload_optimizer"),
-                            offload_weights=devices.get("offload_param"),
-                            master_weights=params.precision != "no")
+        return MemoryLayout(
+            shards=cls.world_size(params),
+            shard_optimizer=stage >= 1,
+            shard_gradients=stage >= 2,
+            shard_weights=stage == 3,
+            offload_optimizer=devices.get("offload_optimizer"),
+            offload_weights=devices.get("offload_param"),
+            master_weights=params.precision != "no",
+        )
 
     @classmethod
-    def resume_fingerprint(cls, params: Any, train: Any) -> Dict[str, Any]:
+    def resume_fingerprint(cls, params: Any, train: Any) -> dict[str, Any]:
         stage = zero_stage(deepspeed_config(params, train, cls.world_size(params)))
         return {**super().resume_fingerprint(params, train), "hardware.zero_stage": stage}
 
     @classmethod
-    def launch_env(cls, params: Any) -> Dict[str, str]:
+    def launch_env(cls, params: Any) -> dict[str, str]:
         # Without CUDA, DeepSpeed must use its CPU accelerator (gloo when oneCCL is missing).
         env = super().launch_env(params)
         if params.device == "cpu":
@@ -230,37 +264,45 @@ class DeepSpeed(HardwareProfile):
         return env
 
     @classmethod
-    def plan(cls, params: Any, train: Any) -> Dict[str, Any]:
+    def plan(cls, params: Any, train: Any) -> dict[str, Any]:
         plan = super().plan(params, train)
         plan["deepspeed"] = deepspeed_config(params, train, cls.world_size(params))
         plan["deepspeed_precision"] = "fp16/bf16 sections set by Accelerate from hardware.precision"
         return plan
 
     @classmethod
-    def accelerator_kwargs(cls, params: Any, train: Any) -> Dict[str, Any]:
+    def accelerator_kwargs(cls, params: Any, train: Any) -> dict[str, Any]:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
         config = deepspeed_config(params, train, cls.world_size(params))
         stage = zero_stage(config)
-        plugin = DeepSpeedPlugin(hf_ds_config=config, gradient_accumulation_steps=train.grad_accum,
-                                 gradient_clipping=config["gradient_clipping"],
-                                 zero3_init_flag=stage == 3, zero3_save_16bit_model=stage == 3)
+        plugin = DeepSpeedPlugin(
+            hf_ds_config=config,
+            gradient_accumulation_steps=train.grad_accum,
+            gradient_clipping=config["gradient_clipping"],
+            zero3_init_flag=stage == 3,
+            zero3_save_16bit_model=stage == 3,
+        )
         # Accelerate refuses DeepSpeed with cpu=True; on CPU it is told to use gloo instead, so
         # that DeepSpeed's process group spans every rank (otherwise each rank sees world size 1).
-        kwargs: Dict[str, Any] = {"mixed_precision": cls.mixed_precision(params), "cpu": False,
-                                  "gradient_accumulation_steps": train.grad_accum,
-                                  "deepspeed_plugin": plugin}
+        kwargs: dict[str, Any] = {
+            "mixed_precision": cls.mixed_precision(params),
+            "cpu": False,
+            "gradient_accumulation_steps": train.grad_accum,
+            "deepspeed_plugin": plugin,
+        }
         if params.device == "cpu":
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
         return kwargs
 
     @classmethod
-    def build_optimizer(cls, params: Any, groups: List[Dict[str, Any]], train: Any) -> Optional[Any]:
+    def build_optimizer(cls, params: Any, groups: list[dict[str, Any]], train: Any) -> Any | None:
         config = deepspeed_config(params, train, cls.world_size(params))
         if "offload_optimizer" not in offload_devices(config):
             return None
         # ZeRO-Offload steps the optimizer on the CPU; DeepSpeed insists on its vectorised Adam.
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-        return DeepSpeedCPUAdam(groups, lr=train.lr, weight_decay=train.weight_decay,
-                                adamw_mode=True)
+        return DeepSpeedCPUAdam(
+            groups, lr=train.lr, weight_decay=train.weight_decay, adamw_mode=True
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar
 
 from framework.core.params import GroupParams
 
@@ -17,7 +17,7 @@ TRACKERS_EXTRA = "trackers"  # the ft-peft extra that installs every tracker lib
 
 @dataclass(kw_only=True)
 class LoggerParams(GroupParams):
-    project: Optional[str] = None  # tracker project / experiment name (default: the recipe)
+    project: str | None = None  # tracker project / experiment name (default: the recipe)
 
 
 class Logger:
@@ -25,18 +25,20 @@ class Logger:
     (`tracker`), the module it needs (`package`), and may add per-tracker hooks below."""
 
     Params: ClassVar[type] = LoggerParams
-    tracker: ClassVar[Optional[str]] = None  # accelerate `log_with` name
-    package: ClassVar[Optional[str]] = None  # import name the tracker needs
+    tracker: ClassVar[str | None] = None  # accelerate `log_with` name
+    package: ClassVar[str | None] = None  # import name the tracker needs
     summary: ClassVar[str] = ""
 
     @classmethod
-    def problems(cls, params: Any) -> List[str]:
+    def problems(cls, params: Any) -> list[str]:
         """A missing tracker library is reported at validation, before any model is loaded."""
         if cls.package and importlib.util.find_spec(cls.package) is None:
             name = cls.registry_name  # type: ignore[attr-defined]
-            return [f"logger={name}: the '{cls.package}' library is not installed; install the "
-                    f"trackers extra (pip install 'ft-peft[{TRACKERS_EXTRA}]'), or drop "
-                    f"{name} from logger="]
+            return [
+                f"logger={name}: the '{cls.package}' library is not installed; install the "
+                f"trackers extra (pip install 'ft-peft[{TRACKERS_EXTRA}]'), or drop "
+                f"{name} from logger="
+            ]
         return []
 
     @classmethod
@@ -44,12 +46,12 @@ class Logger:
         """Process-level set-up before the tracker starts (e.g. MLflow's tracking URI)."""
 
     @classmethod
-    def init_kwargs(cls, params: Any, run_dir: Path) -> Dict[str, Any]:
+    def init_kwargs(cls, params: Any, run_dir: Path) -> dict[str, Any]:
         """Keyword arguments of Accelerate's tracker class (its `init_kwargs` entry)."""
         return {}
 
     @classmethod
-    def log_summary(cls, tracker: Any, summary: Dict[str, Any]) -> None:
+    def log_summary(cls, tracker: Any, summary: dict[str, Any]) -> None:
         """Record the run's final summary.json in the tracker's own summary form."""
 
     @classmethod

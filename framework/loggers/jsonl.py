@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from framework.loggers.base import Logger
 from framework.core.registry import LOGGERS
+from framework.loggers.base import Logger
 
 
 @LOGGERS.register("jsonl")

@@ -6,17 +6,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
-from framework.loggers.base import Logger, LoggerParams
 from framework.core.registry import LOGGERS
+from framework.loggers.base import Logger, LoggerParams
 from framework.store.run_dir import MLFLOW_DIR
 
 
 @dataclass(kw_only=True)
 class MlflowParams(LoggerParams):
-    tracking_uri: Optional[str] = None  # null: file store RUN_DIR/mlruns; or http://..., sqlite:///...
-    run_name: Optional[str] = None  # default: the run directory's name
+    tracking_uri: str | None = None  # null: file store RUN_DIR/mlruns; or http://..., sqlite:///...
+    run_name: str | None = None  # default: the run directory's name
 
 
 @LOGGERS.register("mlflow")
@@ -37,11 +37,11 @@ class Mlflow(Logger):
         mlflow.set_tracking_uri(params.tracking_uri or (run_dir / MLFLOW_DIR).resolve().as_uri())
 
     @classmethod
-    def init_kwargs(cls, params: Any, run_dir: Path) -> Dict[str, Any]:
+    def init_kwargs(cls, params: Any, run_dir: Path) -> dict[str, Any]:
         return {"run_name": params.run_name or run_dir.name}
 
     @classmethod
-    def log_summary(cls, tracker: Any, summary: Dict[str, Any]) -> None:
+    def log_summary(cls, tracker: Any, summary: dict[str, Any]) -> None:
         import mlflow
 
         mlflow.log_dict(summary, "summary.json")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any
 
-from framework.loggers.base import Logger
 from framework.core.registry import LOGGERS
+from framework.loggers.base import Logger
 
 
 @LOGGERS.register("tensorboard")
@@ -16,7 +16,7 @@ class Tensorboard(Logger):
     summary = "metrics.jsonl plus TensorBoard event files in RUN_DIR/tensorboard"
 
     @classmethod
-    def log_summary(cls, tracker: Any, summary: Dict[str, Any]) -> None:
+    def log_summary(cls, tracker: Any, summary: dict[str, Any]) -> None:
         """The summary as a text entry (TensorBoard has no artifacts)."""
         tracker.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```")
         tracker.writer.flush()

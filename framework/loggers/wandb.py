@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Literal
 
-from framework.loggers.base import Logger, LoggerParams
 from framework.core.registry import LOGGERS
+from framework.loggers.base import Logger, LoggerParams
 from framework.store.run_dir import WANDB_DIR
 
 # Where W&B stages artifact files (for `wandb sync` of an offline run): inside the run directory,
@@ -20,8 +20,8 @@ _USER_DATA_DIR = "WANDB_DATA_DIR" in os.environ
 @dataclass(kw_only=True)
 class WandbParams(LoggerParams):
     mode: Literal["offline", "online", "disabled"] = "offline"
-    entity: Optional[str] = None  # W&B team or user (online mode)
-    run_name: Optional[str] = None  # default: the run directory's name
+    entity: str | None = None  # W&B team or user (online mode)
+    run_name: str | None = None  # default: the run directory's name
 
 
 @LOGGERS.register("wandb")
@@ -37,21 +37,33 @@ class Wandb(Logger):
             os.environ["WANDB_DATA_DIR"] = str(run_dir / WANDB_DIR)
 
     @classmethod
-    def init_kwargs(cls, params: Any, run_dir: Path) -> Dict[str, Any]:
+    def init_kwargs(cls, params: Any, run_dir: Path) -> dict[str, Any]:
         import wandb
 
         # No command line, environment, git state, code or machine details: the command line
         # may hold a token, and the config logged instead is the redacted one.
-        settings = wandb.Settings(disable_code=True, save_code=False, disable_git=True,
-                                  x_disable_meta=True, x_disable_stats=True,
-                                  x_disable_machine_info=True, x_save_requirements=False,
-                                  console="off", silent=True)
+        settings = wandb.Settings(
+            disable_code=True,
+            save_code=False,
+            disable_git=True,
+            x_disable_meta=True,
+            x_disable_stats=True,
+            x_disable_machine_info=True,
+            x_save_requirements=False,
+            console="off",
+            silent=True,
+        )
         # W&B writes into dir/wandb (= RUN_DIR/WANDB_DIR).
-        return {"mode": params.mode, "entity": params.entity, "dir": str(run_dir),
-                "name": params.run_name or run_dir.name, "settings": settings}
+        return {
+            "mode": params.mode,
+            "entity": params.entity,
+            "dir": str(run_dir),
+            "name": params.run_name or run_dir.name,
+            "settings": settings,
+        }
 
     @classmethod
-    def log_summary(cls, tracker: Any, summary: Dict[str, Any]) -> None:
+    def log_summary(cls, tracker: Any, summary: dict[str, Any]) -> None:
         tracker.run.summary.update({"ft_summary": summary})
 
     @classmethod

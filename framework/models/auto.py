@@ -3,8 +3,8 @@ the checkpoint's config.json and the tables of transformers and peft (see base.p
 
 from __future__ import annotations
 
-from framework.models.base import ModelFamily
 from framework.core.registry import MODELS
+from framework.models.base import ModelFamily
 
 
 @MODELS.register("auto")

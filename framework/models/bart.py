@@ -3,8 +3,8 @@ default is q_proj and v_proj only."""
 
 from __future__ import annotations
 
-from framework.models.base import ModelFamily
 from framework.core.registry import MODELS
+from framework.models.base import ModelFamily
 
 
 @MODELS.register("bart")

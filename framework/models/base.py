@@ -15,11 +15,12 @@ where ft builds something config.json does not describe (bert2bert)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from framework.core import automap
-from framework.models.params import ModelParams, TinySpec
 from framework.core.registry import TASKS
+from framework.models.params import ModelParams, TinySpec
 
 
 class ModelFamily:
@@ -29,17 +30,17 @@ class ModelFamily:
     Params: ClassVar[type] = ModelParams
     # The architecture this family describes when no config.json can be read (a GGUF file, a tiny
     # model before it is built, a hub id not in the local cache); None = learn it from config.json.
-    model_type: ClassVar[Optional[str]] = None
+    model_type: ClassVar[str | None] = None
     # Extra holes on top of what transformers' tables say: task name -> why.
-    unsupported_tasks: ClassVar[Dict[str, str]] = {}
+    unsupported_tasks: ClassVar[dict[str, str]] = {}
     # Target modules per PEFT method kind, overriding peft's tables: "lora" (every LoRA-like
     # method), "ia3" and "ia3_feedforward", "ln" (ln_tuning).
-    target_modules: ClassVar[Dict[str, List[str]]] = {}
+    target_modules: ClassVar[dict[str, list[str]]] = {}
     summary: ClassVar[str] = ""
 
     # ---- what the checkpoint is ---------------------------------------------------------------
     @classmethod
-    def describe(cls, config: Optional[Mapping]) -> Optional[Dict[str, Any]]:
+    def describe(cls, config: Mapping | None) -> dict[str, Any] | None:
         """The architecture ft reasons about, as a config.json-like mapping (model_type and, when
         known, is_encoder_decoder), or None when it cannot be known without downloading."""
         if config is not None:
@@ -47,13 +48,13 @@ class ModelFamily:
         return {"model_type": cls.model_type} if cls.model_type else None
 
     @classmethod
-    def model_type_of(cls, config: Any = None) -> Optional[str]:
+    def model_type_of(cls, config: Any = None) -> str | None:
         """The model type ft reasons about for a config (mapping or transformers config)."""
         described = cls.describe(_as_mapping(config))
         return str(described["model_type"]) if described and described.get("model_type") else None
 
     @classmethod
-    def traits(cls, config: Optional[Mapping] = None) -> FrozenSet[str]:
+    def traits(cls, config: Mapping | None = None) -> frozenset[str]:
         """What PEFT compatibility rules match on: the model type and its kind (decoder, encoder,
         seq2seq). Empty when the architecture is unknown (checked again at train time)."""
         described = cls.describe(_as_mapping(config))
@@ -62,7 +63,7 @@ class ModelFamily:
         return frozenset({str(described["model_type"]), automap.model_kind(described)})
 
     @classmethod
-    def checkpoint_config(cls, params: Any) -> Optional[Dict[str, Any]]:
+    def checkpoint_config(cls, params: Any) -> dict[str, Any] | None:
         """The described architecture of a run's checkpoint, read without torch or network
         (config.json of a local, package or hub-cached checkpoint; the family's own otherwise)."""
         from framework.models.loading import read_config_json
@@ -70,14 +71,16 @@ class ModelFamily:
         return cls.describe(read_config_json(params))
 
     @classmethod
-    def auto_model(cls, task_auto_model: str, config: Optional[Mapping]) -> str:
+    def auto_model(cls, task_auto_model: str, config: Mapping | None) -> str:
         """The transformers Auto class to load for a task (an encoder-decoder embeds with its
         encoder alone)."""
         described = cls.describe(_as_mapping(config))
-        return automap.text_encoder_class(described, task_auto_model) if described else task_auto_model
+        return (
+            automap.text_encoder_class(described, task_auto_model) if described else task_auto_model
+        )
 
     @classmethod
-    def unsupported(cls, task: str, config: Optional[Mapping] = None) -> Optional[str]:
+    def unsupported(cls, task: str, config: Mapping | None = None) -> str | None:
         """Why this model cannot serve a task, or None when it can (or cannot be known yet)."""
         if task in cls.unsupported_tasks:
             return cls.unsupported_tasks[task]
@@ -90,8 +93,10 @@ class ModelFamily:
         kind = automap.model_kind(described)
         if kinds and kind not in kinds:
             article = "an" if kind[0] in "aeiou" else "a"
-            return (f"{task} needs a {' or '.join(sorted(kinds))} model and '{model_type}' is "
-                    f"{article} {kind} model")
+            return (
+                f"{task} needs a {' or '.join(sorted(kinds))} model and '{model_type}' is "
+                f"{article} {kind} model"
+            )
         auto_class = cls.auto_model(entry.auto_model, described)
         table = automap.classes_of(auto_class)
         if table is not None and model_type not in table:
@@ -99,14 +104,15 @@ class ModelFamily:
         return None
 
     @classmethod
-    def served_tasks(cls, config: Optional[Mapping] = None) -> List[str]:
+    def served_tasks(cls, config: Mapping | None = None) -> list[str]:
         """The registered tasks this model serves (for messages and `ft list`)."""
         return [task for task in TASKS.names() if cls.unsupported(task, config) is None]
 
     # ---- defaults for PEFT --------------------------------------------------------------------
     @classmethod
-    def default_targets(cls, kind: str, model_config: Any = None,
-                        peft_type: Optional[str] = None) -> Any:
+    def default_targets(
+        cls, kind: str, model_config: Any = None, peft_type: str | None = None
+    ) -> Any:
         """Target modules for a PEFT method kind: the family's own list, else peft's default for
         the model type, else the model's linear (or, for "ln", normalisation) layers found on the
         meta device. None when nothing is known (validation, before config.json is read)."""
@@ -120,11 +126,12 @@ class ModelFamily:
         found = skeleton.peft_default_targets(kind, peft_type, model_type)
         if found is not None:
             return found
-        return skeleton.layer_names(model_config, norms=(kind == "ln"),
-                                    none_if_feedforward=(kind == "ia3_feedforward"))
+        return skeleton.layer_names(
+            model_config, norms=(kind == "ln"), none_if_feedforward=(kind == "ia3_feedforward")
+        )
 
     @classmethod
-    def head_modules(cls, task: str, model_config: Any = None) -> List[str]:
+    def head_modules(cls, task: str, model_config: Any = None) -> list[str]:
         """New task-head modules to train in full (peft's modules_to_save): the task model's
         top-level modules beside its backbone, e.g. `classifier`, T5/BART's `classification_head`,
         DistilBERT's `pre_classifier`; none for a generation head (the pretrained LM head)."""
@@ -164,13 +171,15 @@ class ModelFamily:
             from framework.core.errors import UserError
 
             name = getattr(cls, "registry_name", cls.__name__)
-            raise UserError(f"model.random_init.model_type: missing; model family '{name}' has no "
-                            f"default architecture. Set a transformers model type, e.g. "
-                            f"model.random_init.model_type=qwen2")
+            raise UserError(
+                f"model.random_init.model_type: missing; model family '{name}' has no "
+                f"default architecture. Set a transformers model type, e.g. "
+                f"model.random_init.model_type=qwen2"
+            )
         return model_type
 
 
-def _as_mapping(config: Any) -> Optional[Mapping]:
+def _as_mapping(config: Any) -> Mapping | None:
     """A config.json mapping from a mapping or a transformers config; None for anything else."""
     if config is None or isinstance(config, Mapping):
         return config
@@ -179,6 +188,6 @@ def _as_mapping(config: Any) -> Optional[Mapping]:
     return None
 
 
-def _model_type(config: Any) -> Optional[str]:
+def _model_type(config: Any) -> str | None:
     mapping = _as_mapping(config)
     return str(mapping["model_type"]) if mapping and mapping.get("model_type") else None

@@ -3,8 +3,8 @@ attention and feed-forward linears, not the pooler, where peft's own default is 
 
 from __future__ import annotations
 
-from framework.models.base import ModelFamily
 from framework.core.registry import MODELS
+from framework.models.base import ModelFamily
 
 
 @MODELS.register("bert")
@@ -12,7 +12,7 @@ class Bert(ModelFamily):
     model_type = "bert"
     unsupported_tasks = {
         "seq2seq_lm": "an encoder alone cannot generate; use model family bert2bert, which joins "
-                      "two copies with cross-attention",
+        "two copies with cross-attention",
     }
     target_modules = {
         "lora": ["query", "key", "value", "output.dense", "intermediate.dense"],  # not the pooler

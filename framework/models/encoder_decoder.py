@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from framework.core.registry import MODELS
 from framework.models.base import ModelFamily
 from framework.models.params import TinySpec
-from framework.core.registry import MODELS
 
 
 def _special_ids(config: Any, tokenizer: Any) -> None:
@@ -61,10 +61,16 @@ class Bert2Bert(ModelFamily):
 
         def bert(decoder: bool) -> Any:
             return BertConfig(
-                vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
-                intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-                num_attention_heads=spec.num_heads, max_position_embeddings=spec.max_positions,
-                pad_token_id=tokenizer.pad_token_id, is_decoder=decoder, add_cross_attention=decoder)
+                vocab_size=len(tokenizer),
+                hidden_size=spec.hidden_size,
+                intermediate_size=spec.intermediate_size,
+                num_hidden_layers=spec.num_layers,
+                num_attention_heads=spec.num_heads,
+                max_position_embeddings=spec.max_positions,
+                pad_token_id=tokenizer.pad_token_id,
+                is_decoder=decoder,
+                add_cross_attention=decoder,
+            )
 
         config = EncoderDecoderConfig.from_encoder_decoder_configs(bert(False), bert(True))
         _special_ids(config, tokenizer)
@@ -82,7 +88,9 @@ class Bert2Bert(ModelFamily):
         from framework.core.cache import atomic_dir, cache_root
 
         stat = (Path(path) / "config.json").stat()
-        digest = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[
+            :16
+        ]
 
         def build(tmp: Path) -> None:
             from transformers import AutoTokenizer, EncoderDecoderModel

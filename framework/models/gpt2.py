@@ -3,8 +3,8 @@ where peft's own default is c_attn only."""
 
 from __future__ import annotations
 
-from framework.models.base import ModelFamily
 from framework.core.registry import MODELS
+from framework.models.base import ModelFamily
 
 
 @MODELS.register("gpt2")

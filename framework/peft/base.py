@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Tuple, Union
+from typing import Any, ClassVar
 
 from framework.core.params import GroupParams
 from framework.core.registry import MODELS, PEFT_METHODS, TASKS
@@ -34,27 +34,36 @@ class Exclusion:
     peft_fails: peft itself raises on it (tested); False = peft runs but the result is wrong or
     meaningless, and `reason` says why (the test checks the reason is given)."""
 
-    tasks: FrozenSet[str]
-    models: FrozenSet[str]
+    tasks: frozenset[str]
+    models: frozenset[str]
     reason: str
     peft_fails: bool = True
     fact: str = ""  # with peft_fails=False: the name of the test that demonstrates the reason
     # with peft_fails=True: what peft (or transformers) raises, checked by the compatibility test
-    errors: Tuple[str, ...] = ()  # builtin exception class names
+    errors: tuple[str, ...] = ()  # builtin exception class names
     match: str = ""  # regex its message matches
 
-    def matches(self, task: str, traits: FrozenSet[str]) -> bool:
-        return (not self.tasks or task in self.tasks) and (not self.models or bool(self.models & traits))
+    def matches(self, task: str, traits: frozenset[str]) -> bool:
+        return (not self.tasks or task in self.tasks) and (
+            not self.models or bool(self.models & traits)
+        )
 
 
-def exclude(tasks: Tuple[str, ...] = (), models: Tuple[str, ...] = (), *, reason: str,
-            peft_fails: bool = True, fact: str = "", errors: Tuple[str, ...] = (),
-            match: str = "") -> Exclusion:
+def exclude(
+    tasks: tuple[str, ...] = (),
+    models: tuple[str, ...] = (),
+    *,
+    reason: str,
+    peft_fails: bool = True,
+    fact: str = "",
+    errors: tuple[str, ...] = (),
+    match: str = "",
+) -> Exclusion:
     """Shorthand for an Exclusion from tuples."""
     return Exclusion(frozenset(tasks), frozenset(models), reason, peft_fails, fact, errors, match)
 
 
-def model_traits(model: Union[str, FrozenSet[str], None]) -> FrozenSet[str]:
+def model_traits(model: str | frozenset[str] | None) -> frozenset[str]:
     """The traits of a model: given as a set already (a family's traits(config)), or a name: a
     registered model family (its architecture) or a transformers model type."""
     if model is None:
@@ -63,10 +72,12 @@ def model_traits(model: Union[str, FrozenSet[str], None]) -> FrozenSet[str]:
         return frozenset(model)
     if model in MODELS:
         return MODELS.get(model).traits()
-    return MODELS.get("auto").traits({"model_type": model}) if "auto" in MODELS else frozenset({model})
+    return (
+        MODELS.get("auto").traits({"model_type": model}) if "auto" in MODELS else frozenset({model})
+    )
 
 
-def _label(traits: FrozenSet[str]) -> str:
+def _label(traits: frozenset[str]) -> str:
     kinds = {"decoder", "encoder", "seq2seq"}
     types = sorted(traits - kinds)
     return f"model type '{types[0]}'" if types else "this model"
@@ -77,16 +88,22 @@ CONV1D_MODEL_TYPES = ("gpt2", "openai-gpt")
 LINEAR_ONLY = exclude(
     models=CONV1D_MODEL_TYPES,
     reason="peft implements this method for torch.nn.Linear only, and GPT-2's attention and MLP "
-           "layers are transformers Conv1D (peft raises 'Target module Conv1D ... not supported')",
-    errors=("TypeError", "ValueError"), match=r"Conv1D.*not supported")
+    "layers are transformers Conv1D (peft raises 'Target module Conv1D ... not supported')",
+    errors=("TypeError", "ValueError"),
+    match=r"Conv1D.*not supported",
+)
 
 
 @dataclass(kw_only=True)
 class PeftParams(GroupParams):
     """Fields every method shares."""
 
-    target_modules: Optional[Any] = None  # list of module names, "all-linear", or null = family default
-    modules_to_save: Optional[List[str]] = None  # extra modules trained in full (e.g. a classifier head)
+    target_modules: Any | None = (
+        None  # list of module names, "all-linear", or null = family default
+    )
+    modules_to_save: list[str] | None = (
+        None  # extra modules trained in full (e.g. a classifier head)
+    )
 
 
 class PeftMethod:
@@ -95,19 +112,28 @@ class PeftMethod:
 
     Params: ClassVar[type] = PeftParams
     peft_type: ClassVar[str] = ""  # peft.PeftType value, used by tests to check against peft
-    peft_config: ClassVar[str] = ""  # name of peft's config class (in the peft package) build() makes
-    peft_names: ClassVar[Dict[str, str]] = {}  # Params field -> peft's kwarg, where the names differ
-    ft_only: ClassVar[FrozenSet[str]] = frozenset()  # Params fields ft uses itself, not given to peft
-    common_keys: ClassVar[Tuple[str, ...]] = (  # which of common_kwargs() the peft config takes
-        "task_type", "target_modules", "modules_to_save")
-    at_least_one: ClassVar[Tuple[str, ...]] = ()  # Params fields params_problems requires >= 1
-    tasks: ClassVar[Optional[FrozenSet[str]]] = None  # ft task names it serves; None = every task
-    model_types: ClassVar[Optional[FrozenSet[str]]] = None  # None = every model type
-    exclusions: ClassVar[Tuple[Exclusion, ...]] = ()  # finer task x model holes, with reasons
+    peft_config: ClassVar[str] = (
+        ""  # name of peft's config class (in the peft package) build() makes
+    )
+    peft_names: ClassVar[
+        dict[str, str]
+    ] = {}  # Params field -> peft's kwarg, where the names differ
+    ft_only: ClassVar[frozenset[str]] = (
+        frozenset()
+    )  # Params fields ft uses itself, not given to peft
+    common_keys: ClassVar[tuple[str, ...]] = (  # which of common_kwargs() the peft config takes
+        "task_type",
+        "target_modules",
+        "modules_to_save",
+    )
+    at_least_one: ClassVar[tuple[str, ...]] = ()  # Params fields params_problems requires >= 1
+    tasks: ClassVar[frozenset[str] | None] = None  # ft task names it serves; None = every task
+    model_types: ClassVar[frozenset[str] | None] = None  # None = every model type
+    exclusions: ClassVar[tuple[Exclusion, ...]] = ()  # finer task x model holes, with reasons
     min_peft: ClassVar[str] = ""  # first peft release that has the method ("" = ft's floor)
     # What peft raises on a model type outside model_types: (exception class name, message regex).
-    model_type_error: ClassVar[Tuple[str, str]] = ("", "")
-    target_kind: ClassVar[Optional[str]] = "lora"  # which default target list to use; None = none
+    model_type_error: ClassVar[tuple[str, str]] = ("", "")
+    target_kind: ClassVar[str | None] = "lora"  # which default target list to use; None = none
     can_merge: ClassVar[bool] = True  # merge_and_unload gives a plain model
     prompt_learning: ClassVar[bool] = False  # virtual tokens / prefixes instead of layer adapters
     reads_gradients: ClassVar[bool] = False  # on_step reads the gradients (AdaLoRA's scores)
@@ -128,20 +154,24 @@ class PeftMethod:
         return config_class(**cls.config_kwargs(params, task, family, model_config))
 
     @classmethod
-    def config_kwargs(cls, params: Any, task: str, family: Any,
-                      model_config: Any) -> Dict[str, Any]:
+    def config_kwargs(
+        cls, params: Any, task: str, family: Any, model_config: Any
+    ) -> dict[str, Any]:
         """The peft kwargs of build(): every method-specific Params field (not in PeftParams nor
         ft_only) under its peft name, plus the `common_keys` of common_kwargs(). Methods with
         derived or conditional values extend this."""
-        kwargs = {cls.peft_names.get(name, name): getattr(params, name)
-                  for name in method_fields(params) if name not in cls.ft_only}
+        kwargs = {
+            cls.peft_names.get(name, name): getattr(params, name)
+            for name in method_fields(params)
+            if name not in cls.ft_only
+        }
         common = common_kwargs(cls, params, task, family, model_config)
         kwargs.update((key, common[key]) for key in cls.common_keys)
         return kwargs
 
     # ---- compatibility, checked before anything is loaded -----------------------------------
     @classmethod
-    def incompatibility(cls, task: str, model: Union[str, FrozenSet[str], None]) -> Optional[str]:
+    def incompatibility(cls, task: str, model: str | frozenset[str] | None) -> str | None:
         """Why this method cannot serve the task on this model (its traits, or a family name or
         model type), or None when it can or the model is not known yet."""
         name = cls.registry_name  # type: ignore[attr-defined]
@@ -149,15 +179,17 @@ class PeftMethod:
             return f"{name} does not support task '{task}' (it supports: {', '.join(sorted(cls.tasks))})"
         traits = model_traits(model)
         if cls.model_types is not None and traits and not cls.model_types & traits:
-            return (f"{name} works only with model types {', '.join(sorted(cls.model_types))}, "
-                    f"not {_label(traits)}")
+            return (
+                f"{name} works only with model types {', '.join(sorted(cls.model_types))}, "
+                f"not {_label(traits)}"
+            )
         for rule in cls.exclusions:
             if rule.matches(task, traits):
                 return f"{name} cannot serve task '{task}' on {_label(traits)}: {rule.reason}"
         return None
 
     @classmethod
-    def unavailable(cls) -> Optional[str]:
+    def unavailable(cls) -> str | None:
         """Why the installed peft cannot run this method (too old), or None. Read from the
         installed package's metadata: no import, no torch."""
         if not cls.min_peft:
@@ -165,26 +197,35 @@ class PeftMethod:
         installed = installed_peft()
         if installed is not None and _version_tuple(installed) >= _version_tuple(cls.min_peft):
             return None
-        return (f"needs peft >= {cls.min_peft} ({cls.peft_config}), but the installed peft is "
-                f"{installed or 'missing'}. Fix: pip install 'peft>={cls.min_peft}'")
+        return (
+            f"needs peft >= {cls.min_peft} ({cls.peft_config}), but the installed peft is "
+            f"{installed or 'missing'}. Fix: pip install 'peft>={cls.min_peft}'"
+        )
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         """Problems of this method's params in this run, found without loading anything."""
         found = []
         if params.target_modules is not None and not isinstance(params.target_modules, (str, list)):
-            found.append(f"peft.target_modules={params.target_modules!r}: give a list of module "
-                         f"names, a regex string, 'all-linear', or null for the family default")
+            found.append(
+                f"peft.target_modules={params.target_modules!r}: give a list of module "
+                f"names, a regex string, 'all-linear', or null for the family default"
+            )
         missing = cls.unavailable()
         if missing:
             found.append(f"peft={run.peft.name}: {missing}")
         # A dry run plans for another machine (e.g. a GPU node), so this machine's devices don't count.
         if cls.needs_cuda and not getattr(run, "dry_run", False) and not _cuda_available():
-            found.append(f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
-                         f"sees none on this machine. Use peft=lora on CPU, run on a GPU, or "
-                         f"dry_run=true to only print the launch plan")
-        found += [f"peft.{key}={getattr(params, key)}: must be >= 1"
-                  for key in cls.at_least_one if getattr(params, key) < 1]
+            found.append(
+                f"peft={run.peft.name}: needs a CUDA GPU ({cls.cuda_reason}) and torch "
+                f"sees none on this machine. Use peft=lora on CPU, run on a GPU, or "
+                f"dry_run=true to only print the launch plan"
+            )
+        found += [
+            f"peft.{key}={getattr(params, key)}: must be >= 1"
+            for key in cls.at_least_one
+            if getattr(params, key) < 1
+        ]
         return found
 
     # ---- building -----------------------------------------------------------------------------
@@ -199,8 +240,9 @@ class PeftMethod:
         return family.default_targets(cls.target_kind, model_config, cls.peft_type)
 
     @classmethod
-    def modules_to_save(cls, params: Any, task: str, family: Any,
-                        model_config: Any = None) -> Optional[List[str]]:
+    def modules_to_save(
+        cls, params: Any, task: str, family: Any, model_config: Any = None
+    ) -> list[str] | None:
         """The user's modules_to_save plus the new task head of the model (trained in full).
         peft trains `classifier`/`score` (seq_cls, token_cls) and `qa_outputs` by itself, but
         leaves other heads (T5/BART's `classification_head`, DistilBERT's `pre_classifier`)
@@ -210,7 +252,7 @@ class PeftMethod:
         return names or None
 
     @classmethod
-    def load_kwargs(cls, params: Any) -> Dict[str, Any]:
+    def load_kwargs(cls, params: Any) -> dict[str, Any]:
         """Extra from_pretrained kwargs for the base model (QLoRA's quantization_config)."""
         return {}
 
@@ -226,7 +268,7 @@ class PeftMethod:
         return model
 
     @classmethod
-    def param_groups(cls, params: Any, model: Any, train: Any) -> List[Dict[str, Any]]:
+    def param_groups(cls, params: Any, model: Any, train: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups; LoRA+ gives B matrices their own learning rate."""
         trainable = [p for p in model.parameters() if p.requires_grad]
         return [{"params": trainable, "lr": train.lr}]
@@ -239,13 +281,14 @@ class PeftMethod:
 
         wanted = params.modules_to_save or []
         names = [name for name, _ in model.named_modules()]
-        missing = [w for w in wanted
-                   if not any(n == w or n.endswith("." + w) for n in names)]
+        missing = [w for w in wanted if not any(n == w or n.endswith("." + w) for n in names)]
         if missing:
             tops = sorted({n.split(".")[-1] for n in names if n and not n[-1].isdigit()})
-            raise UserError(f"peft.modules_to_save={wanted}: {', '.join(missing)} matched no module "
-                            f"of {type(model.get_base_model()).__name__}. Module names it has: "
-                            f"{', '.join(tops)}")
+            raise UserError(
+                f"peft.modules_to_save={wanted}: {', '.join(missing)} matched no module "
+                f"of {type(model.get_base_model()).__name__}. Module names it has: "
+                f"{', '.join(tops)}"
+            )
 
     @classmethod
     def on_step(cls, model: Any, global_step: int) -> None:
@@ -253,17 +296,27 @@ class PeftMethod:
         1-based number of that step (AdaLoRA scores and reallocates ranks from the gradients)."""
 
     @classmethod
-    def training_state(cls, model: Any) -> Optional[Any]:
+    def training_state(cls, model: Any) -> Any | None:
         """Method state that lives outside the model's parameters and must be checkpointed for an
         exact resume: an object with state_dict()/load_state_dict(), or None (the default)."""
         return None
 
     @classmethod
-    def save_adapter(cls, params: Any, model: Any, directory: str, is_main_process: bool = True,
-                     state_dict: Optional[Dict[str, Any]] = None) -> None:
+    def save_adapter(
+        cls,
+        params: Any,
+        model: Any,
+        directory: str,
+        is_main_process: bool = True,
+        state_dict: dict[str, Any] | None = None,
+    ) -> None:
         """Write the adapter so that plain PeftModel.from_pretrained on the original base loads it."""
-        model.save_pretrained(directory, is_main_process=is_main_process, safe_serialization=True,
-                              state_dict=state_dict)
+        model.save_pretrained(
+            directory,
+            is_main_process=is_main_process,
+            safe_serialization=True,
+            state_dict=state_dict,
+        )
 
     @classmethod
     def after_load(cls, model: Any) -> Any:
@@ -280,7 +333,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def missing_package(module: str, pip_name: str, why: str, key: str) -> List[str]:
+def missing_package(module: str, pip_name: str, why: str, key: str) -> list[str]:
     """A one-item problem list when an optional package is not installed (found without import)."""
     if importlib.util.find_spec(module) is None:
         return [f"{key}: {why} needs the '{pip_name}' package. Fix: pip install {pip_name}"]
@@ -300,21 +353,24 @@ def after_load(model: Any) -> Any:
     return model
 
 
-def method_fields(params: Any) -> List[str]:
+def method_fields(params: Any) -> list[str]:
     """Names of the fields of a Params object that PeftParams does not have (the method's own)."""
     shared = {f.name for f in fields(PeftParams)}
     return [f.name for f in fields(params) if f.name not in shared]
 
 
-def common_kwargs(method: Any, params: Any, task: str, family: Any,
-                  model_config: Any = None) -> Dict[str, Any]:
+def common_kwargs(
+    method: Any, params: Any, task: str, family: Any, model_config: Any = None
+) -> dict[str, Any]:
     """task_type, target_modules and modules_to_save: the keys every layer-adapter config takes."""
-    return {"task_type": peft_task_type(task),
-            "target_modules": method.targets(params, family, model_config),
-            "modules_to_save": method.modules_to_save(params, task, family, model_config)}
+    return {
+        "task_type": peft_task_type(task),
+        "target_modules": method.targets(params, family, model_config),
+        "modules_to_save": method.modules_to_save(params, task, family, model_config),
+    }
 
 
-def installed_peft() -> Optional[str]:
+def installed_peft() -> str | None:
     """The installed peft version (package metadata; peft is not imported)."""
     try:
         return importlib.metadata.version("peft")
@@ -322,7 +378,7 @@ def installed_peft() -> Optional[str]:
         return None
 
 
-def _version_tuple(version: str) -> Tuple[int, ...]:
+def _version_tuple(version: str) -> tuple[int, ...]:
     """'0.18.0rc1' -> (0, 18, 0): release numbers only, enough to compare against a floor."""
     import re
 

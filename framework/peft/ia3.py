@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from framework.peft.base import PeftMethod, PeftParams
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import PeftMethod, PeftParams
 
 
 @dataclass(kw_only=True)
 class Ia3Params(PeftParams):
-    feedforward_modules: Optional[List[str]] = None  # targets scaled on their input (FFN); null = family default
+    feedforward_modules: list[str] | None = (
+        None  # targets scaled on their input (FFN); null = family default
+    )
     init_weights: bool = True  # start the scales at 1 (identity); false = random (testing only)
 
 
@@ -25,8 +27,9 @@ class Ia3(PeftMethod):
     summary = "IA3: rescale keys, values and FFN activations by learned vectors (~0.01-0.1% params)"
 
     @classmethod
-    def config_kwargs(cls, params: Ia3Params, task: str, family: Any,
-                      model_config: Any) -> Dict[str, Any]:
+    def config_kwargs(
+        cls, params: Ia3Params, task: str, family: Any, model_config: Any
+    ) -> dict[str, Any]:
         kwargs = super().config_kwargs(params, task, family, model_config)
         feedforward = params.feedforward_modules
         if feedforward is None and params.target_modules is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from framework.peft.base import PeftMethod, PeftParams
+
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import PeftMethod, PeftParams
 
 
 @dataclass(kw_only=True)

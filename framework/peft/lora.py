@@ -9,10 +9,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Literal
 
-from framework.peft.base import CONV1D_MODEL_TYPES, PeftMethod, PeftParams, missing_package
 from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS
+from framework.peft.base import CONV1D_MODEL_TYPES, PeftMethod, PeftParams, missing_package
 
 # Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
 # plain LoRA of rank 2r on save (peft's path_initial_model_for_weight_conversion), so that it loads
@@ -29,10 +29,10 @@ class LoraParams(PeftParams):
     bias: str = "none"  # none | all | lora_only
     use_dora: bool = False  # DoRA: learn magnitude and direction separately
     use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
-    init: Union[bool, str] = True  # true | gaussian | pissa | pissa_niter_N | olora | orthogonal
+    init: bool | str = True  # true | gaussian | pissa | pissa_niter_N | olora | orthogonal
 
 
-def _init_kind(init: Union[bool, str]) -> str:
+def _init_kind(init: bool | str) -> str:
     """'pissa' for pissa and pissa_niter_N, else the init as a lower-case string."""
     text = str(init).lower()
     return "pissa" if text.startswith("pissa") else text
@@ -54,7 +54,7 @@ class Lora(PeftMethod):
     summary = "low-rank update B·A on target linears (also DoRA, rsLoRA, PiSSA/OLoRA init, LoRA+)"
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if params.r < 1:
             found.append(f"peft.r={params.r}: the rank must be >= 1")
@@ -62,32 +62,46 @@ class Lora(PeftMethod):
             found.append(f"peft.bias={params.bias}: use none, all or lora_only")
         kind = _init_kind(params.init)
         if kind == "loftq":
-            found.append("peft.init=loftq: LoftQ in peft needs a bitsandbytes 4-bit base on a CUDA GPU "
-                         "and rewrites the base weights; use peft=loftq (QLoRA + LoftQ init) instead")
+            found.append(
+                "peft.init=loftq: LoftQ in peft needs a bitsandbytes 4-bit base on a CUDA GPU "
+                "and rewrites the base weights; use peft=loftq (QLoRA + LoftQ init) instead"
+            )
         elif not isinstance(params.init, bool) and kind not in (
-                "true", "false", "gaussian", "pissa", "olora", "orthogonal"):
-            found.append(f"peft.init={params.init}: unknown LoRA init; use one of {INIT_CHOICES} "
-                         f"(eva/corda need calibration data, which ft does not wire up)")
+            "true",
+            "false",
+            "gaussian",
+            "pissa",
+            "olora",
+            "orthogonal",
+        ):
+            found.append(
+                f"peft.init={params.init}: unknown LoRA init; use one of {INIT_CHOICES} "
+                f"(eva/corda need calibration data, which ft does not wire up)"
+            )
         family = MODELS.get(run.model.name, key="model.name")
         traits = family.traits(family.checkpoint_config(run.model))
         if kind == "olora" and traits & set(CONV1D_MODEL_TYPES):
-            found.append("peft.init=olora with a GPT-2 model: peft's OLoRA init breaks on "
-                         "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
-                         "init=pissa or init=true")
+            found.append(
+                "peft.init=olora with a GPT-2 model: peft's OLoRA init breaks on "
+                "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
+                "init=pissa or init=true"
+            )
         profile = HARDWARE.get(run.hardware.name, key="hardware.name")
         if kind in MUTATING_INITS and profile.shards_parameters(run.hardware, run.train):
-            found.append(f"peft.init={params.init} with hardware={run.hardware.name}: converting "
-                         f"the PiSSA/OLoRA adapter to plain LoRA on save reads whole weights, which "
-                         f"ZeRO-3/FSDP keep sharded; use init=true, or ddp / ZeRO-1/2")
+            found.append(
+                f"peft.init={params.init} with hardware={run.hardware.name}: converting "
+                f"the PiSSA/OLoRA adapter to plain LoRA on save reads whole weights, which "
+                f"ZeRO-3/FSDP keep sharded; use init=true, or ddp / ZeRO-1/2"
+            )
         return found
 
     @classmethod
-    def lr_ratio(cls, params: Any, train: Any) -> Optional[float]:
+    def lr_ratio(cls, params: Any, train: Any) -> float | None:
         """LoRA+ ratio lr(B)/lr(A); None = one learning rate for everything (plain LoRA)."""
         return None
 
     @classmethod
-    def param_groups(cls, params: Any, model: Any, train: Any) -> List[Dict[str, Any]]:
+    def param_groups(cls, params: Any, model: Any, train: Any) -> list[dict[str, Any]]:
         ratio = cls.lr_ratio(params, train)
         if not ratio:
             return super().param_groups(params, model, train)
@@ -97,14 +111,21 @@ class Lora(PeftMethod):
         import torch
         from peft.optimizers import create_loraplus_optimizer
 
-        grouped = create_loraplus_optimizer(model, torch.optim.SGD, lr=train.lr,
-                                            loraplus_lr_ratio=ratio,
-                                            loraplus_lr_embedding=getattr(params, "lr_embedding", 1e-6))
-        return [{"params": group["params"], "lr": group["lr"]}
-                for group in grouped.param_groups if group["params"]]
+        grouped = create_loraplus_optimizer(
+            model,
+            torch.optim.SGD,
+            lr=train.lr,
+            loraplus_lr_ratio=ratio,
+            loraplus_lr_embedding=getattr(params, "lr_embedding", 1e-6),
+        )
+        return [
+            {"params": group["params"], "lr": group["lr"]}
+            for group in grouped.param_groups
+            if group["params"]
+        ]
 
     # ---- PiSSA / OLoRA: the adapter is saved as a plain LoRA on the original base -----------
-    _init_root: Optional[Path] = None
+    _init_root: Path | None = None
 
     @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
@@ -118,15 +139,25 @@ class Lora(PeftMethod):
         model._ft_initial_adapter = str(initial)
 
     @classmethod
-    def save_adapter(cls, params: Any, model: Any, directory: str, is_main_process: bool = True,
-                     state_dict: Optional[Dict[str, Any]] = None) -> None:
+    def save_adapter(
+        cls,
+        params: Any,
+        model: Any,
+        directory: str,
+        is_main_process: bool = True,
+        state_dict: dict[str, Any] | None = None,
+    ) -> None:
         initial = getattr(model, "_ft_initial_adapter", None)
         if initial is None:
             return super().save_adapter(params, model, directory, is_main_process, state_dict)
         # peft converts W_res + BA into W + [B|-B0][A;A0] (rank 2r). The conversion reads the
         # live parameters (state_dict=None): fine for one process and DDP, whose copies are equal.
-        model.save_pretrained(directory, is_main_process=is_main_process, safe_serialization=True,
-                              path_initial_model_for_weight_conversion=initial)
+        model.save_pretrained(
+            directory,
+            is_main_process=is_main_process,
+            safe_serialization=True,
+            path_initial_model_for_weight_conversion=initial,
+        )
         if is_main_process:
             _restore_dropped_modules(model, directory)
 
@@ -159,11 +190,11 @@ class LoraPlus(Lora):
     summary = "LoRA+ : LoRA with a higher learning rate (x lr_ratio_b) for the B matrices"
 
     @classmethod
-    def lr_ratio(cls, params: Any, train: Any) -> Optional[float]:
+    def lr_ratio(cls, params: Any, train: Any) -> float | None:
         return params.lr_ratio_b
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if params.lr_ratio_b <= 0:
             found.append(f"peft.lr_ratio_b={params.lr_ratio_b}: must be > 0 (about 16 is typical)")
@@ -173,10 +204,16 @@ class LoraPlus(Lora):
 @dataclass(kw_only=True)
 class QLoraParams(LoraParams):
     bits: Literal[4, 8] = 4  # base weights in 4-bit (QLoRA) or 8-bit (LLM.int8)
-    quant_type: Literal["nf4", "fp4"] = "nf4"  # 4-bit data type: nf4 suits normally distributed weights
+    quant_type: Literal["nf4", "fp4"] = (
+        "nf4"  # 4-bit data type: nf4 suits normally distributed weights
+    )
     double_quant: bool = True  # also quantize the quantization constants (saves ~0.4 bit/param)
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # matmul dtype of 4-bit layers
-    loftq_init: bool = False  # LoftQ: init A, B to cancel the quantization error (reads the fp weights once)
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = (
+        "bfloat16"  # matmul dtype of 4-bit layers
+    )
+    loftq_init: bool = (
+        False  # LoftQ: init A, B to cancel the quantization error (reads the fp weights once)
+    )
 
 
 @PEFT_METHODS.register("qlora")
@@ -190,17 +227,23 @@ class QLora(Lora):
     summary = "QLoRA: LoRA on a 4-bit (or 8-bit) bitsandbytes base; GPU only. Preset loftq adds LoftQ init"
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         found += missing_package("bitsandbytes", "bitsandbytes", "peft=qlora", "peft.name")
         if not HARDWARE.get(run.hardware.name, key="hardware.name").uses_gpu:
-            found.append(f"hardware={run.hardware.name}: peft=qlora quantizes the base on a GPU; "
-                         f"use hardware=gpu (or another GPU profile)")
+            found.append(
+                f"hardware={run.hardware.name}: peft=qlora quantizes the base on a GPU; "
+                f"use hardware=gpu (or another GPU profile)"
+            )
         if _init_kind(params.init) in MUTATING_INITS:
-            found.append(f"peft.init={params.init}: PiSSA/OLoRA rewrite base weights, which a "
-                         f"quantized base cannot hold exactly; use init=true (or loftq_init=true)")
+            found.append(
+                f"peft.init={params.init}: PiSSA/OLoRA rewrite base weights, which a "
+                f"quantized base cannot hold exactly; use init=true (or loftq_init=true)"
+            )
         if params.loftq_init and params.bits != 4:
-            found.append(f"peft.loftq_init=true with peft.bits={params.bits}: LoftQ init needs bits=4")
+            found.append(
+                f"peft.loftq_init=true with peft.bits={params.bits}: LoftQ init needs bits=4"
+            )
         return found
 
     @classmethod
@@ -217,7 +260,7 @@ class QLora(Lora):
         return (4 + overhead_bits) / 8
 
     @classmethod
-    def load_kwargs(cls, params: Any) -> Dict[str, Any]:
+    def load_kwargs(cls, params: Any) -> dict[str, Any]:
         import torch
         from transformers import BitsAndBytesConfig
 
@@ -225,9 +268,11 @@ class QLora(Lora):
             quant = BitsAndBytesConfig(load_in_8bit=True)
         else:
             quant = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=params.quant_type,
+                load_in_4bit=True,
+                bnb_4bit_quant_type=params.quant_type,
                 bnb_4bit_use_double_quant=params.double_quant,
-                bnb_4bit_compute_dtype=getattr(torch, params.compute_dtype))
+                bnb_4bit_compute_dtype=getattr(torch, params.compute_dtype),
+            )
         # Quantized weights cannot be moved after loading: load straight onto this rank's GPU.
         return {"quantization_config": quant, "device_map": {"": torch.cuda.current_device()}}
 
@@ -237,7 +282,8 @@ class QLora(Lora):
 
         # Casts norms/head to fp32 and makes inputs require grad, as QLoRA training needs.
         return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=train.gradient_checkpointing)
+            model, use_gradient_checkpointing=train.gradient_checkpointing
+        )
 
     @classmethod
     def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:

@@ -14,15 +14,17 @@ like those below)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Literal
+from typing import Any, Literal
 
-from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 
 
 @dataclass(kw_only=True)
 class MissParams(PeftParams):
-    r: int = 64  # rows of the shared shard matrix (even numbers; params = r x out_features per layer)
+    r: int = (
+        64  # rows of the shared shard matrix (even numbers; params = r x out_features per layer)
+    )
     dropout: float = 0.0  # dropout on the adapter input
 
 
@@ -38,7 +40,9 @@ class Miss(PeftMethod):
 
 @dataclass(kw_only=True)
 class ShiraParams(PeftParams):
-    r: int = 32  # budget: r x (in + out) trainable entries per layer, like LoRA's r (not a rank limit)
+    r: int = (
+        32  # budget: r x (in + out) trainable entries per layer, like LoRA's r (not a rank limit)
+    )
     mask_type: Literal["random"] = "random"  # which entries of W train (peft ships a random mask)
     random_seed: int = 0  # seed of the sparse mask
 
@@ -54,7 +58,9 @@ class Shira(PeftMethod):
 
 @dataclass(kw_only=True)
 class C3aParams(PeftParams):
-    block_size: int = 64  # circulant block size; must divide every target's in and out width (peft default 256)
+    block_size: int = (
+        64  # circulant block size; must divide every target's in and out width (peft default 256)
+    )
 
 
 @PEFT_METHODS.register("c3a")
@@ -69,7 +75,9 @@ class C3a(PeftMethod):
 
 @dataclass(kw_only=True)
 class RoadParams(PeftParams):
-    variant: Literal["road_1", "road_2", "road_4"] = "road_1"  # 1: one scale+angle per pair; 2, 4: 2x, 4x the params
+    variant: Literal["road_1", "road_2", "road_4"] = (
+        "road_1"  # 1: one scale+angle per pair; 2, 4: 2x, 4x the params
+    )
     group_size: int = 64  # output elements per rotation group; must divide the layers' output width
 
 
@@ -80,7 +88,9 @@ class Road(PeftMethod):
     min_peft = "0.18.0"
     peft_config = "RoadConfig"
     exclusions = (LINEAR_ONLY,)
-    summary = "RoAd: learned 2-D rotations and scales of output pairs (fewest params of the adapters)"
+    summary = (
+        "RoAd: learned 2-D rotations and scales of output pairs (fewest params of the adapters)"
+    )
 
 
 @dataclass(kw_only=True)
@@ -103,7 +113,9 @@ class Delora(PeftMethod):
 @dataclass(kw_only=True)
 class GraloraParams(PeftParams):
     r: int = 32  # total rank (same parameter count as LoRA with this r); divisible by k
-    k: int = 2  # blocks per side: the update is a k x k grid of rank-r/k LoRAs (widths divisible by k)
+    k: int = (
+        2  # blocks per side: the update is a k x k grid of rank-r/k LoRAs (widths divisible by k)
+    )
     alpha: float = 64.0  # scale = alpha / r
     hybrid_r: int = 0  # extra rank given to a plain LoRA beside the grid (hybrid GraLoRA)
     dropout: float = 0.0  # dropout on the adapter input
@@ -119,7 +131,7 @@ class Gralora(PeftMethod):
     summary = "GraLoRA: k x k grid of small LoRAs, more expressive at LoRA's parameter count"
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if params.k < 1 or params.r % params.k:
             found.append(f"peft.r={params.r}, peft.k={params.k}: r must be a multiple of k >= 1")

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
+
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 
 
 @dataclass(kw_only=True)

@@ -5,10 +5,10 @@ Householder reflections)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any
 
-from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 
 
 @dataclass(kw_only=True)
@@ -31,8 +31,9 @@ class Oft(PeftMethod):
     summary = "OFT: rotate each target weight by a learned block-diagonal orthogonal matrix"
 
     @classmethod
-    def config_kwargs(cls, params: OftParams, task: str, family: Any,
-                      model_config: Any) -> Dict[str, Any]:
+    def config_kwargs(
+        cls, params: OftParams, task: str, family: Any, model_config: Any
+    ) -> dict[str, Any]:
         # peft wants exactly one of r (number of blocks) and oft_block_size: ft exposes the size.
         return {**super().config_kwargs(params, task, family, model_config), "r": 0}
 
@@ -50,17 +51,23 @@ class Boft(PeftMethod):
     Params = BoftParams
     peft_type = "BOFT"
     peft_config = "BOFTConfig"
-    peft_names = {"block_size": "boft_block_size", "block_num": "boft_block_num",
-                  "n_butterfly_factor": "boft_n_butterfly_factor", "dropout": "boft_dropout"}
+    peft_names = {
+        "block_size": "boft_block_size",
+        "block_num": "boft_block_num",
+        "n_butterfly_factor": "boft_n_butterfly_factor",
+        "dropout": "boft_dropout",
+    }
     exclusions = (LINEAR_ONLY,)
     summary = "BOFT: orthogonal rotation factored into butterfly blocks (fewer params than OFT)"
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if (params.block_size == 0) == (params.block_num == 0):
-            found.append(f"peft.block_size={params.block_size}, peft.block_num={params.block_num}: "
-                         f"set exactly one of them (the other 0)")
+            found.append(
+                f"peft.block_size={params.block_size}, peft.block_num={params.block_num}: "
+                f"set exactly one of them (the other 0)"
+            )
         return found
 
 

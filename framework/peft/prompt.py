@@ -9,67 +9,95 @@ None of them can be merged into the weights: the adapter stays a separate input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal
 
-from framework.peft.base import PeftMethod, PeftParams, exclude
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import PeftMethod, PeftParams, exclude
 
 # Facts about peft 0.21 + transformers 5, each checked by tests/test_peft_compat.py.
 _NO_PAST_KEY_VALUES = exclude(
     ("seq_cls", "token_cls", "question_ans"),
     reason="prefix tuning passes past_key_values, which the transformers classification and QA "
-           "heads do not accept (peft raises 'Model does not support past key values')",
-    errors=("ValueError",), match="does not support past key values")
+    "heads do not accept (peft raises 'Model does not support past key values')",
+    errors=("ValueError",),
+    match="does not support past key values",
+)
 _TOKEN_CLS_SHIFT = exclude(
     ("token_cls",),
     reason="peft prepends the virtual tokens to the input but not to the per-token labels, so "
-           "logits and labels differ in length (peft raises a batch-size mismatch)",
-    errors=("ValueError",), match="Expected input batch_size")
+    "logits and labels differ in length (peft raises a batch-size mismatch)",
+    errors=("ValueError",),
+    match="Expected input batch_size",
+)
 _NO_INPUT_EMBEDS = exclude(
-    ("seq_cls", "question_ans"), ("seq2seq",),
+    ("seq_cls", "question_ans"),
+    ("seq2seq",),
     reason="peft feeds inputs_embeds, which encoder-decoder (T5, BART) classification and QA "
-           "heads refuse (transformers raises NotImplementedError / asks for input_ids)",
+    "heads refuse (transformers raises NotImplementedError / asks for input_ids)",
     errors=("NotImplementedError", "ValueError"),
-    match=r"input embeddings is currently not supported|`input_ids` cannot be `None`")
+    match=r"input embeddings is currently not supported|`input_ids` cannot be `None`",
+)
 _LAST_POSITION = exclude(
-    ("seq_cls",), ("decoder",),
+    ("seq_cls",),
+    ("decoder",),
     reason="decoder-only classifiers find the last real token from input_ids; given peft's "
-           "inputs_embeds they read the last position, which is padding for shorter rows",
-    peft_fails=False, fact="test_fact_decoder_seq_cls_reads_padding_with_prompts")
+    "inputs_embeds they read the last position, which is padding for shorter rows",
+    peft_fails=False,
+    fact="test_fact_decoder_seq_cls_reads_padding_with_prompts",
+)
 _QA_UNSHIFTED = exclude(
     ("question_ans",),
     reason="peft prepends the virtual tokens but does not shift start/end positions, and the "
-           "start/end logits then cover the virtual tokens: answer spans would be off by "
-           "num_virtual_tokens",
-    peft_fails=False, fact="test_fact_qa_logits_include_virtual_tokens")
+    "start/end logits then cover the virtual tokens: answer spans would be off by "
+    "num_virtual_tokens",
+    peft_fails=False,
+    fact="test_fact_qa_logits_include_virtual_tokens",
+)
 _POOLING = exclude(
     ("feature_extraction",),
     reason="the hidden states gain num_virtual_tokens leading positions that the attention mask "
-           "ft pools with does not cover (mean pooling misaligns, cls pooling reads a virtual token)",
-    peft_fails=False, fact="test_fact_hidden_states_include_virtual_tokens")
+    "ft pools with does not cover (mean pooling misaligns, cls pooling reads a virtual token)",
+    peft_fails=False,
+    fact="test_fact_hidden_states_include_virtual_tokens",
+)
 _ENCODER_DECODER_CONFIG = exclude(
     models=("encoder-decoder",),  # the model type of transformers' EncoderDecoderModel (bert2bert)
     reason="peft reads num_layers / num_attention_heads from the top-level model config, which "
-           "an EncoderDecoderModel config lacks (peft raises 'Please specify num_layers')",
-    errors=("ValueError",), match="Please specify `num_layers`")
+    "an EncoderDecoderModel config lacks (peft raises 'Please specify num_layers')",
+    errors=("ValueError",),
+    match="Please specify `num_layers`",
+)
 _ENCODER_ONLY_PREFIX = exclude(
-    ("feature_extraction",), ("seq2seq",),
+    ("feature_extraction",),
+    ("seq2seq",),
     reason="embeddings of an encoder-decoder come from its encoder alone (e.g. T5EncoderModel), "
-           "which does not take the prefixes: they get no gradient (torch raises 'element 0 of "
-           "tensors does not require grad')",
-    errors=("RuntimeError",), match="does not require grad")
-_SOFT_PROMPT_HOLES = (_TOKEN_CLS_SHIFT, _NO_INPUT_EMBEDS, _LAST_POSITION, _QA_UNSHIFTED, _POOLING,
-                      _ENCODER_DECODER_CONFIG)
+    "which does not take the prefixes: they get no gradient (torch raises 'element 0 of "
+    "tensors does not require grad')",
+    errors=("RuntimeError",),
+    match="does not require grad",
+)
+_SOFT_PROMPT_HOLES = (
+    _TOKEN_CLS_SHIFT,
+    _NO_INPUT_EMBEDS,
+    _LAST_POSITION,
+    _QA_UNSHIFTED,
+    _POOLING,
+    _ENCODER_DECODER_CONFIG,
+)
 _ADAPTION_HEADS = exclude(
     ("token_cls", "question_ans"),
     reason="peft's adaption prompt cannot wrap token-classification or QA models "
-           "(it raises TypeError: 'NoneType' object is not iterable)",
-    errors=("TypeError",), match="'NoneType' object is not iterable")
+    "(it raises TypeError: 'NoneType' object is not iterable)",
+    errors=("TypeError",),
+    match="'NoneType' object is not iterable",
+)
 _ADAPTION_NO_HEAD = exclude(
     ("seq_cls",),
     reason="adaption prompt has no modules_to_save: the new, randomly initialised classifier "
-           "head would stay frozen and would not be saved with the adapter",
-    peft_fails=False, fact="test_fact_adaption_prompt_leaves_the_new_head_untrained")
+    "head would stay frozen and would not be saved with the adapter",
+    peft_fails=False,
+    fact="test_fact_adaption_prompt_leaves_the_new_head_untrained",
+)
 
 
 class PromptLearning(PeftMethod):
@@ -81,11 +109,13 @@ class PromptLearning(PeftMethod):
     common_keys = ("task_type", "modules_to_save")  # peft's prompt configs take no target_modules
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if params.target_modules is not None:
-            found.append(f"peft.target_modules={params.target_modules}: {run.peft.name} adds "
-                         f"virtual tokens and targets no modules; remove the key")
+            found.append(
+                f"peft.target_modules={params.target_modules}: {run.peft.name} adds "
+                f"virtual tokens and targets no modules; remove the key"
+            )
         if params.num_virtual_tokens < 1:
             found.append(f"peft.num_virtual_tokens={params.num_virtual_tokens}: must be >= 1")
         # The virtual tokens share the context window with the real ones.
@@ -109,15 +139,17 @@ class PromptTuning(PromptLearning):
     summary = "prompt tuning: learn soft-prompt embeddings prepended to the input (text init)"
 
     @classmethod
-    def config_kwargs(cls, params: PromptTuningParams, task: str, family: Any,
-                      model_config: Any) -> Dict[str, Any]:
+    def config_kwargs(
+        cls, params: PromptTuningParams, task: str, family: Any, model_config: Any
+    ) -> dict[str, Any]:
         text = params.init == "text"
         kwargs = super().config_kwargs(params, task, family, model_config)
         kwargs["prompt_tuning_init"] = params.init.upper()
         kwargs["prompt_tuning_init_text"] = params.init_text if text else None
         # peft tokenizes init_text with the model's own tokenizer: the checkpoint directory.
-        kwargs["tokenizer_name_or_path"] = (getattr(model_config, "name_or_path", None)
-                                            if text else None)
+        kwargs["tokenizer_name_or_path"] = (
+            getattr(model_config, "name_or_path", None) if text else None
+        )
         return kwargs
 
 
@@ -143,8 +175,10 @@ class PTuning(PromptLearning):
 @dataclass(kw_only=True)
 class PrefixTuningParams(PeftParams):
     num_virtual_tokens: int = 20  # learned key/value prefix length in every attention layer
-    prefix_projection: bool = False  # reparameterise the prefix through an MLP (stabler, more params)
-    encoder_hidden_size: Optional[int] = None  # hidden width of that MLP; null = the model's width
+    prefix_projection: bool = (
+        False  # reparameterise the prefix through an MLP (stabler, more params)
+    )
+    encoder_hidden_size: int | None = None  # hidden width of that MLP; null = the model's width
 
 
 @PEFT_METHODS.register("prefix_tuning")
@@ -179,8 +213,9 @@ class AdaptionPrompt(PeftMethod):
     summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, Mistral, GPT-2)"
 
     @classmethod
-    def config_kwargs(cls, params: AdaptionPromptParams, task: str, family: Any,
-                      model_config: Any) -> Dict[str, Any]:
+    def config_kwargs(
+        cls, params: AdaptionPromptParams, task: str, family: Any, model_config: Any
+    ) -> dict[str, Any]:
         kwargs = super().config_kwargs(params, task, family, model_config)
         total = getattr(model_config, "num_hidden_layers", None)
         if total is not None:  # peft refuses more layers than the model has
@@ -188,12 +223,16 @@ class AdaptionPrompt(PeftMethod):
         return kwargs
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> List[str]:
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if params.target_modules is not None or params.modules_to_save is not None:
-            found.append("peft.target_modules / peft.modules_to_save: adaption_prompt adapts the "
-                         "attention layers itself and takes neither; remove them")
+            found.append(
+                "peft.target_modules / peft.modules_to_save: adaption_prompt adapts the "
+                "attention layers itself and takes neither; remove them"
+            )
         if params.adapter_len < 1 or params.adapter_layers < 1:
-            found.append(f"peft.adapter_len={params.adapter_len}, peft.adapter_layers="
-                         f"{params.adapter_layers}: both must be >= 1")
+            found.append(
+                f"peft.adapter_len={params.adapter_len}, peft.adapter_layers="
+                f"{params.adapter_layers}: both must be >= 1"
+            )
         return found

@@ -5,17 +5,22 @@ layers and only small per-layer vectors (VeRA), mixing weights (RandLoRA) or a s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from framework.peft.base import PeftMethod, PeftParams
+
 from framework.core.registry import PEFT_METHODS
+from framework.peft.base import PeftMethod, PeftParams
 
 
 @dataclass(kw_only=True)
 class VeraParams(PeftParams):
-    r: int = 256  # rank of the shared frozen random matrices (cheap: only 2 vectors per layer train)
+    r: int = (
+        256  # rank of the shared frozen random matrices (cheap: only 2 vectors per layer train)
+    )
     d_initial: float = 0.1  # initial value of the per-rank scaling vector d
     dropout: float = 0.0  # dropout on the adapter input
     projection_seed: int = 0  # PRNG key of the shared random matrices
-    save_projection: bool = True  # store the random matrices in the adapter (safe across torch versions)
+    save_projection: bool = (
+        True  # store the random matrices in the adapter (safe across torch versions)
+    )
 
 
 @PEFT_METHODS.register("vera")
@@ -41,8 +46,11 @@ class RandLora(PeftMethod):
     Params = RandLoraParams
     peft_type = "RANDLORA"
     peft_config = "RandLoraConfig"
-    peft_names = {"alpha": "randlora_alpha", "dropout": "randlora_dropout",
-                  "projection_seed": "projection_prng_key"}
+    peft_names = {
+        "alpha": "randlora_alpha",
+        "dropout": "randlora_dropout",
+        "projection_seed": "projection_prng_key",
+    }
     summary = "RandLoRA: full-rank update from shared random bases with learned diagonal mixing"
 
 

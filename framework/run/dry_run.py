@@ -10,37 +10,42 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from framework.config.compose import hydra_compose, override_key
+from framework.core.registry import HARDWARE
 from framework.hardware.base import launch_command
 from framework.hardware.slurm import sbatch_script
-from framework.core.registry import HARDWARE
 from framework.store.run_dir import CONFIG_FILE
 
 RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
 
-def dry_run_plan(run: Any) -> Dict[str, Any]:
+def dry_run_plan(run: Any) -> dict[str, Any]:
     """The launch plan of a validated run, as plain data."""
     profile = HARDWARE.get(run.hardware.name)
     params = run.hardware
     world = profile.world_size(params)
-    plan: Dict[str, Any] = {
+    plan: dict[str, Any] = {
         "recipe": run.recipe,
         "hardware": profile.plan(params, run.train),
-        "global_batch": {"processes": world, "batch_size": run.train.batch_size,
-                         "grad_accum": run.train.grad_accum,
-                         "examples_per_step": world * run.train.batch_size * run.train.grad_accum},
+        "global_batch": {
+            "processes": world,
+            "batch_size": run.train.batch_size,
+            "grad_accum": run.train.grad_accum,
+            "examples_per_step": world * run.train.batch_size * run.train.grad_accum,
+        },
         "run_dir": run.run_dir or str(Path(run.output_root) / run.recipe / "<timestamp>"),
     }
     if world > 1 or profile.always_launch:
         plan["command"] = launch_command(profile, params, Path(RUN_DIR_PLACEHOLDER), CONFIG_FILE)
         plan["env"] = {"PYTHONUNBUFFERED": "1", **profile.launch_env(params)}
         if params.num_machines > 1:
-            plan["nodes"] = (f"run the same `ft train` on each of the {params.num_machines} "
-                             f"machines with hardware.machine_rank=0..{params.num_machines - 1} "
-                             f"(under SLURM ranks and the main address come from SLURM)")
+            plan["nodes"] = (
+                f"run the same `ft train` on each of the {params.num_machines} "
+                f"machines with hardware.machine_rank=0..{params.num_machines - 1} "
+                f"(under SLURM ranks and the main address come from SLURM)"
+            )
     else:
         plan["command"] = None
     return plan
@@ -53,8 +58,10 @@ def print_dry_run(run: Any, composed: Any = None) -> None:
     print(f"dry run of {plan['recipe']} (nothing is created or started)")
     print(f"hardware: {json.dumps(plan['hardware'], indent=2, default=str)}")
     batch = plan["global_batch"]
-    print(f"global batch: {batch['processes']} processes x batch_size {batch['batch_size']} x "
-          f"grad_accum {batch['grad_accum']} = {batch['examples_per_step']} examples per step")
+    print(
+        f"global batch: {batch['processes']} processes x batch_size {batch['batch_size']} x "
+        f"grad_accum {batch['grad_accum']} = {batch['examples_per_step']} examples per step"
+    )
     print(f"run directory: {plan['run_dir']}")
     if plan["command"] is None:
         print("launch: in-process (one process), no launcher")
@@ -64,15 +71,23 @@ def print_dry_run(run: Any, composed: Any = None) -> None:
     print(f"  {env} {shlex.join(plan['command'])}")
     if "nodes" in plan:
         print(f"multi-node: {plan['nodes']}")
-    launcher = next((o.split("=", 1)[1] for o in getattr(composed, "overrides", [])
-                     if o.startswith("hydra/launcher=")), None)
+    launcher = next(
+        (
+            o.split("=", 1)[1]
+            for o in getattr(composed, "overrides", [])
+            if o.startswith("hydra/launcher=")
+        ),
+        None,
+    )
     if launcher:
-        print(f"\nwith -m, hydra/launcher={launcher} would submit (one task per node, each "
-              f"running the launch above):")
+        print(
+            f"\nwith -m, hydra/launcher={launcher} would submit (one task per node, each "
+            f"running the launch above):"
+        )
         print(submission_script(composed.recipe_path, composed.overrides))
 
 
-def submission_script(recipe_path: Any, overrides: List[str]) -> str:
+def submission_script(recipe_path: Any, overrides: list[str]) -> str:
     """The job script `ft train RECIPE -m hydra/launcher=slurm OVERRIDES` would submit (the
     launcher preset resolved against this run's config: nodes and GPUs follow `hardware`)."""
     from omegaconf import OmegaConf

@@ -10,15 +10,22 @@ import os
 import subprocess
 import threading
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from framework.config.compose import Composed, compose_recipe
 from framework.config.resume import continue_saved_config, resume_target
 from framework.config.schema import RunConfig, build_run_config
 from framework.core.errors import LaunchFailed, UserError
-from framework.store.logs import configure_logging, run_log
 from framework.core.registry import HARDWARE
-from framework.store.run_dir import CONFIG_FILE, create_run_dir, discard_unstarted_run, read_summary, write_resume_config, write_run_files
+from framework.store.logs import configure_logging, run_log
+from framework.store.run_dir import (
+    CONFIG_FILE,
+    create_run_dir,
+    discard_unstarted_run,
+    read_summary,
+    write_resume_config,
+    write_run_files,
+)
 
 log = logging.getLogger("ft")
 
@@ -29,15 +36,15 @@ class Prepared(NamedTuple):
     run: RunConfig
     run_dir: Path
     config_file: str  # the file in run_dir the ranks read: config.yaml, or the resume's own
-    resume_from: Optional[Path]  # the checkpoint to continue, if resuming
+    resume_from: Path | None  # the checkpoint to continue, if resuming
 
 
 class Finished(NamedTuple):
-    run_dir: Optional[Path]  # None for a dry run
-    metrics: Dict[str, float]  # final evaluation (a sweep's objective is its primary metric)
+    run_dir: Path | None  # None for a dry run
+    metrics: dict[str, float]  # final evaluation (a sweep's objective is its primary metric)
 
 
-def compose_and_validate(recipe: str, overrides: List[str]) -> Tuple[Composed, RunConfig]:
+def compose_and_validate(recipe: str, overrides: list[str]) -> tuple[Composed, RunConfig]:
     """Compose with Hydra and validate; return (composed, run). Never imports torch."""
     composed = compose_recipe(recipe, overrides)
     if composed.config.get("resume"):  # continue the run's saved config, not the recipe's defaults
@@ -90,7 +97,7 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
         raise
 
 
-def launch(prepared: Prepared) -> Dict[str, float]:
+def launch(prepared: Prepared) -> dict[str, float]:
     """Start every rank with `accelerate launch -m framework.training.trainer RUN_DIR`; a failing rank
     makes the whole run fail with that rank's exit code (Accelerate tears the group down)."""
     from framework.hardware.base import launch_command

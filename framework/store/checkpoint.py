@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from framework.core.errors import UserError
 from framework.store.run_dir import CHECKPOINTS_DIR, CONFIG_FILE
@@ -36,17 +36,20 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
-def complete_checkpoints(run_dir: Path) -> List[Path]:
+def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (by step)."""
     folder = checkpoints_dir(run_dir)
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir()
-             if p.is_dir() and p.name.startswith(PREFIX) and (p / COMPLETE_MARKER).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and (p / COMPLETE_MARKER).is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+def latest_checkpoint(run_dir: Path) -> Path | None:
     complete = complete_checkpoints(run_dir)
     return complete[-1] if complete else None
 
@@ -63,21 +66,23 @@ def _fsync_tree(path: Path) -> None:
         os.close(fd)
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """This process's RNG states (Python, NumPy, torch CPU, CUDA) as JSON-safe lists."""
     import numpy as np
     import torch
 
     np_state = np.random.get_state()
-    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-             "torch": torch.get_rng_state().tolist()}
+    state = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state().tolist(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
@@ -98,14 +103,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def manifest(folder: Path, step: int) -> Dict[str, Any]:
+def manifest(folder: Path, step: int) -> dict[str, Any]:
     """What COMPLETE records: the step and every file's size (bytes) and sha256."""
-    files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != COMPLETE_MARKER}
+    files = {
+        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != COMPLETE_MARKER
+    }
     return {"step": step, "files": files}
 
 
-def checkpoint_problem(checkpoint: Path) -> Optional[str]:
+def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why a complete checkpoint cannot be used (a file missing, cut short or changed since it was
     saved), or None when its files match what COMPLETE recorded. Checkpoints of older ft
     versions recorded only the step: nothing to verify."""
@@ -127,8 +135,14 @@ def checkpoint_problem(checkpoint: Path) -> Optional[str]:
     return None
 
 
-def save_checkpoint(accelerator: Any, run_dir: Path, step: int, trainer_state: Dict[str, Any],
-                    keep_last: int, config_yaml: str) -> Path:
+def save_checkpoint(
+    accelerator: Any,
+    run_dir: Path,
+    step: int,
+    trainer_state: dict[str, Any],
+    keep_last: int,
+    config_yaml: str,
+) -> Path:
     """Save atomically on every rank; return the final path. On failure (e.g. disk full) the
     partial directory is removed, earlier checkpoints are untouched, and the error propagates."""
     folder = checkpoints_dir(run_dir)
@@ -167,7 +181,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, step: int, trainer_state: D
 def _rotate(run_dir: Path, keep_last: int) -> None:
     """Delete old complete checkpoints beyond keep_last (never the newest) and stale temps."""
     complete = complete_checkpoints(run_dir)
-    for old in complete[:-max(keep_last, 1)]:
+    for old in complete[: -max(keep_last, 1)]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in checkpoints_dir(run_dir).glob(f".tmp-{PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -182,12 +196,16 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Path:
     if path.is_dir() and path.name == CHECKPOINTS_DIR and complete_checkpoints(path.parent):
         return newest_usable_checkpoint(path.parent, f"resume={resume}")
     if not (path / COMPLETE_MARKER).is_file() or not (path / STATE_FILE).is_file():
-        raise UserError(f"resume='{resume}': not a complete ft checkpoint (no {COMPLETE_MARKER} "
-                        f"marker). Use resume=auto or a checkpoint-* directory of an earlier run")
+        raise UserError(
+            f"resume='{resume}': not a complete ft checkpoint (no {COMPLETE_MARKER} "
+            f"marker). Use resume=auto or a checkpoint-* directory of an earlier run"
+        )
     problem = checkpoint_problem(path)
     if problem:
-        raise UserError(f"resume='{resume}': corrupt checkpoint: {problem}. Resume from an "
-                        f"earlier checkpoint-* directory, or use resume=auto")
+        raise UserError(
+            f"resume='{resume}': corrupt checkpoint: {problem}. Resume from an "
+            f"earlier checkpoint-* directory, or use resume=auto"
+        )
     return path
 
 
@@ -198,14 +216,22 @@ def newest_usable_checkpoint(run_dir: Path, setting: str) -> Path:
     folder = checkpoints_dir(run_dir)
     complete = complete_checkpoints(run_dir)
     if not complete:
-        raise UserError(f"{setting}: no complete checkpoint in {folder}. "
-                        f"Set train.save_every to write checkpoints, or drop resume")
-    unfinished = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                  and not (p / COMPLETE_MARKER).is_file()
-                  and int(p.name[len(PREFIX):]) > int(complete[-1].name[len(PREFIX):])]
+        raise UserError(
+            f"{setting}: no complete checkpoint in {folder}. "
+            f"Set train.save_every to write checkpoints, or drop resume"
+        )
+    unfinished = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir()
+        and p.name.startswith(PREFIX)
+        and not (p / COMPLETE_MARKER).is_file()
+        and int(p.name[len(PREFIX) :]) > int(complete[-1].name[len(PREFIX) :])
+    ]
     for path in sorted(unfinished):
-        log.warning("%s has no %s marker (the run stopped while saving it): not used", path,
-                    COMPLETE_MARKER)
+        log.warning(
+            "%s has no %s marker (the run stopped while saving it): not used", path, COMPLETE_MARKER
+        )
     first_problem = None
     for path in reversed(complete):
         problem = checkpoint_problem(path)
@@ -215,15 +241,17 @@ def newest_usable_checkpoint(run_dir: Path, setting: str) -> Path:
             return path
         log.warning("corrupt checkpoint %s: %s", path.name, problem)
         first_problem = first_problem or problem
-    raise UserError(f"{setting}: no usable checkpoint in {folder}: {first_problem}. Start a new "
-                    f"run, or restore the file")
+    raise UserError(
+        f"{setting}: no usable checkpoint in {folder}: {first_problem}. Start a new "
+        f"run, or restore the file"
+    )
 
 
 def run_dir_of_checkpoint(checkpoint: Path) -> Path:
     return checkpoint.parent.parent
 
 
-def read_trainer_state(checkpoint: Path) -> Dict[str, Any]:
+def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 

@@ -8,14 +8,22 @@ import sys
 import warnings
 from pathlib import Path
 
-from framework.store.run_dir import TRAIN_LOG
-
 from framework.store.redaction import redact_text
+from framework.store.run_dir import TRAIN_LOG
 
 # Loggers whose INFO lines describe library internals, not the run (Accelerate writes one line per
 # file it saves in a checkpoint).
-QUIET_LOGGERS = ("datasets", "httpx", "urllib3", "filelock", "huggingface_hub", "accelerate",
-                 "accelerate.checkpointing", "accelerate.accelerator", "torch.distributed")
+QUIET_LOGGERS = (
+    "datasets",
+    "httpx",
+    "urllib3",
+    "filelock",
+    "huggingface_hub",
+    "accelerate",
+    "accelerate.checkpointing",
+    "accelerate.accelerator",
+    "torch.distributed",
+)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -38,8 +46,9 @@ class _Redact(logging.Filter):
 
 
 def _redacting(handler: logging.Handler) -> logging.Handler:
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     handler.addFilter(_Redact())
     return handler
 
@@ -53,7 +62,9 @@ def configure_logging() -> None:
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # peft calls this transformers API on every run; the user cannot act on the deprecation.
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning
+    )
 
 
 class run_log:
@@ -63,7 +74,7 @@ class run_log:
     def __init__(self, run_dir: Path):
         self.handler = _redacting(logging.FileHandler(Path(run_dir) / TRAIN_LOG))
 
-    def __enter__(self) -> "run_log":
+    def __enter__(self) -> run_log:
         configure_logging()
         logging.getLogger().addHandler(self.handler)
         return self

@@ -7,18 +7,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, List
+from typing import Any
+
 import yaml
-
-
 
 REDACTED = "***REDACTED***"
 
 
 # A key whose name has one of these words (as a whole _-separated part) holds a secret.
 # "tokens" is not one: it names token_cls's word column (data.columns.tokens) and token counts.
-_SECRET_KEY = re.compile(r"(^|[_\-.])(token|(?:api_?key|key|secret|password|passwd|credential)s?)"
-                         r"($|[_\-.])", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(^|[_\-.])(token|(?:api_?key|key|secret|password|passwd|credential)s?)"
+    r"($|[_\-.])",
+    re.IGNORECASE,
+)
 
 
 # Values that look like well-known secrets wherever they appear (HF and OpenAI-style tokens), of
@@ -27,7 +29,7 @@ _SECRET_KEY = re.compile(r"(^|[_\-.])(token|(?:api_?key|key|secret|password|pass
 _SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]+|sk-[A-Za-z0-9][A-Za-z0-9_\-]*)(?![A-Za-z0-9_])")
 
 
-def _token_like(match: "re.Match[str]") -> str:
+def _token_like(match: re.Match[str]) -> str:
     body = match.group(0)[3:]
     return REDACTED if len(body) >= 20 or any(c.isupper() for c in body) else match.group(0)
 
@@ -51,7 +53,7 @@ def register_secret(value: Any) -> None:
         _REGISTERED.add(value)
 
 
-def _known_secrets() -> List[str]:
+def _known_secrets() -> list[str]:
     """Registered secrets and the values of secret-looking environment variables (HF_TOKEN,
     WANDB_API_KEY, ...): whatever path such a value took into a config or a log line, it is
     redacted. Longest first, so that a secret containing another is replaced whole."""
@@ -85,9 +87,14 @@ def redact(node: Any, key: str = "") -> Any:
 def redact_text(text: str) -> str:
     """Redact secret-looking values and `key=value` pairs with secret keys in a log line."""
     text = _redact_string(text)
-    return re.sub(r"([\w.\-]*(?:token|key|secret|password)[\w.\-]*)=(\S+)",
-                  lambda m: f"{m.group(1)}={REDACTED}" if is_secret_key(m.group(1).split('.')[-1])
-                  else m.group(0), text, flags=re.IGNORECASE)
+    return re.sub(
+        r"([\w.\-]*(?:token|key|secret|password)[\w.\-]*)=(\S+)",
+        lambda m: (
+            f"{m.group(1)}={REDACTED}" if is_secret_key(m.group(1).split(".")[-1]) else m.group(0)
+        ),
+        text,
+        flags=re.IGNORECASE,
+    )
 
 
 def redact_printed(text: str) -> str:

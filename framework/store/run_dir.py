@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import yaml
 
@@ -28,35 +28,18 @@ SUMMARY_FILE = "summary.json"  # final and baseline metrics, written when the ru
 TRIAL_FILE = "trial.json"  # a sweep trial's record: status, reason, exit code, config hash
 TRAIN_LOG = "train.log"
 ADAPTER_DIR = "adapter"  # save_pretrained adapter + tokenizer + TASK_FILE
-ADAPTER_LAST_DIR = "adapter_last"  # the last step's adapter when train.keep_best puts the best in adapter/
+ADAPTER_LAST_DIR = (
+    "adapter_last"  # the last step's adapter when train.keep_best puts the best in adapter/
+)
 CURVES_FILE = "curves.png"  # train/eval loss and the primary metric vs step (needs matplotlib)
 MLFLOW_DIR = "mlruns"  # logger=mlflow's default local file store
-WANDB_DIR = "wandb"  # logger=wandb: the folder W&B creates in RUN_DIR (offline runs, staged artifacts)
+WANDB_DIR = (
+    "wandb"  # logger=wandb: the folder W&B creates in RUN_DIR (offline runs, staged artifacts)
+)
 TENSORBOARD_DIR = "tensorboard"  # logger=tensorboard's event files
 TASK_FILE = "ft_task.json"  # the task's label maps, beside the adapter
 CHECKPOINTS_DIR = "checkpoints"
 MERGED_DIR = "merged"  # default output of `ft merge`
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def redact_hydra_files(folder: Path, jobs: bool = False) -> None:
@@ -71,15 +54,17 @@ def redact_hydra_files(folder: Path, jobs: bool = False) -> None:
                 redact_yaml_file(path)
 
 
-def create_run_dir(root: str, recipe: str, explicit: Optional[str], overwrite: bool) -> Path:
+def create_run_dir(root: str, recipe: str, explicit: str | None, overwrite: bool) -> Path:
     """Make a fresh run directory. Two runs in the same second get different directories;
     an explicit directory that already holds a run is refused unless overwrite=true."""
     if explicit:
         path = Path(explicit).expanduser().resolve()
         if (path / CONFIG_FILE).exists() and not overwrite:
-            raise UserError(f"run_dir='{explicit}': already holds a run ({path / CONFIG_FILE}). "
-                            f"Choose another run_dir, resume it with resume=auto, or pass "
-                            f"overwrite=true to reuse it")
+            raise UserError(
+                f"run_dir='{explicit}': already holds a run ({path / CONFIG_FILE}). "
+                f"Choose another run_dir, resume it with resume=auto, or pass "
+                f"overwrite=true to reuse it"
+            )
         path.mkdir(parents=True, exist_ok=True)
         return path
     base = Path(root).expanduser().resolve() / recipe
@@ -95,16 +80,21 @@ def create_run_dir(root: str, recipe: str, explicit: Optional[str], overwrite: b
     raise UserError(f"output_root='{root}': could not create a unique run directory under {base}")
 
 
-def _git_commit() -> Optional[str]:
+def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def write_run_files(run_dir: Path, config: Dict[str, Any], overrides: List[str]) -> None:
+def write_run_files(run_dir: Path, config: dict[str, Any], overrides: list[str]) -> None:
     """Write the resolved config, the command-line overrides and provenance (all redacted)."""
     clean = redact(config)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False))
@@ -117,9 +107,14 @@ def write_run_files(run_dir: Path, config: Dict[str, Any], overrides: List[str])
             versions[package] = version(package)
         except Exception:  # not installed: provenance is best effort
             versions[package] = None
-    provenance = {"argv": [redact_text(a) for a in sys.argv], "python": platform.python_version(),
-                  "host": platform.node(), "git_commit": _git_commit(), "versions": versions,
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    provenance = {
+        "argv": [redact_text(a) for a in sys.argv],
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "git_commit": _git_commit(),
+        "versions": versions,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     (run_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
 
 
@@ -140,13 +135,14 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def resume_configs(run_dir: Path) -> List[Path]:
+def resume_configs(run_dir: Path) -> list[Path]:
     """The configs of earlier resumes of a run, oldest first."""
-    return sorted(Path(run_dir).glob(RESUME_CONFIG_GLOB),
-                  key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return sorted(
+        Path(run_dir).glob(RESUME_CONFIG_GLOB), key=lambda p: int(p.stem.rsplit("-", 1)[1])
+    )
 
 
-def write_resume_config(run_dir: Path, config: Dict[str, Any]) -> Path:
+def write_resume_config(run_dir: Path, config: dict[str, Any]) -> Path:
     """Record a resume's config beside the original (which is never overwritten); return it."""
     path = run_dir / RESUME_CONFIG_GLOB.replace("*", str(len(resume_configs(run_dir)) + 1))
     path.write_text(yaml.safe_dump(redact(config), sort_keys=False))
@@ -169,11 +165,11 @@ def resume_command(run_dir: Path, recipe: str) -> str:
     return f"ft train {shlex.quote(recipe)} resume=auto run_dir={shlex.quote(str(run_dir))}"
 
 
-def write_summary(run_dir: Path, summary: Dict[str, Any]) -> None:
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     (Path(run_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
 
 
-def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """The summary of a finished run, or None while it has none."""
     path = Path(run_dir) / SUMMARY_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -186,7 +182,7 @@ class MetricsLog:
         self.path = run_dir / METRICS_FILE
         self.enabled = enabled
 
-    def write(self, record: Dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         with self.path.open("a") as handle:
@@ -195,7 +191,7 @@ class MetricsLog:
             os.fsync(handle.fileno())
 
 
-def read_metrics(run_dir: Path) -> List[Dict[str, Any]]:
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []

@@ -7,10 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any
+
 from framework.core.errors import UserError
-
-
 
 # Keys that say where or how a run is stored, not what it computes: left out of the config hash.
 NOT_HASHED = ("run_dir", "overwrite", "output_root", "resume", "dry_run", "sweep")
@@ -28,7 +27,7 @@ class SweepOptions:
     # Method-dependent dimensions: keys such as peft.r that a trial keeps only when its chosen
     # preset's schema has them (rank for LoRA-like methods); elsewhere the key is dropped, and
     # the trials that then coincide run once (the others are skipped by config hash).
-    conditional: List[str] = field(default_factory=list)
+    conditional: list[str] = field(default_factory=list)
 
     def merge(self, node: Any) -> None:
         """Take the settings of a preset's `sweep:` node (the command line's stay)."""
@@ -36,13 +35,15 @@ class SweepOptions:
             return
         unknown = sorted(set(node) - set(SWEEP_OPTIONS))
         if unknown:
-            raise UserError(f"sweep.{unknown[0]}: unknown sweep option; valid: "
-                            f"{', '.join('sweep.' + k for k in SWEEP_OPTIONS)}")
+            raise UserError(
+                f"sweep.{unknown[0]}: unknown sweep option; valid: "
+                f"{', '.join('sweep.' + k for k in SWEEP_OPTIONS)}"
+            )
         self.fail_fast = self.fail_fast or bool(node.get("fail_fast", False))
         self.conditional = sorted(set(self.conditional) | set(node.get("conditional") or []))
 
 
-def split_sweep_options(overrides: List[str]) -> Tuple[SweepOptions, List[str]]:
+def split_sweep_options(overrides: list[str]) -> tuple[SweepOptions, list[str]]:
     """Take `sweep.<key>=value` overrides out of the command line (they configure the sweep, not
     the runs) and return (options, the other overrides)."""
     options, rest = SweepOptions(), []
@@ -51,10 +52,12 @@ def split_sweep_options(overrides: List[str]) -> Tuple[SweepOptions, List[str]]:
         if not key.startswith("sweep."):
             rest.append(override)
             continue
-        name = key[len("sweep."):]
+        name = key[len("sweep.") :]
         if name not in SWEEP_OPTIONS:
-            raise UserError(f"{key}: unknown sweep option; valid: "
-                            f"{', '.join('sweep.' + k for k in SWEEP_OPTIONS)}")
+            raise UserError(
+                f"{key}: unknown sweep option; valid: "
+                f"{', '.join('sweep.' + k for k in SWEEP_OPTIONS)}"
+            )
         if name == "conditional":
             options.conditional = [k.strip() for k in value.strip("[]").split(",") if k.strip()]
         elif value.lower() not in ("true", "false"):
@@ -64,7 +67,7 @@ def split_sweep_options(overrides: List[str]) -> Tuple[SweepOptions, List[str]]:
     return options, rest
 
 
-def drop_undefined(node: Dict[str, Any], keys: List[str]) -> List[str]:
+def drop_undefined(node: dict[str, Any], keys: list[str]) -> list[str]:
     """Remove each conditional key (e.g. peft.r) whose preset's schema does not define it (IA3
     has no rank); return the keys removed."""
     from framework.config.schema import schema_fields
@@ -84,7 +87,7 @@ def drop_undefined(node: Dict[str, Any], keys: List[str]) -> List[str]:
     return dropped
 
 
-def config_hash(node: Dict[str, Any]) -> str:
+def config_hash(node: dict[str, Any]) -> str:
     """A hash of a trial's resolved config, without the keys that only say where it is stored:
     the same trial re-run into another directory has the same hash."""
     kept = {k: v for k, v in node.items() if k not in NOT_HASHED}
@@ -92,7 +95,7 @@ def config_hash(node: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def task_objective(run: Any) -> Tuple[str, bool]:
+def task_objective(run: Any) -> tuple[str, bool]:
     """(primary metric, greater is better) of a run's task, as its Task class declares them."""
     from framework.core.registry import TASKS
 

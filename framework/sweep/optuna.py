@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+
 from framework.core.errors import UserError
-
-
 
 OPTUNA_DB = "optuna.db"  # the persistent Optuna study (SQLite) in the sweep directory
 
@@ -16,25 +14,30 @@ OPTUNA_DB = "optuna.db"  # the persistent Optuna study (SQLite) in the sweep dir
 OPTUNA_STUDY = "ft"  # the study's name inside OPTUNA_DB
 
 
-def objective_direction(objectives: List[Tuple[str, bool]], overrides: List[str]) -> str:
+def objective_direction(objectives: list[tuple[str, bool]], overrides: list[str]) -> str:
     """Optuna's direction from the task's primary metric; an explicit hydra.sweeper.direction
     that contradicts it, or trials with different objectives, are user errors."""
     distinct = sorted(set(objectives))
     if len(distinct) > 1:
-        raise UserError(f"hydra/sweeper=optuna: the trials of this sweep optimise different "
-                        f"metrics {distinct}; sweep one task setting at a time")
+        raise UserError(
+            f"hydra/sweeper=optuna: the trials of this sweep optimise different "
+            f"metrics {distinct}; sweep one task setting at a time"
+        )
     metric, greater = distinct[0]
     direction = "maximize" if greater else "minimize"
     given = override_value(overrides, "hydra.sweeper.direction")
     if given is not None and given.strip("'\"") != direction:
-        raise UserError(f"hydra.sweeper.direction={given}: the task's primary metric {metric} is "
-                        f"{'higher' if greater else 'lower'}-is-better, so the direction is "
-                        f"{direction}. Remove the override (ft sets it from the task)")
+        raise UserError(
+            f"hydra.sweeper.direction={given}: the task's primary metric {metric} is "
+            f"{'higher' if greater else 'lower'}-is-better, so the direction is "
+            f"{direction}. Remove the override (ft sets it from the task)"
+        )
     return direction
 
 
-def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str,
-                     configured_trials: Optional[int] = None) -> List[str]:
+def optuna_overrides(
+    overrides: list[str], sweep_dir: Path, direction: str, configured_trials: int | None = None
+) -> list[str]:
     """Hydra overrides for a persistent, failure-tolerant Optuna study in the sweep directory.
     A re-run of the same command continues the study: only the trials still missing run (a
     trial left running by a killed sweep is run again), in new trial directories."""
@@ -76,7 +79,7 @@ def optuna_overrides(overrides: List[str], sweep_dir: Path, direction: str,
     return kept + added
 
 
-def override_value(overrides: List[str], key: str) -> Optional[str]:
+def override_value(overrides: list[str], key: str) -> str | None:
     for override in overrides:
         if override.lstrip("+").split("=", 1)[0] == key:
             return override.split("=", 1)[1]

@@ -4,23 +4,26 @@ name per command, so that re-running it resumes), and for Optuna its direction a
 
 from __future__ import annotations
 
-from framework.sweep.dirs import resolve_sweep_dir
-from framework.sweep.optuna import objective_direction, optuna_overrides
-from framework.sweep.options import (SweepOptions, drop_undefined, split_sweep_options,
-                                     task_objective)
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any
+
 from framework.core.errors import UserError
-
-
+from framework.sweep.dirs import resolve_sweep_dir
+from framework.sweep.options import (
+    SweepOptions,
+    drop_undefined,
+    split_sweep_options,
+    task_objective,
+)
+from framework.sweep.optuna import objective_direction, optuna_overrides
 
 # A sweep grid up to this many jobs is validated job by job before any runs (about 0.3 s each);
 # a bigger one has each swept value validated once, with the other keys at their first value.
 MAX_PREVALIDATED_JOBS = 32
 
 
-def sweep_jobs(overrides: List[str]) -> List[List[str]]:
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """Concrete override lists that cover a sweep: every job of a small grid, else each swept value
     once. Interval sweeps (Optuna) contribute their two ends. Hydra's own keys are left out; a
     glob sweep (expanded by Hydra against the presets) leaves nothing to check here: []."""
@@ -31,7 +34,7 @@ def sweep_jobs(overrides: List[str]) -> List[List[str]]:
     mine = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     if any("glob(" in o.split("=", 1)[-1] for o in mine):
         return []
-    axes: List[List[str]] = []
+    axes: list[list[str]] = []
     for override, text in zip(OverridesParser.create().parse_overrides(mine), mine):
         key = override.get_key_element()
         if not override.is_sweep_override():
@@ -47,12 +50,16 @@ def sweep_jobs(overrides: List[str]) -> List[List[str]]:
     if size <= MAX_PREVALIDATED_JOBS:
         return [list(job) for job in itertools.product(*axes)]
     firsts = [values[0] for values in axes]
-    return [firsts[:i] + [value] + firsts[i + 1:]
-            for i, values in enumerate(axes) for value in values[1:]] + [firsts]
+    return [
+        firsts[:i] + [value] + firsts[i + 1 :]
+        for i, values in enumerate(axes)
+        for value in values[1:]
+    ] + [firsts]
 
 
-def prevalidate_sweep(recipe: str, overrides: List[str], conditional: List[str] = ()
-                      ) -> Tuple[List[str], List[Any], Set[str]]:
+def prevalidate_sweep(
+    recipe: str, overrides: list[str], conditional: list[str] = ()
+) -> tuple[list[str], list[Any], set[str]]:
     """Validate every job of a sweep before the first one runs (a bad value must not surface after
     hours of training, or on a cluster node). Returns (one line per failing job, the validated
     runs, the keys that needed a `+` because their preset omits them although the schema has
@@ -74,23 +81,29 @@ def prevalidate_sweep(recipe: str, overrides: List[str], conditional: List[str] 
         except UserError as error:
             problems.append(f"sweep job [{' '.join(job)}]: {error}")
             continue
-        added |= {override_key(o) for o in composed.overrides
-                  if o.startswith("+") and not o.startswith("++")} - \
-                 {override_key(o) for o in job if o.startswith("+")}
+        added |= {
+            override_key(o)
+            for o in composed.overrides
+            if o.startswith("+") and not o.startswith("++")
+        } - {override_key(o) for o in job if o.startswith("+")}
     return problems, runs, added
 
 
-def preset_sweep(recipe: str, overrides: List[str]) -> Tuple[str, List[str], Any, Any]:
+def preset_sweep(recipe: str, overrides: list[str]) -> tuple[str, list[str], Any, Any]:
     """What the composed config says about the sweep (an hparams_search preset may set it):
     (the sweeper's name, its `params` as overrides, its n_trials, the `sweep:` node)."""
     from omegaconf import OmegaConf
 
-    from framework.config.compose import (hydra_compose, override_key, recipe_groups,
-                                          resolve_recipe)
+    from framework.config.compose import hydra_compose, override_key, recipe_groups, resolve_recipe
 
     jobs = sweep_jobs(overrides)
-    hydra_keys = [o for o in overrides if override_key(o).startswith(("hydra.", "hydra/"))
-                  and "," not in o.split("=", 1)[-1] and "(" not in o.split("=", 1)[-1]]
+    hydra_keys = [
+        o
+        for o in overrides
+        if override_key(o).startswith(("hydra.", "hydra/"))
+        and "," not in o.split("=", 1)[-1]
+        and "(" not in o.split("=", 1)[-1]
+    ]
     # Only preset choices (group=preset) and Hydra's keys: what decides the sweep's settings.
     choices = [o for o in (jobs[0] if jobs else []) if override_key(o) in recipe_groups()]
     try:
@@ -106,26 +119,28 @@ def preset_sweep(recipe: str, overrides: List[str]) -> Tuple[str, List[str], Any
     return sweeper, as_overrides, cfg.hydra.sweeper.get("n_trials"), sweep_node
 
 
-def force_added(overrides: List[str], keys: Set[str]) -> List[str]:
+def force_added(overrides: list[str], keys: set[str]) -> list[str]:
     """`key=v1,v2` -> `++key=v1,v2` for schema keys a preset omits (++ adds or overrides, so it
     also fits jobs whose preset does have the key)."""
     from framework.config.compose import override_key
 
-    return [f"++{o.lstrip('+')}" if override_key(o) in keys and not o.startswith("~") else o
-            for o in overrides]
+    return [
+        f"++{o.lstrip('+')}" if override_key(o) in keys and not o.startswith("~") else o
+        for o in overrides
+    ]
 
 
 class SweepPlan:
     """What `plan_sweep` decided for a sweep, read by each trial (in this process)."""
 
     def __init__(self) -> None:
-        self.sweep_dir: Optional[Path] = None
+        self.sweep_dir: Path | None = None
         self.options = SweepOptions()
         self.optuna = False
-        self.problems: List[str] = []
+        self.problems: list[str] = []
 
 
-def with_search_preset(recipe: str, overrides: List[str]) -> List[str]:
+def with_search_preset(recipe: str, overrides: list[str]) -> list[str]:
     """`hparams_search=NAME` -> `+hparams_search=NAME`: recipes do not list the group in their
     defaults (one that does takes the plain form)."""
     from framework.config.compose import resolve_recipe
@@ -135,7 +150,7 @@ def with_search_preset(recipe: str, overrides: List[str]) -> List[str]:
     return [f"+{o}" if o.startswith("hparams_search=") else o for o in overrides]
 
 
-def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
+def plan_sweep(plan: SweepPlan, recipe: str, overrides: list[str]) -> list[str]:
     """Validate every job, then settle the sweep directory (a fixed name per command, so that
     re-running the command resumes it), schema keys (`++`) and, for Optuna, its direction and
     persistent study. Returns the overrides to hand to Hydra; problems go to plan.problems."""
@@ -146,14 +161,17 @@ def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
     sweeper, preset_params, n_trials, sweep_node = preset_sweep(recipe, overrides)
     plan.options.merge(sweep_node)
     overrides = force_added(overrides, set(plan.options.conditional))
-    plan.problems, runs, added = prevalidate_sweep(recipe, preset_params + overrides,
-                                                   plan.options.conditional)
+    plan.problems, runs, added = prevalidate_sweep(
+        recipe, preset_params + overrides, plan.options.conditional
+    )
     if plan.problems:
         return overrides
     if any(run.run_dir for run in runs):
-        raise UserError("run_dir: every trial of a sweep gets its own directory under the sweep "
-                        "directory, so one run_dir cannot hold them; remove it (choose where the "
-                        "sweep goes with hydra.sweep.dir=DIR)")
+        raise UserError(
+            "run_dir: every trial of a sweep gets its own directory under the sweep "
+            "directory, so one run_dir cannot hold them; remove it (choose where the "
+            "sweep goes with hydra.sweep.dir=DIR)"
+        )
     overrides = force_added(overrides, added)
     output_root = runs[0].output_root if runs else "outputs"
     plan.sweep_dir = resolve_sweep_dir(overrides, output_root, Path(recipe).stem)
@@ -164,6 +182,10 @@ def plan_sweep(plan: SweepPlan, recipe: str, overrides: List[str]) -> List[str]:
     if plan.optuna and runs:
         direction = objective_direction([task_objective(run) for run in runs], overrides)
         overrides = optuna_overrides(overrides, plan.sweep_dir, direction, n_trials)
-    print(f"[sweep] directory: {plan.sweep_dir} (the same command resumes it; "
-          f"`ft sweep report {plan.sweep_dir}` shows it)", file=sys.stderr, flush=True)
+    print(
+        f"[sweep] directory: {plan.sweep_dir} (the same command resumes it; "
+        f"`ft sweep report {plan.sweep_dir}` shows it)",
+        file=sys.stderr,
+        flush=True,
+    )
     return overrides

@@ -16,7 +16,6 @@ sweep directory, wrapped so that the sweep survives failures and restarts.
 
 from __future__ import annotations
 
-from framework.sweep.options import SweepOptions, config_hash, drop_undefined, task_objective
 import json
 import logging
 import math
@@ -25,31 +24,22 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from framework.core.errors import LaunchFailed, TrainingInterrupted, UserError, exit_code_for
-from framework.store.run_dir import METRICS_FILE, TRIAL_FILE, read_summary
 from framework.store.redaction import redact_text
+from framework.store.run_dir import METRICS_FILE, TRIAL_FILE, read_summary
+from framework.sweep.options import SweepOptions, config_hash, drop_undefined, task_objective
 
 HYDRA_DIR = ".hydra"  # Hydra writes each job's config here before the job runs
-
-
 
 
 class TrialFailed(Exception):
     """A trial failed; raised to an Optuna sweeper so that the study records it as failed."""
 
 
-
-
-
-
-
-
-
-
 # ---- one trial ---------------------------------------------------------------------------------
-def read_trial(trial_dir: Path) -> Optional[Dict[str, Any]]:
+def read_trial(trial_dir: Path) -> dict[str, Any] | None:
     path = Path(trial_dir) / TRIAL_FILE
     try:
         return json.loads(path.read_text()) if path.is_file() else None
@@ -57,7 +47,7 @@ def read_trial(trial_dir: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def write_trial(trial_dir: Path, record: Dict[str, Any]) -> None:
+def write_trial(trial_dir: Path, record: dict[str, Any]) -> None:
     """Write trial.json atomically (a killed sweep never leaves half a record)."""
     path = Path(trial_dir) / TRIAL_FILE
     tmp = path.with_suffix(".tmp")
@@ -65,7 +55,7 @@ def write_trial(trial_dir: Path, record: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def completed_trial(sweep_dir: Path, digest: str) -> Optional[Path]:
+def completed_trial(sweep_dir: Path, digest: str) -> Path | None:
     """The directory of a completed trial with this config hash in the sweep directory."""
     for record_file in sorted(Path(sweep_dir).glob(f"*/{TRIAL_FILE}")):
         record = read_trial(record_file.parent)
@@ -92,28 +82,35 @@ def trim_metrics(trial_dir: Path, checkpoint: Path) -> None:
     if not path.is_file():
         return
     step = int(checkpoint.name.rsplit("-", 1)[-1])
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
 
 
-def shown_overrides(overrides: List[str]) -> List[str]:
+def shown_overrides(overrides: list[str]) -> list[str]:
     """A trial's overrides as a user would type them to `ft train` (no Hydra keys, no search
     space preset: its values are among the trial's own; `++key`, which ft adds for schema keys a
     preset omits, is plain `key` there)."""
     out = []
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
-        if key.startswith(("hydra.", "hydra/")) or key in ("run_dir", "overwrite", "hparams_search"):
+        if key.startswith(("hydra.", "hydra/")) or key in (
+            "run_dir",
+            "overwrite",
+            "hparams_search",
+        ):
             continue
         # Secrets never reach trial.json, the summary or the console (model.token=hf_...).
         out.append(redact_text(override[2:] if override.startswith("++") else override))
     return out
 
 
-def trial_line(record: Dict[str, Any]) -> str:
+def trial_line(record: dict[str, Any]) -> str:
     """The one console line of a finished trial."""
     metric = record.get("primary_metric") or "metric"
     value = record.get("value")
@@ -121,13 +118,23 @@ def trial_line(record: Dict[str, Any]) -> str:
     status = record["status"]
     if status == "failed":
         status = f"failed (exit {record.get('exit_code')}: {_short(record.get('reason'))})"
-    return (f"[sweep] trial {record['trial']}: {status}; {shown}; "
-            f"{record.get('seconds', 0):.1f}s; {' '.join(record.get('overrides', [])) or '(no overrides)'}")
+    return (
+        f"[sweep] trial {record['trial']}: {status}; {shown}; "
+        f"{record.get('seconds', 0):.1f}s; {' '.join(record.get('overrides', [])) or '(no overrides)'}"
+    )
 
 
-def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: List[str],
-              choices: Dict[str, str], trial_dir: Path, sweep_dir: Path,
-              options: SweepOptions, optuna: bool) -> float:
+def run_trial(
+    node: dict[str, Any],
+    recipe: str,
+    recipe_path: Path,
+    overrides: list[str],
+    choices: dict[str, str],
+    trial_dir: Path,
+    sweep_dir: Path,
+    options: SweepOptions,
+    optuna: bool,
+) -> float:
     """Run one trial of a sweep in trial_dir and return its objective (the task's primary
     metric). A failure is recorded and returned as NaN (or raised as TrialFailed to Optuna, or
     as SystemExit under sweep.fail_fast); a signal (Ctrl-C, SIGTERM) stops the whole sweep."""
@@ -143,12 +150,22 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     node.setdefault("recipe", recipe_path.stem)
     dropped = drop_undefined(node, options.conditional)
     digest = config_hash(node)
-    record: Dict[str, Any] = {
-        "trial": trial_dir.name, "recipe": recipe, "dropped": dropped, "hash": digest,
+    record: dict[str, Any] = {
+        "trial": trial_dir.name,
+        "recipe": recipe,
+        "dropped": dropped,
+        "hash": digest,
         "overrides": [o for o in shown_overrides(overrides) if override_key(o) not in dropped],
-        "status": "running", "run_dir": str(trial_dir), "reason": None, "exit_code": None,
-        "value": None, "primary_metric": None, "greater_is_better": None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": 0.0}
+        "status": "running",
+        "run_dir": str(trial_dir),
+        "reason": None,
+        "exit_code": None,
+        "value": None,
+        "primary_metric": None,
+        "greater_is_better": None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": 0.0,
+    }
     value = finished_value(trial_dir, sweep_dir, digest)
     if value is not None:
         return value
@@ -169,7 +186,7 @@ def run_trial(node: Dict[str, Any], recipe: str, recipe_path: Path, overrides: L
     return float("nan")
 
 
-def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> Optional[float]:
+def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> float | None:
     """The objective of a trial that already completed (a restart of the sweep: never retrain
     it), or None. The same config in another trial directory counts too (it is then recorded
     here as a duplicate)."""
@@ -177,10 +194,18 @@ def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> Optional[fl
     if done is not None:
         previous = read_trial(done) or {}
         if done != trial_dir:
-            write_trial(trial_dir, {**previous, "trial": trial_dir.name, "status": "duplicate",
-                                    "seconds": 0.0, "same_as": str(done), "run_dir": str(done)})
-        print(f"[sweep] trial {trial_dir.name}: already completed in {done}; skipped",
-              flush=True)
+            write_trial(
+                trial_dir,
+                {
+                    **previous,
+                    "trial": trial_dir.name,
+                    "status": "duplicate",
+                    "seconds": 0.0,
+                    "same_as": str(done),
+                    "run_dir": str(done),
+                },
+            )
+        print(f"[sweep] trial {trial_dir.name}: already completed in {done}; skipped", flush=True)
         return float(previous.get("value", float("nan")))
     old = read_trial(trial_dir)
     summary = _readable_summary(trial_dir) if old and old.get("hash") == digest else None
@@ -194,7 +219,7 @@ def finished_value(trial_dir: Path, sweep_dir: Path, digest: str) -> Optional[fl
     return None
 
 
-def _readable_summary(trial_dir: Path) -> Optional[Dict[str, Any]]:
+def _readable_summary(trial_dir: Path) -> dict[str, Any] | None:
     """summary.json, or None when absent or cut short (a kill while it was being written)."""
     try:
         return read_summary(trial_dir)
@@ -202,7 +227,7 @@ def _readable_summary(trial_dir: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def prepare_trial_dir(trial_dir: Path, digest: str, node: Dict[str, Any]) -> Dict[str, Any]:
+def prepare_trial_dir(trial_dir: Path, digest: str, node: dict[str, Any]) -> dict[str, Any]:
     """An unfinished trial of the same config continues from its last complete checkpoint
     (metrics after it are dropped); anything else left in the directory is removed, so that a
     restart never appends to old metrics. Returns what to add to the trial's record."""
@@ -219,8 +244,14 @@ def prepare_trial_dir(trial_dir: Path, digest: str, node: Dict[str, Any]) -> Dic
     return {}
 
 
-def execute_trial(node: Dict[str, Any], recipe_path: Path, overrides: List[str],
-                  choices: Dict[str, str], trial_dir: Path, record: Dict[str, Any]) -> bool:
+def execute_trial(
+    node: dict[str, Any],
+    recipe_path: Path,
+    overrides: list[str],
+    choices: dict[str, str],
+    trial_dir: Path,
+    record: dict[str, Any],
+) -> bool:
     """Validate and train the trial, filling in its record (status, value or reason and exit
     code). Returns True when a signal stopped it (the sweep must stop too)."""
     from framework.config.compose import Composed
@@ -236,16 +267,22 @@ def execute_trial(node: Dict[str, Any], recipe_path: Path, overrides: List[str],
         summary = read_summary(trial_dir) or {}
         value = (summary.get("final") or {}).get(record["primary_metric"])
         if value is None or not math.isfinite(float(value)):
-            record.update(status="failed", exit_code=1,
-                          reason=f"no finite {record['primary_metric']} in summary.json")
+            record.update(
+                status="failed",
+                exit_code=1,
+                reason=f"no finite {record['primary_metric']} in summary.json",
+            )
         else:
             record.update(status="completed", value=float(value))
     except (UserError, TrainingInterrupted, LaunchFailed) as error:
         code = exit_code_for(error)
         signalled = isinstance(error, TrainingInterrupted) and (code or 0) >= 128
         # A signal leaves the trial unfinished (its checkpoint resumes it); anything else failed.
-        record.update(status="interrupted" if signalled else "failed", exit_code=code,
-                      reason=str(error).splitlines()[0])
+        record.update(
+            status="interrupted" if signalled else "failed",
+            exit_code=code,
+            reason=str(error).splitlines()[0],
+        )
         return signalled
     except Exception as error:  # out of memory, a library error: recorded, the sweep goes on
         traceback.print_exc()
@@ -254,28 +291,6 @@ def execute_trial(node: Dict[str, Any], recipe_path: Path, overrides: List[str],
     return False
 
 
-
-
-
-
 def _short(text: Any, limit: int = 90) -> str:
     text = str(text or "")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    return text if len(text) <= limit else text[: limit - 3] + "..."

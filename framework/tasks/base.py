@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, ClassVar
 
-from framework.core.params import DataConfig, GroupParams
 from framework.core.errors import UserError
+from framework.core.params import DataConfig, GroupParams
 from framework.store.run_dir import TASK_FILE
 
 
@@ -28,7 +29,7 @@ class Task:
     peft_task_type: ClassVar[str] = ""  # peft TaskType value
     # Model kinds the task needs beyond its Auto class having a class for the model type:
     # None = any; e.g. {"decoder"} for causal LM (an encoder's LM head attends both ways).
-    model_kinds: ClassVar[Optional[FrozenSet[str]]] = None
+    model_kinds: ClassVar[frozenset[str] | None] = None
     primary_metric: ClassVar[str] = "eval_loss"  # what sweeps optimise and `make demo` reports
     greater_is_better: ClassVar[bool] = False
     # Whether the task's examples can be packed into padding-free rows (tasks/packing.py); the
@@ -50,7 +51,7 @@ class Task:
         self.family = family
 
     # ---- columns -------------------------------------------------------------------------
-    def roles(self) -> Dict[str, bool]:
+    def roles(self) -> dict[str, bool]:
         """Column roles this task reads: role -> required. data.columns maps role -> column."""
         raise NotImplementedError
 
@@ -66,27 +67,31 @@ class Task:
                     raise UserError(
                         f"data.columns.{role}: column '{col}' not found in split '{split}' of "
                         f"{describe(split)}; it has columns {dataset.column_names}. "
-                        f"Fix: data.columns.{role}=<one of those>")
+                        f"Fix: data.columns.{role}=<one of those>"
+                    )
 
     # ---- labels and model ------------------------------------------------------------------
     def fit_labels(self, splits: Any, describe: Callable[[str], str]) -> None:
         """Learn label maps from the train split and check the other splits against them."""
 
-    def model_kwargs(self) -> Dict[str, Any]:
+    def model_kwargs(self) -> dict[str, Any]:
         """Extra from_pretrained kwargs (num_labels, id2label, ...)."""
         return {}
 
-    def artifacts(self) -> Dict[str, Any]:
+    def artifacts(self) -> dict[str, Any]:
         """JSON-serialisable facts saved beside the adapter (label maps, ...)."""
         return {}
 
-    def restore_artifacts(self, extras: Dict[str, Any]) -> None:
+    def restore_artifacts(self, extras: dict[str, Any]) -> None:
         """Take back what artifacts() saved (label maps), before model_kwargs() is used."""
 
-    def predict_roles(self) -> Dict[str, bool]:
+    def predict_roles(self) -> dict[str, bool]:
         """Columns `ft predict` input rows need (by default the inputs, not the targets)."""
-        return {role: required for role, required in self.roles().items()
-                if role not in ("label", "labels", "tags", "response", "target", "answers")}
+        return {
+            role: required
+            for role, required in self.roles().items()
+            if role not in ("label", "labels", "tags", "response", "target", "answers")
+        }
 
     def save_artifacts(self, directory: Path) -> None:
         extras = self.artifacts()
@@ -98,42 +103,55 @@ class Task:
         """Turn raw splits into model inputs with datasets.map (cached by fingerprint)."""
         raise NotImplementedError
 
-    def use_tokenized(self, tokenized: Dict[str, Any]) -> None:
+    def use_tokenized(self, tokenized: dict[str, Any]) -> None:
         """Called with the tokenized splits, whether tokenize() made them or the tokenization
         cache had them: a task that keeps a split for itself takes it here."""
 
-    def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def encode_split(self, dataset: Any, split: str, encode: Callable[..., Dict[str, Any]],
-                     fn_kwargs: Optional[Dict[str, Any]] = None,
-                     length_of: Optional[Callable[[Dict], int]] = None) -> Any:
+    def encode_split(
+        self,
+        dataset: Any,
+        split: str,
+        encode: Callable[..., dict[str, Any]],
+        fn_kwargs: dict[str, Any] | None = None,
+        length_of: Callable[[dict], int] | None = None,
+    ) -> Any:
         """Tokenize one split with batched `datasets.map` (cached by fingerprint), replacing its
         columns with encode's output; under data.truncation=false, drop over-long examples
         (length_of gives an example's length in tokens; default: its input_ids)."""
-        encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names,
-                              fn_kwargs=fn_kwargs, desc=f"tokenizing {split}")
+        encoded = dataset.map(
+            encode,
+            batched=True,
+            remove_columns=dataset.column_names,
+            fn_kwargs=fn_kwargs,
+            desc=f"tokenizing {split}",
+        )
         if not self.data.truncation:
-            encoded = self.drop_too_long(encoded, split,
-                                         length_of or (lambda ex: len(ex["input_ids"])))
+            encoded = self.drop_too_long(
+                encoded, split, length_of or (lambda ex: len(ex["input_ids"]))
+            )
         return encoded
 
-    def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[Dict], int]) -> Any:
+    def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[dict], int]) -> Any:
         """Under truncation=false, drop over-long examples; fail if none are left."""
         limit = self.data.max_length
         kept = dataset.filter(lambda ex: length_of(ex) <= limit)
         if len(kept) == 0 and len(dataset) > 0:
-            raise UserError(f"data.max_length={limit}: every example of split '{split}' is longer "
-                            f"and data.truncation=false drops them. Fix: raise data.max_length or "
-                            f"set data.truncation=true")
+            raise UserError(
+                f"data.max_length={limit}: every example of split '{split}' is longer "
+                f"and data.truncation=false drops them. Fix: raise data.max_length or "
+                f"set data.truncation=true"
+            )
         return kept
 
     # ---- training and evaluation -----------------------------------------------------------
-    def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
+    def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         """The training loss; by default the model's own (labels are in the batch)."""
         return model(**batch).loss
 
-    def count_items(self, batch: Dict[str, Any]) -> Any:
+    def count_items(self, batch: dict[str, Any]) -> Any:
         """What the loss averages over in this batch, as a device tensor: examples by default;
         tasks with token labels count label tokens. The trainer normalises each optimizer step's
         loss by the count of all its micro-batches on all processes."""
@@ -142,14 +160,15 @@ class Task:
         first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
         return torch.full((), float(first.shape[0]), device=first.device)  # no host->device copy
 
-    def loss_terms(self, model: Any, batch: Dict[str, Any]) -> Tuple[Any, Any]:
+    def loss_terms(self, model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
         """(loss summed over the batch's items, item count): compute_loss's mean times the count,
         unless the task sums its loss itself."""
         count = self.count_items(batch)
         return self.compute_loss(model, batch) * count, count
 
-    def evaluate(self, model: Any, loader: Iterable, accelerator: Any,
-                 raw: Optional[Any] = None) -> Dict[str, float]:
+    def evaluate(
+        self, model: Any, loader: Iterable, accelerator: Any, raw: Any | None = None
+    ) -> dict[str, float]:
         """Metrics on a held-out split: always eval_loss, plus the task's own."""
         raise NotImplementedError
 
@@ -162,12 +181,14 @@ class Task:
             for batch in loader:
                 loss = self.compute_loss(model, batch)
                 n = next(iter(batch.values())).shape[0]
-                total += torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=total.device)])
+                total += torch.stack(
+                    [loss.detach().float() * n, torch.tensor(float(n), device=total.device)]
+                )
         total = accelerator.reduce(total, reduction="sum")
         return float(total[0] / total[1].clamp(min=1))
 
     # ---- prediction ------------------------------------------------------------------------
-    def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
+    def predict(self, model: Any, rows: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
         """Predictions for raw rows (what `ft predict` writes, one JSON object per row)."""
         raise NotImplementedError
 

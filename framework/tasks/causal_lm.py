@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from framework.core.errors import UserError
 from framework.core.registry import TASKS
@@ -25,10 +25,16 @@ FORMATS = ("messages", "prompt_completion", "text")
 
 @dataclass(kw_only=True)
 class CausalLmParams(TaskParams):
-    format: Literal["auto", "messages", "prompt_completion", "text"] = "auto"  # auto: by the columns
-    train_on: Literal["assistant", "last_assistant", "all"] = "assistant"  # which tokens carry the loss
-    chat_template: Optional[str] = None  # null: the tokenizer's own; chatml; none (plain); or Jinja text
-    system_prompt: Optional[str] = None  # system turn added to conversations that have none
+    format: Literal["auto", "messages", "prompt_completion", "text"] = (
+        "auto"  # auto: by the columns
+    )
+    train_on: Literal["assistant", "last_assistant", "all"] = (
+        "assistant"  # which tokens carry the loss
+    )
+    chat_template: str | None = (
+        None  # null: the tokenizer's own; chatml; none (plain); or Jinja text
+    )
+    system_prompt: str | None = None  # system turn added to conversations that have none
     generate_eval: bool = False  # also generate answers on eval and score exact match / ROUGE-L
     max_new_tokens: int = 32  # tokens generated per eval example when generate_eval
     max_generate_examples: int = 64  # eval examples scored by generation (it is slow)
@@ -47,7 +53,7 @@ class CausalLm(Task):
     summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
 
     @staticmethod
-    def upgrade_saved(params: Dict[str, Any]) -> Dict[str, Any]:
+    def upgrade_saved(params: dict[str, Any]) -> dict[str, Any]:
         """Saved configs of ft before chat data: mode sft|lm and use_chat_template."""
         mode = params.pop("mode", None)
         if mode is not None:
@@ -60,26 +66,33 @@ class CausalLm(Task):
         super().__init__(*args, **kwargs)
         self.format = self.params.format  # "auto" until the data's columns are seen
         # `completion` and `response` name the same role (TRL's name, and ft's older one)
-        self._completion = (self.data.columns.get("completion") or self.data.columns.get("response")
-                            or "completion")
+        self._completion = (
+            self.data.columns.get("completion") or self.data.columns.get("response") or "completion"
+        )
         if self.tokenizer is not None:
             self._choose_template()
 
     # ---- dataset shape -------------------------------------------------------------------------
     @classmethod
-    def params_problems(cls, params: CausalLmParams, run: Any) -> List[str]:
+    def params_problems(cls, params: CausalLmParams, run: Any) -> list[str]:
         found = []
         template = params.chat_template
-        if template is not None and template not in (*chat.TEMPLATES, chat.NO_TEMPLATE) \
-                and "{{" not in template and "{%" not in template:
-            found.append(f"task.chat_template={template}: not a template; use null (the "
-                         f"tokenizer's own), {', '.join(chat.TEMPLATES)}, {chat.NO_TEMPLATE}, or a "
-                         f"Jinja template string")
+        if (
+            template is not None
+            and template not in (*chat.TEMPLATES, chat.NO_TEMPLATE)
+            and "{{" not in template
+            and "{%" not in template
+        ):
+            found.append(
+                f"task.chat_template={template}: not a template; use null (the "
+                f"tokenizer's own), {', '.join(chat.TEMPLATES)}, {chat.NO_TEMPLATE}, or a "
+                f"Jinja template string"
+            )
         if params.max_new_tokens < 1:
             found.append(f"task.max_new_tokens={params.max_new_tokens}: must be >= 1")
         return found
 
-    def roles(self) -> Dict[str, bool]:
+    def roles(self) -> dict[str, bool]:
         if self.format == "messages":
             return {"messages": True}
         if self.format == "prompt_completion":
@@ -110,17 +123,18 @@ class CausalLm(Task):
                     f"task.format=auto: no chat columns in {describe(next(iter(splits)))}: it has "
                     f"{sorted(names)}. Give `messages` (list of role/content turns), `prompt` + "
                     f"`completion` (or `response`), or `text`, or map yours: "
-                    f"data.columns.messages=conversations")
+                    f"data.columns.messages=conversations"
+                )
         super().check_columns(splits, describe)
 
-    def artifacts(self) -> Dict[str, Any]:
+    def artifacts(self) -> dict[str, Any]:
         return {"task": "causal_lm", "format": self.format}
 
-    def restore_artifacts(self, extras: Dict[str, Any]) -> None:
+    def restore_artifacts(self, extras: dict[str, Any]) -> None:
         if self.format == "auto" and extras.get("format") in FORMATS:
             self.format = extras["format"]
 
-    def predict_roles(self) -> Dict[str, bool]:
+    def predict_roles(self) -> dict[str, bool]:
         """A conversation (`messages`) or a `prompt` string; `text` to continue in text format."""
         return {"text": True} if self.format == "text" else {"messages": False, "prompt": False}
 
@@ -142,9 +156,10 @@ class CausalLm(Task):
             f"task.chat_template: the tokenizer of this checkpoint has no chat template, and "
             f"task.format={self.format} needs one to mark the turns. Fix: "
             f"task.chat_template=chatml (ft's ChatML markup), a Jinja template string, or, for "
-            f"prompt/completion rows, task.chat_template=none (plain prompt + completion + eos)")
+            f"prompt/completion rows, task.chat_template=none (plain prompt + completion + eos)"
+        )
 
-    def end_of_turn_ids(self) -> List[int]:
+    def end_of_turn_ids(self) -> list[int]:
         """Token ids that end an assistant turn: eos, and the template's end-of-turn marker when
         it is one token (<|im_end|>, <|eot_id|>, <end_of_turn>)."""
         ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
@@ -155,24 +170,28 @@ class CausalLm(Task):
                 ids.append(marker_ids[0])
         return ids
 
-    def _ids(self, text: str) -> List[int]:
+    def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def conversation(self, row: Dict[str, Any], where: str) -> chat.Conversation:
+    def conversation(self, row: dict[str, Any], where: str) -> chat.Conversation:
         columns = {role: self.column(role) for role in ("messages", "prompt", "completion")}
         return chat.conversation_of(row, self.format, columns, self.params.system_prompt, where)
 
     # ---- encoding ----------------------------------------------------------------------------------
-    def encode_conversation(self, conversation: chat.Conversation, where: str = "row") -> Dict[str, Any]:
+    def encode_conversation(
+        self, conversation: chat.Conversation, where: str = "row"
+    ) -> dict[str, Any]:
         """input_ids and labels of one conversation (labels on the trained assistant turns, or on
         everything with train_on=all), truncated to data.max_length. A turn the cut goes through
         is left out of the loss entirely and counted in `cut_turns`."""
         if not self._templated():
             if self.format == "messages":
-                raise UserError("task.chat_template=none: plain text has no turn markers, so it "
-                                "serves prompt/completion rows only; multi-turn messages need a "
-                                "template. Fix: task.chat_template=chatml (or null for the "
-                                "tokenizer's own)")
+                raise UserError(
+                    "task.chat_template=none: plain text has no turn markers, so it "
+                    "serves prompt/completion rows only; multi-turn messages need a "
+                    "template. Fix: task.chat_template=chatml (or null for the "
+                    "tokenizer's own)"
+                )
             ids, owner = self._plain(conversation)
         elif chat.has_generation_tags(self.tokenizer):
             ids, owner = chat.generation_masks(self.tokenizer, conversation, where)
@@ -186,10 +205,10 @@ class CausalLm(Task):
             trained_turns = trained_turns[-1:]
         cut = 0
         if self.data.truncation and len(ids) > self.data.max_length:
-            beyond = {k for k in owner[self.data.max_length:] if k >= 0}  # turns the cut reaches
+            beyond = {k for k in owner[self.data.max_length :] if k >= 0}  # turns the cut reaches
             cut = len(beyond)
-            ids = ids[:self.data.max_length]
-            owner = [-1 if k in beyond else k for k in owner[:self.data.max_length]]
+            ids = ids[: self.data.max_length]
+            owner = [-1 if k in beyond else k for k in owner[: self.data.max_length]]
         if self.params.train_on == "all":
             labels = list(ids)
         else:
@@ -198,35 +217,46 @@ class CausalLm(Task):
 
     def _plain(self, conversation: chat.Conversation) -> Any:
         """task.chat_template=none: prompt + completion + eos, the completion trained."""
-        prompt = "".join(t["content"] for t in conversation.turns[:conversation.first_trained])
-        answer = "".join(t["content"] for t in conversation.turns[conversation.first_trained:])
+        prompt = "".join(t["content"] for t in conversation.turns[: conversation.first_trained])
+        answer = "".join(t["content"] for t in conversation.turns[conversation.first_trained :])
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         prompt_ids = bos + self._ids(prompt)
         answer_ids = self._ids(answer) + [self.tokenizer.eos_token_id]
         return prompt_ids + answer_ids, [-1] * len(prompt_ids) + [0] * len(answer_ids)
 
-    def encode_sft(self, prompt: str, response: str) -> Dict[str, Any]:
+    def encode_sft(self, prompt: str, response: str) -> dict[str, Any]:
         """One prompt/response pair, as a user turn and an assistant turn."""
-        return self.encode_conversation(chat.Conversation(
-            ([{"role": "system", "content": self.params.system_prompt}] if self.params.system_prompt
-             else []) + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-            first_trained=1 + bool(self.params.system_prompt)))
+        return self.encode_conversation(
+            chat.Conversation(
+                (
+                    [{"role": "system", "content": self.params.system_prompt}]
+                    if self.params.system_prompt
+                    else []
+                )
+                + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+                first_trained=1 + bool(self.params.system_prompt),
+            )
+        )
 
-    def encode_lm(self, text: str) -> Dict[str, Any]:
+    def encode_lm(self, text: str) -> dict[str, Any]:
         ids = self.tokenizer(text)["input_ids"] + [self.tokenizer.eos_token_id]
         if self.data.truncation:
-            ids = ids[:self.data.max_length]
+            ids = ids[: self.data.max_length]
         return {"input_ids": ids, "labels": list(ids), "cut_turns": 0}
 
     def tokenize(self, splits: Any) -> Any:
-        def encode(batch: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             size = len(next(iter(batch.values())))
             rows = [{k: v[i] for k, v in batch.items()} for i in range(size)]
             if self.format == "text":
                 out = [self.encode_lm(str(r[self.column("text")])) for r in rows]
             else:
-                out = [self.encode_conversation(self.conversation(r, f"row {i} of the data"),
-                                                f"row {i} of the data") for i, r in enumerate(rows)]
+                out = [
+                    self.encode_conversation(
+                        self.conversation(r, f"row {i} of the data"), f"row {i} of the data"
+                    )
+                    for i, r in enumerate(rows)
+                ]
             return {key: [o[key] for o in out] for key in ("input_ids", "labels", "cut_turns")}
 
         if self.format == "auto":
@@ -237,15 +267,21 @@ class CausalLm(Task):
             cut = sum(encoded["cut_turns"])
             encoded = encoded.remove_columns("cut_turns")
             # An example whose trained turns were all cut off teaches nothing: drop it.
-            kept = encoded.filter(lambda ex: any(l != IGNORE_INDEX for l in ex["labels"]))
+            kept = encoded.filter(lambda ex: any(label != IGNORE_INDEX for label in ex["labels"]))
             if cut or len(kept) < len(encoded):
-                log.info("%s: data.max_length=%d cut %d assistant turns (left out of the loss); "
-                         "%d of %d examples kept", split, self.data.max_length, cut, len(kept),
-                         len(encoded))
+                log.info(
+                    "%s: data.max_length=%d cut %d assistant turns (left out of the loss); "
+                    "%d of %d examples kept",
+                    split,
+                    self.data.max_length,
+                    cut,
+                    len(kept),
+                    len(encoded),
+                )
             tokenized[split] = kept
         return tokenized
 
-    def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """One padding-free row when packed (tasks/packing.py), else right-padded rows; with
         logits_only, also the positions where the LM head must run (computed here, on the host)."""
         import torch
@@ -269,18 +305,20 @@ class CausalLm(Task):
         return batch
 
     # ---- loss and evaluation -------------------------------------------------------------------
-    def count_items(self, batch: Dict[str, Any]) -> Any:
+    def count_items(self, batch: dict[str, Any]) -> Any:
         """Label tokens (after the shift: position t predicts label t+1)."""
         return (batch["labels"][:, 1:] != IGNORE_INDEX).sum().float()
 
-    def loss_terms(self, model: Any, batch: Dict[str, Any]) -> Any:
+    def loss_terms(self, model: Any, batch: dict[str, Any]) -> Any:
         return token_loss.causal_lm_loss(model, batch, self.logits_only)
 
-    def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
+    def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         total, count = self.loss_terms(model, batch)
         return total / count.clamp(min=1)
 
-    def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
+    def evaluate(
+        self, model: Any, loader: Any, accelerator: Any, raw: Any = None
+    ) -> dict[str, float]:
         import torch
 
         # Token-weighted mean loss, so perplexity is per token, not per batch.
@@ -293,56 +331,73 @@ class CausalLm(Task):
         mean = float(totals[0] / totals[1].clamp(min=1))
         result = {"eval_loss": mean, "perplexity": safe_exp(mean)}
         if self.params.generate_eval and self.format != "text" and raw is not None:
-            result.update(self.generation_metrics(accelerator.unwrap_model(model), raw,
-                                                  accelerator.device))
+            result.update(
+                self.generation_metrics(accelerator.unwrap_model(model), raw, accelerator.device)
+            )
         return result
 
     # ---- generation ------------------------------------------------------------------------------
     def prompt_text(self, prompt: Any) -> str:
         """The text the model continues: the conversation so far (a prompt string or a list of
         turns) rendered with the generation prompt; the plain prompt without a template."""
-        turns = chat.normalize_turns(prompt, "prompt") if isinstance(prompt, (list, tuple)) \
+        turns = (
+            chat.normalize_turns(prompt, "prompt")
+            if isinstance(prompt, (list, tuple))
             else [{"role": "user", "content": str(prompt)}]
+        )
         if self.params.system_prompt and turns[0]["role"] != "system":
             turns.insert(0, {"role": "system", "content": self.params.system_prompt})
         if self.format == "text" or not self._templated():
             return "".join(t["content"] for t in turns if t["role"] != "system")
         return chat.render(self.tokenizer, turns, True, "prompt")
 
-    def generate_turns(self, model: Any, contexts: List[Any], device: Any) -> List[Dict[str, Any]]:
+    def generate_turns(self, model: Any, contexts: list[Any], device: Any) -> list[dict[str, Any]]:
         """Greedy answers for conversations (or prompt strings), batched with left padding;
         generation stops at eos or the template's end-of-turn token. Each answer: its text and
         whether it ended its turn before max_new_tokens."""
         import torch
 
         stops = self.end_of_turn_ids()
-        marker = chat.end_of_turn(self.tokenizer) if self.format != "text" and self._templated() else ""
+        marker = (
+            chat.end_of_turn(self.tokenizer) if self.format != "text" and self._templated() else ""
+        )
         self.tokenizer.padding_side = "left"
         try:
             texts = [self.prompt_text(c) for c in contexts]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True,
-                                 add_special_tokens=self.format == "text" or not self._templated()
-                                 ).to(device)
+            enc = self.tokenizer(
+                texts,
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=self.format == "text" or not self._templated(),
+            ).to(device)
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=self.params.max_new_tokens,
-                                     do_sample=False, eos_token_id=stops or None,
-                                     pad_token_id=self.tokenizer.pad_token_id)
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=self.params.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stops or None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
         finally:
             self.tokenizer.padding_side = "right"
         answers = []
-        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        for row in out[:, enc["input_ids"].shape[1] :].tolist():
             ended = any(token in stops for token in row)
             end = next((i for i, token in enumerate(row) if token in stops), len(row))
             text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
-            answers.append({"generated": (text.split(marker)[0] if marker else text).strip(),
-                            "ended_turn": ended})
+            answers.append(
+                {
+                    "generated": (text.split(marker)[0] if marker else text).strip(),
+                    "ended_turn": ended,
+                }
+            )
         return answers
 
-    def generate(self, model: Any, prompts: List[Any], device: Any) -> List[str]:
+    def generate(self, model: Any, prompts: list[Any], device: Any) -> list[str]:
         """Greedy answer texts for prompts (strings or lists of turns)."""
         return [a["generated"] for a in self.generate_turns(model, prompts, device)]
 
-    def _context_and_gold(self, row: Dict[str, Any], where: str) -> Any:
+    def _context_and_gold(self, row: dict[str, Any], where: str) -> Any:
         """The conversation up to its last assistant turn, and that turn's content."""
         conversation = self.conversation(row, where)
         last = conversation.assistant_indices()[-1] if conversation.assistant_indices() else None
@@ -350,32 +405,40 @@ class CausalLm(Task):
             return None
         return conversation.turns[:last], conversation.turns[last]["content"]
 
-    def generation_metrics(self, model: Any, raw: Any, device: Any) -> Dict[str, float]:
+    def generation_metrics(self, model: Any, raw: Any, device: Any) -> dict[str, float]:
         """Exact match and ROUGE-L of generated last assistant turns against the data's, and the
         fraction of generations that ended their turn (emitted the end-of-turn token)."""
         from framework.core import metrics
 
         rows = raw.select(range(min(len(raw), self.params.max_generate_examples)))
-        pairs = [p for p in (self._context_and_gold(r, f"row {i}") for i, r in enumerate(rows)) if p]
-        answers: List[Dict[str, Any]] = []
+        pairs = [
+            p for p in (self._context_and_gold(r, f"row {i}") for i, r in enumerate(rows)) if p
+        ]
+        answers: list[dict[str, Any]] = []
         for start in range(0, len(pairs), 16):
-            answers += self.generate_turns(model, [c for c, _ in pairs[start:start + 16]], device)
+            answers += self.generate_turns(model, [c for c, _ in pairs[start : start + 16]], device)
         texts, golds = [a["generated"] for a in answers], [g for _, g in pairs]
         scores = metrics.squad_metrics(texts, [[g] for g in golds])
-        return {"exact_match": scores["exact_match"],
-                "rougeL": metrics.rouge_scores(texts, golds)["rougeL"],
-                "ended_turn": sum(a["ended_turn"] for a in answers) / max(1, len(answers))}
+        return {
+            "exact_match": scores["exact_match"],
+            "rougeL": metrics.rouge_scores(texts, golds)["rougeL"],
+            "ended_turn": sum(a["ended_turn"] for a in answers) / max(1, len(answers)),
+        }
 
-    def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
+    def predict(self, model: Any, rows: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
         """`ft predict`: the next assistant turn of each row's conversation (`messages`, a
         `prompt`), or a continuation of `text`; rendered with the same template as training."""
         contexts = []
         for number, row in enumerate(rows, 1):
-            column = next((self.column(r) for r in ("messages", "prompt", "text")
-                           if self.column(r) in row), None)
+            column = next(
+                (self.column(r) for r in ("messages", "prompt", "text") if self.column(r) in row),
+                None,
+            )
             if column is None:
-                raise UserError(f"--input row {number}: needs a '{self.column('messages')}', "
-                                f"'{self.column('prompt')}' or '{self.column('text')}' column")
+                raise UserError(
+                    f"--input row {number}: needs a '{self.column('messages')}', "
+                    f"'{self.column('prompt')}' or '{self.column('text')}' column"
+                )
             value = row[column]
             if isinstance(value, list):
                 turns = chat.normalize_turns(value, f"--input row {number}")

@@ -17,23 +17,35 @@ whitespace around them left out. Tokens overlapping a span are labelled.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from framework.core.errors import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips
 
 # ft's explicit fallback for tokenizers without a template (task.chat_template=chatml).
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
-          "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 TEMPLATES = {"chatml": CHATML}
 NO_TEMPLATE = "none"  # prompt + completion + eos, no chat markup (TRL's plain prompt-completion)
 
-ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "bot": "assistant",
-                "chatgpt": "assistant", "model": "assistant", "assistant": "assistant",
-                "system": "system", "tool": "tool", "function": "tool"}
+ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "chatgpt": "assistant",
+    "model": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+}
 GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
@@ -41,48 +53,66 @@ GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 class Conversation:
     """Normalised turns; assistant turns from index `first_trained` on are the ones to learn."""
 
-    turns: List[Dict[str, str]]
+    turns: list[dict[str, str]]
     first_trained: int = 0
 
-    def assistant_indices(self) -> List[int]:
-        return [i for i, t in enumerate(self.turns)
-                if t["role"] == "assistant" and i >= self.first_trained]
+    def assistant_indices(self) -> list[int]:
+        return [
+            i
+            for i, t in enumerate(self.turns)
+            if t["role"] == "assistant" and i >= self.first_trained
+        ]
 
 
-def normalize_turns(value: Any, where: str) -> List[Dict[str, str]]:
+def normalize_turns(value: Any, where: str) -> list[dict[str, str]]:
     """A list of {role, content} (or ShareGPT {from, value}) dicts -> [{role, content}, ...]."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise UserError(f"{where}: expected a non-empty list of turns ({{role, content}}), got "
-                        f"{str(value)[:60]!r}")
+        raise UserError(
+            f"{where}: expected a non-empty list of turns ({{role, content}}), got "
+            f"{str(value)[:60]!r}"
+        )
     turns = []
     for turn in value:
         if not isinstance(turn, dict):
-            raise UserError(f"{where}: a turn must be a mapping with role/content (or from/value), "
-                            f"got {str(turn)[:60]!r}")
+            raise UserError(
+                f"{where}: a turn must be a mapping with role/content (or from/value), "
+                f"got {str(turn)[:60]!r}"
+            )
         role = turn.get("role", turn.get("from"))
         content = turn.get("content", turn.get("value"))
         if role is None or content is None:
-            raise UserError(f"{where}: a turn needs 'role' and 'content' (or ShareGPT 'from' and "
-                            f"'value'); it has keys {sorted(turn)}")
+            raise UserError(
+                f"{where}: a turn needs 'role' and 'content' (or ShareGPT 'from' and "
+                f"'value'); it has keys {sorted(turn)}"
+            )
         normalized = ROLE_ALIASES.get(str(role).lower())
         if normalized is None:
-            raise UserError(f"{where}: unknown role '{role}'; use one of system, user, assistant "
-                            f"(ShareGPT: system, human, gpt)")
+            raise UserError(
+                f"{where}: unknown role '{role}'; use one of system, user, assistant "
+                f"(ShareGPT: system, human, gpt)"
+            )
         turns.append({"role": normalized, "content": str(content)})
     return turns
 
 
-def conversation_of(row: Dict[str, Any], form: str, columns: Dict[str, str],
-                    system_prompt: Optional[str], where: str) -> Conversation:
+def conversation_of(
+    row: dict[str, Any], form: str, columns: dict[str, str], system_prompt: str | None, where: str
+) -> Conversation:
     """One data row as a Conversation, per the dataset shape."""
     if form == "messages":
         conversation = Conversation(normalize_turns(row[columns["messages"]], where))
     else:
         prompt, completion = row[columns["prompt"]], row[columns["completion"]]
-        before = (normalize_turns(prompt, where) if isinstance(prompt, (list, tuple))
-                  else [{"role": "user", "content": str(prompt)}])
-        after = (normalize_turns(completion, where) if isinstance(completion, (list, tuple))
-                 else [{"role": "assistant", "content": str(completion)}])
+        before = (
+            normalize_turns(prompt, where)
+            if isinstance(prompt, (list, tuple))
+            else [{"role": "user", "content": str(prompt)}]
+        )
+        after = (
+            normalize_turns(completion, where)
+            if isinstance(completion, (list, tuple))
+            else [{"role": "assistant", "content": str(completion)}]
+        )
         conversation = Conversation(before + after, first_trained=len(before))
     if system_prompt and conversation.turns[0]["role"] != "system":
         conversation.turns.insert(0, {"role": "system", "content": system_prompt})
@@ -90,35 +120,44 @@ def conversation_of(row: Dict[str, Any], form: str, columns: Dict[str, str],
     return conversation
 
 
-def render(tokenizer: Any, turns: Sequence[Dict[str, str]], generation_prompt: bool,
-           where: str) -> str:
+def render(
+    tokenizer: Any, turns: Sequence[dict[str, str]], generation_prompt: bool, where: str
+) -> str:
     """The tokenizer's chat template applied to turns, as text."""
     try:
-        return tokenizer.apply_chat_template(list(turns), tokenize=False,
-                                             add_generation_prompt=generation_prompt)
-    except Exception as error:  # noqa: BLE001 - jinja raises TemplateError, templates raise anything
+        return tokenizer.apply_chat_template(
+            list(turns), tokenize=False, add_generation_prompt=generation_prompt
+        )
+    except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{where}: the chat template refused the conversation: {first}") from None
 
 
-def assistant_spans(tokenizer: Any, conversation: Conversation, full: str,
-                    where: str) -> List[Tuple[int, int]]:
+def assistant_spans(
+    tokenizer: Any, conversation: Conversation, full: str, where: str
+) -> list[tuple[int, int]]:
     """Character spans of the trained assistant turns in `full` (content + end-of-turn marker),
     by prefix-diff rendering."""
-    spans: List[Tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []
     cursor = 0
     for index in conversation.assistant_indices():
         before = render(tokenizer, conversation.turns[:index], True, where) if index else ""
-        upto = render(tokenizer, conversation.turns[:index + 1], False, where)
+        upto = render(tokenizer, conversation.turns[: index + 1], False, where)
         if upto.startswith(before) and full.startswith(upto):
             start, end = len(before), len(upto)
         else:  # a template that rewrites earlier turns: find this turn's text after the last one
-            piece = upto[len(before):] if upto.startswith(before) else conversation.turns[index]["content"]
+            piece = (
+                upto[len(before) :]
+                if upto.startswith(before)
+                else conversation.turns[index]["content"]
+            )
             found = full.find(piece.strip(), cursor)
             if found < 0:
-                raise UserError(f"{where}: assistant turn {index} is not found in the rendered "
-                                f"conversation (the chat template rewrites earlier turns). Fix: "
-                                f"task.train_on=last_assistant")
+                raise UserError(
+                    f"{where}: assistant turn {index} is not found in the rendered "
+                    f"conversation (the chat template rewrites earlier turns). Fix: "
+                    f"task.train_on=last_assistant"
+                )
             start, end = found, found + len(piece.strip())
         text = full[start:end]
         start += len(text) - len(text.lstrip())
@@ -129,16 +168,18 @@ def assistant_spans(tokenizer: Any, conversation: Conversation, full: str,
     return spans
 
 
-def token_labels(tokenizer: Any, full: str,
-                 spans: List[Tuple[int, int]]) -> Tuple[List[int], List[int]]:
+def token_labels(
+    tokenizer: Any, full: str, spans: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
     """(input_ids, turn index per token or -1): tokens overlapping span k belong to turn k."""
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         owner = []
         for start, end in offsets:
-            hit = next((k for k, (s, e) in enumerate(spans) if start < e and end > s and end > start),
-                       -1)
+            hit = next(
+                (k for k, (s, e) in enumerate(spans) if start < e and end > s and end > start), -1
+            )
             owner.append(hit)
         return list(ids), owner
     # Slow tokenizers have no offsets: tokenize the pieces between span edges one by one.
@@ -152,14 +193,16 @@ def token_labels(tokenizer: Any, full: str,
     return ids, owner
 
 
-def generation_masks(tokenizer: Any, conversation: Conversation,
-                     where: str) -> Tuple[List[int], List[int]]:
+def generation_masks(
+    tokenizer: Any, conversation: Conversation, where: str
+) -> tuple[list[int], list[int]]:
     """(input_ids, turn index per token or -1) from the template's own assistant masks
     ({% generation %} blocks): each contiguous masked run is one assistant turn."""
     try:
-        encoded = tokenizer.apply_chat_template(conversation.turns, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
-    except Exception as error:  # noqa: BLE001 - see render()
+        encoded = tokenizer.apply_chat_template(
+            conversation.turns, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+    except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{where}: the chat template refused the conversation: {first}") from None
     ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
@@ -185,7 +228,7 @@ def end_of_turn(tokenizer: Any) -> str:
     probe = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
     try:
         text = tokenizer.apply_chat_template(probe, tokenize=False)
-    except Exception:  # noqa: BLE001 - a template that needs more than this probe
+    except Exception:
         return ""
-    after = text[text.rfind("pong") + len("pong"):].strip()
+    after = text[text.rfind("pong") + len("pong") :].strip()
     return after.split()[0] if after else ""

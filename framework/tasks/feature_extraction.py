@@ -12,8 +12,9 @@ row's embedding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from framework.core.errors import UserError
 from framework.core.registry import TASKS
@@ -25,11 +26,13 @@ SCORED_ROLES = ("sentence1", "sentence2", "score")
 
 @dataclass(kw_only=True)
 class FeatureExtractionParams(TaskParams):
-    pooling: Literal["mean", "cls"] = "mean"  # mean of token states (sentence-transformers) or [CLS]
+    pooling: Literal["mean", "cls"] = (
+        "mean"  # mean of token states (sentence-transformers) or [CLS]
+    )
     normalize: bool = True  # L2-normalise embeddings: similarities are cosines
     temperature: float = 0.05  # softmax temperature of the contrastive loss (0.05 = scale 20)
     hard_negatives: bool = True  # use the `negative` column, when the data has one
-    retrieval_ks: List[int] = field(default_factory=lambda: [1, 5, 10])  # recall@k reported
+    retrieval_ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # recall@k reported
     scored_split: str = "scored"  # split of (sentence1, sentence2, score) pairs for Spearman
 
 
@@ -44,16 +47,16 @@ class FeatureExtraction(Task):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._scored: Optional[Any] = None  # tokenized scored split, evaluated beside validation
+        self._scored: Any | None = None  # tokenized scored split, evaluated beside validation
 
-    def roles(self) -> Dict[str, bool]:
+    def roles(self) -> dict[str, bool]:
         return {"anchor": True, "positive": True, "negative": False}
 
-    def predict_roles(self) -> Dict[str, bool]:
+    def predict_roles(self) -> dict[str, bool]:
         return {"text": True}
 
     @classmethod
-    def params_problems(cls, params: FeatureExtractionParams, run: Any) -> List[str]:
+    def params_problems(cls, params: FeatureExtractionParams, run: Any) -> list[str]:
         found = []
         if params.temperature <= 0:
             found.append(f"task.temperature={params.temperature}: must be > 0 (try 0.05)")
@@ -73,7 +76,8 @@ class FeatureExtraction(Task):
                     raise UserError(
                         f"data.columns.{role}: column '{col}' not found in split "
                         f"'{self.params.scored_split}' of {describe(self.params.scored_split)}; it "
-                        f"has columns {dataset.column_names}. Fix: data.columns.{role}=<one of those>")
+                        f"has columns {dataset.column_names}. Fix: data.columns.{role}=<one of those>"
+                    )
 
     def fit_labels(self, splits: Any, describe: Callable[[str], str]) -> None:
         """No labels; check that hard negatives, when used, are present on every row."""
@@ -86,23 +90,30 @@ class FeatureExtraction(Task):
                     raise UserError(
                         f"data.columns.negative: split '{split}' row {index} of {describe(split)} "
                         f"has no hard negative in column '{col}'. Fix: fill it, or set "
-                        f"task.hard_negatives=false")
+                        f"task.hard_negatives=false"
+                    )
 
     def _uses_negatives(self, dataset: Any) -> bool:
         return self.params.hard_negatives and self.column("negative") in dataset.column_names
 
-    def artifacts(self) -> Dict[str, Any]:
-        return {"task": "feature_extraction", "pooling": self.params.pooling,
-                "normalize": self.params.normalize}
+    def artifacts(self) -> dict[str, Any]:
+        return {
+            "task": "feature_extraction",
+            "pooling": self.params.pooling,
+            "normalize": self.params.normalize,
+        }
 
     # ---- data --------------------------------------------------------------------------------
-    def encode(self, texts: List[str]) -> Any:
-        return self.tokenizer([str(t) for t in texts], truncation=self.data.truncation,
-                              max_length=self.data.max_length)
+    def encode(self, texts: list[str]) -> Any:
+        return self.tokenizer(
+            [str(t) for t in texts],
+            truncation=self.data.truncation,
+            max_length=self.data.max_length,
+        )
 
     def tokenize(self, splits: Any) -> Any:
-        def encode_pairs(batch: Dict[str, List[Any]], roles: List[str]) -> Dict[str, Any]:
-            out: Dict[str, Any] = {}
+        def encode_pairs(batch: dict[str, list[Any]], roles: list[str]) -> dict[str, Any]:
+            out: dict[str, Any] = {}
             for group, role in zip(GROUPS, roles):
                 enc = self.encode(batch[self.column(role)])
                 out[f"{group}_input_ids"] = enc["input_ids"]
@@ -116,18 +127,26 @@ class FeatureExtraction(Task):
             if split == self.params.scored_split:
                 roles = ["sentence1", "sentence2"]
             else:
-                roles = ["anchor", "positive"] + (["negative"] if self._uses_negatives(dataset) else [])
+                roles = ["anchor", "positive"] + (
+                    ["negative"] if self._uses_negatives(dataset) else []
+                )
             tokenized[split] = self.encode_split(
-                dataset, split, encode_pairs, {"roles": roles}, length_of=lambda ex: max(
-                    len(ex[f"{g}_input_ids"]) for g in GROUPS if f"{g}_input_ids" in ex))
+                dataset,
+                split,
+                encode_pairs,
+                {"roles": roles},
+                length_of=lambda ex: max(
+                    len(ex[f"{g}_input_ids"]) for g in GROUPS if f"{g}_input_ids" in ex
+                ),
+            )
         self.use_tokenized(tokenized)
         return tokenized
 
-    def use_tokenized(self, tokenized: Dict[str, Any]) -> None:
+    def use_tokenized(self, tokenized: dict[str, Any]) -> None:
         if self.params.scored_split in tokenized:
             self._scored = tokenized[self.params.scored_split]
 
-    def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """input_ids and attention_mask of shape [batch, groups, length]: group 0 is the anchor,
         1 the positive, 2 the hard negative (if any); every text padded to the batch's longest.
         Scored pairs also carry `score` [batch]."""
@@ -164,11 +183,12 @@ class FeatureExtraction(Task):
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled
 
-    def embed_groups(self, model: Any, batch: Dict[str, Any]) -> Any:
+    def embed_groups(self, model: Any, batch: dict[str, Any]) -> Any:
         """Embeddings [batch, groups, hidden], all texts of the batch in one forward pass."""
         b, g, t = batch["input_ids"].shape
-        flat = self.embed(model, batch["input_ids"].reshape(b * g, t),
-                          batch["attention_mask"].reshape(b * g, t))
+        flat = self.embed(
+            model, batch["input_ids"].reshape(b * g, t), batch["attention_mask"].reshape(b * g, t)
+        )
         return flat.reshape(b, g, -1)
 
     def contrastive_loss(self, embeddings: Any) -> Any:
@@ -182,13 +202,14 @@ class FeatureExtraction(Task):
         targets = torch.arange(anchors.shape[0], device=anchors.device)
         return torch.nn.functional.cross_entropy(logits.float(), targets)
 
-    def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
+    def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         return self.contrastive_loss(self.embed_groups(model, batch))
 
     # ---- evaluation --------------------------------------------------------------------------
-    def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
+    def evaluate(
+        self, model: Any, loader: Any, accelerator: Any, raw: Any = None
+    ) -> dict[str, float]:
         import torch
-
 
         chunks, scores = [], []
         loss_sum, count = 0.0, 0
@@ -204,18 +225,19 @@ class FeatureExtraction(Task):
                 if "score" in batch:
                     scores.append(accelerator.gather_for_metrics(batch["score"]).cpu())
         embeddings = torch.cat(chunks)
-        result: Dict[str, float] = {}
+        result: dict[str, float] = {}
         if scores:  # this loader is itself a scored split
             return self._spearman(embeddings, torch.cat(scores))
-        totals = accelerator.reduce(torch.tensor([loss_sum, float(count)], device=accelerator.device),
-                                    reduction="sum")
+        totals = accelerator.reduce(
+            torch.tensor([loss_sum, float(count)], device=accelerator.device), reduction="sum"
+        )
         result["eval_loss"] = float(totals[0] / totals[1].clamp(min=1))
         result.update(self.retrieval(embeddings, raw))
         if self._scored is not None:
             result.update(self.scored_metrics(accelerator.unwrap_model(model), accelerator.device))
         return result
 
-    def retrieval(self, embeddings: Any, raw: Any = None) -> Dict[str, float]:
+    def retrieval(self, embeddings: Any, raw: Any = None) -> dict[str, float]:
         """Rank every positive and hard negative of the split for each anchor. Texts that occur
         twice (when the raw rows are at hand) are one document, so a duplicate of the positive is
         not counted as a miss."""
@@ -231,7 +253,7 @@ class FeatureExtraction(Task):
             texts = [str(t) for t in raw[self.column("positive")]]
             if groups == 3:
                 texts += [str(t) for t in raw[self.column("negative")]]
-            first: Dict[str, int] = {}
+            first: dict[str, int] = {}
             keep = [first.setdefault(t, i) == i for i, t in enumerate(texts)]
             documents = documents[np.asarray(keep)]
             position = {t: k for k, t in enumerate(t for t, kept in zip(texts, keep) if kept)}
@@ -239,15 +261,19 @@ class FeatureExtraction(Task):
         similarity = anchors @ documents.T
         return metrics.retrieval_metrics(similarity, relevant, ks=self.params.retrieval_ks)
 
-    def _spearman(self, embeddings: Any, scores: Any) -> Dict[str, float]:
+    def _spearman(self, embeddings: Any, scores: Any) -> dict[str, float]:
         from framework.core import metrics
 
         cosine = (embeddings[:, 0] * embeddings[:, 1]).sum(-1)
         if not self.params.normalize:
-            cosine = cosine / (embeddings[:, 0].norm(dim=-1) * embeddings[:, 1].norm(dim=-1)).clamp(min=1e-9)
-        return {"spearman": metrics.regression_metrics(cosine.tolist(), scores.tolist())["spearman"]}
+            cosine = cosine / (embeddings[:, 0].norm(dim=-1) * embeddings[:, 1].norm(dim=-1)).clamp(
+                min=1e-9
+            )
+        return {
+            "spearman": metrics.regression_metrics(cosine.tolist(), scores.tolist())["spearman"]
+        }
 
-    def scored_metrics(self, model: Any, device: Any, batch_size: int = 64) -> Dict[str, float]:
+    def scored_metrics(self, model: Any, device: Any, batch_size: int = 64) -> dict[str, float]:
         """Spearman of cosine similarity with the scored split's scores (every process computes
         it whole: the split is small)."""
         import torch
@@ -255,21 +281,28 @@ class FeatureExtraction(Task):
         chunks, scores = [], []
         with torch.no_grad():
             for start in range(0, len(self._scored), batch_size):
-                rows = [self._scored[i] for i in range(start, min(start + batch_size, len(self._scored)))]
+                rows = [
+                    self._scored[i]
+                    for i in range(start, min(start + batch_size, len(self._scored)))
+                ]
                 batch = self.collate(rows)
-                chunks.append(self.embed_groups(model, {k: v.to(device) for k, v in batch.items()})
-                              .float().cpu())
+                chunks.append(
+                    self.embed_groups(model, {k: v.to(device) for k, v in batch.items()})
+                    .float()
+                    .cpu()
+                )
                 scores.append(batch["score"])
         found = self._spearman(torch.cat(chunks), torch.cat(scores))
         return {f"{self.params.scored_split}_spearman": found["spearman"]}
 
     # ---- prediction --------------------------------------------------------------------------
-    def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
+    def predict(self, model: Any, rows: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
         """Per row: the embedding of its `text` column (data.columns.text), as a list of floats."""
         import torch
 
-        enc = self.tokenizer.pad(dict(self.encode([r[self.column("text")] for r in rows])),
-                                 return_tensors="pt").to(device)
+        enc = self.tokenizer.pad(
+            dict(self.encode([r[self.column("text")] for r in rows])), return_tensors="pt"
+        ).to(device)
         with torch.no_grad():
             vectors = self.embed(model, enc["input_ids"], enc["attention_mask"])
         return [{"embedding": [round(float(x), 6) for x in v]} for v in vectors.float().cpu()]

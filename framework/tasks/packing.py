@@ -12,7 +12,7 @@ the same examples apart, and the trainer packs only when both agree.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 from framework.tasks.chat import IGNORE_INDEX
 
@@ -21,31 +21,34 @@ from framework.tasks.chat import IGNORE_INDEX
 LENGTHS_KEY = "packed_lengths"
 
 
-def pack(features: List[Dict[str, Any]], with_lengths: bool = False) -> Dict[str, Any]:
+def pack(features: list[dict[str, Any]], with_lengths: bool = False) -> dict[str, Any]:
     """One [1, total tokens] row of input_ids, labels and position_ids from a list of examples
     (each with input_ids and labels of the same length), and with_lengths: the examples' lengths
     under LENGTHS_KEY. transformers reads packed position ids only without a KV cache: the loss
     passes use_cache=False."""
     import torch
 
-    ids: List[int] = []
-    labels: List[int] = []
-    positions: List[int] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
     for feature in features:
         n = len(feature["input_ids"])
         ids += list(feature["input_ids"])
         labels += [IGNORE_INDEX] + list(feature["labels"][1:n])
         positions += range(n)
-    batch = {"input_ids": torch.tensor([ids], dtype=torch.long),
-             "labels": torch.tensor([labels], dtype=torch.long),
-             "position_ids": torch.tensor([positions], dtype=torch.long)}
+    batch = {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+    }
     if with_lengths:
         batch[LENGTHS_KEY] = tuple(len(feature["input_ids"]) for feature in features)
     return batch
 
 
-def packing_works(model: Any, vocab_size: int, lengths: tuple = (5, 3),
-                  with_lengths: bool = False) -> bool:
+def packing_works(
+    model: Any, vocab_size: int, lengths: tuple = (5, 3), with_lengths: bool = False
+) -> bool:
     """Whether `model` gives a packed row the logits it gives each example alone (no gradient,
     eval mode, RNG untouched; a few tokens). False when the forward refuses the inputs.
     with_lengths: the packed row also carries its example lengths, as the collator sends them."""
@@ -57,12 +60,21 @@ def packing_works(model: Any, vocab_size: int, lengths: tuple = (5, 3),
     model.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            apart = torch.cat([model(input_ids=row, use_cache=False).logits[0].float()
-                               for row in rows])
+            apart = torch.cat(
+                [model(input_ids=row, use_cache=False).logits[0].float() for row in rows]
+            )
             positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
             extra = {LENGTHS_KEY: tuple(lengths)} if with_lengths else {}
-            packed = model(input_ids=torch.cat(rows, dim=1), position_ids=positions,
-                           use_cache=False, **extra).logits[0].float()
+            packed = (
+                model(
+                    input_ids=torch.cat(rows, dim=1),
+                    position_ids=positions,
+                    use_cache=False,
+                    **extra,
+                )
+                .logits[0]
+                .float()
+            )
     except (TypeError, ValueError, RuntimeError, IndexError):
         return False
     finally:

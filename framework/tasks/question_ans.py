@@ -17,8 +17,9 @@ best valid span (inside the context, end >= start, at most max_answer_length tok
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any
 
 from framework.core.errors import UserError
 from framework.core.registry import TASKS
@@ -53,19 +54,26 @@ def squad_rows(dataset: Any) -> Any:
         return dataset
     rows = []
     for articles in dataset["data"]:
-        for article in (articles if isinstance(articles, list) else [articles]):
+        for article in articles if isinstance(articles, list) else [articles]:
             for paragraph in article.get("paragraphs", []):
                 for qa in paragraph.get("qas", []):
                     answers = [] if qa.get("is_impossible") else qa.get("answers", [])
-                    rows.append({
-                        "id": str(qa.get("id", len(rows))), "title": article.get("title", ""),
-                        "context": paragraph["context"], "question": qa["question"],
-                        "answers": {"text": [a["text"] for a in answers],
-                                    "answer_start": [int(a["answer_start"]) for a in answers]}})
+                    rows.append(
+                        {
+                            "id": str(qa.get("id", len(rows))),
+                            "title": article.get("title", ""),
+                            "context": paragraph["context"],
+                            "question": qa["question"],
+                            "answers": {
+                                "text": [a["text"] for a in answers],
+                                "answer_start": [int(a["answer_start"]) for a in answers],
+                            },
+                        }
+                    )
     return datasets.Dataset.from_list(rows)
 
 
-def answer_lists(value: Any) -> Tuple[List[str], List[int]]:
+def answer_lists(value: Any) -> tuple[list[str], list[int]]:
     """(texts, starts) from {"text": [...], "answer_start": [...]} or [{"text", "answer_start"}]."""
     if value is None:
         return [], []
@@ -79,10 +87,15 @@ def answer_lists(value: Any) -> Tuple[List[str], List[int]]:
     raise TypeError(type(value).__name__)
 
 
-def best_answer(context: str, windows: Sequence[Tuple[Sequence[Sequence[int]], Sequence[float],
-                                                      Sequence[float]]],
-                n_best: int = 20, max_answer_length: int = 30, allow_unanswerable: bool = False,
-                null_score_threshold: float = 0.0, cls_index: int = 0) -> Answer:
+def best_answer(
+    context: str,
+    windows: Sequence[tuple[Sequence[Sequence[int]], Sequence[float], Sequence[float]]],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    allow_unanswerable: bool = False,
+    null_score_threshold: float = 0.0,
+    cls_index: int = 0,
+) -> Answer:
     """Pick the best answer span of one example from the scores of its windows.
 
     `windows` holds, per window, the offset mapping (char (start, end) per token, (-1, -1) for
@@ -112,8 +125,9 @@ def best_answer(context: str, windows: Sequence[Tuple[Sequence[Sequence[int]], S
                 if score > best.score:
                     begin, finish = int(offsets[s][0]), int(offsets[e][1])
                     best = Answer(text=context[begin:finish], score=score, start=begin)
-    if allow_unanswerable and (best.score == float("-inf")
-                               or null_score > best.score + null_score_threshold):
+    if allow_unanswerable and (
+        best.score == float("-inf") or null_score > best.score + null_score_threshold
+    ):
         return Answer(text="", score=null_score, start=-1)
     return best
 
@@ -133,24 +147,28 @@ class QuestionAns(Task):
         # window and offsets line up with logits without shifting.
         self.tokenizer.padding_side = "right"
 
-    def roles(self) -> Dict[str, bool]:
+    def roles(self) -> dict[str, bool]:
         return {"question": True, "context": True, "answers": True, "id": False}
 
     @classmethod
-    def params_problems(cls, params: QuestionAnsParams, run: Any) -> List[str]:
+    def params_problems(cls, params: QuestionAnsParams, run: Any) -> list[str]:
         found = []
         if params.doc_stride < 0:
             found.append(f"task.doc_stride={params.doc_stride}: must be >= 0")
         elif params.doc_stride >= run.data.max_length // 2:
-            found.append(f"task.doc_stride={params.doc_stride}: must be under half of "
-                         f"data.max_length={run.data.max_length} (windows must leave room for "
-                         f"the question and new context). Fix: lower task.doc_stride")
+            found.append(
+                f"task.doc_stride={params.doc_stride}: must be under half of "
+                f"data.max_length={run.data.max_length} (windows must leave room for "
+                f"the question and new context). Fix: lower task.doc_stride"
+            )
         for key in ("max_answer_length", "n_best"):
             if getattr(params, key) < 1:
                 found.append(f"task.{key}={getattr(params, key)}: must be >= 1")
         if not run.data.truncation:
-            found.append("data.truncation=false: question_ans never drops long contexts, it cuts "
-                         "them into stride windows. Fix: data.truncation=true")
+            found.append(
+                "data.truncation=false: question_ans never drops long contexts, it cuts "
+                "them into stride windows. Fix: data.truncation=true"
+            )
         return found
 
     # ---- columns and answers -----------------------------------------------------------------
@@ -169,43 +187,56 @@ class QuestionAns(Task):
                 try:
                     texts, starts = answer_lists(value)
                 except (TypeError, KeyError, ValueError):
-                    raise UserError(f"data.columns.answers: {where} has answers {value!r}; expected "
-                                    f"{{'text': [...], 'answer_start': [...]}} (SQuAD form)") from None
+                    raise UserError(
+                        f"data.columns.answers: {where} has answers {value!r}; expected "
+                        f"{{'text': [...], 'answer_start': [...]}} (SQuAD form)"
+                    ) from None
                 if len(texts) != len(starts):
-                    raise UserError(f"data.columns.answers: {where} has {len(texts)} answer texts "
-                                    f"but {len(starts)} answer_start offsets")
+                    raise UserError(
+                        f"data.columns.answers: {where} has {len(texts)} answer texts "
+                        f"but {len(starts)} answer_start offsets"
+                    )
                 for text, start in zip(texts, starts):
-                    if context[start:start + len(text)] != text:
+                    if context[start : start + len(text)] != text:
                         raise UserError(
                             f"data.columns.answers: {where}: answer {text!r} is not at "
                             f"answer_start={start} of the context (found "
-                            f"{context[start:start + len(text)]!r}). Fix the offset (characters, "
-                            f"0-based)")
+                            f"{context[start : start + len(text)]!r}). Fix the offset (characters, "
+                            f"0-based)"
+                        )
                 if not texts and not self.params.allow_unanswerable:
                     raise UserError(
                         f"task.allow_unanswerable=false: {where} has no answer (a SQuAD 2.0 "
-                        f"unanswerable question). Fix: task.allow_unanswerable=true, or drop it")
+                        f"unanswerable question). Fix: task.allow_unanswerable=true, or drop it"
+                    )
 
-    def artifacts(self) -> Dict[str, Any]:
+    def artifacts(self) -> dict[str, Any]:
         return {"task": "question_ans", "allow_unanswerable": self.params.allow_unanswerable}
 
     # ---- data --------------------------------------------------------------------------------
-    def encode_windows(self, questions: List[str], contexts: List[str]) -> Any:
+    def encode_windows(self, questions: list[str], contexts: list[str]) -> Any:
         """Tokenize (question, context) pairs into overlapping windows of the context."""
         if not getattr(self.tokenizer, "is_fast", False):
-            raise UserError("model.checkpoint: question_ans needs a fast (Rust) tokenizer for "
-                            "offset mappings; this checkpoint only has a slow one")
+            raise UserError(
+                "model.checkpoint: question_ans needs a fast (Rust) tokenizer for "
+                "offset mappings; this checkpoint only has a slow one"
+            )
         # Questions are stripped: leading spaces waste window room (as in the HF examples).
         return self.tokenizer(
-            [q.strip() for q in questions], contexts, truncation="only_second",
-            max_length=self.data.max_length, stride=self.params.doc_stride,
-            return_overflowing_tokens=True, return_offsets_mapping=True)
+            [q.strip() for q in questions],
+            contexts,
+            truncation="only_second",
+            max_length=self.data.max_length,
+            stride=self.params.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
 
-    def _cls_index(self, input_ids: List[int]) -> int:
+    def _cls_index(self, input_ids: list[int]) -> int:
         cls = self.tokenizer.cls_token_id
         return input_ids.index(cls) if cls is not None and cls in input_ids else 0
 
-    def _windows(self, batch: Dict[str, List[Any]], with_positions: bool) -> Dict[str, Any]:
+    def _windows(self, batch: dict[str, list[Any]], with_positions: bool) -> dict[str, Any]:
         contexts = [str(c) for c in batch[self.column("context")]]
         enc = self.encode_windows([str(q) for q in batch[self.column("question")]], contexts)
         sample_map = enc.pop("overflow_to_sample_mapping")
@@ -214,11 +245,15 @@ class QuestionAns(Task):
         for i, offsets in enumerate(offsets_all):
             sequence_ids = enc.sequence_ids(i)
             # Keep offsets of context tokens only; everything else is (-1, -1).
-            offsets_out.append([list(o) if sequence_ids[k] == 1 else [-1, -1]
-                                for k, o in enumerate(offsets)])
+            offsets_out.append(
+                [list(o) if sequence_ids[k] == 1 else [-1, -1] for k, o in enumerate(offsets)]
+            )
             cls = self._cls_index(enc["input_ids"][i])
-            texts, answer_starts = answer_lists(batch[self.column("answers")][sample_map[i]]) \
-                if with_positions else ([], [])
+            texts, answer_starts = (
+                answer_lists(batch[self.column("answers")][sample_map[i]])
+                if with_positions
+                else ([], [])
+            )
             if not texts:
                 starts.append(cls)
                 ends.append(cls)
@@ -251,20 +286,31 @@ class QuestionAns(Task):
         for split, dataset in splits.items():
             dataset = squad_rows(dataset)
             indexed = dataset.add_column("__index", list(range(len(dataset))))
-            encoded = indexed.map(self._windows, batched=True, remove_columns=indexed.column_names,
-                                  fn_kwargs={"with_positions": True}, desc=f"tokenizing {split}")
+            encoded = indexed.map(
+                self._windows,
+                batched=True,
+                remove_columns=indexed.column_names,
+                fn_kwargs={"with_positions": True},
+                desc=f"tokenizing {split}",
+            )
             if split == "train":  # offsets and example ids only serve evaluation
                 encoded = encoded.remove_columns(["example_index", "offset_mapping"])
             tokenized[split] = encoded
         return tokenized
 
-    def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """Pad windows; eval batches also carry example_index [B] and offset_mapping [B, T, 2]
         (padding offsets are -1), which compute_loss and evaluate keep away from the model."""
         import torch
 
-        inputs = [{k: v for k, v in f.items() if k not in EXTRA_KEYS + ("start_positions", "end_positions")}
-                  for f in features]
+        inputs = [
+            {
+                k: v
+                for k, v in f.items()
+                if k not in EXTRA_KEYS + ("start_positions", "end_positions")
+            }
+            for f in features
+        ]
         batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
         for key in ("start_positions", "end_positions"):
             if key in features[0]:
@@ -273,21 +319,22 @@ class QuestionAns(Task):
             width = batch["input_ids"].shape[1]
             offsets = torch.full((len(features), width, 2), -1, dtype=torch.long)
             for i, f in enumerate(features):
-                offsets[i, :len(f["offset_mapping"])] = torch.tensor(f["offset_mapping"],
-                                                                      dtype=torch.long)
+                offsets[i, : len(f["offset_mapping"])] = torch.tensor(
+                    f["offset_mapping"], dtype=torch.long
+                )
             batch["offset_mapping"] = offsets
             batch["example_index"] = torch.tensor([f["example_index"] for f in features])
         return batch
 
     # ---- training and evaluation -------------------------------------------------------------
-    def compute_loss(self, model: Any, batch: Dict[str, Any]) -> Any:
+    def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         return model(**{k: v for k, v in batch.items() if k not in EXTRA_KEYS}).loss
 
-    def _scores(self, model: Any, loader: Any, accelerator: Any) -> Tuple[float, Dict[int, list]]:
+    def _scores(self, model: Any, loader: Any, accelerator: Any) -> tuple[float, dict[int, list]]:
         """Mean loss and, per example index, its windows' (offsets, start, end logits)."""
         import torch
 
-        windows: Dict[int, list] = {}
+        windows: dict[int, list] = {}
         loss_sum, count = 0.0, 0
         with torch.no_grad():
             for batch in loader:
@@ -297,24 +344,36 @@ class QuestionAns(Task):
                     loss_sum += float(out.loss) * n
                     count += n
                 tensors = (out.start_logits, out.end_logits, batch["offset_mapping"])
-                tensors = tuple(accelerator.pad_across_processes(t, dim=1, pad_index=-1)
-                                for t in tensors)
+                tensors = tuple(
+                    accelerator.pad_across_processes(t, dim=1, pad_index=-1) for t in tensors
+                )
                 start, end, offsets, index = accelerator.gather_for_metrics(
-                    tensors + (batch["example_index"],))
-                for s, e, o, i in zip(start.tolist(), end.tolist(), offsets.tolist(),
-                                      index.tolist()):
+                    tensors + (batch["example_index"],)
+                )
+                for s, e, o, i in zip(
+                    start.tolist(), end.tolist(), offsets.tolist(), index.tolist()
+                ):
                     windows.setdefault(int(i), []).append((o, s, e))
-        totals = accelerator.reduce(torch.tensor([loss_sum, float(count)], device=accelerator.device),
-                                    reduction="sum")
+        totals = accelerator.reduce(
+            torch.tensor([loss_sum, float(count)], device=accelerator.device), reduction="sum"
+        )
         return float(totals[0] / totals[1].clamp(min=1)), windows
 
     def _answer(self, context: str, windows: list) -> Answer:
         p = self.params
-        return best_answer(context, windows, n_best=p.n_best, max_answer_length=p.max_answer_length,
-                           allow_unanswerable=p.allow_unanswerable,
-                           null_score_threshold=p.null_score_threshold, cls_index=0)
+        return best_answer(
+            context,
+            windows,
+            n_best=p.n_best,
+            max_answer_length=p.max_answer_length,
+            allow_unanswerable=p.allow_unanswerable,
+            null_score_threshold=p.null_score_threshold,
+            cls_index=0,
+        )
 
-    def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
+    def evaluate(
+        self, model: Any, loader: Any, accelerator: Any, raw: Any = None
+    ) -> dict[str, float]:
         from framework.core import metrics
 
         loss, windows = self._scores(model, loader, accelerator)
@@ -331,24 +390,31 @@ class QuestionAns(Task):
         return result
 
     # ---- prediction --------------------------------------------------------------------------
-    def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
+    def predict(self, model: Any, rows: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
         """Per row: the answer text, its character start in the context (-1: no answer) and score."""
         import torch
 
-        batch = {self.column("question"): [str(r[self.column("question")]) for r in rows],
-                 self.column("context"): [str(r[self.column("context")]) for r in rows],
-                 self.column("answers"): [None] * len(rows), "__index": list(range(len(rows)))}
+        batch = {
+            self.column("question"): [str(r[self.column("question")]) for r in rows],
+            self.column("context"): [str(r[self.column("context")]) for r in rows],
+            self.column("answers"): [None] * len(rows),
+            "__index": list(range(len(rows))),
+        }
         features = self._windows(batch, with_positions=False)
         keys = [k for k in features if k not in EXTRA_KEYS + ("start_positions", "end_positions")]
-        windows: Dict[int, list] = {}
+        windows: dict[int, list] = {}
         encoded = self.tokenizer.pad({k: features[k] for k in keys}, return_tensors="pt").to(device)
         with torch.no_grad():
             out = model(**encoded)
         for w, index in enumerate(features["example_index"]):
             n = len(features["offset_mapping"][w])
-            windows.setdefault(index, []).append((features["offset_mapping"][w],
-                                                  out.start_logits[w, :n].tolist(),
-                                                  out.end_logits[w, :n].tolist()))
+            windows.setdefault(index, []).append(
+                (
+                    features["offset_mapping"][w],
+                    out.start_logits[w, :n].tolist(),
+                    out.end_logits[w, :n].tolist(),
+                )
+            )
         results = []
         for index, row in enumerate(rows):
             answer = self._answer(str(row[self.column("context")]), windows.get(index, []))

@@ -3,8 +3,9 @@ text or a pair of texts (premise/hypothesis)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from framework.core.errors import UserError
 from framework.core.registry import TASKS
@@ -14,7 +15,7 @@ from framework.tasks.base import Task, TaskParams
 @dataclass(kw_only=True)
 class SeqClsParams(TaskParams):
     problem_type: Literal["single_label", "multi_label", "regression"] = "single_label"
-    labels: Optional[List[str]] = None  # label names in id order; null = sorted labels of train
+    labels: list[str] | None = None  # label names in id order; null = sorted labels of train
 
 
 @TASKS.register("seq_cls")
@@ -26,17 +27,20 @@ class SeqCls(Task):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.labels: List[str] = list(self.params.labels or [])
+        self.labels: list[str] = list(self.params.labels or [])
         kind = self.params.problem_type
-        self.primary_metric = {"single_label": "accuracy", "multi_label": "micro_f1",
-                               "regression": "spearman"}[kind]
+        self.primary_metric = {
+            "single_label": "accuracy",
+            "multi_label": "micro_f1",
+            "regression": "spearman",
+        }[kind]
         self.greater_is_better = True
 
-    def roles(self) -> Dict[str, bool]:
+    def roles(self) -> dict[str, bool]:
         return {"text": True, "text_pair": False, "label": True}
 
     # ---- labels ------------------------------------------------------------------------------
-    def _label_values(self, value: Any) -> List[str]:
+    def _label_values(self, value: Any) -> list[str]:
         if self.params.problem_type == "multi_label":
             return [str(v) for v in (value if isinstance(value, list) else str(value).split(","))]
         return [str(value)]
@@ -57,23 +61,31 @@ class SeqCls(Task):
                     raise UserError(
                         f"data.columns.label: label '{bad[0]}' in split '{split}' row {index} of "
                         f"{describe(split)} (column '{col}') is not in the label set "
-                        f"{self.labels}. Fix: add it to task.labels or correct the data")
+                        f"{self.labels}. Fix: add it to task.labels or correct the data"
+                    )
         if self.params.problem_type == "single_label" and len(self.labels) < 2:
-            raise UserError(f"task.labels: single-label classification needs at least 2 labels, "
-                            f"found {self.labels} in column '{col}'")
+            raise UserError(
+                f"task.labels: single-label classification needs at least 2 labels, "
+                f"found {self.labels} in column '{col}'"
+            )
 
-    def model_kwargs(self) -> Dict[str, Any]:
-        problem = {"single_label": "single_label_classification",
-                   "multi_label": "multi_label_classification",
-                   "regression": "regression"}[self.params.problem_type]
-        return {"num_labels": len(self.labels), "problem_type": problem,
-                "id2label": dict(enumerate(self.labels)),
-                "label2id": {name: i for i, name in enumerate(self.labels)}}
+    def model_kwargs(self) -> dict[str, Any]:
+        problem = {
+            "single_label": "single_label_classification",
+            "multi_label": "multi_label_classification",
+            "regression": "regression",
+        }[self.params.problem_type]
+        return {
+            "num_labels": len(self.labels),
+            "problem_type": problem,
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": {name: i for i, name in enumerate(self.labels)},
+        }
 
-    def artifacts(self) -> Dict[str, Any]:
+    def artifacts(self) -> dict[str, Any]:
         return {"task": "seq_cls", "problem_type": self.params.problem_type, "labels": self.labels}
 
-    def restore_artifacts(self, extras: Dict[str, Any]) -> None:
+    def restore_artifacts(self, extras: dict[str, Any]) -> None:
         self.labels = list(extras.get("labels", self.labels))
 
     # ---- data --------------------------------------------------------------------------------
@@ -88,21 +100,27 @@ class SeqCls(Task):
             return vector
         return index[str(value)]
 
-    def _encode_texts(self, batch: Dict[str, List[Any]]) -> Dict[str, Any]:
+    def _encode_texts(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         pair_col = self.column("text_pair")
-        pair = batch[pair_col] if pair_col in batch else None
-        return self.tokenizer(batch[self.column("text")], pair, truncation=self.data.truncation,
-                              max_length=self.data.max_length)
+        pair = batch.get(pair_col)
+        return self.tokenizer(
+            batch[self.column("text")],
+            pair,
+            truncation=self.data.truncation,
+            max_length=self.data.max_length,
+        )
 
     def tokenize(self, splits: Any) -> Any:
-        def encode(batch: Dict[str, List[Any]]) -> Dict[str, Any]:
+        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
             out = dict(self._encode_texts(batch))
             out["labels"] = [self._encode_label(v) for v in batch[self.column("label")]]
             return out
 
-        return {split: self.encode_split(dataset, split, encode) for split, dataset in splits.items()}
+        return {
+            split: self.encode_split(dataset, split, encode) for split, dataset in splits.items()
+        }
 
-    def collate(self, features: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         labels = [f["labels"] for f in features]
@@ -122,7 +140,9 @@ class SeqCls(Task):
             return (torch.sigmoid(logits) > 0.5).long()
         return logits.squeeze(-1)
 
-    def evaluate(self, model: Any, loader: Any, accelerator: Any, raw: Any = None) -> Dict[str, float]:
+    def evaluate(
+        self, model: Any, loader: Any, accelerator: Any, raw: Any = None
+    ) -> dict[str, float]:
         import torch
 
         from framework.core import metrics
@@ -137,19 +157,23 @@ class SeqCls(Task):
                 count += n
                 preds.extend(p.tolist())
                 golds.extend(g.tolist())
-        totals = accelerator.reduce(torch.tensor([loss_sum, float(count)], device=accelerator.device),
-                                    reduction="sum")
+        totals = accelerator.reduce(
+            torch.tensor([loss_sum, float(count)], device=accelerator.device), reduction="sum"
+        )
         result = {"eval_loss": float(totals[0] / totals[1].clamp(min=1))}
         if self.params.problem_type == "single_label":
             result.update(metrics.classification_metrics(preds, golds, len(self.labels)))
         elif self.params.problem_type == "multi_label":
-            result.update(metrics.multilabel_metrics([[int(x) for x in p] for p in preds],
-                                                     [[int(x) for x in g] for g in golds]))
+            result.update(
+                metrics.multilabel_metrics(
+                    [[int(x) for x in p] for p in preds], [[int(x) for x in g] for g in golds]
+                )
+            )
         else:
             result.update(metrics.regression_metrics(preds, golds))
         return result
 
-    def predict(self, model: Any, rows: List[Dict[str, Any]], device: Any) -> List[Dict[str, Any]]:
+    def predict(self, model: Any, rows: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
         import torch
 
         batch = {self.column("text"): [r[self.column("text")] for r in rows]}
@@ -164,10 +188,18 @@ class SeqCls(Task):
                 results.append({"score": float(row_logits[0])})
             elif self.params.problem_type == "multi_label":
                 probs = torch.sigmoid(row_logits).tolist()
-                results.append({"labels": [l for l, p in zip(self.labels, probs) if p > 0.5],
-                                "probabilities": dict(zip(self.labels, probs))})
+                results.append(
+                    {
+                        "labels": [name for name, p in zip(self.labels, probs) if p > 0.5],
+                        "probabilities": dict(zip(self.labels, probs)),
+                    }
+                )
             else:
                 probs = torch.softmax(row_logits, -1).tolist()
-                results.append({"label": self.labels[int(row_logits.argmax())],
-                                "probabilities": dict(zip(self.labels, probs))})
+                results.append(
+                    {
+                        "label": self.labels[int(row_logits.argmax())],
+                        "probabilities": dict(zip(self.labels, probs)),
+                    }
+                )
         return results

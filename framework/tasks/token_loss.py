@@ -19,7 +19,7 @@ waits for the device to find them.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Tuple
+from typing import Any
 
 IGNORE_INDEX = -100
 TARGETS_KEY = "target_positions"  # collator-made: positions t whose label t+1 is trained
@@ -46,24 +46,26 @@ def cross_entropy_sum(logits: Any, targets: Any) -> Any:
     from torch.utils.checkpoint import checkpoint
 
     def chunk_loss(part: Any, target: Any) -> Any:
-        return torch.nn.functional.cross_entropy(part.float(), target, ignore_index=IGNORE_INDEX,
-                                                 reduction="sum")
+        return torch.nn.functional.cross_entropy(
+            part.float(), target, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
 
     rows = max(1, CHUNK_ELEMENTS // max(1, logits.shape[-1]))
     if logits.shape[0] <= rows:
         return chunk_loss(logits, targets)
     total = logits.new_zeros((), dtype=torch.float32)
     for start in range(0, logits.shape[0], rows):
-        part, target = logits[start:start + rows], targets[start:start + rows]
+        part, target = logits[start : start + rows], targets[start : start + rows]
         if torch.is_grad_enabled() and logits.requires_grad:
-            total = total + checkpoint(chunk_loss, part, target, use_reentrant=False,
-                                       preserve_rng_state=False)
+            total = total + checkpoint(
+                chunk_loss, part, target, use_reentrant=False, preserve_rng_state=False
+            )
         else:
             total = total + chunk_loss(part, target)
     return total
 
 
-def causal_lm_loss(model: Any, batch: Dict[str, Any], logits_only: bool) -> Tuple[Any, Any]:
+def causal_lm_loss(model: Any, batch: dict[str, Any], logits_only: bool) -> tuple[Any, Any]:
     """(sum of token losses, number of label tokens) of a causal LM batch whose labels are aligned
     with input_ids (the model's convention: position t predicts label t+1)."""
     import torch
@@ -79,7 +81,7 @@ def causal_lm_loss(model: Any, batch: Dict[str, Any], logits_only: bool) -> Tupl
         kept = targets.index_select(1, positions)
     else:
         # Prompt-learning adapters prepend virtual tokens to the logits: the real ones are last.
-        logits = model(**inputs).logits[:, -targets.shape[1] - 1:-1]
+        logits = model(**inputs).logits[:, -targets.shape[1] - 1 : -1]
         kept = targets
     loss = cross_entropy_sum(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1))
     return loss, count.to(torch.float32)

@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
+from framework.testing.synthetic_squad import (
+    CITIES,
+    COLOURS,
+    COMPANY_A,
+    COMPANY_B,
+    FEMALE_NAMES,
+    INSTRUMENTS,
+    MALE_NAMES,
+    PETS,
+    PROFESSIONS,
+    SURNAMES,
+    _article,
+    _pronouns,
+)
 
-Rows = List[Dict[str, Any]]
-from framework.testing.synthetic_squad import (CITIES, COLOURS, COMPANY_A, COMPANY_B, FEMALE_NAMES,
-                                            INSTRUMENTS, MALE_NAMES, PETS, PROFESSIONS, SURNAMES,
-                                            _article, _pronouns)
-
+Rows = list[dict[str, Any]]
 
 # --------------------------------------------------------------------------------------------
 # synthetic_retrieval
 # --------------------------------------------------------------------------------------------
 
 # relation -> (value pool, statement templates, question templates)
-_RETRIEVAL_RELATIONS: Dict[str, Tuple[Sequence[str], Tuple[str, ...], Tuple[str, ...]]] = {
+_RETRIEVAL_RELATIONS: dict[str, tuple[Sequence[str], tuple[str, ...], tuple[str, ...]]] = {
     "birthplace": (
         CITIES,
-        ("{P} was born in {v}.", "{P}'s birthplace is {v}.", "{P} comes from {v}, where {she} was born."),
+        (
+            "{P} was born in {v}.",
+            "{P}'s birthplace is {v}.",
+            "{P} comes from {v}, where {she} was born.",
+        ),
         ("Where was {P} born?", "What is {P}'s place of birth?", "In which city was {P} born?"),
     ),
     "birth_year": (
@@ -40,40 +55,68 @@ _RETRIEVAL_RELATIONS: Dict[str, Tuple[Sequence[str], Tuple[str, ...], Tuple[str,
     ),
     "colour": (
         COLOURS,
-        ("{P}'s favourite colour is {v}.", "{P} likes the colour {v} best.", "Of all colours, {P} prefers {v}."),
-        ("What is {P}'s favourite colour?", "Which colour does {P} like most?", "What colour does {P} prefer?"),
+        (
+            "{P}'s favourite colour is {v}.",
+            "{P} likes the colour {v} best.",
+            "Of all colours, {P} prefers {v}.",
+        ),
+        (
+            "What is {P}'s favourite colour?",
+            "Which colour does {P} like most?",
+            "What colour does {P} prefer?",
+        ),
     ),
     "instrument": (
         INSTRUMENTS,
-        ("{P} plays the {v}.", "{P} has played the {v} since childhood.", "The {v} is the instrument {P} plays."),
-        ("What instrument does {P} play?", "Which musical instrument does {P} play?", "What does {P} play in the band?"),
+        (
+            "{P} plays the {v}.",
+            "{P} has played the {v} since childhood.",
+            "The {v} is the instrument {P} plays.",
+        ),
+        (
+            "What instrument does {P} play?",
+            "Which musical instrument does {P} play?",
+            "What does {P} play in the band?",
+        ),
     ),
     "pet": (
         PETS,
         ("{P} has a pet {v}.", "{P} lives with a {v} as a pet.", "At home, {P} keeps a {v}."),
-        ("What pet does {P} have?", "What kind of animal does {P} keep as a pet?", "Which pet lives with {P}?"),
+        (
+            "What pet does {P} have?",
+            "What kind of animal does {P} keep as a pet?",
+            "Which pet lives with {P}?",
+        ),
     ),
 }
 _RELATION_NAMES = tuple(_RETRIEVAL_RELATIONS)
 
 
-def _random_person(rng: random.Random, first: Optional[str] = None, last: Optional[str] = None) -> Tuple[str, bool]:
+def _random_person(
+    rng: random.Random, first: str | None = None, last: str | None = None
+) -> tuple[str, bool]:
     female = rng.random() < 0.5 if first is None else first in FEMALE_NAMES
     first = first or rng.choice(FEMALE_NAMES if female else MALE_NAMES)
     return f"{first} {last or rng.choice(SURNAMES)}", female
 
 
-def _similar_person(rng: random.Random, name: str) -> Tuple[str, bool]:
+def _similar_person(rng: random.Random, name: str) -> tuple[str, bool]:
     """Another person sharing the first name or the surname."""
     first, last = name.split(" ", 1)
     for _ in range(50):
-        other = _random_person(rng, first=first) if rng.random() < 0.5 else _random_person(rng, last=last)
+        other = (
+            _random_person(rng, first=first)
+            if rng.random() < 0.5
+            else _random_person(rng, last=last)
+        )
         if other[0] != name:
             return other
     return _random_person(rng)
 
 
-def _statement(rng: random.Random, person: Tuple[str, bool], relation: str, value: str, avoid: int = -1) -> Tuple[str, int]:
+def _statement(
+    rng: random.Random, person: tuple[str, bool], relation: str, value: str, avoid: int = -1
+) -> tuple[str, int]:
     templates = _RETRIEVAL_RELATIONS[relation][1]
     choices = [i for i in range(len(templates)) if i != avoid]
     i = rng.choice(choices)
@@ -101,9 +144,13 @@ def _retrieval_pairs(n: int, rng: random.Random) -> Rows:
         positive, _ = _statement(rng, person, relation, value)
         if rng.random() < 0.5:  # same person, different fact
             other_rel = rng.choice([r for r in _RELATION_NAMES if r != relation])
-            negative, _ = _statement(rng, person, other_rel, rng.choice(_RETRIEVAL_RELATIONS[other_rel][0]))
+            negative, _ = _statement(
+                rng, person, other_rel, rng.choice(_RETRIEVAL_RELATIONS[other_rel][0])
+            )
         else:  # similar name, same relation, different value
-            negative, _ = _statement(rng, _similar_person(rng, person[0]), relation, _other_value(rng, relation, value))
+            negative, _ = _statement(
+                rng, _similar_person(rng, person[0]), relation, _other_value(rng, relation, value)
+            )
         rows.append({"anchor": anchor, "positive": positive, "negative": negative})
     return rows
 
@@ -132,14 +179,20 @@ def _scored_pairs(n: int, rng: random.Random) -> Rows:
         elif score == 0.6:
             s2, _ = _statement(rng, person, relation, _other_value(rng, relation, value))
         elif score == 0.4:
-            s2, _ = _statement(rng, person, other_rel, rng.choice(_RETRIEVAL_RELATIONS[other_rel][0]))
+            s2, _ = _statement(
+                rng, person, other_rel, rng.choice(_RETRIEVAL_RELATIONS[other_rel][0])
+            )
         elif score == 0.2:
-            s2, _ = _statement(rng, _similar_person(rng, person[0]), relation, _other_value(rng, relation, value))
+            s2, _ = _statement(
+                rng, _similar_person(rng, person[0]), relation, _other_value(rng, relation, value)
+            )
         else:
             stranger = person
             while stranger[0].split()[0] in person[0] or stranger[0].split()[1] in person[0]:
                 stranger = _random_person(rng)
-            s2, _ = _statement(rng, stranger, other_rel, rng.choice(_RETRIEVAL_RELATIONS[other_rel][0]))
+            s2, _ = _statement(
+                rng, stranger, other_rel, rng.choice(_RETRIEVAL_RELATIONS[other_rel][0])
+            )
         rows.append({"sentence1": s1, "sentence2": s2, "score": score})
     rng.shuffle(rows)
     return rows

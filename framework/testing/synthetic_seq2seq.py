@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime
 import random
-from typing import Any, Callable, Dict, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
-from framework.testing.synthetic_squad import MONTHS
 from framework.core.errors import UserError
+from framework.testing.synthetic_squad import MONTHS
 
-Rows = List[Dict[str, Any]]
+Rows = list[dict[str, Any]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -17,8 +18,26 @@ Rows = List[Dict[str, Any]]
 # --------------------------------------------------------------------------------------------
 
 _ONES = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
 )
 _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 
@@ -35,7 +54,11 @@ def number_to_words(n: int) -> str:
         rest = n % 100
         return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
     rest = n % 1000
-    return number_to_words(n // 1000) + " thousand" + ("" if rest == 0 else " " + number_to_words(rest))
+    return (
+        number_to_words(n // 1000)
+        + " thousand"
+        + ("" if rest == 0 else " " + number_to_words(rest))
+    )
 
 
 def _ordinal(day: int) -> str:
@@ -43,7 +66,7 @@ def _ordinal(day: int) -> str:
     return f"{day}{suffix}"
 
 
-_DATE_FORMATS: Tuple[Callable[[datetime.date], str], ...] = (
+_DATE_FORMATS: tuple[Callable[[datetime.date], str], ...] = (
     lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
     lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
     lambda d: f"{MONTHS[d.month - 1][:3]} {d.day}, {d.year}",
@@ -61,7 +84,9 @@ def _seq2seq_rows(task: str, n: int, rng: random.Random, exclude: set) -> Rows:
     while len(rows) < n:
         attempts += 1
         if attempts > 50 * n + 1000:
-            raise UserError(f"synthetic_seq2seq: cannot draw {n} distinct '{task}' examples; lower num_train/num_validation")
+            raise UserError(
+                f"synthetic_seq2seq: cannot draw {n} distinct '{task}' examples; lower num_train/num_validation"
+            )
         if task == "dates":
             d = datetime.date.fromordinal(rng.randint(lo, hi))
             source, target = rng.choice(_DATE_FORMATS)(d), d.strftime("%Y/%m/%d")

@@ -6,7 +6,7 @@ tokenizer trained on the fly, dropout off. Sizes are given under transformers' c
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from framework.core import automap
 
@@ -22,32 +22,45 @@ def save_class(model_type: str) -> str:
     """The Auto class a tiny checkpoint is saved with: the generation class of decoders and
     encoder-decoders (their usual hub form), the bare encoder otherwise."""
     kind = automap.model_kind({"model_type": model_type})
-    return {automap.DECODER: "AutoModelForCausalLM",
-            automap.SEQ2SEQ: "AutoModelForSeq2SeqLM"}.get(kind, "AutoModel")
+    return {automap.DECODER: "AutoModelForCausalLM", automap.SEQ2SEQ: "AutoModelForSeq2SeqLM"}.get(
+        kind, "AutoModel"
+    )
 
 
-def _sizes(spec: Any) -> Dict[str, Any]:
+def _sizes(spec: Any) -> dict[str, Any]:
     head_dim = spec.hidden_size // spec.num_heads
     return {
         # names every config class understands (directly or through its attribute_map)
-        "hidden_size": spec.hidden_size, "num_hidden_layers": spec.num_layers,
-        "num_attention_heads": spec.num_heads, "intermediate_size": spec.intermediate_size,
+        "hidden_size": spec.hidden_size,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "intermediate_size": spec.intermediate_size,
         # names only some classes have; set where the class has the field
-        "num_key_value_heads": spec.num_heads, "head_dim": head_dim, "d_kv": head_dim,
-        "d_ff": spec.intermediate_size, "n_inner": spec.intermediate_size,
+        "num_key_value_heads": spec.num_heads,
+        "head_dim": head_dim,
+        "d_kv": head_dim,
+        "d_ff": spec.intermediate_size,
+        "n_inner": spec.intermediate_size,
         "hidden_dim": spec.intermediate_size,  # DistilBERT's feed-forward width
-        "encoder_ffn_dim": spec.intermediate_size, "decoder_ffn_dim": spec.intermediate_size,
-        "decoder_layers": spec.num_layers, "num_decoder_layers": spec.num_layers,
-        "decoder_attention_heads": spec.num_heads, "encoder_attention_heads": spec.num_heads,
+        "encoder_ffn_dim": spec.intermediate_size,
+        "decoder_ffn_dim": spec.intermediate_size,
+        "decoder_layers": spec.num_layers,
+        "num_decoder_layers": spec.num_layers,
+        "decoder_attention_heads": spec.num_heads,
+        "encoder_attention_heads": spec.num_heads,
         # RoBERTa-style position ids start after the padding index: leave room for the offset
         "max_position_embeddings": spec.max_positions + 2,
     }
 
 
-def _special_ids(tokenizer: Any, kind: str) -> Dict[str, Any]:
-    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-           "eos_token_id": tokenizer.eos_token_id, "cls_token_id": tokenizer.cls_token_id,
-           "sep_token_id": tokenizer.sep_token_id}
+def _special_ids(tokenizer: Any, kind: str) -> dict[str, Any]:
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+    }
     if kind == automap.SEQ2SEQ:
         # T5 starts decoding at <pad>; BART-style models at </s> (their own conventions)
         ids["decoder_start_token_id"] = tokenizer.pad_token_id
@@ -61,7 +74,7 @@ def tiny_config(model_type: str, spec: Any, tokenizer: Any) -> Any:
 
     defaults = AutoConfig.for_model(model_type).to_dict()
     kind = automap.model_kind({"model_type": model_type, **defaults})
-    values: Dict[str, Any] = {"vocab_size": len(tokenizer)}
+    values: dict[str, Any] = {"vocab_size": len(tokenizer)}
     common = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     for key, value in _sizes(spec).items():
         if key in common or key in defaults:

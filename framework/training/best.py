@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 log = logging.getLogger("ft")
 
@@ -21,10 +22,10 @@ log = logging.getLogger("ft")
 class BestState:
     """What a checkpoint must carry for keep_best / early stopping to continue after a resume."""
 
-    best_value: Optional[float] = None
-    best_step: Optional[int] = None
+    best_value: float | None = None
+    best_step: int | None = None
     evals_without_improvement: int = 0
-    stopped: Optional[str] = None  # why the run stopped early, once it did
+    stopped: str | None = None  # why the run stopped early, once it did
 
 
 class BestKeeper:
@@ -38,7 +39,7 @@ class BestKeeper:
         self.metric = metric
         self.greater_is_better = greater_is_better
         self.state = BestState()
-        self.last_eval: Optional[tuple] = None  # (step, metrics) of the latest evaluation
+        self.last_eval: tuple | None = None  # (step, metrics) of the latest evaluation
 
     @property
     def enabled(self) -> bool:
@@ -51,8 +52,7 @@ class BestKeeper:
         gain = value - self.state.best_value
         return (gain if self.greater_is_better else -gain) > self.delta
 
-    def observe(self, step: int, metrics: Dict[str, float],
-                save_best: Callable[[], None]) -> bool:
+    def observe(self, step: int, metrics: dict[str, float], save_best: Callable[[], None]) -> bool:
         """Judge the evaluation of `step`; call `save_best()` (on every rank) when keep_best and it
         is the new best. Returns True when early stopping says: stop now. An evaluation of a step
         already judged (the final one after an early stop) is not counted twice."""
@@ -78,28 +78,35 @@ class BestKeeper:
             self.state.stopped = (
                 f"early stopping at step {step}: {self.metric} did not improve by more than "
                 f"{self.delta:g} for {self.patience} evaluation(s) (best "
-                f"{'n/a' if best is None else f'{best:.4f}'} at step {self.state.best_step})")
+                f"{'n/a' if best is None else f'{best:.4f}'} at step {self.state.best_step})"
+            )
             log.info("%s", self.state.stopped)
             return True
         return False
 
-    def metrics_at(self, step: int) -> Optional[Dict[str, float]]:
+    def metrics_at(self, step: int) -> dict[str, float] | None:
         """The metrics of an evaluation already made at `step` (so finish() need not repeat it)."""
         if self.last_eval is not None and self.last_eval[0] == step:
             return dict(self.last_eval[1])
         return None
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self.state)
 
-    def load_state_dict(self, saved: Optional[Dict[str, Any]]) -> None:
+    def load_state_dict(self, saved: dict[str, Any] | None) -> None:
         if saved:
             self.state = BestState(**saved)
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """summary.json entries: the winning evaluation and why the run stopped early (if it did)."""
         if not self.enabled:
             return {}
-        return {"best": {"metric": self.metric, "greater_is_better": self.greater_is_better,
-                         "step": self.state.best_step, "value": self.state.best_value},
-                "stopped_early": self.state.stopped}
+        return {
+            "best": {
+                "metric": self.metric,
+                "greater_is_better": self.greater_is_better,
+                "step": self.state.best_step,
+                "value": self.state.best_value,
+            },
+            "stopped_early": self.state.stopped,
+        }

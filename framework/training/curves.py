@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from framework.store.run_dir import CURVES_FILE, read_metrics, read_summary
 
 log = logging.getLogger("ft")
 
-Series = List[Tuple[int, float]]  # (optimizer step, value)
+Series = list[tuple[int, float]]  # (optimizer step, value)
 
 
-def run_series(run_dir: Path, primary: Optional[str] = None) -> Dict[str, Series]:
+def run_series(run_dir: Path, primary: str | None = None) -> dict[str, Series]:
     """{'train loss', 'eval loss', PRIMARY} -> points, read from a run's metrics.jsonl (the
     primary metric from its summary.json unless given)."""
     summary = read_summary(run_dir) or {}
     primary = primary or summary.get("primary_metric") or "eval_loss"
-    series: Dict[str, Series] = {"train loss": [], "eval loss": []}
+    series: dict[str, Series] = {"train loss": [], "eval loss": []}
     if primary != "eval_loss":
         series[primary] = []
     for record in read_metrics(run_dir):
@@ -41,12 +41,14 @@ def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def plot_runs(runs: Sequence[Tuple[str, Path]], output: Path) -> Optional[Path]:
+def plot_runs(runs: Sequence[tuple[str, Path]], output: Path) -> Path | None:
     """Draw the curves of each (label, run_dir) into one PNG; None (and one log line) when
     matplotlib is not installed."""
     if not plotting_available():
-        log.info("curves: matplotlib is not installed (pip install 'ft-peft[report]'); "
-                 "no %s written", Path(output).name)
+        log.info(
+            "curves: matplotlib is not installed (pip install 'ft-peft[report]'); no %s written",
+            Path(output).name,
+        )
         return None
     import matplotlib
 
@@ -54,7 +56,7 @@ def plot_runs(runs: Sequence[Tuple[str, Path]], output: Path) -> Optional[Path]:
     import matplotlib.pyplot as plt
 
     all_series = [(label, run_series(run_dir)) for label, run_dir in runs]
-    panels: List[str] = []
+    panels: list[str] = []
     for _, series in all_series:
         panels += [name for name in series if name not in panels]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
@@ -63,13 +65,19 @@ def plot_runs(runs: Sequence[Tuple[str, Path]], output: Path) -> Optional[Path]:
             points = series.get(panel) or []
             if points:
                 steps, values = zip(*points)
-                axis.plot(steps, values, marker="o" if len(points) < 30 else None,
-                          markersize=3, label=label)
+                axis.plot(
+                    steps,
+                    values,
+                    marker="o" if len(points) < 30 else None,
+                    markersize=3,
+                    label=label,
+                )
         if len(runs) == 1 and panel not in ("train loss", "eval loss"):
             best = (read_summary(runs[0][1]) or {}).get("best") or {}
             if best.get("step") is not None:  # train.keep_best / early stopping's winner
-                axis.axvline(best["step"], linestyle=":", color="grey",
-                             label=f"best (step {best['step']})")
+                axis.axvline(
+                    best["step"], linestyle=":", color="grey", label=f"best (step {best['step']})"
+                )
                 axis.legend(fontsize=7)
         axis.set_title(panel)
         axis.set_xlabel("optimizer step")
@@ -83,7 +91,7 @@ def plot_runs(runs: Sequence[Tuple[str, Path]], output: Path) -> Optional[Path]:
     return output
 
 
-def write_run_curves(run_dir: Path) -> Optional[Path]:
+def write_run_curves(run_dir: Path) -> Path | None:
     """RUN_DIR/curves.png at the end of training; a failure to draw never fails the run."""
     try:
         return plot_runs([(Path(run_dir).name, Path(run_dir))], Path(run_dir) / CURVES_FILE)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 MEGABATCH = 50  # batches per length-sorted group (transformers' LengthGroupedSampler uses 50)
 
@@ -32,28 +33,35 @@ class LengthGroupedSampler:
         import torch
 
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order: List[int] = torch.randperm(len(self.lengths), generator=generator).tolist()
+        order: list[int] = torch.randperm(len(self.lengths), generator=generator).tolist()
         for start in range(0, len(order), self.group):
-            ranked = sorted(order[start:start + self.group], key=lambda i: -self.lengths[i])
+            ranked = sorted(order[start : start + self.group], key=lambda i: -self.lengths[i])
             full = len(ranked) // self.batch  # a short last batch (epoch's end) stays last,
             batches = torch.randperm(full, generator=generator).tolist()  # or batches would shift
             if start == 0 and full:  # the epoch opens with its first group's longest batch: an
-                batches.remove(0)    # out-of-memory shows at step 1, not mid-run
+                batches.remove(0)  # out-of-memory shows at step 1, not mid-run
                 batches.insert(0, 0)
             for index in batches:
-                yield from ranked[index * self.batch:(index + 1) * self.batch]
-            yield from ranked[full * self.batch:]
+                yield from ranked[index * self.batch : (index + 1) * self.batch]
+            yield from ranked[full * self.batch :]
 
 
-def example_lengths(dataset: Any) -> List[int]:
+def example_lengths(dataset: Any) -> list[int]:
     """Tokens per example of a tokenized split (its input_ids, or the longest list column)."""
     if "input_ids" in dataset.column_names:
         return [len(ids) for ids in dataset["input_ids"]]
     return [1] * len(dataset)
 
 
-def build_loader(run: Any, dataset: Any, collate: Any, shuffle: bool, batch_size: int,
-                 processes: int, on_gpu: bool) -> Any:
+def build_loader(
+    run: Any,
+    dataset: Any,
+    collate: Any,
+    shuffle: bool,
+    batch_size: int,
+    processes: int,
+    on_gpu: bool,
+) -> Any:
     """A DataLoader with its own seeded generator (creating an iterator never draws from the
     global RNG, which dropout uses: resume replays the exact RNG stream)."""
     import torch
@@ -61,10 +69,20 @@ def build_loader(run: Any, dataset: Any, collate: Any, shuffle: bool, batch_size
     train = run.train
     sampler = None
     if shuffle and train.group_by_length and "input_ids" in dataset.column_names:
-        sampler = LengthGroupedSampler(example_lengths(dataset), MEGABATCH * batch_size * processes,
-                                       run.seed, batch=batch_size * processes)
+        sampler = LengthGroupedSampler(
+            example_lengths(dataset),
+            MEGABATCH * batch_size * processes,
+            run.seed,
+            batch=batch_size * processes,
+        )
         shuffle = False
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate,
-        num_workers=train.num_workers, pin_memory=train.pin_memory and on_gpu,
-        generator=torch.Generator().manual_seed(run.seed))
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=train.num_workers,
+        pin_memory=train.pin_memory and on_gpu,
+        generator=torch.Generator().manual_seed(run.seed),
+    )

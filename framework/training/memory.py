@@ -32,27 +32,38 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from framework.config.schema import RunConfig
 from framework.core.errors import UserError
-from framework.hardware.base import MemoryLayout
 from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
+from framework.hardware.base import MemoryLayout
 
 log = logging.getLogger("ft")
 
-GiB = 2 ** 30
-RUNTIME_BYTES = GiB // 2  # CUDA context + workspace; on CPU, torch and the data (about 0.5 GiB of RSS)
+GiB = 2**30
+RUNTIME_BYTES = (
+    GiB // 2
+)  # CUDA context + workspace; on CPU, torch and the data (about 0.5 GiB of RSS)
 LOGITS_COPIES = 3  # saved log-softmax + its gradient + the logits' gradient, all fp32
 # Optimizer state per trainable parameter (bytes); an optimizer not listed counts as AdamW.
-OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "sgd": 4.0, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0,
-                         "adafactor": 0.5}
+OPTIMIZER_STATE_BYTES = {
+    "adamw": 8.0,
+    "sgd": 4.0,
+    "adamw_8bit": 2.0,
+    "paged_adamw_8bit": 2.0,
+    "adafactor": 0.5,
+}
 # config.json names of the same quantity across architectures (first found wins).
 _INTERMEDIATE = ("intermediate_size", "d_ff", "n_inner", "ffn_dim", "encoder_ffn_dim")
-_ATTN_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop",
-                 "dropout_rate")
-_HIDDEN_DROPOUT = ("hidden_dropout_prob", "resid_pdrop", "hidden_dropout", "dropout",
-                   "dropout_rate")
+_ATTN_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "dropout_rate")
+_HIDDEN_DROPOUT = (
+    "hidden_dropout_prob",
+    "resid_pdrop",
+    "hidden_dropout",
+    "dropout",
+    "dropout_rate",
+)
 
 
 @dataclass
@@ -88,15 +99,15 @@ class Settings:
     gradient_checkpointing: bool
     optimizer: str
     layout: MemoryLayout = field(default_factory=MemoryLayout)
-    quantized_bytes: Optional[float] = None  # bytes per quantizable weight (QLoRA), else None
-    other_base_bytes: Optional[float] = None  # bytes per other base weight when quantizing
+    quantized_bytes: float | None = None  # bytes per quantizable weight (QLoRA), else None
+    other_base_bytes: float | None = None  # bytes per other base weight when quantizing
 
 
 @dataclass
 class Estimate:
     """Bytes per device by component (ordered as printed) and what was assumed."""
 
-    components: Dict[str, int]
+    components: dict[str, int]
     facts: ModelFacts
     settings: Settings
     offloaded: int = 0  # bytes per process held in CPU RAM / on NVMe instead (offload, device_map)
@@ -134,8 +145,7 @@ def block_elements(facts: ModelFacts, settings: Settings, seq_len: int) -> float
     mask = 1.0 if not settings.on_gpu else 1.0 / settings.activation_bytes
     materialised = facts.eager_attention or (not settings.on_gpu and facts.attention_dropout > 0)
     if materialised:
-        attention = 3 * h + heads * seq_len * (
-            1 + (1 + mask) * (facts.attention_dropout > 0))
+        attention = 3 * h + heads * seq_len * (1 + (1 + mask) * (facts.attention_dropout > 0))
     else:
         attention = 2 * h + 2 * facts.kv_width
     mlp = (3 if facts.gated_mlp else 1) * i
@@ -155,8 +165,9 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
     base = facts.total_params - trainable
     if settings.quantized_bytes is not None:
         other = base - facts.quantizable_params
-        base_bytes = (facts.quantizable_params * settings.quantized_bytes
-                      + other * (settings.other_base_bytes or settings.weight_bytes))
+        base_bytes = facts.quantizable_params * settings.quantized_bytes + other * (
+            settings.other_base_bytes or settings.weight_bytes
+        )
     else:
         base_bytes = base * settings.weight_bytes
     weights = base_bytes + trainable * 4.0  # peft keeps adapters in fp32
@@ -172,8 +183,9 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
     gradients = trainable * 4.0 * (1 + lay.gradient_copies)
     if lay.shard_gradients:
         gradients /= lay.shards
-    optimizer = trainable * (OPTIMIZER_STATE_BYTES.get(settings.optimizer, 8.0)
-                             + (4.0 if lay.master_weights else 0.0))
+    optimizer = trainable * (
+        OPTIMIZER_STATE_BYTES.get(settings.optimizer, 8.0) + (4.0 if lay.master_weights else 0.0)
+    )
     if lay.shard_optimizer:
         optimizer /= lay.shards
     if lay.offload_optimizer:
@@ -186,18 +198,24 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
     else:
         saved = facts.layers * per_block
     activations = saved * tokens * settings.activation_bytes
-    logits = LOGITS_COPIES * logits_buffer_bytes(settings.micro_batch, settings.seq_len,
-                                                 facts.vocab)
-    components = {"weights": weights, "gradients": gradients, "optimizer": optimizer,
-                  "activations": activations, "logits": logits, "runtime": RUNTIME_BYTES}
-    return Estimate({k: int(round(v)) for k, v in components.items()}, facts, settings,
-                    int(round(offloaded)))
-
-
+    logits = LOGITS_COPIES * logits_buffer_bytes(
+        settings.micro_batch, settings.seq_len, facts.vocab
+    )
+    components = {
+        "weights": weights,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": activations,
+        "logits": logits,
+        "runtime": RUNTIME_BYTES,
+    }
+    return Estimate(
+        {k: int(round(v)) for k, v in components.items()}, facts, settings, int(round(offloaded))
+    )
 
 
 # ---- reading a run (torch, meta device) -------------------------------------------------------
-def _first(config: Any, names: Tuple[str, ...], default: Any = None) -> Any:
+def _first(config: Any, names: tuple[str, ...], default: Any = None) -> Any:
     for name in names:
         value = getattr(config, name, None)
         if value is not None:
@@ -205,16 +223,17 @@ def _first(config: Any, names: Tuple[str, ...], default: Any = None) -> Any:
     return default
 
 
-def _blocks(model: Any) -> List[Any]:
+def _blocks(model: Any) -> list[Any]:
     """The transformer blocks: items of the outermost ModuleLists that hold linear layers."""
     import torch
 
-    found: List[Any] = []
+    found: list[Any] = []
 
     def walk(module: Any) -> None:
         for child in module.children():
             if isinstance(child, torch.nn.ModuleList) and any(
-                    isinstance(m, torch.nn.Linear) for m in child.modules()):
+                isinstance(m, torch.nn.Linear) for m in child.modules()
+            ):
                 found.extend(child)
             else:
                 walk(child)
@@ -229,7 +248,7 @@ def _in_width(layer: Any) -> int:
     return int(getattr(layer, "in_features", None) or layer.shape[-1])
 
 
-def _adapter_elements(block: Any) -> Tuple[float, float]:
+def _adapter_elements(block: Any) -> tuple[float, float]:
     """(inputs, masks): elements per token the adapter's trainable linear layers in one block
     save. Without adapter dropout, layers of one parent with the same input width read the same
     tensor (q/k/v, gate/up) and it is counted once; with dropout each has its own copy + mask."""
@@ -250,8 +269,13 @@ def _adapter_elements(block: Any) -> Tuple[float, float]:
                     inputs += width
             inputs += sum(_in_width(layer) for layer in module.lora_B.values())
             continue
-        if name and not hasattr(module, "lora_A") and isinstance(module, torch.nn.Linear) \
-                and module.weight.requires_grad and ".lora_" not in f".{name}":
+        if (
+            name
+            and not hasattr(module, "lora_A")
+            and isinstance(module, torch.nn.Linear)
+            and module.weight.requires_grad
+            and ".lora_" not in f".{name}"
+        ):
             inputs += module.in_features  # another method's trainable linear
     return inputs, masks
 
@@ -277,13 +301,17 @@ def _model_facts(run: RunConfig) -> ModelFacts:
     method = PEFT_METHODS.get(run.peft.name)
     checkpoint = resolve_checkpoint(run.model)
     try:
-        config = AutoConfig.from_pretrained(checkpoint, revision=run.model.revision,
-                                            trust_remote_code=run.model.trust_remote_code,
-                                            token=hub_token(run.model))
+        config = AutoConfig.from_pretrained(
+            checkpoint,
+            revision=run.model.revision,
+            trust_remote_code=run.model.trust_remote_code,
+            token=hub_token(run.model),
+        )
     except (OSError, ValueError) as error:
-        raise UserError(f"model.checkpoint='{checkpoint}': cannot read its config.json: "
-                        f"{str(error).strip().splitlines()[0] if str(error).strip() else error}") \
-            from None
+        raise UserError(
+            f"model.checkpoint='{checkpoint}': cannot read its config.json: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else error}"
+        ) from None
     auto_class = family.auto_model(task.auto_model, config)
     model = meta_model(config, auto_class, run.model.trust_remote_code)
     if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
@@ -293,10 +321,16 @@ def _model_facts(run: RunConfig) -> ModelFacts:
         model = apply_peft(run, model, method, family)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    quantizable = sum(m.weight.numel() for n, m in model.named_modules()
-                      if isinstance(m, torch.nn.Linear) and m is not output
-                      and not m.weight.requires_grad and ".lora_" not in f".{n}"
-                      and "modules_to_save" not in n and "original_module" not in n)
+    quantizable = sum(
+        m.weight.numel()
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and m is not output
+        and not m.weight.requires_grad
+        and ".lora_" not in f".{n}"
+        and "modules_to_save" not in n
+        and "original_module" not in n
+    )
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = int(_first(text, ("hidden_size", "d_model", "n_embd")))
     heads = int(_first(text, ("num_attention_heads", "n_head", "encoder_attention_heads"), 1))
@@ -305,19 +339,32 @@ def _model_facts(run: RunConfig) -> ModelFacts:
     intermediate = int(_first(text, _INTERMEDIATE, 4 * hidden))
     blocks = _blocks(model)
     first = blocks[0] if blocks else model
-    wide = sum(1 for n, m in first.named_modules() if isinstance(m, torch.nn.Linear)
-               and m.out_features == intermediate and ".lora_" not in f".{n}")
+    wide = sum(
+        1
+        for n, m in first.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and m.out_features == intermediate
+        and ".lora_" not in f".{n}"
+    )
     inputs, masks = _adapter_elements(first) if blocks else (0.0, 0.0)
     return ModelFacts(
-        total_params=total, trainable_params=trainable, quantizable_params=quantizable,
-        layers=len(blocks) or int(_first(text, ("num_hidden_layers",), 1)), hidden=hidden,
-        intermediate=intermediate, heads=heads, kv_width=kv_heads * head_dim,
+        total_params=total,
+        trainable_params=trainable,
+        quantizable_params=quantizable,
+        layers=len(blocks) or int(_first(text, ("num_hidden_layers",), 1)),
+        hidden=hidden,
+        intermediate=intermediate,
+        heads=heads,
+        kv_width=kv_heads * head_dim,
         vocab=int(getattr(output, "out_features", 0)) if output is not None else 0,
-        gated_mlp=wide >= 2, attention_dropout=float(_first(text, _ATTN_DROPOUT, 0.0) or 0.0),
+        gated_mlp=wide >= 2,
+        attention_dropout=float(_first(text, _ATTN_DROPOUT, 0.0) or 0.0),
         hidden_dropout=float(_first(text, _HIDDEN_DROPOUT, 0.0) or 0.0),
         eager_attention=getattr(text, "_attn_implementation", "eager") == "eager"
         or run.model.attn_implementation == "eager",
-        adapter_inputs=inputs, adapter_masks=masks)
+        adapter_inputs=inputs,
+        adapter_masks=masks,
+    )
 
 
 def run_settings(run: RunConfig) -> Settings:
@@ -339,13 +386,18 @@ def run_settings(run: RunConfig) -> Settings:
     if quantizes:
         activation_bytes = 2 if getattr(run.peft, "compute_dtype", "") != "float32" else 4
     layout = profile.memory_layout(run.hardware, run.train)
-    return Settings(micro_batch=run.train.batch_size, seq_len=run.data.max_length,
-                    weight_bytes=weight_bytes, activation_bytes=activation_bytes, on_gpu=on_gpu,
-                    gradient_checkpointing=run.train.gradient_checkpointing
-                    or layout.checkpoints_activations,
-                    optimizer=run.train.optimizer, layout=layout,
-                    quantized_bytes=quantized if quantizes else None,
-                    other_base_bytes=other if quantizes else None)
+    return Settings(
+        micro_batch=run.train.batch_size,
+        seq_len=run.data.max_length,
+        weight_bytes=weight_bytes,
+        activation_bytes=activation_bytes,
+        on_gpu=on_gpu,
+        gradient_checkpointing=run.train.gradient_checkpointing or layout.checkpoints_activations,
+        optimizer=run.train.optimizer,
+        layout=layout,
+        quantized_bytes=quantized if quantizes else None,
+        other_base_bytes=other if quantizes else None,
+    )
 
 
 def _bf16_or_no_gpu() -> bool:
@@ -355,12 +407,12 @@ def _bf16_or_no_gpu() -> bool:
     return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
 
 
-def estimate_run(run: RunConfig, facts: Optional[ModelFacts] = None) -> Estimate:
+def estimate_run(run: RunConfig, facts: ModelFacts | None = None) -> Estimate:
     """The estimate of a validated run (builds the meta model unless facts are given)."""
     return estimate(facts or model_facts(run), run_settings(run))
 
 
-def device_memory() -> Tuple[int, str]:
+def device_memory() -> tuple[int, str]:
     """(bytes, what) of the device a run would use here: the first CUDA GPU, else system RAM."""
     import torch
 
@@ -373,19 +425,7 @@ def device_memory() -> Tuple[int, str]:
 # ---- output -----------------------------------------------------------------------------------
 def fmt_bytes(value: float) -> str:
     """Bytes as MiB below 1 GiB, else GiB."""
-    return f"{value / GiB:.2f} GiB" if value >= GiB else f"{value / 2 ** 20:.1f} MiB"
-
-
-
-
-
-
-
-
-
-
-
-
+    return f"{value / GiB:.2f} GiB" if value >= GiB else f"{value / 2**20:.1f} MiB"
 
 
 def sharing_processes(run: RunConfig) -> int:
@@ -400,8 +440,6 @@ def needed(found: Estimate, run: RunConfig) -> int:
     return found.total * sharing_processes(run)
 
 
-
-
 def warn_if_too_big(run: RunConfig) -> None:
     """Before `ft train` loads anything: log a warning when the estimate exceeds this machine's
     device memory. Never fails the run (an estimate that cannot be made is only logged)."""
@@ -413,12 +451,18 @@ def warn_if_too_big(run: RunConfig) -> None:
         found = estimate_run(run)
         need = needed(found, run)
         if need > limit:
-            log.warning("memory estimate: %s > %s (%s); the run may run out of memory (details: "
-                        "ft estimate %s ...)", fmt_bytes(need), fmt_bytes(limit), limit_name,
-                        run.recipe)
+            log.warning(
+                "memory estimate: %s > %s (%s); the run may run out of memory (details: "
+                "ft estimate %s ...)",
+                fmt_bytes(need),
+                fmt_bytes(limit),
+                limit_name,
+                run.recipe,
+            )
         else:
-            log.info("memory estimate: %s of %s (%s)", fmt_bytes(need), fmt_bytes(limit),
-                     limit_name)
-    except Exception as error:  # noqa: BLE001 - the estimate must never stop a run
+            log.info(
+                "memory estimate: %s of %s (%s)", fmt_bytes(need), fmt_bytes(limit), limit_name
+            )
+    except Exception as error:
         log.debug("memory estimate skipped: %s", error)
     log.debug("memory estimate took %.2fs", time.perf_counter() - start)

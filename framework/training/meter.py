@@ -4,7 +4,7 @@ the step loop never waits for the device except at a log step."""
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any
 
 
 class LossMeter:
@@ -29,7 +29,7 @@ class LossMeter:
             tokens = torch.zeros((), device=self.sums.device)
         self.sums += torch.stack([v.to(torch.float64) for v in (loss_sum.detach(), items, tokens)])
 
-    def flush(self) -> Dict[str, float]:
+    def flush(self) -> dict[str, float]:
         """Mean loss per item (over all ranks), real tokens (all ranks), the interval's seconds
         and real tokens/s since the last flush; one host sync. Resets the sums. The intervals
         tile the step loop, so summing tokens and seconds over the train records gives the
@@ -39,8 +39,12 @@ class LossMeter:
         sums[2] += self.host_tokens
         loss, items, tokens = self.accelerator.reduce(sums, "sum").tolist()
         seconds = now - self.since
-        result = {"loss": loss / max(items, 1e-12), "tokens_per_s": tokens / max(seconds, 1e-9),
-                  "tokens": int(tokens), "seconds": seconds}
+        result = {
+            "loss": loss / max(items, 1e-12),
+            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "tokens": int(tokens),
+            "seconds": seconds,
+        }
         self.sums.zero_()
         self.host_tokens, self.since = 0, now
         return result

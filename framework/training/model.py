@@ -34,20 +34,32 @@ def apply_peft(run: Any, model: Any, method: Any, family: Any) -> Any:
             raise UserError(
                 f"peft.target_modules={method.targets(run.peft, family)}: no such modules in "
                 f"{type(model).__name__}. Its linear layers are: "
-                f"{', '.join(linear_module_names(model))}") from None
-        raise UserError(f"peft={run.peft.name}: peft rejected the config: "
-                        f"{str(error).splitlines()[0]}") from None
+                f"{', '.join(linear_module_names(model))}"
+            ) from None
+        raise UserError(
+            f"peft={run.peft.name}: peft rejected the config: {str(error).splitlines()[0]}"
+        ) from None
 
 
-def build_model(run: Any, checkpoint: str, task: Any, profile: Any, method: Any,
-                family: Any) -> Any:
+def build_model(
+    run: Any, checkpoint: str, task: Any, profile: Any, method: Any, family: Any
+) -> Any:
     """Load the base (safetensors only) and add the adapter; return the peft model."""
     # config.json and the meta device only: a task, method or target-module mismatch fails here,
     # before any weight is read.
-    check_before_loading(run, checkpoint, task, method, family,
-                         problems_for=lambda config: model_problems(run, family, config))
-    load_kwargs = {"dtype": torch_dtype(run.model.dtype, profile.on_gpu(run.hardware)),
-                   **profile.load_kwargs(run.hardware), **method.load_kwargs(run.peft)}
+    check_before_loading(
+        run,
+        checkpoint,
+        task,
+        method,
+        family,
+        problems_for=lambda config: model_problems(run, family, config),
+    )
+    load_kwargs = {
+        "dtype": torch_dtype(run.model.dtype, profile.on_gpu(run.hardware)),
+        **profile.load_kwargs(run.hardware),
+        **method.load_kwargs(run.peft),
+    }
     model = load_model(run.model, checkpoint, task.auto_model, task.model_kwargs(), load_kwargs)
     model = method.prepare_base(run.peft, model, run.train)  # QLoRA: k-bit training prep
     if run.train.gradient_checkpointing:

@@ -18,14 +18,16 @@ def build_optimizer(run: Any, model: Any) -> Any:
     if profile_optimizer is not None:
         return profile_optimizer
     if run.train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=run.train.lr, momentum=0.9,
-                               weight_decay=run.train.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=run.train.lr, momentum=0.9, weight_decay=run.train.weight_decay
+        )
     if run.train.fused_optimizer:
         # One kernel per device for the whole update; it also takes the on-device skip flag
         # (training/steps.py). Falls back where a parameter's dtype or device has no fused kernel.
         try:
-            return torch.optim.AdamW(groups, lr=run.train.lr, weight_decay=run.train.weight_decay,
-                                     fused=True)
+            return torch.optim.AdamW(
+                groups, lr=run.train.lr, weight_decay=run.train.weight_decay, fused=True
+            )
         except (RuntimeError, ValueError):
             pass
     return torch.optim.AdamW(groups, lr=run.train.lr, weight_decay=run.train.weight_decay)
@@ -35,6 +37,9 @@ def build_scheduler(run: Any, optimizer: Any, total_steps: int) -> Any:
     """transformers' schedule by name, warming up for train.warmup_ratio of the steps."""
     from transformers import get_scheduler
 
-    return get_scheduler(run.train.scheduler, optimizer,
-                         num_warmup_steps=int(run.train.warmup_ratio * total_steps),
-                         num_training_steps=total_steps)
+    return get_scheduler(
+        run.train.scheduler,
+        optimizer,
+        num_warmup_steps=int(run.train.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )

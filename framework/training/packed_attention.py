@@ -18,32 +18,57 @@ gives each example alone with this attention installed, and uninstalls it otherw
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from framework.tasks.packing import LENGTHS_KEY
 
 NAME = "ft_packed_sdpa"
 
 
-def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-              dropout: float = 0.0, scaling: Optional[float] = None,
-              is_causal: Optional[bool] = None, **kwargs: Any) -> Tuple[Any, None]:
+def attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
     """transformers' attention-function interface: query [1, heads, L, dim], key/value
     [1, kv heads, L, dim]; returns ([1, L, heads, dim], None)."""
     import torch
-    from transformers.integrations.sdpa_attention import (repeat_kv, sdpa_attention_forward,
-                                                          use_gqa_in_sdpa)
+    from transformers.integrations.sdpa_attention import (
+        repeat_kv,
+        sdpa_attention_forward,
+        use_gqa_in_sdpa,
+    )
 
-    lengths: Optional[Sequence[int]] = kwargs.get(LENGTHS_KEY)
+    lengths: Sequence[int] | None = kwargs.get(LENGTHS_KEY)
     window = kwargs.get("sliding_window")
-    per_example = (lengths is not None and query.shape[0] == 1
-                   and sum(lengths) == query.shape[2] == key.shape[2]
-                   and is_causal is not False and getattr(module, "is_causal", True)
-                   and kwargs.get("softcap") is None
-                   and (not window or max(lengths) <= window))
+    per_example = (
+        lengths is not None
+        and query.shape[0] == 1
+        and sum(lengths) == query.shape[2] == key.shape[2]
+        and is_causal is not False
+        and getattr(module, "is_causal", True)
+        and kwargs.get("softcap") is None
+        and (not window or max(lengths) <= window)
+    )
     if not per_example:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
     grouped = key.shape[1] != query.shape[1]
     if grouped and not use_gqa_in_sdpa(None, key, value):  # transformers' own choice, unmasked
         key = repeat_kv(key, query.shape[1] // key.shape[1])
@@ -52,9 +77,17 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     parts, start = [], 0
     for length in lengths:
         end = start + length
-        parts.append(torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-            dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=grouped))
+        parts.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, start:end],
+                key[:, :, start:end],
+                value[:, :, start:end],
+                dropout_p=dropout,
+                scale=scaling,
+                is_causal=True,
+                enable_gqa=grouped,
+            )
+        )
         start = end
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 

@@ -28,9 +28,12 @@ class StepProfiler:
         if torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
         self.cuda = torch.cuda.is_available()
-        self.profiler = profile(activities=activities, record_shapes=False,
-                                schedule=schedule(wait=WAIT, warmup=WARMUP, active=ACTIVE, repeat=1),
-                                on_trace_ready=self._ready)
+        self.profiler = profile(
+            activities=activities,
+            record_shapes=False,
+            schedule=schedule(wait=WAIT, warmup=WARMUP, active=ACTIVE, repeat=1),
+            on_trace_ready=self._ready,
+        )
         self.profiler.start()
 
     def _ready(self, prof: Any) -> None:
@@ -40,8 +43,12 @@ class StepProfiler:
         key = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
         table = prof.key_averages().table(sort_by=key, row_limit=10)
         (self.directory / "top_ops.txt").write_text(table)
-        log.info("train.profile: %d steps traced in %s; top-10 operators by own time:\n%s",
-                 ACTIVE, trace, table)
+        log.info(
+            "train.profile: %d steps traced in %s; top-10 operators by own time:\n%s",
+            ACTIVE,
+            trace,
+            table,
+        )
 
     def step(self) -> None:
         if self.profiler is None:

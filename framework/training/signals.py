@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Any, Dict, Optional
+from typing import Any
 
 log = logging.getLogger("ft")
 
@@ -13,10 +13,10 @@ class StopSignals:
     """SIGTERM/SIGINT ask for a checkpoint at the next step boundary; a second SIGINT aborts."""
 
     def __init__(self) -> None:
-        self.requested: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -28,8 +28,11 @@ class StopSignals:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: abort now
         self.requested = signum
-        log.warning("%s received: saving a checkpoint at the next step boundary "
-                    "(Ctrl-C again to abort at once)", signal.Signals(signum).name)
+        log.warning(
+            "%s received: saving a checkpoint at the next step boundary "
+            "(Ctrl-C again to abort at once)",
+            signal.Signals(signum).name,
+        )
 
     def exit_code(self) -> int:
         """The conventional exit code of a process stopped by the requested signal."""

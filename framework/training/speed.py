@@ -5,7 +5,7 @@ each when one is left off."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any
 
 from framework.tasks import packing, token_loss
 from framework.training import packed_attention
@@ -13,8 +13,9 @@ from framework.training import packed_attention
 log = logging.getLogger("ft")
 
 
-def choose_fast_paths(run: Any, task: Any, model: Any, method: Any, profile: Any,
-                      main: bool) -> Dict[str, Any]:
+def choose_fast_paths(
+    run: Any, task: Any, model: Any, method: Any, profile: Any, main: bool
+) -> dict[str, Any]:
     """Set task.packed, task.packed_lengths and task.logits_only for this model (before any loader
     iterates); return what was chosen."""
     train = run.train
@@ -31,12 +32,14 @@ def choose_fast_paths(run: Any, task: Any, model: Any, method: Any, profile: Any
             log.info("train.packing: off for this run (%s); padding per batch instead", why_not)
     attention = choose_packed_attention(run, task, model, main) if task.packed else None
     if train.logits_only and task.can_skip_logits:
-        task.logits_only = (not method.prompt_learning
-                            and token_loss.accepts_logits_to_keep(model))
+        task.logits_only = not method.prompt_learning and token_loss.accepts_logits_to_keep(model)
         if not task.logits_only and main:
-            log.info("train.logits_only: off for this run (the model takes no logits_to_keep, or "
-                     "peft=%s shifts positions); the LM head runs at every position", run.peft.name)
-    chosen: Dict[str, Any] = {"packing": task.packed, "logits_only": task.logits_only}
+            log.info(
+                "train.logits_only: off for this run (the model takes no logits_to_keep, or "
+                "peft=%s shifts positions); the LM head runs at every position",
+                run.peft.name,
+            )
+    chosen: dict[str, Any] = {"packing": task.packed, "logits_only": task.logits_only}
     if attention:
         chosen["attention"] = attention
     return chosen
@@ -56,8 +59,10 @@ def choose_packed_attention(run: Any, task: Any, model: Any, main: bool) -> str:
     if not task.packed_lengths:
         packed_attention.uninstall(model)
         if main:
-            log.info("train.packed_attention: off for this run (the model differs with it); "
-                     "SDPA over a block-diagonal mask of the whole row instead")
+            log.info(
+                "train.packed_attention: off for this run (the model differs with it); "
+                "SDPA over a block-diagonal mask of the whole row instead"
+            )
         return "sdpa (block mask over the row)"
     return "sdpa per example"
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
-def micro_batch_groups(batches: Iterable, size: int) -> Iterator[List[Dict[str, Any]]]:
+def micro_batch_groups(batches: Iterable, size: int) -> Iterator[list[dict[str, Any]]]:
     """The micro-batches of successive optimizer steps: `size` at a time, fewer at the end."""
-    group: List[Dict[str, Any]] = []
+    group: list[dict[str, Any]] = []
     for batch in batches:
         group.append(batch)
         if len(group) == size:
@@ -36,14 +37,16 @@ def micro_batch_groups(batches: Iterable, size: int) -> Iterator[List[Dict[str, 
         yield group
 
 
-def loss_scale(task: Any, group: List[Dict[str, Any]], accelerator: Any) -> Any:
+def loss_scale(task: Any, group: list[dict[str, Any]], accelerator: Any) -> Any:
     """The factor turning a micro-batch's summed loss into its share of the step's mean: processes x
     grad_accum / items of the step (accelerate divides by grad_accum, DDP averages over processes).
     A device tensor; counting needs no host sync (a collective with several processes)."""
     count = sum(task.count_items(batch) for batch in group)
     if accelerator.num_processes > 1:
         count = accelerator.reduce(count, "sum")
-    return (accelerator.num_processes * accelerator.gradient_accumulation_steps) / count.clamp(min=1)
+    return (accelerator.num_processes * accelerator.gradient_accumulation_steps) / count.clamp(
+        min=1
+    )
 
 
 def syncing(accelerator: Any, model: Any, sync: bool) -> Any:
@@ -53,7 +56,7 @@ def syncing(accelerator: Any, model: Any, sync: bool) -> Any:
     return contextlib.nullcontext() if sync else accelerator.no_sync(model)
 
 
-def tokens_in(batch: Dict[str, Any]) -> Any:
+def tokens_in(batch: dict[str, Any]) -> Any:
     """Real tokens of a batch: attention-masked ones, or all of a padding-free packed row."""
     if "attention_mask" in batch:
         return batch["attention_mask"].sum()
@@ -70,21 +73,24 @@ class UpdateGuard:
 
         self.accelerator, self.optimizer, self.train = accelerator, optimizer, train
         self.inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper
-        self.on_device = (bool(getattr(self.inner, "_step_supports_amp_scaling", False))
-                          and getattr(self.inner, "defaults", {}).get("fused", False)
-                          and accelerator.scaler is None
-                          and accelerator.distributed_type != DistributedType.DEEPSPEED
-                          and not method.reads_gradients)
+        self.on_device = (
+            bool(getattr(self.inner, "_step_supports_amp_scaling", False))
+            and getattr(self.inner, "defaults", {}).get("fused", False)
+            and accelerator.scaler is None
+            and accelerator.distributed_type != DistributedType.DEEPSPEED
+            and not method.reads_gradients
+        )
         device = accelerator.device
         self.skipped = torch.zeros((), device=device, dtype=torch.long)
         self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
 
     def grad_norm(self, model: Any) -> Any:
         clip = self.train.max_grad_norm
-        return self.accelerator.clip_grad_norm_(model.parameters(),
-                                                clip if clip is not None else float("inf"))
+        return self.accelerator.clip_grad_norm_(
+            model.parameters(), clip if clip is not None else float("inf")
+        )
 
-    def update(self, model: Any, step: int) -> Optional[bool]:
+    def update(self, model: Any, step: int) -> bool | None:
         """At the step's last micro-batch: clip and step. Returns whether the update was finite
         (host path), or None when that is known on the device only (see settle)."""
         import torch
@@ -106,7 +112,7 @@ class UpdateGuard:
         self.optimizer.step()
         return None
 
-    def settle(self) -> Tuple[int, int]:
+    def settle(self) -> tuple[int, int]:
         """(steps skipped since the last settle, first skipped step or -1); one host sync."""
         import torch
 

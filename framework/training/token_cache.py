@@ -18,7 +18,7 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from framework.core.cache import atomic_dir, cache_root
 
@@ -46,8 +46,11 @@ def _split_digest(dataset: Any) -> str:
 def _tokenizer_digest(tokenizer: Any) -> str:
     vocab = sorted(tokenizer.get_vocab().items()) if hasattr(tokenizer, "get_vocab") else []
     identity = {
-        "class": type(tokenizer).__name__, "vocab": vocab,
-        "special": {k: str(v) for k, v in (getattr(tokenizer, "special_tokens_map", {}) or {}).items()},
+        "class": type(tokenizer).__name__,
+        "vocab": vocab,
+        "special": {
+            k: str(v) for k, v in (getattr(tokenizer, "special_tokens_map", {}) or {}).items()
+        },
         "chat_template": getattr(tokenizer, "chat_template", None),
         "padding_side": getattr(tokenizer, "padding_side", None),
         "truncation_side": getattr(tokenizer, "truncation_side", None),
@@ -69,30 +72,35 @@ def _code_digest(task: Any) -> str:
     return digest.hexdigest()
 
 
-def cache_key(run: Any, task: Any, tokenizer: Any, splits: Dict[str, Any]) -> str:
+def cache_key(run: Any, task: Any, tokenizer: Any, splits: dict[str, Any]) -> str:
     """The content key of a run's tokenized splits."""
     import datasets
 
     data = {k: v for k, v in _plain(run.data).items() if k not in ("source", "name")}
     model = {k: v for k, v in _plain(run.model).items() if k != "token"}
     parts = {
-        "version": KEY_VERSION, "datasets": datasets.__version__,
+        "version": KEY_VERSION,
+        "datasets": datasets.__version__,
         "splits": {name: _split_digest(ds) for name, ds in sorted(splits.items())},
-        "tokenizer": _tokenizer_digest(tokenizer), "task": _plain(run.task), "data": data,
-        "model": model, "task_class": type(task).__name__, "artifacts": task.artifacts(),
+        "tokenizer": _tokenizer_digest(tokenizer),
+        "task": _plain(run.task),
+        "data": data,
+        "model": model,
+        "task_class": type(task).__name__,
+        "artifacts": task.artifacts(),
         "task_state": {k: getattr(task, k) for k in ("format",) if hasattr(task, k)},
         "code": _code_digest(task),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def tokenize_cached(run: Any, task: Any, tokenizer: Any, splits: Dict[str, Any]) -> Dict[str, Any]:
+def tokenize_cached(run: Any, task: Any, tokenizer: Any, splits: dict[str, Any]) -> dict[str, Any]:
     """The task's tokenized splits, from the cache when an earlier run made them; logs how many
     examples this run tokenized ("tokenized N examples" or "tokenized 0 examples (cache hit)")."""
     from datasets import DatasetDict, load_from_disk
 
     target = cache_root() / CACHE_DIR / cache_key(run, task, tokenizer, splits)
-    built: Dict[str, Any] = {}
+    built: dict[str, Any] = {}
 
     def build(tmp: Path) -> None:
         built.update(task.tokenize(splits))
@@ -100,7 +108,9 @@ def tokenize_cached(run: Any, task: Any, tokenizer: Any, splits: Dict[str, Any])
 
     atomic_dir(target, build)
     if built:
-        log.info("tokenized %d examples (cached in %s)", sum(len(s) for s in splits.values()), target)
+        log.info(
+            "tokenized %d examples (cached in %s)", sum(len(s) for s in splits.values()), target
+        )
         tokenized = built
     else:
         log.info("tokenized 0 examples (cache hit: %s)", target)

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from framework.core.registry import LOGGERS
-from framework.store.run_dir import TENSORBOARD_DIR
 from framework.store.redaction import redact
+from framework.store.run_dir import TENSORBOARD_DIR
 
 log = logging.getLogger("ft")
 
 
-def flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """{'train': {'lr': 1e-3}} -> {'train.lr': 1e-3}; lists and None become strings (what
     every tracker accepts as a parameter value)."""
     if isinstance(node, dict):
-        flat: Dict[str, Any] = {}
+        flat: dict[str, Any] = {}
         for key, value in node.items():
             flat.update(flatten(value, f"{prefix}{key}."))
         return flat
@@ -28,7 +28,7 @@ def flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
     return {prefix[:-1]: value}
 
 
-def tracker_names(run: Any) -> List[str]:
+def tracker_names(run: Any) -> list[str]:
     """Accelerate `log_with` names of the run's loggers (empty: metrics.jsonl only)."""
     return [LOGGERS.get(name).tracker for name in run.logger if LOGGERS.get(name).tracker]
 
@@ -44,9 +44,11 @@ class Trackers:
     def __init__(self, run: Any, run_dir: Path, accelerator: Any):
         self.accelerator = accelerator
         self.run_dir = Path(run_dir)
-        self.entries: List[Tuple[Any, Any]] = [
-            (LOGGERS.get(name), params) for name, params in run.logger.items()
-            if LOGGERS.get(name).tracker]
+        self.entries: list[tuple[Any, Any]] = [
+            (LOGGERS.get(name), params)
+            for name, params in run.logger.items()
+            if LOGGERS.get(name).tracker
+        ]
         self.project = next((p.project for _, p in self.entries if p.project), run.recipe)
         self.config = flatten(redact(run.raw))
 
@@ -65,16 +67,20 @@ class Trackers:
                 init_kwargs[entry.tracker] = entry.init_kwargs(params, self.run_dir)
         self.accelerator.init_trackers(self.project, config=self.config, init_kwargs=init_kwargs)
 
-    def log(self, split: str, record: Dict[str, Any], step: int) -> None:
+    def log(self, split: str, record: dict[str, Any], step: int) -> None:
         """Numeric values of a metrics record as `split/key` at this optimizer step."""
         if not self.active:
             return
-        values = {f"{split}/{k}": v for k, v in record.items()
-                  if k not in ("step", "split") and isinstance(v, (int, float))
-                  and not isinstance(v, bool)}
+        values = {
+            f"{split}/{k}": v
+            for k, v in record.items()
+            if k not in ("step", "split")
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        }
         self.accelerator.log(values, step=step)
 
-    def finish(self, summary: Dict[str, Any], adapters: Dict[str, Path], step: int) -> None:
+    def finish(self, summary: dict[str, Any], adapters: dict[str, Path], step: int) -> None:
         """The final metrics and summary, the adapter(s) as artifacts, then close every tracker
         (Accelerate's end_training, which the caller makes)."""
         if not self.active or not self.accelerator.is_main_process:

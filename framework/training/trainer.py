@@ -21,34 +21,47 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any
 
 import yaml
 
-from framework.store.checkpoint import (checkpoint_bytes, read_trainer_state, save_checkpoint,
-                                  set_rng_state)
 from framework.config.schema import RunConfig, load_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
-from framework.store.logs import configure_logging, run_log
 from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
-from framework.store.run_dir import ADAPTER_DIR, ADAPTER_LAST_DIR, CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics, resume_command, write_summary
+from framework.store.checkpoint import (
+    checkpoint_bytes,
+    read_trainer_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from framework.store.logs import configure_logging, run_log
 from framework.store.redaction import redact
+from framework.store.run_dir import (
+    ADAPTER_DIR,
+    ADAPTER_LAST_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MetricsLog,
+    read_metrics,
+    resume_command,
+    write_summary,
+)
 from framework.training.best import BestKeeper
 from framework.training.curves import write_run_curves
 from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.loaders import build_loader
-from framework.training.tracking import Trackers, logging_dir, tracker_names
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
 from framework.training.signals import StopSignals
 from framework.training.speed import choose_fast_paths, compiled
-from framework.training.steps import (UpdateGuard, loss_scale, micro_batch_groups, syncing,
-                                      tokens_in)
+from framework.training.steps import UpdateGuard, loss_scale, micro_batch_groups, syncing, tokens_in
 from framework.training.token_cache import tokenize_cached
+from framework.training.tracking import Trackers, logging_dir, tracker_names
 
 log = logging.getLogger("ft")
 
@@ -76,8 +89,8 @@ class Setup:
     optimizer: Any
     scheduler: Any
     train_loader: Any
-    eval_loaders: Dict[str, Any]  # split -> loader (validation, and test when the data has it)
-    raw_splits: Dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
+    eval_loaders: dict[str, Any]  # split -> loader (validation, and test when the data has it)
+    raw_splits: dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
     metrics_log: MetricsLog
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
@@ -100,10 +113,14 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         **profile.accelerator_kwargs(run.hardware, run.train),
         dataloader_config=DataLoaderConfiguration(  # pinned batches copy to the GPU asynchronously
             use_seedable_sampler=True,
-            non_blocking=run.train.pin_memory and profile.on_gpu(run.hardware)),
+            non_blocking=run.train.pin_memory and profile.on_gpu(run.hardware),
+        ),
         dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
-        log_with=tracker_names(run) or None, project_config=ProjectConfiguration(
-            project_dir=str(run_dir), logging_dir=str(logging_dir(run_dir))))
+        log_with=tracker_names(run) or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(logging_dir(run_dir))
+        ),
+    )
     trackers = Trackers(run, run_dir, accelerator)
     trackers.start()
     set_seed(run.seed)
@@ -119,38 +136,68 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     model = build_model(run, checkpoint, task, profile, method, family)
     if accelerator.is_main_process:
         trainable, total = model.get_nb_trainable_parameters()
-        log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total,
-                 100 * trainable / total)
-        log.info("device: %s; mixed precision: %s; base weights: %s", accelerator.device,
-                 accelerator.mixed_precision, weights_description(model))
+        log.info(
+            "trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / total
+        )
+        log.info(
+            "device: %s; mixed precision: %s; base weights: %s",
+            accelerator.device,
+            accelerator.mixed_precision,
+            weights_description(model),
+        )
 
     fast = choose_fast_paths(run, task, model, method, profile, accelerator.is_main_process)
     if accelerator.is_main_process:
         log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
 
     def loader(split: str, shuffle: bool, batch_size: int) -> Any:
-        return build_loader(run, tokenized[split], task.collate, shuffle, batch_size,
-                            accelerator.num_processes, profile.on_gpu(run.hardware))
+        return build_loader(
+            run,
+            tokenized[split],
+            task.collate,
+            shuffle,
+            batch_size,
+            accelerator.num_processes,
+            profile.on_gpu(run.hardware),
+        )
 
     eval_batch = run.train.eval_batch_size or run.train.batch_size
     train_loader = loader("train", True, run.train.batch_size)
-    eval_loaders = {split: loader(split, False, eval_batch)
-                    for split in ("validation", "test") if split in tokenized}
+    eval_loaders = {
+        split: loader(split, False, eval_batch)
+        for split in ("validation", "test")
+        if split in tokenized
+    }
     total_steps = count_steps(run, len(train_loader), accelerator.num_processes)
     method.prepare_model(run.peft, model, total_steps)
     optimizer = build_optimizer(run, model)
     scheduler = build_scheduler(run, optimizer, total_steps)
     model, optimizer, train_loader, *prepared_eval = accelerator.prepare(
-        model, optimizer, train_loader, *eval_loaders.values())
+        model, optimizer, train_loader, *eval_loaders.values()
+    )
     model = compiled(model, run.train)
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
     if method_state is not None:
         accelerator.register_for_checkpointing(method_state)
-    return Setup(run, run_dir, accelerator, task, method, tokenizer, model, optimizer, scheduler,
-                 train_loader, dict(zip(eval_loaders, prepared_eval)), raw_splits,
-                 MetricsLog(run_dir, enabled=accelerator.is_main_process), total_steps, trackers)
+    return Setup(
+        run,
+        run_dir,
+        accelerator,
+        task,
+        method,
+        tokenizer,
+        model,
+        optimizer,
+        scheduler,
+        train_loader,
+        dict(zip(eval_loaders, prepared_eval)),
+        raw_splits,
+        MetricsLog(run_dir, enabled=accelerator.is_main_process),
+        total_steps,
+        trackers,
+    )
 
 
 def weights_description(model: Any) -> str:
@@ -162,8 +209,9 @@ def weights_description(model: Any) -> str:
     return str(next(model.get_base_model().parameters()).dtype)
 
 
-def load_data(run: RunConfig, accelerator: Any, tokenizer: Any,
-              family: Any) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+def load_data(
+    run: RunConfig, accelerator: Any, tokenizer: Any, family: Any
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(task, raw splits, tokenized splits): columns and labels are checked on the raw data."""
     from framework.data.loading import load_raw_splits
 
@@ -184,7 +232,7 @@ def count_steps(run: RunConfig, micro_batches: int, processes: int) -> int:
     return run.train.max_steps or steps_per_epoch * run.train.epochs
 
 
-def restore(setup: Setup, checkpoint: Optional[Path]) -> Tuple[Position, Optional[Dict]]:
+def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | None]:
     """The position to start from and, when resuming, this rank's RNG states (applied once the
     first epoch's iterator exists, as in the original run). Loads the checkpoint's states."""
     if checkpoint is None:
@@ -195,8 +243,13 @@ def restore(setup: Setup, checkpoint: Optional[Path]) -> Tuple[Position, Optiona
     setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, position.step,
-                 position.epoch, position.batch_in_epoch)
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            checkpoint,
+            position.step,
+            position.epoch,
+            position.batch_in_epoch,
+        )
     return position, json.loads(rng_file.read_text())
 
 
@@ -209,22 +262,28 @@ def check_checkpoint_space(setup: Setup) -> None:
     free = shutil.disk_usage(setup.run_dir).free
     need = checkpoint_bytes(setup.model) * (train.keep_last + 1)
     if free < need:
-        interval = (f"train.save_every={train.save_every}" if train.save_every
-                    else f"train.save_every_minutes={train.save_every_minutes}")
-        raise UserError(f"{interval}: {free >> 20} MiB free on {setup.run_dir}, but checkpoints "
-                        f"need about {need >> 20} MiB. Free space, lower train.keep_last, or "
-                        f"move output_root")
+        interval = (
+            f"train.save_every={train.save_every}"
+            if train.save_every
+            else f"train.save_every_minutes={train.save_every_minutes}"
+        )
+        raise UserError(
+            f"{interval}: {free >> 20} MiB free on {setup.run_dir}, but checkpoints "
+            f"need about {need >> 20} MiB. Free space, lower train.keep_last, or "
+            f"move output_root"
+        )
 
 
 # ---- evaluation and checkpoints (used by every phase) ---------------------------------------
-def evaluate(setup: Setup, step: int) -> Dict[str, float]:
+def evaluate(setup: Setup, step: int) -> dict[str, float]:
     """Metrics on every held-out split (validation unprefixed, test as test_*), logged."""
     setup.model.eval()
-    results: Dict[str, float] = {}
+    results: dict[str, float] = {}
     for split, loader in setup.eval_loaders.items():
         prefix = "" if split == "validation" else f"{split}_"
-        scores = setup.task.evaluate(setup.model, loader, setup.accelerator,
-                                     raw=setup.raw_splits.get(split))
+        scores = setup.task.evaluate(
+            setup.model, loader, setup.accelerator, raw=setup.raw_splits.get(split)
+        )
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
@@ -232,7 +291,7 @@ def evaluate(setup: Setup, step: int) -> Dict[str, float]:
     return results
 
 
-def evaluate_baseline(setup: Setup, position: Position) -> Dict[str, float]:
+def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
     """train.eval_before: the untrained model's metrics (a resumed run reads the first attempt's)."""
     if not setup.run.train.eval_before:
         return {}
@@ -241,8 +300,10 @@ def evaluate_baseline(setup: Setup, position: Position) -> Dict[str, float]:
         if setup.accelerator.is_main_process:
             log.info("before training: %s", _fmt(baseline))
         return baseline
-    first = next((r for r in read_metrics(setup.run_dir)
-                  if r.get("split") == "eval" and r.get("step") == 0), {})
+    first = next(
+        (r for r in read_metrics(setup.run_dir) if r.get("split") == "eval" and r.get("step") == 0),
+        {},
+    )
     return {k: v for k, v in first.items() if k not in ("step", "split")}
 
 
@@ -250,21 +311,29 @@ def save(setup: Setup, position: Position) -> Path:
     """An atomic checkpoint of the whole training state at this position."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
-        path = save_checkpoint(setup.accelerator, setup.run_dir, position.step,
-                               {**asdict(position), "best": setup.best.state_dict()},
-                               setup.run.train.keep_last, config_yaml)
+        path = save_checkpoint(
+            setup.accelerator,
+            setup.run_dir,
+            position.step,
+            {**asdict(position), "best": setup.best.state_dict()},
+            setup.run.train.keep_last,
+            config_yaml,
+        )
     except OSError as error:
         raise TrainingInterrupted(
             f"could not save the checkpoint at step {position.step} ({error.strerror or error}); "
             f"the last complete checkpoint is kept. Free disk space and resume with: "
-            f"{resume_command(setup.run_dir, setup.run.recipe)}", exit_code=1) from None
+            f"{resume_command(setup.run_dir, setup.run.recipe)}",
+            exit_code=1,
+        ) from None
     setup.metrics_log.write({"step": position.step, "event": "checkpoint", "path": str(path)})
     return path
 
 
 # ---- phase 2: the step loop -----------------------------------------------------------------
-def run_steps(setup: Setup, position: Position, signals: StopSignals,
-              resumed_rng: Optional[Dict]) -> None:
+def run_steps(
+    setup: Setup, position: Position, signals: StopSignals, resumed_rng: dict | None
+) -> None:
     """Train until total_steps: each optimizer step is grad_accum micro-batches, then the log,
     evaluation and checkpoint decisions of that step."""
     from tqdm.auto import tqdm
@@ -272,8 +341,13 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
     run, accelerator = setup.run, setup.accelerator
     setup.model.train()
     main = accelerator.is_main_process
-    progress = tqdm(total=setup.total_steps, initial=position.step, disable=not main,
-                    desc="train", dynamic_ncols=True)
+    progress = tqdm(
+        total=setup.total_steps,
+        initial=position.step,
+        disable=not main,
+        desc="train",
+        dynamic_ncols=True,
+    )
     meter = LossMeter(accelerator)
     guard = UpdateGuard(accelerator, setup.optimizer, setup.method, run.train)
     profiler = StepProfiler(setup.run_dir, run.train.profile and main)
@@ -292,16 +366,25 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                 settle(setup, position, guard)  # the loop's only host sync, with the log's
             if log_due(run.train, position.step, setup.total_steps):
                 record = log_train(setup, position, meter)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
-                                     tok_s=f"{record['tokens_per_s']:.0f}")
+                progress.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    lr=f"{record['lr']:.2e}",
+                    tok_s=f"{record['tokens_per_s']:.0f}",
+                )
             if eval_due(run.train, position.step, setup.total_steps):
-                stopping = setup.best.observe(position.step, evaluate(setup, position.step),
-                                              lambda: export_adapter(setup, ADAPTER_DIR))
-            minutes_due = (run.train.save_every_minutes is not None and
-                           time.monotonic() - last_save >= 60 * run.train.save_every_minutes)
+                stopping = setup.best.observe(
+                    position.step,
+                    evaluate(setup, position.step),
+                    lambda: export_adapter(setup, ADAPTER_DIR),
+                )
+            minutes_due = (
+                run.train.save_every_minutes is not None
+                and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
+            )
             # One collective for both flags: ranks must agree before a collective save.
-            stop_now, minutes_due = any_rank(accelerator, signals.requested is not None,
-                                             minutes_due)
+            stop_now, minutes_due = any_rank(
+                accelerator, signals.requested is not None, minutes_due
+            )
             if stop_now or minutes_due or stopping or save_due(run.train, position.step):
                 settle(setup, position, guard)
                 path = save(setup, position)
@@ -310,7 +393,8 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
                     raise TrainingInterrupted(
                         f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
                         f"Resume with: {resume_command(setup.run_dir, run.recipe)}",
-                        exit_code=signals.exit_code())
+                        exit_code=signals.exit_code(),
+                    )
             if position.step >= setup.total_steps or stopping:
                 break
         else:  # the epoch ran out before total_steps
@@ -320,7 +404,7 @@ def run_steps(setup: Setup, position: Position, signals: StopSignals,
     progress.close()
 
 
-def epoch_batches(setup: Setup, position: Position, resumed_rng: Optional[Dict]) -> Iterator:
+def epoch_batches(setup: Setup, position: Position, resumed_rng: dict | None) -> Iterator:
     """The rest of the current epoch's micro-batches (a resumed run skips those it consumed)."""
     loader = setup.train_loader
     loader.set_epoch(position.epoch)
@@ -332,8 +416,9 @@ def epoch_batches(setup: Setup, position: Position, resumed_rng: Optional[Dict])
     return batches
 
 
-def optimizer_step(setup: Setup, group: list, meter: LossMeter, guard: UpdateGuard,
-                   step: int) -> Optional[bool]:
+def optimizer_step(
+    setup: Setup, group: list, meter: LossMeter, guard: UpdateGuard, step: int
+) -> bool | None:
     """Forward and backward the step's micro-batches, each loss a sum over its items scaled by
     the step's item count (steps.loss_scale); then clip and update. Returns whether the update was
     finite (False: nothing was updated), or None when only the device knows (guard.settle)."""
@@ -352,7 +437,7 @@ def optimizer_step(setup: Setup, group: list, meter: LossMeter, guard: UpdateGua
     return finite
 
 
-def complete_step(setup: Setup, position: Position, finite: Optional[bool]) -> None:
+def complete_step(setup: Setup, position: Position, finite: bool | None) -> None:
     """Count the optimizer step (a skipped one too, so that a run that keeps producing NaN ends
     instead of looping forever, and the schedule follows the step count)."""
     if finite is False:
@@ -366,21 +451,33 @@ def non_finite(setup: Setup, position: Position, skipped: int, first: int) -> No
     """`skipped` updates from step `first` on were not applied (non-finite loss or gradient):
     log it, and under nan_policy=stop save the state (the last good one) and stop."""
     policy = setup.run.train.nan_policy
-    setup.metrics_log.write({"step": position.step, "event": "non_finite_loss", "policy": policy,
-                             "skipped_steps": skipped, "first_step": first})
+    setup.metrics_log.write(
+        {
+            "step": position.step,
+            "event": "non_finite_loss",
+            "policy": policy,
+            "skipped_steps": skipped,
+            "first_step": first,
+        }
+    )
     if policy == "stop":
         path = save(setup, position)
         raise TrainingInterrupted(
             f"non-finite loss or gradient at step {first}; no update was applied from then on and "
             f"the last good state is saved in {path}. Lower train.lr or check the data, then "
-            f"resume with resume={path}", exit_code=3)
+            f"resume with resume={path}",
+            exit_code=3,
+        )
     log.warning("non-finite gradient: %d update(s) skipped since step %d", skipped, first)
 
 
 def settle_due(train: Any, step: int, total_steps: int) -> bool:
     """Steps at which on-device skip counts are read: before any log, eval or checkpoint."""
-    return (log_due(train, step, total_steps) or eval_due(train, step, total_steps)
-            or save_due(train, step))
+    return (
+        log_due(train, step, total_steps)
+        or eval_due(train, step, total_steps)
+        or save_due(train, step)
+    )
 
 
 def settle(setup: Setup, position: Position, guard: UpdateGuard) -> None:
@@ -403,28 +500,34 @@ def save_due(train: Any, step: int) -> bool:
     return bool(train.save_every) and step % train.save_every == 0
 
 
-def log_train(setup: Setup, position: Position, meter: LossMeter) -> Dict[str, Any]:
+def log_train(setup: Setup, position: Position, meter: LossMeter) -> dict[str, Any]:
     """Write the train record of this log step (the loop's only host sync besides the NaN check)."""
-    record = {"step": position.step, "split": "train", **meter.flush(),
-              "lr": setup.scheduler.get_last_lr()[0], "epoch": position.epoch}
+    record = {
+        "step": position.step,
+        "split": "train",
+        **meter.flush(),
+        "lr": setup.scheduler.get_last_lr()[0],
+        "epoch": position.epoch,
+    }
     setup.metrics_log.write(record)
     setup.trackers.log("train", record, position.step)
     return record
 
 
-def any_rank(accelerator: Any, *flags: bool) -> Tuple[bool, ...]:
+def any_rank(accelerator: Any, *flags: bool) -> tuple[bool, ...]:
     """Each flag made true on every rank if it is true on one, in a single collective."""
     if accelerator.num_processes == 1:
         return tuple(flags)
     import torch
 
-    counts = accelerator.reduce(torch.tensor([int(f) for f in flags], device=accelerator.device),
-                                "sum")
+    counts = accelerator.reduce(
+        torch.tensor([int(f) for f in flags], device=accelerator.device), "sum"
+    )
     return tuple(bool(c > 0) for c in counts.tolist())
 
 
 # ---- phase 3: finish ------------------------------------------------------------------------
-def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict[str, float]:
+def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict[str, float]:
     """Final evaluation, then the adapter (loadable with PeftModel.from_pretrained), the
     tokenizer and label maps beside it, and summary.json."""
     accelerator, run_dir = setup.accelerator, setup.run_dir
@@ -436,17 +539,24 @@ def finish(setup: Setup, position: Position, baseline: Dict[str, float]) -> Dict
     if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
         export_adapter(setup, ADAPTER_DIR)
     summary = {
-        "recipe": setup.run.recipe, "steps": position.step, "final": final_metrics,
-        "baseline": baseline, "primary_metric": setup.task.primary_metric,
-        "greater_is_better": setup.task.greater_is_better, "adapter": str(run_dir / ADAPTER_DIR),
-        "metrics": str(run_dir / METRICS_FILE), **setup.best.summary(),
-        "train_seconds": round(time.monotonic() - setup.started, 3)}  # this attempt's loop
+        "recipe": setup.run.recipe,
+        "steps": position.step,
+        "final": final_metrics,
+        "baseline": baseline,
+        "primary_metric": setup.task.primary_metric,
+        "greater_is_better": setup.task.greater_is_better,
+        "adapter": str(run_dir / ADAPTER_DIR),
+        "metrics": str(run_dir / METRICS_FILE),
+        **setup.best.summary(),
+        "train_seconds": round(time.monotonic() - setup.started, 3),
+    }  # this attempt's loop
     if accelerator.is_main_process:
         write_summary(run_dir, summary)
         write_run_curves(run_dir)
         log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
-    setup.trackers.finish(summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)},
-                          position.step)
+    setup.trackers.finish(
+        summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)}, position.step
+    )
     accelerator.end_training()
     return final_metrics
 
@@ -456,22 +566,27 @@ def export_adapter(setup: Setup, name: str) -> Path:
     task's label maps beside it into RUN_DIR/name; every rank calls this (collective)."""
     accelerator = setup.accelerator
     adapter_dir = setup.run_dir / name
-    setup.method.save_adapter(setup.run.peft, accelerator.unwrap_model(setup.model),
-                              str(adapter_dir), is_main_process=accelerator.is_main_process,
-                              state_dict=accelerator.get_state_dict(setup.model))
+    setup.method.save_adapter(
+        setup.run.peft,
+        accelerator.unwrap_model(setup.model),
+        str(adapter_dir),
+        is_main_process=accelerator.is_main_process,
+        state_dict=accelerator.get_state_dict(setup.model),
+    )
     if accelerator.is_main_process:
         setup.tokenizer.save_pretrained(str(adapter_dir))
         setup.task.save_artifacts(adapter_dir)
     return adapter_dir
 
 
-def _fmt(metrics: Dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in metrics.items())
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )
 
 
 # ---- the whole run --------------------------------------------------------------------------
-def train(run: RunConfig, run_dir: Path, resume_from: Optional[Path] = None) -> Dict[str, float]:
+def train(run: RunConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, float]:
     """Run one training job (continuing checkpoint `resume_from` when given); return the final
     evaluation metrics (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
@@ -485,7 +600,7 @@ def train(run: RunConfig, run_dir: Path, resume_from: Optional[Path] = None) -> 
     return finish(setup, position, baseline)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     """Entry point of each rank under `accelerate launch -m framework.training.trainer RUN_DIR`."""
     parser = argparse.ArgumentParser(description="ft trainer (one rank of a launched run)")
     parser.add_argument("run_dir", type=Path)

@@ -16,8 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 def test_gpu_bench_smoke(tmp_path):
     out = tmp_path / "gpu_smoke.json"
     done = subprocess.run(
-        [str(REPO / "bench" / "gpu.sh"), "--smoke", "--out", str(out)], cwd=REPO,
-        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300)
+        [str(REPO / "bench" / "gpu.sh"), "--smoke", "--out", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| HF Trainer + PEFT, padding per batch | CPU (smoke) |" in done.stdout
     assert "| ft train | CPU (smoke) |" in done.stdout

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import toy_sentiment_files, toy_sentiment_rows, write_jsonl
 from framework.cli.app import main
+from tests.helpers import toy_sentiment_files, toy_sentiment_rows, write_jsonl
 
 RECIPE = "seq_cls_tiny_bert_lora"
 
@@ -26,7 +26,7 @@ def check_user_error(capsys, args, *fragments):
     code = main(["train", RECIPE, *args])
     err = capsys.readouterr().err
     assert code == 2, err
-    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     for fragment in fragments:
@@ -40,76 +40,147 @@ def good(tmp_path):
 
 
 def test_missing_data_file(tmp_path, capsys):
-    check_user_error(capsys, files_args(tmp_path / "nope.jsonl", None, f"output_root={tmp_path}"),
-                     "data.source.train", "no such file", "nope.jsonl")
+    check_user_error(
+        capsys,
+        files_args(tmp_path / "nope.jsonl", None, f"output_root={tmp_path}"),
+        "data.source.train",
+        "no such file",
+        "nope.jsonl",
+    )
 
 
 def test_unreadable_data_file(tmp_path, good, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok", "label": "pos"}\n{this is not json\n')
-    check_user_error(capsys, files_args(bad, good["validation"], f"output_root={tmp_path}"),
-                     "data.source.train", "cannot read", "bad.jsonl", "line 2:")
+    check_user_error(
+        capsys,
+        files_args(bad, good["validation"], f"output_root={tmp_path}"),
+        "data.source.train",
+        "cannot read",
+        "bad.jsonl",
+        "line 2:",
+    )
 
 
 def test_empty_data_file(tmp_path, good, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    check_user_error(capsys, files_args(good["train"], empty, f"output_root={tmp_path}"),
-                     "empty.jsonl")
+    check_user_error(
+        capsys, files_args(good["train"], empty, f"output_root={tmp_path}"), "empty.jsonl"
+    )
 
 
 def test_missing_column(tmp_path, good, capsys):
-    check_user_error(capsys, files_args(good["train"], good["validation"], f"output_root={tmp_path}",
-                                        "data.columns.text=review"),
-                     "data.columns.text", "'review' not found", "split 'train'", "train.jsonl")
+    check_user_error(
+        capsys,
+        files_args(
+            good["train"], good["validation"], f"output_root={tmp_path}", "data.columns.text=review"
+        ),
+        "data.columns.text",
+        "'review' not found",
+        "split 'train'",
+        "train.jsonl",
+    )
 
 
 def test_label_outside_label_set(tmp_path, good, capsys):
     rows = toy_sentiment_rows(8, 1)
     rows[3]["label"] = "neutral"
     val = write_jsonl(tmp_path / "val_bad.jsonl", rows)
-    check_user_error(capsys, files_args(good["train"], val, f"output_root={tmp_path}"),
-                     "label 'neutral'", "split 'validation'", "row 3", "val_bad.jsonl")
+    check_user_error(
+        capsys,
+        files_args(good["train"], val, f"output_root={tmp_path}"),
+        "label 'neutral'",
+        "split 'validation'",
+        "row 3",
+        "val_bad.jsonl",
+    )
 
 
 def test_every_example_too_long_without_truncation(tmp_path, good, capsys):
-    long_rows = [{"text": r["text"] + " and the whole long evening went on" * 3, "label": r["label"]}
-                 for r in toy_sentiment_rows(16, 2)]
+    long_rows = [
+        {"text": r["text"] + " and the whole long evening went on" * 3, "label": r["label"]}
+        for r in toy_sentiment_rows(16, 2)
+    ]
     train = write_jsonl(tmp_path / "long.jsonl", long_rows)
-    check_user_error(capsys, files_args(train, good["validation"], f"output_root={tmp_path}",
-                                        "data.truncation=false", "data.max_length=16"),
-                     "data.max_length=16", "data.truncation=false", "split 'train'")
+    check_user_error(
+        capsys,
+        files_args(
+            train,
+            good["validation"],
+            f"output_root={tmp_path}",
+            "data.truncation=false",
+            "data.max_length=16",
+        ),
+        "data.max_length=16",
+        "data.truncation=false",
+        "split 'train'",
+    )
 
 
 def test_target_modules_not_found_lists_the_real_ones(tmp_path, good, capsys):
-    line = check_user_error(capsys, files_args(good["train"], good["validation"],
-                                               f"output_root={tmp_path}",
-                                               "peft.target_modules=[q_proj,v_proj]"),
-                            "peft.target_modules", "q_proj")
+    line = check_user_error(
+        capsys,
+        files_args(
+            good["train"],
+            good["validation"],
+            f"output_root={tmp_path}",
+            "peft.target_modules=[q_proj,v_proj]",
+        ),
+        "peft.target_modules",
+        "q_proj",
+    )
     assert "query" in line and "value" in line, "the error must list the model's linear layers"
 
 
 def test_checkpoint_path_that_does_not_exist(tmp_path, good, capsys):
-    check_user_error(capsys, files_args(good["train"], good["validation"], f"output_root={tmp_path}",
-                                        "model=minilm", f"model.checkpoint={tmp_path}/no_model"),
-                     "model.checkpoint", "no such directory")
+    check_user_error(
+        capsys,
+        files_args(
+            good["train"],
+            good["validation"],
+            f"output_root={tmp_path}",
+            "model=minilm",
+            f"model.checkpoint={tmp_path}/no_model",
+        ),
+        "model.checkpoint",
+        "no such directory",
+    )
 
 
 def test_checkpoint_path_that_is_not_a_model(tmp_path, good, capsys):
     (tmp_path / "just_a_folder").mkdir()
-    check_user_error(capsys, files_args(good["train"], good["validation"], f"output_root={tmp_path}",
-                                        "model=minilm", f"model.checkpoint={tmp_path}/just_a_folder"),
-                     "model.checkpoint", "not a model directory")
+    check_user_error(
+        capsys,
+        files_args(
+            good["train"],
+            good["validation"],
+            f"output_root={tmp_path}",
+            "model=minilm",
+            f"model.checkpoint={tmp_path}/just_a_folder",
+        ),
+        "model.checkpoint",
+        "not a model directory",
+    )
 
 
 def test_output_dir_holding_another_run_is_refused(tmp_path, good, capsys):
     run_dir = tmp_path / "run"
-    assert main(["train", RECIPE, *files_args(good["train"], good["validation"],
-                                              f"run_dir={run_dir}")]) == 0
+    assert (
+        main(
+            ["train", RECIPE, *files_args(good["train"], good["validation"], f"run_dir={run_dir}")]
+        )
+        == 0
+    )
     capsys.readouterr()
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    check_user_error(capsys, files_args(good["train"], good["validation"], f"run_dir={run_dir}"),
-                     "run_dir=", "already holds a run", "overwrite=true")
+    check_user_error(
+        capsys,
+        files_args(good["train"], good["validation"], f"run_dir={run_dir}"),
+        "run_dir=",
+        "already holds a run",
+        "overwrite=true",
+    )
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     assert after == before, "a refused run changed files of the existing one"
 
@@ -117,8 +188,15 @@ def test_output_dir_holding_another_run_is_refused(tmp_path, good, capsys):
 def test_secrets_never_reach_the_run_dir(tmp_path, good, capsys):
     token = "hf_" + "Q" * 34
     run_dir = tmp_path / "run"
-    code = main(["train", RECIPE, *files_args(good["train"], good["validation"], f"run_dir={run_dir}",
-                                              f"model.token={token}")])
+    code = main(
+        [
+            "train",
+            RECIPE,
+            *files_args(
+                good["train"], good["validation"], f"run_dir={run_dir}", f"model.token={token}"
+            ),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     out, err = capsys.readouterr()
     assert token not in out + err
@@ -130,9 +208,11 @@ def test_secrets_never_reach_the_run_dir(tmp_path, good, capsys):
 def test_redaction_rules():
     from framework.store.redaction import redact, redact_text
 
-    config = {"model": {"token": "abc", "max_new_tokens": 5, "tokenizer": "x/y"},
-              "logger": {"api_key": "k", "wandb_secret": "s", "password": "p"},
-              "note": "use hf_ABCDEFGHIJKLMNOPQRSTUVWX please"}
+    config = {
+        "model": {"token": "abc", "max_new_tokens": 5, "tokenizer": "x/y"},
+        "logger": {"api_key": "k", "wandb_secret": "s", "password": "p"},
+        "note": "use hf_ABCDEFGHIJKLMNOPQRSTUVWX please",
+    }
     clean = redact(config)
     assert clean["model"]["token"] == clean["logger"]["api_key"] == "***REDACTED***"
     assert clean["logger"]["wandb_secret"] == clean["logger"]["password"] == "***REDACTED***"

@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+
 import pytest
-from tests.helpers import TOY_CLS_RECIPE, toy_cls_overrides, REPO, write_jsonl
+
+from tests.helpers import REPO, TOY_CLS_RECIPE, toy_cls_overrides, write_jsonl
 
 
 # ---- model.checkpoint on a random-init preset -----------------------------------------------
@@ -19,12 +21,18 @@ def test_checkpoint_on_a_random_init_recipe_is_never_ignored(tmp_path, capsys):
     from framework.models.loading import build_tiny_checkpoint
     from framework.run.execute import compose_and_validate
 
-    assert main(["train", TOY_CLS_RECIPE, "model.checkpoint=/nonexistent",
-                 f"output_root={tmp_path}"]) == 2
+    assert (
+        main(["train", TOY_CLS_RECIPE, "model.checkpoint=/nonexistent", f"output_root={tmp_path}"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "model.checkpoint='/nonexistent': no such directory" in err and "Traceback" not in err
-    assert not (tmp_path / TOY_CLS_RECIPE).exists() or not any((tmp_path / TOY_CLS_RECIPE).iterdir())
-    local = build_tiny_checkpoint("bert", compose_and_validate(TOY_CLS_RECIPE, [])[1].model.random_init)
+    assert not (tmp_path / TOY_CLS_RECIPE).exists() or not any(
+        (tmp_path / TOY_CLS_RECIPE).iterdir()
+    )
+    local = build_tiny_checkpoint(
+        "bert", compose_and_validate(TOY_CLS_RECIPE, [])[1].model.random_init
+    )
     composed, run = compose_and_validate(TOY_CLS_RECIPE, [f"model.checkpoint={local}"])
     assert run.model.random_init is None and composed.config["model"]["random_init"] is None
 
@@ -34,8 +42,10 @@ def test_duplicate_yaml_key_names_the_key_and_line(tmp_path, capsys):
     from framework.cli.app import main
 
     recipe = tmp_path / "dupkey.yaml"
-    recipe.write_text(f"defaults:\n  - {TOY_CLS_RECIPE}\n  - _self_\ntrain:\n  lr: 1.0e-3\n"
-                      f"  max_steps: 2\n  lr: 2.0e-3\n")
+    recipe.write_text(
+        f"defaults:\n  - {TOY_CLS_RECIPE}\n  - _self_\ntrain:\n  lr: 1.0e-3\n"
+        f"  max_steps: 2\n  lr: 2.0e-3\n"
+    )
     assert main(["validate", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert f"{recipe}:7:" in err and "duplicate key 'lr' (first at line 5)" in err, err
@@ -55,8 +65,19 @@ def test_empty_data_file_says_empty_and_leaves_no_run_dir(toy_files, tmp_path, c
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     run_dir = tmp_path / "run"
-    assert main(["train", TOY_CLS_RECIPE, "data=files", f"+data.source.train={empty}",
-                 f"data.source.validation={toy_files['validation']}", f"run_dir={run_dir}"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                TOY_CLS_RECIPE,
+                "data=files",
+                f"+data.source.train={empty}",
+                f"data.source.validation={toy_files['validation']}",
+                f"run_dir={run_dir}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"data.source.train: {empty} is empty" in err, err
     assert not run_dir.exists(), "the failed run left its directory behind"
@@ -69,14 +90,26 @@ def test_cpu_run_imports_no_deepspeed_and_logs_for_people(toy_files, tmp_path):
     accelerator to CPU" warning never shows, and train.log holds ft's lines, not Accelerate's
     one-line-per-saved-file INFO records."""
     run_dir = tmp_path / "run"
-    script = ("import sys; from framework.cli.app import main; "
-              "code = main(sys.argv[1:]); "
-              "print('deepspeed imported:', 'deepspeed' in sys.modules); sys.exit(code)")
-    args = ["train", TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=2", "train.save_every=1",
-                                             f"run_dir={run_dir}")]
-    result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, text=True,
-                            capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            timeout=600)
+    script = (
+        "import sys; from framework.cli.app import main; "
+        "code = main(sys.argv[1:]); "
+        "print('deepspeed imported:', 'deepspeed' in sys.modules); sys.exit(code)"
+    )
+    args = [
+        "train",
+        TOY_CLS_RECIPE,
+        *toy_cls_overrides(
+            toy_files, "train.max_steps=2", "train.save_every=1", f"run_dir={run_dir}"
+        ),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "deepspeed imported: False" in result.stdout
     assert "Setting accelerator" not in result.stderr
@@ -86,8 +119,9 @@ def test_cpu_run_imports_no_deepspeed_and_logs_for_people(toy_files, tmp_path):
     assert len(log) <= 8 and any("done:" in line for line in log), log
 
 
-def test_validate_data_reads_the_data_without_loading_the_model(toy_files, tmp_path, monkeypatch,
-                                                                capsys):
+def test_validate_data_reads_the_data_without_loading_the_model(
+    toy_files, tmp_path, monkeypatch, capsys
+):
     """`ft validate --data` catches what `ft train` would (here: a label only in validation),
     reports columns, labels and token lengths, and never loads model weights."""
     import framework.models.loading as loading
@@ -98,12 +132,26 @@ def test_validate_data_reads_the_data_without_loading_the_model(toy_files, tmp_p
 
     monkeypatch.setattr(loading, "load_model", no_model)
     source = ["data=files", f"+data.source.train={toy_files['train']}", "data.max_length=8"]
-    assert main(["validate", TOY_CLS_RECIPE, "--data", *source,
-                 f"data.source.validation={toy_files['validation']}"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                TOY_CLS_RECIPE,
+                "--data",
+                *source,
+                f"data.source.validation={toy_files['validation']}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train: 32 examples" in out and "columns text, label" in out, out
     assert "tokens per example: max 8" in out and "labels (2): neg, pos" in out, out
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"text": "so so", "label": "meh"}])
-    assert main(["validate", TOY_CLS_RECIPE, *source, f"data.source.validation={odd}"]) == 0  # config only
-    assert main(["validate", TOY_CLS_RECIPE, "--data", *source, f"data.source.validation={odd}"]) == 2
+    assert (
+        main(["validate", TOY_CLS_RECIPE, *source, f"data.source.validation={odd}"]) == 0
+    )  # config only
+    assert (
+        main(["validate", TOY_CLS_RECIPE, "--data", *source, f"data.source.validation={odd}"]) == 2
+    )
     assert "label 'meh' in split 'validation'" in capsys.readouterr().err

@@ -11,25 +11,58 @@ from dataclasses import replace
 import pytest
 
 from framework.commands.estimate import compose_and_validate, suggest
-from framework.training.memory import (GiB, LOGITS_COPIES, ModelFacts, Settings, estimate,
-                                       logits_buffer_bytes, run_settings)
 from framework.hardware.base import MemoryLayout, size_bytes
+from framework.training.memory import (
+    LOGITS_COPIES,
+    GiB,
+    ModelFacts,
+    Settings,
+    estimate,
+    logits_buffer_bytes,
+    run_settings,
+)
 from tests.helpers import REPO
 
 # A 1B-parameter Llama-like decoder with LoRA (numbers chosen by hand, no model is built).
-FACTS = ModelFacts(total_params=1_010_000_000, trainable_params=10_000_000,
-                   quantizable_params=800_000_000, layers=16, hidden=2048, intermediate=8192,
-                   heads=32, kv_width=512, vocab=128_256, gated_mlp=True, attention_dropout=0.0,
-                   hidden_dropout=0.0, eager_attention=False, adapter_inputs=7 * 2048,
-                   adapter_masks=7 * 2048)
-GPU = Settings(micro_batch=8, seq_len=1024, weight_bytes=2.0, activation_bytes=2, on_gpu=True,
-               gradient_checkpointing=False, optimizer="adamw")
+FACTS = ModelFacts(
+    total_params=1_010_000_000,
+    trainable_params=10_000_000,
+    quantizable_params=800_000_000,
+    layers=16,
+    hidden=2048,
+    intermediate=8192,
+    heads=32,
+    kv_width=512,
+    vocab=128_256,
+    gated_mlp=True,
+    attention_dropout=0.0,
+    hidden_dropout=0.0,
+    eager_attention=False,
+    adapter_inputs=7 * 2048,
+    adapter_masks=7 * 2048,
+)
+GPU = Settings(
+    micro_batch=8,
+    seq_len=1024,
+    weight_bytes=2.0,
+    activation_bytes=2,
+    on_gpu=True,
+    gradient_checkpointing=False,
+    optimizer="adamw",
+)
 
 
 def test_zero3_across_4_processes_divides_the_sharded_parts_by_4():
     plain = estimate(FACTS, GPU).components
-    zero3 = estimate(FACTS, replace(GPU, layout=MemoryLayout(
-        shards=4, shard_optimizer=True, shard_gradients=True, shard_weights=True))).components
+    zero3 = estimate(
+        FACTS,
+        replace(
+            GPU,
+            layout=MemoryLayout(
+                shards=4, shard_optimizer=True, shard_gradients=True, shard_weights=True
+            ),
+        ),
+    ).components
     for part in ("weights", "gradients", "optimizer"):
         assert zero3[part] == pytest.approx(plain[part] / 4, abs=1), part
     assert zero3["activations"] == plain["activations"] and zero3["logits"] == plain["logits"]
@@ -38,20 +71,28 @@ def test_zero3_across_4_processes_divides_the_sharded_parts_by_4():
 def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
     """The profiles themselves say what they shard (asked, not named)."""
     cpu = ["hardware.device=cpu", "hardware.precision=no"]
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora",
-                                  ["hardware=zero3", "hardware.num_processes=4", *cpu])
+    _, run = compose_and_validate(
+        "seq_cls_tiny_bert_lora", ["hardware=zero3", "hardware.num_processes=4", *cpu]
+    )
     layout = run_settings(run).layout
     assert (layout.shards, layout.shard_weights, layout.shard_gradients) == (4, True, True)
     _, run = compose_and_validate("seq_cls_tiny_bert_lora", ["hardware=zero2", *cpu])
     layout = run_settings(run).layout
     assert layout.shard_gradients and not layout.shard_weights and layout.shards == 2
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora",
-                                  ["hardware=device_map", "hardware.device=cpu",
-                                   "hardware.precision=no", "hardware.max_memory={cpu: 1GiB}"])
+    _, run = compose_and_validate(
+        "seq_cls_tiny_bert_lora",
+        [
+            "hardware=device_map",
+            "hardware.device=cpu",
+            "hardware.precision=no",
+            "hardware.max_memory={cpu: 1GiB}",
+        ],
+    )
     assert run_settings(run).layout.weights_cap == GiB
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora",  # dry_run: planned for GPUs
-                                  ["hardware=fsdp", "hardware.activation_checkpointing=true",
-                                   "dry_run=true"])
+    _, run = compose_and_validate(
+        "seq_cls_tiny_bert_lora",  # dry_run: planned for GPUs
+        ["hardware=fsdp", "hardware.activation_checkpointing=true", "dry_run=true"],
+    )
     settings = run_settings(run)
     assert settings.layout.shard_weights and settings.gradient_checkpointing
     offload = MemoryLayout(offload_optimizer="cpu", offload_weights="cpu")
@@ -77,9 +118,14 @@ def test_4bit_weights_are_about_a_quarter_of_bf16():
     params = qlora.Params(name="qlora")
     linear_only = replace(FACTS, quantizable_params=FACTS.total_params - FACTS.trainable_params)
     bf16 = estimate(linear_only, GPU).components["weights"]
-    four_bit = estimate(linear_only, replace(
-        GPU, quantized_bytes=qlora.base_weight_bytes(params, 2.0, True),
-        other_base_bytes=qlora.base_weight_bytes(params, 2.0, False))).components["weights"]
+    four_bit = estimate(
+        linear_only,
+        replace(
+            GPU,
+            quantized_bytes=qlora.base_weight_bytes(params, 2.0, True),
+            other_base_bytes=qlora.base_weight_bytes(params, 2.0, False),
+        ),
+    ).components["weights"]
     adapters = FACTS.trainable_params * 4  # fp32 in both
     assert 0.25 <= (four_bit - adapters) / (bf16 - adapters) <= 0.26
 
@@ -93,8 +139,12 @@ def test_gemma_vocabulary_logits_buffer_is_8_gib():
 
 def test_cheapest_fit_takes_the_first_preset_then_the_largest_micro_batch():
     one_gpu = replace(GPU, micro_batch=16)
-    sharded = replace(one_gpu, layout=MemoryLayout(shards=2, shard_optimizer=True,
-                                                   shard_gradients=True, shard_weights=True))
+    sharded = replace(
+        one_gpu,
+        layout=MemoryLayout(
+            shards=2, shard_optimizer=True, shard_gradients=True, shard_weights=True
+        ),
+    )
     order = {"gpu": one_gpu, "zero3": sharded}
     # Room for the weights and a few sequences: the one-GPU preset, a smaller micro-batch.
     preset, batch, checkpointing, found = suggest(FACTS, order, 24 * GiB)
@@ -122,8 +172,9 @@ def test_cli_prints_the_table_verdict_and_cheapest_fit(capsys):
     for part in ("weights", "gradients", "optimizer", "activations", "logits", "total"):
         assert part in out
     assert "fits:" in out and "cheapest fit: train.batch_size=" in out
-    code = main(["estimate", "sft_tiny_llama_lora", "train.batch_size=64",
-                 "--device-memory", "520MiB"])
+    code = main(
+        ["estimate", "sft_tiny_llama_lora", "train.batch_size=64", "--device-memory", "520MiB"]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "does NOT fit" in out and "activations and logits dominate" in out
     assert "train.gradient_checkpointing=true" in out.splitlines()[-2]
@@ -134,7 +185,7 @@ def test_train_warns_when_the_estimate_exceeds_the_device(monkeypatch, caplog):
     from framework.training import memory as module
 
     _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
-    monkeypatch.setattr(module, "device_memory", lambda: (2 ** 20, "test device"))
+    monkeypatch.setattr(module, "device_memory", lambda: (2**20, "test device"))
     with caplog.at_level(logging.DEBUG, logger="ft"):
         module.warn_if_too_big(run)
     assert any(r.levelno == logging.WARNING and "test device" in r.message for r in caplog.records)
@@ -156,9 +207,17 @@ def test_estimate_is_within_25_percent_of_measured_peak_rss(tmp_path):
     sys.path.insert(0, str(REPO))
     from bench.estimate_accuracy import compare
 
-    row = compare("minilm", "seq_cls_minilm_lora",
-                  ["train.batch_size=32", "data.max_length=48", "data.max_train_examples=256",
-                   "data.max_eval_examples=32"], steps=2)
+    row = compare(
+        "minilm",
+        "seq_cls_minilm_lora",
+        [
+            "train.batch_size=32",
+            "data.max_length=48",
+            "data.max_train_examples=256",
+            "data.max_eval_examples=32",
+        ],
+        steps=2,
+    )
     (tmp_path / "row.json").write_text(json.dumps(row))
     assert set(row["batch_widths"]) == {48}  # the data fills max_length, as estimated
     assert abs(row["error_pct"]) <= 25, row

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO, ft_cli
 from framework.cli.app import main
-from framework.config.compose import CONF_DIR, group_presets, recipe_names
 from framework.commands.listing import REGISTRY_OF_GROUP
+from framework.config.compose import CONF_DIR, group_presets, recipe_names
 from framework.core.plugins import load_all
+from tests.helpers import REPO, ft_cli
 
 
 def run_cli(capsys, *args: str):
@@ -44,7 +44,9 @@ def test_every_registry_entry_has_a_preset_and_every_preset_an_entry():
             if package:
                 node = {"name": package.group(1), **node}
             assert "name" in node, f"conf/{group}/{preset}.yaml has no 'name'"
-            assert node["name"] in registry, f"conf/{group}/{preset}.yaml names unknown '{node['name']}'"
+            assert node["name"] in registry, (
+                f"conf/{group}/{preset}.yaml names unknown '{node['name']}'"
+            )
             preset_names.add(node["name"])
         # Data sources 'files'/'hub' and built-ins each need a preset too.
         missing = set(registry.names()) - preset_names
@@ -58,8 +60,9 @@ def test_presets_hold_no_import_paths():
         if path.relative_to(CONF_DIR).parts[0] == "hydra":
             continue  # Hydra's own plugin configs (launchers), not ft's pieces
         text = path.read_text()
-        assert not re.search(r"^\s*_target_\s*:", text, re.M), \
+        assert not re.search(r"^\s*_target_\s*:", text, re.M), (
             f"{path} uses _target_: ft's pieces are named through registries"
+        )
 
 
 def _bad_recipe(tmp_path: Path, body: str) -> str:
@@ -81,33 +84,89 @@ defaults:
 """
 
 
-@pytest.mark.parametrize("case, extra_args, body_extra, expected", [
-    ("misspelled key on the command line", ["peft.rr=4"], "",
-     ["peft.rr=4: unknown key (did you mean 'r'?)", "command line", "valid keys here"]),
-    ("misspelled key in the recipe file", [], "train:\n  lrr: 0.1\n",
-     ["train.lrr: unknown key (did you mean 'lr'?)", "my_recipe.yaml"]),
-    ("misspelled key in a group, added with +", ["+peft.alhpa=3"], "",
-     ["peft.alhpa: unknown key (did you mean 'alpha'?)", "command line"]),
-    ("wrong type", ["train.lr=abc"], "", ["train.lr: must be a number, got 'abc'"]),
-    ("wrong type, bool", ["train.eval_before=maybe"], "", ["train.eval_before: must be true or false"]),
-    ("literal choice", ["train.scheduler=cosin"], "", ["train.scheduler", "did you mean 'cosine'?"]),
-    ("unknown preset", ["peft=lorra"], "", ["peft=lorra: unknown peft preset (did you mean 'lora'?)"]),
-    ("unknown group", ["pef=lora"], "", ["pef=lora: unknown key (did you mean 'peft'?)"]),
-    ("key of another preset", ["peft=ia3", "peft.r=8"], "",
-     ["peft.r=8: unknown key for peft=ia3", "valid keys here: feedforward_modules"]),
-    ("misspelled group in a key", ["trian.lr=0.1"], "",
-     ["trian.lr=0.1: unknown key 'trian' (did you mean 'train.lr'?)", "valid keys here"]),
-    ("impossible combination: task vs family", ["task=causal_lm"], "",
-     ["task=causal_lm with model family 'bert': not supported"]),
-    ("mixed precision on CPU", ["hardware.precision=bf16"], "",
-     ["hardware.precision=bf16: mixed precision needs a GPU"]),
-    ("bad value", ["train.batch_size=0"], "", ["train.batch_size=0: must be >= 1"]),
-    ("bad interval", ["train.save_every_minutes=0"], "", ["train.save_every_minutes=0.0: must be > 0"]),
-    ("missing data file", ["data=files", "+data.source.train=/nope/train.jsonl"], "",
-     ["data.source.train='/nope/train.jsonl': no such file"]),
-])
-def test_user_errors_exit_2_with_one_clear_message(case, extra_args, body_extra, expected,
-                                                   tmp_path, capsys):
+@pytest.mark.parametrize(
+    "case, extra_args, body_extra, expected",
+    [
+        (
+            "misspelled key on the command line",
+            ["peft.rr=4"],
+            "",
+            ["peft.rr=4: unknown key (did you mean 'r'?)", "command line", "valid keys here"],
+        ),
+        (
+            "misspelled key in the recipe file",
+            [],
+            "train:\n  lrr: 0.1\n",
+            ["train.lrr: unknown key (did you mean 'lr'?)", "my_recipe.yaml"],
+        ),
+        (
+            "misspelled key in a group, added with +",
+            ["+peft.alhpa=3"],
+            "",
+            ["peft.alhpa: unknown key (did you mean 'alpha'?)", "command line"],
+        ),
+        ("wrong type", ["train.lr=abc"], "", ["train.lr: must be a number, got 'abc'"]),
+        (
+            "wrong type, bool",
+            ["train.eval_before=maybe"],
+            "",
+            ["train.eval_before: must be true or false"],
+        ),
+        (
+            "literal choice",
+            ["train.scheduler=cosin"],
+            "",
+            ["train.scheduler", "did you mean 'cosine'?"],
+        ),
+        (
+            "unknown preset",
+            ["peft=lorra"],
+            "",
+            ["peft=lorra: unknown peft preset (did you mean 'lora'?)"],
+        ),
+        ("unknown group", ["pef=lora"], "", ["pef=lora: unknown key (did you mean 'peft'?)"]),
+        (
+            "key of another preset",
+            ["peft=ia3", "peft.r=8"],
+            "",
+            ["peft.r=8: unknown key for peft=ia3", "valid keys here: feedforward_modules"],
+        ),
+        (
+            "misspelled group in a key",
+            ["trian.lr=0.1"],
+            "",
+            ["trian.lr=0.1: unknown key 'trian' (did you mean 'train.lr'?)", "valid keys here"],
+        ),
+        (
+            "impossible combination: task vs family",
+            ["task=causal_lm"],
+            "",
+            ["task=causal_lm with model family 'bert': not supported"],
+        ),
+        (
+            "mixed precision on CPU",
+            ["hardware.precision=bf16"],
+            "",
+            ["hardware.precision=bf16: mixed precision needs a GPU"],
+        ),
+        ("bad value", ["train.batch_size=0"], "", ["train.batch_size=0: must be >= 1"]),
+        (
+            "bad interval",
+            ["train.save_every_minutes=0"],
+            "",
+            ["train.save_every_minutes=0.0: must be > 0"],
+        ),
+        (
+            "missing data file",
+            ["data=files", "+data.source.train=/nope/train.jsonl"],
+            "",
+            ["data.source.train='/nope/train.jsonl': no such file"],
+        ),
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_message(
+    case, extra_args, body_extra, expected, tmp_path, capsys
+):
     recipe = _bad_recipe(tmp_path, BASE + body_extra)
     code, out, err = run_cli(capsys, "validate", recipe, *extra_args)
     assert code == 2, f"{case}: exit {code}\n{err}"
@@ -118,8 +177,11 @@ def test_user_errors_exit_2_with_one_clear_message(case, extra_args, body_extra,
 
 
 def test_missing_values_are_all_reported_together(tmp_path, capsys):
-    recipe = _bad_recipe(tmp_path, BASE.replace("  - data: rotten_tomatoes\n", "  - data: files\n")
-                         + "model:\n  random_init: null\n  checkpoint: ???\nseed: ???\n")
+    recipe = _bad_recipe(
+        tmp_path,
+        BASE.replace("  - data: rotten_tomatoes\n", "  - data: files\n")
+        + "model:\n  random_init: null\n  checkpoint: ???\nseed: ???\n",
+    )
     code, _, err = run_cli(capsys, "validate", recipe)
     assert code == 2
     for key in ("model.checkpoint", "seed", "data.source.train"):
@@ -142,12 +204,14 @@ def test_unknown_recipe_suggests_the_closest(capsys):
 
 
 def test_validate_never_imports_torch_and_is_fast():
-    code = ("import sys, time; from framework.cli.app import main; t=time.perf_counter(); "
-            "rc = main(['validate', 'seq_cls_minilm_lora']); "
-            "print(f'{time.perf_counter()-t:.3f}'); "
-            "assert rc == 0; "
-            "heavy = [m for m in ('torch', 'transformers', 'peft', 'accelerate', 'datasets') "
-            "if m in sys.modules]; assert not heavy, heavy")
+    code = (
+        "import sys, time; from framework.cli.app import main; t=time.perf_counter(); "
+        "rc = main(['validate', 'seq_cls_minilm_lora']); "
+        "print(f'{time.perf_counter()-t:.3f}'); "
+        "assert rc == 0; "
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'accelerate', 'datasets') "
+        "if m in sys.modules]; assert not heavy, heavy"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     seconds = float(result.stdout.strip().splitlines()[-1])
@@ -196,7 +260,9 @@ def test_hydra_cfg_flag_prints_the_composed_job_config():
 
 
 def test_user_recipe_file_can_extend_a_shipped_recipe(tmp_path, capsys):
-    recipe = _bad_recipe(tmp_path, "defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\ntrain:\n  lr: 0.01\n")
+    recipe = _bad_recipe(
+        tmp_path, "defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\ntrain:\n  lr: 0.01\n"
+    )
     code, out, err = run_cli(capsys, "show", recipe)
     assert code == 0, err
     assert yaml.safe_load(out)["train"]["lr"] == 0.01
@@ -216,7 +282,9 @@ def test_a_run_saved_by_an_older_ft_still_loads(tmp_path):
     from framework.run.execute import compose_and_validate
 
     composed, _ = compose_and_validate("sft_tiny_llama_lora", [])
-    old = dict(composed.config, task={"name": "causal_lm", "mode": "sft", "use_chat_template": False})
+    old = dict(
+        composed.config, task={"name": "causal_lm", "mode": "sft", "use_chat_template": False}
+    )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     run = load_run(tmp_path)
     assert run.task.format == "prompt_completion" and run.task.chat_template == "none"

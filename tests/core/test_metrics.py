@@ -370,8 +370,10 @@ def test_empty_inputs_give_zeros():
 # ---------------------------------------------------------------------------------------------
 # cross-checks against the reference packages (installed by the dev extra)
 
+
 def test_cross_check_sacrebleu():
     import sacrebleu
+
     m = bleu_chrf(_MT_HYPS, _MT_REFS)
     assert m["bleu"] == approx(sacrebleu.corpus_bleu(_MT_HYPS, [_MT_REFS]).score / 100, abs=1e-6)
     assert m["chrf"] == approx(sacrebleu.corpus_chrf(_MT_HYPS, [_MT_REFS]).score / 100, abs=1e-6)
@@ -379,6 +381,7 @@ def test_cross_check_sacrebleu():
 
 def test_cross_check_rouge_score():
     from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     got = rouge_scores(_MT_HYPS, _MT_REFS)
     for key in ("rouge1", "rouge2", "rougeL"):
@@ -388,6 +391,7 @@ def test_cross_check_rouge_score():
 
 def test_cross_check_seqeval():
     from seqeval import metrics as seqeval_metrics
+
     y_true = [["B-PER", "I-PER", "O", "I-LOC", "B-ORG"], ["O", "B-MISC", "I-PER"]]
     y_pred = [["B-PER", "I-LOC", "O", "B-LOC", "B-ORG"], ["I-MISC", "I-MISC", "I-PER"]]
     m = entity_metrics(y_pred, y_true)

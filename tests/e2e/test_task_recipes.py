@@ -20,17 +20,40 @@ from tests.helpers import metrics, train_losses, train_recipe, write_jsonl
 
 # Entities for generated NER sentences; validation uses other names than train, so the model
 # must tag unseen entities from context and from what MiniLM already knows.
-_PEOPLE = (["Anna Novak", "Omar Haddad", "Kenji Sato", "Maria Rossi", "David Okafor", "Lars Jensen",
-            "Priya Singh", "Hugo Moreau", "Elena Petrov", "Samuel Mensah"],
-           ["Grace Walsh", "Ivan Horvat", "Yuki Tanaka", "Felix Schmidt", "Amara Adeyemi"])
-_PLACES = (["Lisbon", "Oslo", "New York", "Nairobi", "Kyoto", "Buenos Aires", "Hamburg", "Toronto"],
-           ["Melbourne", "Cape Town", "Seville", "Chicago"])
-_ORGS = (["Google", "the Red Cross", "Toyota", "Microsoft", "Real Madrid", "the BBC"],
-         ["Nike", "Amazon", "the United Nations"])
-_TEMPLATES = ["{PER} flew to {LOC} last week .", "I saw {PER} in {LOC} today",
-              "{PER} works for {ORG} in {LOC}", "we love {LOC} so much !", "{ORG} hired {PER}",
-              "nothing much happened today lol", "great game by {ORG} tonight",
-              "has anyone seen {PER} ?", "{PER} and {PER} met at {ORG}"]
+_PEOPLE = (
+    [
+        "Anna Novak",
+        "Omar Haddad",
+        "Kenji Sato",
+        "Maria Rossi",
+        "David Okafor",
+        "Lars Jensen",
+        "Priya Singh",
+        "Hugo Moreau",
+        "Elena Petrov",
+        "Samuel Mensah",
+    ],
+    ["Grace Walsh", "Ivan Horvat", "Yuki Tanaka", "Felix Schmidt", "Amara Adeyemi"],
+)
+_PLACES = (
+    ["Lisbon", "Oslo", "New York", "Nairobi", "Kyoto", "Buenos Aires", "Hamburg", "Toronto"],
+    ["Melbourne", "Cape Town", "Seville", "Chicago"],
+)
+_ORGS = (
+    ["Google", "the Red Cross", "Toyota", "Microsoft", "Real Madrid", "the BBC"],
+    ["Nike", "Amazon", "the United Nations"],
+)
+_TEMPLATES = [
+    "{PER} flew to {LOC} last week .",
+    "I saw {PER} in {LOC} today",
+    "{PER} works for {ORG} in {LOC}",
+    "we love {LOC} so much !",
+    "{ORG} hired {PER}",
+    "nothing much happened today lol",
+    "great game by {ORG} tonight",
+    "has anyone seen {PER} ?",
+    "{PER} and {PER} met at {ORG}",
+]
 
 
 def toy_ner_rows(n: int, seed: int, held_out: bool) -> list:
@@ -59,8 +82,12 @@ def _toy_ner_files(tmp_path_factory) -> list:
     folder = tmp_path_factory.mktemp("toy_ner")
     train = write_jsonl(folder / "train.jsonl", toy_ner_rows(480, 0, held_out=False))
     validation = write_jsonl(folder / "validation.jsonl", toy_ner_rows(64, 1, held_out=True))
-    return ["data=files", f"+data.source.train={train}", f"data.source.validation={validation}",
-            "data.max_length=32"]
+    return [
+        "data=files",
+        f"+data.source.train={train}",
+        f"data.source.validation={validation}",
+        "data.max_length=32",
+    ]
 
 
 # recipe -> (primary metric, least gain over the baseline, least final value, overrides that keep
@@ -69,12 +96,19 @@ def _toy_ner_files(tmp_path_factory) -> list:
 RECIPES = {
     "token_cls_minilm_lora": ("f1", 0.5, 0.6, ["train.epochs=2"]),  # + toy NER files, see trained()
     # 60 steps of 16 windows at lr 3e-3, ~2 min: F1 0.014 -> 0.696 (40 steps only reach 0.11).
-    "qa_minilm_lora": ("f1", 0.3, 0.65, ["data.max_train_examples=960",
-                                         "data.max_eval_examples=100", "train.lr=3e-3"]),
+    "qa_minilm_lora": (
+        "f1",
+        0.3,
+        0.65,
+        ["data.max_train_examples=960", "data.max_eval_examples=100", "train.lr=3e-3"],
+    ),
     "seq2seq_tiny_t5_lora": ("rougeL", 0.08, 0.15, []),
-    "embed_minilm_lora": ("recall@1", 0.02, 0.95, ["train.max_steps=20",
-                                                   "data.max_eval_examples=100",
-                                                   "data.source.num_scored=100"]),
+    "embed_minilm_lora": (
+        "recall@1",
+        0.02,
+        0.95,
+        ["train.max_steps=20", "data.max_eval_examples=100", "data.source.num_scored=100"],
+    ),
 }
 
 _RUNS: dict = {}
@@ -84,8 +118,9 @@ def trained(recipe: str, tmp_path_factory) -> Path:
     """Train each recipe once per session (the predict tests reuse the run)."""
     if recipe not in _RUNS:
         extra = _toy_ner_files(tmp_path_factory) if recipe == "token_cls_minilm_lora" else []
-        _RUNS[recipe] = train_recipe(recipe, *RECIPES[recipe][3], *extra,
-                                     output_root=tmp_path_factory.mktemp(recipe))
+        _RUNS[recipe] = train_recipe(
+            recipe, *RECIPES[recipe][3], *extra, output_root=tmp_path_factory.mktemp(recipe)
+        )
     return _RUNS[recipe]
 
 
@@ -124,8 +159,14 @@ def test_predict_token_cls_writes_tags_and_entities(tmp_path_factory, tmp_path):
     run_dir = trained("token_cls_minilm_lora", tmp_path_factory)
     labels = json.loads((run_dir / "adapter" / "ft_task.json").read_text())["labels"]
     assert labels == ["O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
-    out = predict(run_dir, [{"tokens": ["Justin", "Bieber", "played", "in", "London", "tonight"]},
-                            {"tokens": "see you at the Empire State Building"}], tmp_path)
+    out = predict(
+        run_dir,
+        [
+            {"tokens": ["Justin", "Bieber", "played", "in", "London", "tonight"]},
+            {"tokens": "see you at the Empire State Building"},
+        ],
+        tmp_path,
+    )
     assert [len(r["tags"]) for r in out] == [6, 7]
     assert all(tag in labels for r in out for tag in r["tags"])
     assert all(set(e) == {"type", "start", "end", "text"} for r in out for e in r["entities"])
@@ -134,22 +175,31 @@ def test_predict_token_cls_writes_tags_and_entities(tmp_path_factory, tmp_path):
 @pytest.mark.slow
 def test_predict_question_ans_answers_from_the_context(tmp_path_factory, tmp_path):
     run_dir = trained("qa_minilm_lora", tmp_path_factory)
-    context = ("Anna Novak was born in 1970 in the city of Lisbon. She works as a pilot at Bluepeak "
-               "Motors, where she has been for 12 years. Her favourite colour is teal, and she "
-               "plays the cello on weekends.")
-    questions = ["Where was Anna Novak born?", "Which company does Anna Novak work for?",
-                 "What instrument does Anna Novak play?"]
+    context = (
+        "Anna Novak was born in 1970 in the city of Lisbon. She works as a pilot at Bluepeak "
+        "Motors, where she has been for 12 years. Her favourite colour is teal, and she "
+        "plays the cello on weekends."
+    )
+    questions = [
+        "Where was Anna Novak born?",
+        "Which company does Anna Novak work for?",
+        "What instrument does Anna Novak play?",
+    ]
     out = predict(run_dir, [{"question": q, "context": context} for q in questions], tmp_path)
     for row in out:  # every answer is a span of the context, at the offset it claims
-        assert row["answer"] and context[row["start"]:].startswith(row["answer"])
+        assert row["answer"] and context[row["start"] :].startswith(row["answer"])
     answers = [row["answer"] for row in out]
-    assert sum(a == want for a, want in zip(answers, ["Lisbon", "Bluepeak Motors", "cello"])) >= 2, answers
+    assert (
+        sum(a == want for a, want in zip(answers, ["Lisbon", "Bluepeak Motors", "cello"])) >= 2
+    ), answers
 
 
 @pytest.mark.slow
 def test_predict_seq2seq_generates_text(tmp_path_factory, tmp_path):
     run_dir = trained("seq2seq_tiny_t5_lora", tmp_path_factory)
-    out = predict(run_dir, [{"source": "March 5, 2021"}, {"source": "the 1st of May, 1999"}], tmp_path)
+    out = predict(
+        run_dir, [{"source": "March 5, 2021"}, {"source": "the 1st of May, 1999"}], tmp_path
+    )
     assert all(isinstance(r["generated"], str) and r["generated"] for r in out)
 
 
@@ -158,8 +208,11 @@ def test_predict_feature_extraction_writes_embeddings(tmp_path_factory, tmp_path
     import numpy as np
 
     run_dir = trained("embed_minilm_lora", tmp_path_factory)
-    texts = ["Where was Anna Novak born?", "Anna Novak was born in Lisbon.",
-             "Omar Sato plays the violin."]
+    texts = [
+        "Where was Anna Novak born?",
+        "Anna Novak was born in Lisbon.",
+        "Omar Sato plays the violin.",
+    ]
     out = predict(run_dir, [{"text": t} for t in texts], tmp_path)
     vectors = np.array([r["embedding"] for r in out])
     assert vectors.shape == (3, 384)
@@ -173,8 +226,11 @@ def toy_multilabel_rows(n: int, seed: int) -> list:
     import random
 
     rng = random.Random(seed)
-    words = {"city": ["berlin", "madrid", "tokyo"], "colour": ["red", "green", "blue"],
-             "job": ["teacher", "doctor", "painter"]}
+    words = {
+        "city": ["berlin", "madrid", "tokyo"],
+        "colour": ["red", "green", "blue"],
+        "job": ["teacher", "doctor", "painter"],
+    }
     rows = []
     for _ in range(n):
         topics = sorted(t for t in words if rng.random() < 0.4) or ["none"]
@@ -200,23 +256,35 @@ def toy_regression_rows(n: int, seed: int) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("problem_type, metric, floor, make_rows", [
-    ("multi_label", "micro_f1", 0.9, toy_multilabel_rows),  # measured 0.986 (docs/tasks.md)
-    ("regression", "spearman", 0.9, toy_regression_rows),  # measured 0.949
-])
-def test_seq_cls_multilabel_and_regression_beat_baseline(problem_type, metric, floor, make_rows,
-                                                         tmp_path):
+@pytest.mark.parametrize(
+    "problem_type, metric, floor, make_rows",
+    [
+        ("multi_label", "micro_f1", 0.9, toy_multilabel_rows),  # measured 0.986 (docs/tasks.md)
+        ("regression", "spearman", 0.9, toy_regression_rows),  # measured 0.949
+    ],
+)
+def test_seq_cls_multilabel_and_regression_beat_baseline(
+    problem_type, metric, floor, make_rows, tmp_path
+):
     train = write_jsonl(tmp_path / "train.jsonl", make_rows(480, 0))
     validation = write_jsonl(tmp_path / "validation.jsonl", make_rows(96, 1))
     run_dir = train_recipe(
-        "seq_cls_minilm_lora", "data=files", f"+data.source.train={train}",
-        f"data.source.validation={validation}", f"task.problem_type={problem_type}",
-        "train.max_steps=30", "train.batch_size=16", "data.max_length=32",
-        output_root=tmp_path / "out")
+        "seq_cls_minilm_lora",
+        "data=files",
+        f"+data.source.train={train}",
+        f"data.source.validation={validation}",
+        f"task.problem_type={problem_type}",
+        "train.max_steps=30",
+        "train.batch_size=16",
+        "data.max_length=32",
+        output_root=tmp_path / "out",
+    )
     found = summary(run_dir)
     assert found["primary_metric"] == metric
-    print(f"seq_cls {problem_type}: {metric} {found['baseline'][metric]:.4f} -> "
-          f"{found['final'][metric]:.4f}")
+    print(
+        f"seq_cls {problem_type}: {metric} {found['baseline'][metric]:.4f} -> "
+        f"{found['final'][metric]:.4f}"
+    )
     assert found["final"][metric] > found["baseline"][metric] + 0.1, found
     assert found["final"][metric] >= floor, found
     losses = train_losses(run_dir)

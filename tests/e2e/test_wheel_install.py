@@ -19,7 +19,6 @@ import sys
 import sysconfig
 import textwrap
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
@@ -35,13 +34,19 @@ def test_the_wheel_package_list_covers_the_source_tree() -> None:
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     listed = set(pyproject["tool"]["setuptools"]["packages"])
-    code = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "framework").rglob("__init__.py")}
-    groups = {"framework.conf." + ".".join(p.relative_to(REPO / "conf").parts)
-              for p in (REPO / "conf").rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    code = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "framework").rglob("__init__.py")
+    }
+    groups = {
+        "framework.conf." + ".".join(p.relative_to(REPO / "conf").parts)
+        for p in (REPO / "conf").rglob("*")
+        if p.is_dir() and p.name != "__pycache__"
+    }
     assert code | groups | {"framework.conf", "framework.recipes"} == listed
 
 
-def _run(args, cwd: Path, env: Dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+def _run(args, cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{args}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
     return result
@@ -53,19 +58,39 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_elsewhere(tmp_path: Path) -> 
     source.mkdir()
     for name in SOURCES:
         copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
-        copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (REPO / name).is_dir() else {}))
+        copy(
+            REPO / name,
+            source / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / name).is_dir() else {}),
+        )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     pip = [sys.executable, "-m", "pip"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
-          str(source)], tmp_path, env)
+    _run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        tmp_path,
+        env,
+    )
     wheel = next((tmp_path / "dist").glob("ft_peft-*.whl"))
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     tmp_path, env).stdout.strip())
+    site = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            tmp_path,
+            env,
+        ).stdout.strip()
+    )
     (site / "shared_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([*pip, "--python", str(python), "install", "--no-deps", "-q", str(wheel)], tmp_path, env)
 
@@ -83,14 +108,16 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_elsewhere(tmp_path: Path) -> 
     # A user's recipe extending a shipped one, with the user's own model preset beside it: a tiny
     # Qwen2 no ft family describes (model.name=auto).
     (work / "model" / "tiny_qwen.yaml").write_text("name: auto\nrandom_init: {model_type: qwen2}\n")
-    (work / "my_recipe.yaml").write_text(textwrap.dedent("""\
+    (work / "my_recipe.yaml").write_text(
+        textwrap.dedent("""\
         defaults:
           - seq_cls_tiny_bert_lora
           - override model: tiny_qwen
           - _self_
         data: {max_train_examples: 32, max_eval_examples: 8, max_length: 48}
         train: {max_steps: 3, eval_before: false, log_every: 1}
-        """))
+        """)
+    )
     mine = _run([ft, "validate", "my_recipe.yaml"], work, env).stdout
     assert "model=tiny_qwen" in mine
     _run([ft, "train", "my_recipe.yaml", "output_root=runs"], work, env, timeout=600)
@@ -100,13 +127,22 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_elsewhere(tmp_path: Path) -> 
     script = _run([ft, "--completion", "bash"], work, env).stdout
     hydra_style = _run([ft, "-sc", "install=bash"], work, env).stdout
     assert script == hydra_style and "complete -o nospace -F _ft_complete ft" in script
-    completed = _run(["bash", "-c", script + textwrap.dedent("""
+    completed = _run(
+        [
+            "bash",
+            "-c",
+            script
+            + textwrap.dedent("""
         COMP_LINE="ft train seq_cls_tiny_b"; COMP_POINT=${#COMP_LINE}
         COMP_WORDS=(ft train seq_cls_tiny_b); COMP_CWORD=2
         _ft_complete; printf '%s\\n' "${COMPREPLY[@]}"
         COMP_LINE="ft validate my_recipe.yaml peft=lo"; COMP_POINT=${#COMP_LINE}
         _ft_complete; printf '%s\\n' "${COMPREPLY[@]}"
-        """)], work, {**env, "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"}).stdout.splitlines()
+        """),
+        ],
+        work,
+        {**env, "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"},
+    ).stdout.splitlines()
     assert "seq_cls_tiny_bert_lora " in completed and "peft=lora " in completed
 
 
@@ -115,11 +151,11 @@ def test_presets_newer_than_the_installed_peft_are_unavailable(monkeypatch, caps
     unavailable with the version they need, and refused by validation with that sentence."""
     import re
 
-    from framework.core.errors import UserError
     from framework.commands.listing import print_listing
-    from framework.peft import base
+    from framework.core.errors import UserError
     from framework.core.plugins import load_all
     from framework.core.registry import PEFT_METHODS
+    from framework.peft import base
     from framework.run.execute import compose_and_validate
 
     load_all()
@@ -129,10 +165,16 @@ def test_presets_newer_than_the_installed_peft_are_unavailable(monkeypatch, caps
     assert newer == {"gralora", "hira"}, newer  # GraLoRA and HiRA arrived in peft 0.19
     print_listing("peft")
     listed = capsys.readouterr().out
-    assert re.search(r"gralora +-> gralora +\[unavailable: needs peft >= 0\.19\.0 \(GraloraConfig\), "
-                     rf"but the installed peft is {floor}", listed)
-    with pytest.raises(UserError, match=r"peft=hira: needs peft >= 0\.19\.0 \(HiraConfig\), but the "
-                                        rf"installed peft is {floor}\. Fix: pip install 'peft>=0\.19\.0'"):
+    assert re.search(
+        r"gralora +-> gralora +\[unavailable: needs peft >= 0\.19\.0 \(GraloraConfig\), "
+        rf"but the installed peft is {floor}",
+        listed,
+    )
+    with pytest.raises(
+        UserError,
+        match=r"peft=hira: needs peft >= 0\.19\.0 \(HiraConfig\), but the "
+        rf"installed peft is {floor}\. Fix: pip install 'peft>=0\.19\.0'",
+    ):
         compose_and_validate("seq_cls_tiny_bert_lora", ["peft=hira"])
     compose_and_validate("seq_cls_tiny_bert_lora", ["peft=delora"])  # 0.18: fine on the floor
 
@@ -152,8 +194,17 @@ def test_readme_recipes_validate_as_written(section: str, tmp_path: Path) -> Non
     (tmp_path / name).write_text(recipe)
     for split in ("train", "dev"):  # the chat recipe's ShareGPT files
         (tmp_path / "chats").mkdir(exist_ok=True)
-        (tmp_path / "chats" / f"{split}.jsonl").write_text(json.dumps({"conversations": [
-            {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}) + "\n")
+        (tmp_path / "chats" / f"{split}.jsonl").write_text(
+            json.dumps(
+                {
+                    "conversations": [
+                        {"from": "human", "value": "Hi"},
+                        {"from": "gpt", "value": "Hello!"},
+                    ]
+                }
+            )
+            + "\n"
+        )
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -177,24 +228,35 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
     for folder, rank in (("beside", 3), ("mine", 5), ("declared", 7)):
         (tmp_path / folder / "peft").mkdir(parents=True)
         (tmp_path / folder / "peft" / "lora.yaml").write_text(f"name: lora\nr: {rank}\n")
-    (tmp_path / "beside" / "recipe.yaml").write_text("defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\n")
+    (tmp_path / "beside" / "recipe.yaml").write_text(
+        "defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\n"
+    )
     _, run = compose_and_validate(str(tmp_path / "beside" / "recipe.yaml"), [])
     assert run.peft.r == 3
 
-    argv = config_dirs_to_override(["validate", "seq_cls_tiny_bert_lora", "--config-dir",
-                                    str(tmp_path / "mine"), "train.lr=1e-3"])
+    argv = config_dirs_to_override(
+        [
+            "validate",
+            "seq_cls_tiny_bert_lora",
+            "--config-dir",
+            str(tmp_path / "mine"),
+            "train.lr=1e-3",
+        ]
+    )
     assert argv[:3] == ["validate", "seq_cls_tiny_bert_lora", "train.lr=1e-3"]
     _, run = compose_and_validate(argv[1], argv[2:])
     assert run.peft.r == 5 and run.train.lr == 1e-3
 
     (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes" / "declared.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "recipes" / "declared.yaml").write_text(
+        textwrap.dedent("""\
         defaults:
           - seq_cls_tiny_bert_lora
           - _self_
         hydra:
           searchpath: [../declared]
-        """))
+        """)
+    )
     _, run = compose_and_validate(str(tmp_path / "recipes" / "declared.yaml"), [])
     assert run.peft.r == 7
     # The same through Hydra's own app (what `ft train` and sweeps run): the recipe's declared

@@ -25,8 +25,14 @@ def tracked_run(tmp_path_factory) -> Path:
     import torch
 
     out = tmp_path_factory.mktemp("trackers")
-    overrides = ["logger=[tensorboard,mlflow,wandb]", "train.max_steps=4", "train.eval_every=2",
-                 "train.log_every=1", "train.keep_best=true", f"model.token={SECRET_ARG}"]
+    overrides = [
+        "logger=[tensorboard,mlflow,wandb]",
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.log_every=1",
+        "train.keep_best=true",
+        f"model.token={SECRET_ARG}",
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
@@ -47,8 +53,9 @@ def test_tensorboard_event_files_hold_train_and_eval_metrics(tracked_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tracked_run / "tensorboard" / "seq_cls_tiny_bert_lora")).Reload()
-    scalars = {tag: {e.step: e.value for e in events.Scalars(tag)}
-               for tag in events.Tags()["scalars"]}
+    scalars = {
+        tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]
+    }
     for split, key in (("train", "loss"), ("eval", "accuracy"), ("eval", "eval_loss")):
         expected = _expected(tracked_run, split, key)
         assert sorted(scalars[f"{split}/{key}"]) == sorted(expected) and len(expected) >= 2
@@ -80,7 +87,9 @@ def test_mlflow_file_store_holds_params_metrics_summary_and_adapter(tracked_run,
     assert {"adapter", "adapter_last", "summary.json"} <= artifacts
     adapter = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
     assert "adapter/adapter_model.safetensors" in adapter
-    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "summary.json")).read_text())
+    summary = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "summary.json")).read_text()
+    )
     assert summary == json.loads((tracked_run / "summary.json").read_text())
 
 
@@ -97,8 +106,8 @@ def wandb_records(path: Path):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        pending += data[pos + 7:pos + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -116,8 +125,10 @@ def test_wandb_offline_run_holds_config_metrics_summary_and_artifact(tracked_run
         if kind == "config":
             config.update({i.key: json.loads(i.value_json) for i in record.config.update})
         elif kind == "history":
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                   for i in record.history.item}
+            row = {
+                i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                for i in record.history.item
+            }
             history.setdefault(row["_step"], {}).update(row)
         elif kind == "artifact":
             artifacts.append((record.artifact.name, record.artifact.type))
@@ -135,8 +146,9 @@ def test_no_planted_secret_in_anything_a_tracker_wrote(tracked_run):
     assert not leaks, leaks
     # The scan reads where each tracker put the config: the redacted token is there, in each.
     for folder in ("tensorboard", "mlruns", "wandb"):
-        assert any(REDACTED in p.read_bytes() for p in (tracked_run / folder).rglob("*")
-                   if p.is_file()), folder
+        assert any(
+            REDACTED in p.read_bytes() for p in (tracked_run / folder).rglob("*") if p.is_file()
+        ), folder
 
 
 def test_logger_list_validation_and_missing_library(monkeypatch, tmp_path):
@@ -146,16 +158,18 @@ def test_logger_list_validation_and_missing_library(monkeypatch, tmp_path):
     from framework.core.errors import UserError
     from framework.run.execute import compose_and_validate
 
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora",
-                                  ["logger=[tensorboard,mlflow]",
-                                   "logger.mlflow.tracking_uri=sqlite:///x.db"])
+    _, run = compose_and_validate(
+        "seq_cls_tiny_bert_lora",
+        ["logger=[tensorboard,mlflow]", "logger.mlflow.tracking_uri=sqlite:///x.db"],
+    )
     assert list(run.logger) == ["tensorboard", "mlflow"]
     assert run.logger["mlflow"].tracking_uri == "sqlite:///x.db"
     with pytest.raises(UserError, match="unknown logger preset"):
         compose_and_validate("seq_cls_tiny_bert_lora", ["logger=[tensorboard,mlflw]"])
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
     with pytest.raises(UserError) as error:
         compose_and_validate("seq_cls_tiny_bert_lora", ["logger=[tensorboard,mlflow]"])
     assert "logger=mlflow: the 'mlflow' library is not installed" in str(error.value)

@@ -19,14 +19,14 @@ import copy
 import os
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
 from framework.core.errors import UserError
 from framework.core.plugins import load_all
 from framework.core.registry import MODELS, PEFT_METHODS, TASKS
+from tests.helpers import REPO
 
 load_all()
 
@@ -34,29 +34,49 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 ARCHITECTURES = [
     # decoders
-    "llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "phi", "gpt2",
+    "llama",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "phi",
+    "gpt2",
     # encoders
-    "bert", "roberta", "deberta-v2", "distilbert", "modernbert", "xlm-roberta", "electra",
+    "bert",
+    "roberta",
+    "deberta-v2",
+    "distilbert",
+    "modernbert",
+    "xlm-roberta",
+    "electra",
     # encoder-decoders
-    "t5", "bart",
+    "t5",
+    "bart",
 ]
 ROWS = 4  # training rows per case
 STEPS = 2
 
 
-def _task_recipes() -> Dict[str, str]:
+def _task_recipes() -> dict[str, str]:
     """task -> the shipped tiny recipe that trains it (its data source and settings)."""
     import yaml
 
-    found: Dict[str, str] = {}
+    found: dict[str, str] = {}
     for path in sorted((REPO / "recipes").glob("*tiny*.yaml")):
-        defaults = {k: v for item in yaml.safe_load(path.read_text())["defaults"]
-                    if isinstance(item, dict) for k, v in item.items()}
+        defaults = {
+            k: v
+            for item in yaml.safe_load(path.read_text())["defaults"]
+            if isinstance(item, dict)
+            for k, v in item.items()
+        }
         found.setdefault(defaults["task"], path.stem)
     return found
 
 
-def _auto_node(model_type: str) -> Dict[str, Any]:
+def _auto_node(model_type: str) -> dict[str, Any]:
     return {"name": "auto", "random_init": {"model_type": model_type}}
 
 
@@ -64,7 +84,7 @@ def _supported(model_type: str, task: str) -> bool:
     return MODELS.get("auto").unsupported(task, {"model_type": model_type}) is None
 
 
-CASES: List[Tuple[str, str]] = [(m, t) for m in ARCHITECTURES for t in TASKS.names()]
+CASES: list[tuple[str, str]] = [(m, t) for m in ARCHITECTURES for t in TASKS.names()]
 TRAINED = [(m, t) for m, t in CASES if _supported(m, t)]
 REFUSED = [(m, t) for m, t in CASES if not _supported(m, t)]
 
@@ -95,7 +115,7 @@ class TaskData:
 
 @pytest.fixture(scope="session")
 def task_data():
-    cache: Dict[str, TaskData] = {}
+    cache: dict[str, TaskData] = {}
 
     def get(task: str) -> TaskData:
         if task not in cache:
@@ -116,10 +136,10 @@ def test_the_matrix_covers_every_kind_and_task() -> None:
 def test_lora_trains_every_served_task(model_type: str, task: str, task_data) -> None:
     import torch
 
+    from framework.core.registry import HARDWARE
     from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.training.model import build_model
     from framework.training.speed import choose_fast_paths
-    from framework.core.registry import HARDWARE
 
     data = task_data(task)
     run = data.run_for(model_type)
@@ -133,13 +153,17 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     tokenized = task_obj.tokenize(splits)["train"]
     assert len(tokenized) > 0
     torch.manual_seed(0)
-    model = build_model(run, checkpoint, task_obj, HARDWARE.get("cpu"), PEFT_METHODS.get("lora"),
-                        family)
+    model = build_model(
+        run, checkpoint, task_obj, HARDWARE.get("cpu"), PEFT_METHODS.get("lora"), family
+    )
     # causal LM: packed rows and logits only at labels, where this architecture takes them
-    fast = choose_fast_paths(run, task_obj, model, PEFT_METHODS.get("lora"), HARDWARE.get("cpu"),
-                             False)
+    fast = choose_fast_paths(
+        run, task_obj, model, PEFT_METHODS.get("lora"), HARDWARE.get("cpu"), False
+    )
     if task_obj.packed:  # packed rows attend per example on SDPA (gemma2 runs eager: soft-capping)
-        assert fast["attention"] == ("eager" if model_type == "gemma2" else "sdpa per example"), fast
+        assert fast["attention"] == ("eager" if model_type == "gemma2" else "sdpa per example"), (
+            fast
+        )
         assert task_obj.packed_lengths == (fast["attention"] == "sdpa per example")
     batch = task_obj.collate([tokenized[i] for i in range(len(tokenized))])
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -154,16 +178,22 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
         optimizer.step()
         optimizer.zero_grad()
     params = dict(model.named_parameters())
-    assert any(not torch.equal(params[n], before) for n, before in trainable.items()
-               if "lora_B" in n), "the LoRA B matrices did not move"
-    assert all(torch.equal(params[n], before) for n, before in frozen.items()), "a base weight moved"
+    assert any(
+        not torch.equal(params[n], before) for n, before in trainable.items() if "lora_B" in n
+    ), "the LoRA B matrices did not move"
+    assert all(torch.equal(params[n], before) for n, before in frozen.items()), (
+        "a base weight moved"
+    )
 
 
 @pytest.mark.parametrize("model_type,task", REFUSED, ids=[f"{m}-{t}" for m, t in REFUSED])
 def test_unserved_task_is_refused_at_validation(model_type: str, task: str, task_data) -> None:
     served = MODELS.get("auto").served_tasks({"model_type": model_type})
-    with pytest.raises(UserError, match=rf"task={task} with model type '{model_type}': not "
-                                        rf"supported \(.*\); it serves: {', '.join(served)}"):
+    with pytest.raises(
+        UserError,
+        match=rf"task={task} with model type '{model_type}': not "
+        rf"supported \(.*\); it serves: {', '.join(served)}",
+    ):
         task_data(task).run_for(model_type)
 
 
@@ -178,17 +208,27 @@ def test_train_time_check_refuses_before_reading_weights(tmp_path, task_data) ->
     from framework.models.skeleton import check_before_loading
 
     run = task_data("causal_lm").run_for("llama")
-    source = resolve_checkpoint(type(run.model)(name="auto", random_init=type(
-        run.model.random_init)(model_type="t5")))
+    source = resolve_checkpoint(
+        type(run.model)(name="auto", random_init=type(run.model.random_init)(model_type="t5"))
+    )
     bare = tmp_path / "t5-config-only"
     bare.mkdir()
     shutil.copy(f"{source}/config.json", bare / "config.json")  # no weights, no tokenizer
     task_obj = TASKS.get("causal_lm")(run.task, run.data, None, MODELS.get("auto"))
     family = MODELS.get("auto")
-    with pytest.raises(UserError, match=r"\(t5\): task=causal_lm with model type 't5': not "
-                                        r"supported \(causal_lm needs a decoder model"):
-        check_before_loading(run, str(bare), task_obj, PEFT_METHODS.get("lora"), family,
-                             problems_for=lambda config: model_problems(run, family, config))
+    with pytest.raises(
+        UserError,
+        match=r"\(t5\): task=causal_lm with model type 't5': not "
+        r"supported \(causal_lm needs a decoder model",
+    ):
+        check_before_loading(
+            run,
+            str(bare),
+            task_obj,
+            PEFT_METHODS.get("lora"),
+            family,
+            problems_for=lambda config: model_problems(run, family, config),
+        )
 
 
 def test_missing_target_module_is_named_before_loading(task_data) -> None:
@@ -203,12 +243,20 @@ def test_missing_target_module_is_named_before_loading(task_data) -> None:
     task_obj = TASKS.get("seq_cls")(run.task, run.data, None, MODELS.get("auto"))
     task_obj.fit_labels(task_data("seq_cls").raw.splits, task_data("seq_cls").raw.describe)
     family = MODELS.get("auto")
-    with pytest.raises(UserError, match=r"peft.target_modules=\['q_proj', 'query'\]: query matched "
-                                        r"no module of Qwen2ForSequenceClassification\. Its linear "
-                                        r"layers are: .*down_proj.*q_proj"):
-        check_before_loading(run, resolve_checkpoint(run.model), task_obj,
-                             PEFT_METHODS.get("lora"), family,
-                             problems_for=lambda config: model_problems(run, family, config))
+    with pytest.raises(
+        UserError,
+        match=r"peft.target_modules=\['q_proj', 'query'\]: query matched "
+        r"no module of Qwen2ForSequenceClassification\. Its linear "
+        r"layers are: .*down_proj.*q_proj",
+    ):
+        check_before_loading(
+            run,
+            resolve_checkpoint(run.model),
+            task_obj,
+            PEFT_METHODS.get("lora"),
+            family,
+            problems_for=lambda config: model_problems(run, family, config),
+        )
 
 
 def test_defaults_come_from_peft_then_the_meta_device() -> None:
@@ -218,13 +266,18 @@ def test_defaults_come_from_peft_then_the_meta_device() -> None:
     from transformers import AutoConfig
 
     auto = MODELS.get("auto")
-    assert auto.default_targets("lora", AutoConfig.for_model("qwen2"), "LORA") == ["q_proj", "v_proj"]
+    assert auto.default_targets("lora", AutoConfig.for_model("qwen2"), "LORA") == [
+        "q_proj",
+        "v_proj",
+    ]
     distil = auto.default_targets("lora", AutoConfig.for_model("distilbert"), "LORA")
     assert {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"} <= set(distil)
     phi3 = auto.default_targets("lora", AutoConfig.for_model("phi3", num_hidden_layers=1), "LORA")
     assert "qkv_proj" in phi3 and "lm_head" not in phi3
-    assert auto.head_modules("seq_cls", AutoConfig.for_model("distilbert")) == \
-        ["pre_classifier", "classifier"]
+    assert auto.head_modules("seq_cls", AutoConfig.for_model("distilbert")) == [
+        "pre_classifier",
+        "classifier",
+    ]
     assert auto.head_modules("seq_cls", AutoConfig.for_model("t5")) == ["classification_head"]
     assert auto.head_modules("causal_lm", AutoConfig.for_model("llama", num_hidden_layers=1)) == []
 
@@ -237,14 +290,15 @@ def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from framework.models.params import ModelParams, TinySpec
     from framework.models.loading import resolve_checkpoint
+    from framework.models.params import ModelParams, TinySpec
 
     t5_dir = resolve_checkpoint(ModelParams(name="auto", random_init=TinySpec(model_type="t5")))
     snapshot = tmp_path / "hub" / "models--someone--tiny-bart" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps({"model_type": "bart",
-                                                      "is_encoder_decoder": True}))
+    (snapshot / "config.json").write_text(
+        json.dumps({"model_type": "bart", "is_encoder_decoder": True})
+    )
     (tmp_path / "hub" / "models--someone--tiny-bart" / "refs").mkdir()
     (tmp_path / "hub" / "models--someone--tiny-bart" / "refs" / "main").write_text("abc123")
     code = textwrap.dedent(f"""
@@ -261,12 +315,17 @@ def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
         print("torch imported" if "torch" in sys.modules else "torch not imported")
         """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_CACHE": str(tmp_path / "hub")}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     out = result.stdout
-    assert ("task=causal_lm with model type 't5': not supported (causal_lm needs a decoder model "
-            "and 't5' is a seq2seq model); it serves: feature_extraction, question_ans, seq2seq_lm, "
-            "seq_cls, token_cls") in out, out + result.stderr
-    assert ("task=token_cls with model type 'bart': not supported (transformers has no "
-            "AutoModelForTokenClassification class for model type 'bart')") in out, out
+    assert (
+        "task=causal_lm with model type 't5': not supported (causal_lm needs a decoder model "
+        "and 't5' is a seq2seq model); it serves: feature_extraction, question_ans, seq2seq_lm, "
+        "seq_cls, token_cls"
+    ) in out, out + result.stderr
+    assert (
+        "task=token_cls with model type 'bart': not supported (transformers has no "
+        "AutoModelForTokenClassification class for model type 'bart')"
+    ) in out, out
     assert out.strip().endswith("torch not imported"), out + result.stderr

@@ -19,7 +19,7 @@ import copy
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import pytest
 import yaml
@@ -27,8 +27,7 @@ import yaml
 from framework.core.errors import UserError
 from framework.core.plugins import load_all
 from framework.core.registry import MODELS, PEFT_METHODS, TASKS
-
-from tests.helpers import tiny_presets, REPO, ft_cli
+from tests.helpers import REPO, ft_cli, method_params, tiny_presets
 
 load_all()
 
@@ -41,22 +40,7 @@ SEQ = 10
 
 
 # ---- helpers shared with tests/peft/test_every_method.py ------------------------------------------
-def method_params(method_name: str, preset: Optional[str] = None, **overrides: Any) -> Any:
-    """Typed Params of a method from its preset (conf/peft/<preset>.yaml), as validation builds them."""
-    from framework.config.typecheck import check_dataclass
-
-    path = CONF / "peft" / f"{preset or method_name}.yaml"
-    node = yaml.safe_load(path.read_text()) if path.is_file() else {"name": method_name}
-    assert node["name"] == method_name
-    node.update(overrides)
-    problems: List[str] = []
-    params = check_dataclass(PEFT_METHODS.get(method_name).Params, node, "peft", lambda k: str(path),
-                             problems)
-    assert not problems, problems
-    return params
-
-
-_BASES: Dict[Tuple[str, str], Any] = {}
+_BASES: dict[tuple[str, str], Any] = {}
 
 
 def pristine_base(family: str, task: str) -> Any:
@@ -70,18 +54,23 @@ def pristine_base(family: str, task: str) -> Any:
 
         preset = tiny_presets()[family]
         node = yaml.safe_load((CONF / "model" / f"{preset}.yaml").read_text())
-        problems: List[str] = []
+        problems: list[str] = []
         params = check_dataclass(MODELS.get(family).Params, node, "model", str, problems)
         assert not problems, problems
         kwargs = {"num_labels": NUM_LABELS} if task in ("seq_cls", "token_cls") else {}
         torch.manual_seed(0)  # new heads (classifier, qa_outputs) get the same init every time
-        model = load_model(params, resolve_checkpoint(params), TASKS.get(task).auto_model, kwargs,
-                           {"dtype": torch.float32})
+        model = load_model(
+            params,
+            resolve_checkpoint(params),
+            TASKS.get(task).auto_model,
+            kwargs,
+            {"dtype": torch.float32},
+        )
         _BASES[key] = model.eval()
     return copy.deepcopy(_BASES[key])
 
 
-def synthetic_batch(model: Any, task: str, pad_last: int = 0) -> Dict[str, Any]:
+def synthetic_batch(model: Any, task: str, pad_last: int = 0) -> dict[str, Any]:
     """A 2-row batch for `task` with ids that avoid special tokens; encoder-decoder classifiers
     get one <eos> per row, as their tokenizers add. pad_last right-pads row 1 by that many."""
     import torch
@@ -129,7 +118,7 @@ def loss_of(task: str, out: Any) -> Any:
     return (states * direction).mean()
 
 
-def outputs(model: Any, task: str, batch: Dict[str, Any]) -> Any:
+def outputs(model: Any, task: str, batch: dict[str, Any]) -> Any:
     """What a user reads from the model, computed without labels (logits, spans, states)."""
     import torch
 
@@ -146,8 +135,9 @@ def outputs(model: Any, task: str, batch: Dict[str, Any]) -> Any:
     return out.logits
 
 
-def wrap(method_name: str, family: str, task: str, params: Any = None,
-         total_steps: int = 10) -> Any:
+def wrap(
+    method_name: str, family: str, task: str, params: Any = None, total_steps: int = 10
+) -> Any:
     """Base model + the method through ft's own path: method.build -> get_peft_model ->
     method.prepare_model (what runner.apply_peft and the runner do)."""
     from peft import get_peft_model
@@ -160,11 +150,16 @@ def wrap(method_name: str, family: str, task: str, params: Any = None,
     return model
 
 
-def pairs() -> List[Tuple[str, str]]:
+def pairs() -> list[tuple[str, str]]:
     """(family, task) pairs a tiny model exists for and the architecture serves."""
     tiny = tiny_presets()
-    return [(f, t) for f in MODELS.names() if f in tiny for t in TASKS.names()
-            if MODELS.get(f).unsupported(t) is None]
+    return [
+        (f, t)
+        for f in MODELS.names()
+        if f in tiny
+        for t in TASKS.names()
+        if MODELS.get(f).unsupported(t) is None
+    ]
 
 
 CPU_METHODS = [m for m in PEFT_METHODS.names() if not PEFT_METHODS.get(m).needs_cuda]
@@ -182,7 +177,7 @@ def exclusion_of(method_name: str, task: str, family: str) -> Any:
 
 
 # ---- the matrix ----------------------------------------------------------------------------
-def declared_error(method_name: str, family: str, rule: Any) -> Tuple[Tuple[type, ...], str]:
+def declared_error(method_name: str, family: str, rule: Any) -> tuple[tuple[type, ...], str]:
     """The exception classes and message regex peft raises, as declared: by the method's
     model-type limit when the model is outside it (peft checks that first), else by the rule."""
     from framework.peft.base import model_traits
@@ -237,9 +232,13 @@ def test_compatibility_claim_holds_in_peft(method_name: str, family: str, task: 
 
     model, batch = attempt()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    with_grad = {
+        n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+    }
     assert with_grad, "no adapter parameter received a gradient"
-    assert with_grad <= trainable, f"frozen parameters got gradients: {sorted(with_grad - trainable)[:5]}"
+    assert with_grad <= trainable, (
+        f"frozen parameters got gradients: {sorted(with_grad - trainable)[:5]}"
+    )
     before = outputs(model.eval(), task, batch)
     torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
     assert not torch.allclose(outputs(model, task, batch), before), "a step changed nothing"
@@ -253,11 +252,14 @@ def test_fact_decoder_seq_cls_reads_padding_with_prompts() -> None:
     get inputs_embeds and read the last position, so a padded row's logits change with padding."""
     import torch
 
-    def padded_vs_alone(method_name: str) -> Tuple[Any, Any]:
+    def padded_vs_alone(method_name: str) -> tuple[Any, Any]:
         model = wrap(method_name, "llama", "seq_cls").eval()
         batch = synthetic_batch(model, "seq_cls", pad_last=3)
         in_batch = outputs(model, "seq_cls", batch)[1]
-        alone = {"input_ids": batch["input_ids"][1:, :-3], "attention_mask": batch["attention_mask"][1:, :-3]}
+        alone = {
+            "input_ids": batch["input_ids"][1:, :-3],
+            "attention_mask": batch["attention_mask"][1:, :-3],
+        }
         return in_batch, outputs(model, "seq_cls", alone)[0]
 
     torch.testing.assert_close(*padded_vs_alone("lora"), rtol=1e-4, atol=1e-5)  # control
@@ -309,8 +311,11 @@ def test_every_soft_exclusion_names_a_fact_test() -> None:
             if not rule.peft_fails:
                 assert rule.fact in globals() and rule.fact.startswith("test_fact_"), (name, rule)
             else:
-                assert rule.errors and all(isinstance(getattr(builtins, e, None), type)
-                                           for e in rule.errors) and rule.match, (name, rule)
+                assert (
+                    rule.errors
+                    and all(isinstance(getattr(builtins, e, None), type) for e in rule.errors)
+                    and rule.match
+                ), (name, rule)
 
 
 def test_adaption_prompt_model_types_are_peft_s_own() -> None:
@@ -343,7 +348,9 @@ def _config_of(family: str) -> Any:
 def test_every_method_has_a_preset_and_every_preset_validates() -> None:
     from framework.run.execute import compose_and_validate
 
-    presets = {p.stem: (yaml.safe_load(p.read_text()) or {}) for p in (CONF / "peft").glob("*.yaml")}
+    presets = {
+        p.stem: (yaml.safe_load(p.read_text()) or {}) for p in (CONF / "peft").glob("*.yaml")
+    }
     assert set(PEFT_METHODS.names()) <= set(presets), "a registered method has no preset"
     recipe_of = {"bert": "seq_cls_tiny_bert_lora", "llama": "sft_tiny_llama_lora"}
     for preset, node in sorted(presets.items()):
@@ -351,11 +358,15 @@ def test_every_method_has_a_preset_and_every_preset_validates() -> None:
         family = "bert" if method.incompatibility("seq_cls", "bert") is None else "llama"
         if method.needs_cuda:
             continue  # test_gpu_only_methods_are_refused_without_cuda
-        _, run = compose_and_validate(recipe_of[family], [f"peft={preset}", "output_root=/tmp/unused"])
+        _, run = compose_and_validate(
+            recipe_of[family], [f"peft={preset}", "output_root=/tmp/unused"]
+        )
         assert run.peft.name == node["name"]
 
 
-@pytest.mark.skipif(__import__("tests.helpers").helpers.cuda_available(), reason="checks the no-CUDA refusal")
+@pytest.mark.skipif(
+    __import__("tests.helpers").helpers.cuda_available(), reason="checks the no-CUDA refusal"
+)
 @pytest.mark.parametrize("preset", ["qlora", "loftq"])
 def test_gpu_only_methods_are_refused_without_cuda(preset: str) -> None:
     from framework.run.execute import compose_and_validate
@@ -365,20 +376,24 @@ def test_gpu_only_methods_are_refused_without_cuda(preset: str) -> None:
 
 
 def test_incompatible_choice_is_refused_with_reason_before_torch_is_imported() -> None:
-    code = ("import sys\n"
-            "from framework.run.execute import compose_and_validate\n"
-            "from framework.core.errors import UserError\n"
-            "for preset in ('adalora', 'prompt_tuning', 'pissa', 'ia3'):\n"
-            "    compose_and_validate('seq_cls_tiny_bert_lora', [f'peft={preset}'])\n"
-            "try:\n"
-            "    compose_and_validate('seq_cls_tiny_bert_lora', ['peft=adaption_prompt'])\n"
-            "except UserError as e:\n"
-            "    print(e)\n"
-            "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
-    assert ("adaption_prompt works only with model types gpt2, llama, mistral, not model type "
-            "'bert'") in result.stdout
+    code = (
+        "import sys\n"
+        "from framework.run.execute import compose_and_validate\n"
+        "from framework.core.errors import UserError\n"
+        "for preset in ('adalora', 'prompt_tuning', 'pissa', 'ia3'):\n"
+        "    compose_and_validate('seq_cls_tiny_bert_lora', [f'peft={preset}'])\n"
+        "try:\n"
+        "    compose_and_validate('seq_cls_tiny_bert_lora', ['peft=adaption_prompt'])\n"
+        "except UserError as e:\n"
+        "    print(e)\n"
+        "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert (
+        "adaption_prompt works only with model types gpt2, llama, mistral, not model type 'bert'"
+    ) in result.stdout
     assert "torch not imported" in result.stdout, result.stdout + result.stderr
 
 
@@ -396,8 +411,11 @@ def test_list_peft_for_a_task_shows_only_what_works() -> None:
     assert "lora" in lines and "adalora" in lines
     assert "prefix_tuning" not in lines  # no model's classifier takes past_key_values
     assert "models: encoder;" in lines["prompt_tuning"]  # decoders read padding, seq2seq refuse
-    presets = [line.split()[0] for line in result.stdout.split("registered")[0].splitlines()
-               if "->" in line]
+    presets = [
+        line.split()[0]
+        for line in result.stdout.split("registered")[0].splitlines()
+        if "->" in line
+    ]
     assert "lora" in presets and "dora" in presets and "prompt_tuning" in presets
     assert "prefix_tuning" not in presets and "adaption_prompt" not in presets
 
@@ -444,7 +462,8 @@ def test_olora_on_gpt2_is_refused_and_peft_indeed_fails() -> None:
 def test_all_linear_targets_every_linear_but_the_head() -> None:
     """target_modules=all-linear (peft's shortcut) overrides the family default."""
     model = wrap("lora", "bert", "seq_cls", method_params("lora", target_modules="all-linear"))
-    adapted = {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters()
-               if "lora_A" in n}
+    adapted = {
+        n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters() if "lora_A" in n
+    }
     assert {"query", "key", "value", "dense"} <= adapted  # 'dense' includes the pooler here
     assert "classifier" not in adapted

@@ -15,15 +15,15 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import REPO, ft_cli, train_recipe
 from framework.core.errors import UserError
 from framework.core.plugins import load_all
 from framework.core.registry import MODELS, PEFT_METHODS, TASKS
+from tests.helpers import REPO, ft_cli, method_params, train_recipe
 
 load_all()
 
@@ -32,11 +32,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one int
 
 STEPS = 6  # optimizer steps per case: enough for AdaLoRA's three phases and a falling loss
 LR = 1e-2  # Adam on one fixed batch of a tiny model: every method's loss falls at this rate
-LR_OF = {"prompt_tuning": 3e-2, "p_tuning": 3e-2, "prefix_tuning": 3e-2,  # soft prompts learn slowly
-         # larger effective steps: B at 16x lr (LoRA+), scale 16/sqrt(32) at r=32 (rsLoRA),
-         # WaveFT's scaling 25, RandLoRA's full-rank random bases: at 1e-2 (3e-3 for feature
-         # extraction's contrastive loss) their loss rose within 6 steps on some tasks
-         "lora_plus": 1e-3, "waveft": 1e-3, "randlora": 3e-3}
+LR_OF = {
+    "prompt_tuning": 3e-2,
+    "p_tuning": 3e-2,
+    "prefix_tuning": 3e-2,  # soft prompts learn slowly
+    # larger effective steps: B at 16x lr (LoRA+), scale 16/sqrt(32) at r=32 (rsLoRA),
+    # WaveFT's scaling 25, RandLoRA's full-rank random bases: at 1e-2 (3e-3 for feature
+    # extraction's contrastive loss) their loss rose within 6 steps on some tasks
+    "lora_plus": 1e-3,
+    "waveft": 1e-3,
+    "randlora": 3e-3,
+}
 LR_OF_PRESET = {"rslora": 3e-3}
 # Presets written for one family's module names, and the tasks they are meant for.
 PRESET_TASKS = {"lora_modules_to_save": {"seq_cls"}}
@@ -44,16 +50,17 @@ FAMILY_ORDER = ["bert", "llama", "t5", "bart", "gpt2", "bert2bert"]  # fallbacks
 
 
 # ---- what to run ---------------------------------------------------------------------------
-def _recipe_defaults(path: Path) -> Dict[str, str]:
+def _recipe_defaults(path: Path) -> dict[str, str]:
     node = yaml.safe_load(path.read_text()) or {}
-    return {k: v for item in node.get("defaults", []) if isinstance(item, dict)
-            for k, v in item.items()}
+    return {
+        k: v for item in node.get("defaults", []) if isinstance(item, dict) for k, v in item.items()
+    }
 
 
-def task_recipes() -> Dict[str, str]:
+def task_recipes() -> dict[str, str]:
     """task -> a recipe that trains it on a tiny random-init model (first one alphabetically)."""
     tiny = set(_tiny_presets().values())
-    found: Dict[str, str] = {}
+    found: dict[str, str] = {}
     for path in sorted((REPO / "recipes").glob("*.yaml")):
         defaults = _recipe_defaults(path)
         if defaults.get("model") in tiny and defaults.get("task") in TASKS:
@@ -61,13 +68,13 @@ def task_recipes() -> Dict[str, str]:
     return found
 
 
-def _tiny_presets() -> Dict[str, str]:
+def _tiny_presets() -> dict[str, str]:
     from tests.helpers import tiny_presets
 
     return tiny_presets()
 
 
-def presets() -> Dict[str, dict]:
+def presets() -> dict[str, dict]:
     """conf/peft presets ft can run on CPU: preset name -> its YAML."""
     found = {}
     for path in sorted((REPO / "conf" / "peft").glob("*.yaml")):
@@ -77,21 +84,29 @@ def presets() -> Dict[str, dict]:
     return found
 
 
-def family_for(method_name: str, task: str, recipe: str) -> Optional[str]:
+def family_for(method_name: str, task: str, recipe: str) -> str | None:
     """The recipe's family if the method supports it for the task, else the first that does."""
     tiny = _tiny_presets()
-    recipe_family = yaml.safe_load((REPO / "conf" / "model" /
-                                    f"{_recipe_defaults(REPO / 'recipes' / f'{recipe}.yaml')['model']}.yaml"
-                                    ).read_text())["name"]
+    recipe_family = yaml.safe_load(
+        (
+            REPO
+            / "conf"
+            / "model"
+            / f"{_recipe_defaults(REPO / 'recipes' / f'{recipe}.yaml')['model']}.yaml"
+        ).read_text()
+    )["name"]
     method = PEFT_METHODS.get(method_name)
     for family in [recipe_family] + FAMILY_ORDER:
-        if family in tiny and MODELS.get(family).unsupported(task) is None \
-                and method.incompatibility(task, family) is None:
+        if (
+            family in tiny
+            and MODELS.get(family).unsupported(task) is None
+            and method.incompatibility(task, family) is None
+        ):
             return family
     return None
 
 
-def cases() -> List[Tuple[str, str]]:
+def cases() -> list[tuple[str, str]]:
     recipes = task_recipes()
     found = []
     for preset, node in presets().items():
@@ -113,8 +128,10 @@ def test_every_registered_method_and_task_is_covered() -> None:
         if method.needs_cuda:
             continue
         for task in set(method.tasks or TASKS.names()) & set(recipes):
-            if any(method.incompatibility(task, f) is None and MODELS.get(f).unsupported(task) is None
-                   for f in _tiny_presets()):
+            if any(
+                method.incompatibility(task, f) is None and MODELS.get(f).unsupported(task) is None
+                for f in _tiny_presets()
+            ):
                 assert (name, task) in covered, (name, task)
     assert {"seq_cls", "causal_lm"} <= set(recipes)
 
@@ -126,13 +143,14 @@ class TaskSetup:
     def __init__(self, task_name: str, family: str, tmp: Path):
         import torch
 
-        from framework.run.execute import compose_and_validate
         from framework.data.loading import load_raw_splits
         from framework.models.loading import load_model, load_tokenizer, resolve_checkpoint
+        from framework.run.execute import compose_and_validate
 
         recipe = task_recipes()[task_name]
-        _, self.run = compose_and_validate(recipe, [f"model={_tiny_presets()[family]}",
-                                                    f"output_root={tmp}"])
+        _, self.run = compose_and_validate(
+            recipe, [f"model={_tiny_presets()[family]}", f"output_root={tmp}"]
+        )
         self.family = MODELS.get(family)
         self.checkpoint = resolve_checkpoint(self.run.model)
         tokenizer = load_tokenizer(self.run.model, self.checkpoint)
@@ -144,8 +162,13 @@ class TaskSetup:
         tokenized = self.task.tokenize({"train": train.select(range(min(12, len(train))))})["train"]
         self.batch = self.task.collate([tokenized[i] for i in range(min(8, len(tokenized)))])
         torch.manual_seed(0)
-        self._base = load_model(self.run.model, self.checkpoint, self.task.auto_model,
-                                self.task.model_kwargs(), {"dtype": torch.float32}).eval()
+        self._base = load_model(
+            self.run.model,
+            self.checkpoint,
+            self.task.auto_model,
+            self.task.model_kwargs(),
+            {"dtype": torch.float32},
+        ).eval()
 
     def base(self) -> Any:
         return copy.deepcopy(self._base)
@@ -164,12 +187,16 @@ class TaskSetup:
         with torch.no_grad():
             if self.task.auto_model == "AutoModel":  # feature extraction: pooled embeddings
                 return self.task.embed_groups(model, self.batch)
-            inputs = {k: v for k, v in self.batch.items()
-                      if k not in ("labels", "start_positions", "end_positions")}
+            inputs = {
+                k: v
+                for k, v in self.batch.items()
+                if k not in ("labels", "start_positions", "end_positions")
+            }
             if self.task.auto_model == "AutoModelForSeq2SeqLM":
                 base = model.get_base_model() if hasattr(model, "get_base_model") else model
                 inputs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(
-                    self.batch["labels"])
+                    self.batch["labels"]
+                )
             out = model(**inputs)
         if hasattr(out, "start_logits"):
             return torch.cat([out.start_logits, out.end_logits], dim=-1)
@@ -179,7 +206,7 @@ class TaskSetup:
         return self.task.compute_loss(model, self.batch)
 
 
-_SETUPS: Dict[Tuple[str, str], TaskSetup] = {}
+_SETUPS: dict[tuple[str, str], TaskSetup] = {}
 
 
 @pytest.fixture(scope="module")
@@ -195,15 +222,14 @@ def setups(tmp_path_factory: pytest.TempPathFactory):
 
 
 def typed_params(preset: str) -> Any:
-    from test_peft_compat import method_params
-
     return method_params(presets()[preset]["name"], preset)
 
 
 # ---- the parametrized test -------------------------------------------------------------------
 @pytest.mark.parametrize("preset,task", CASES, ids=[f"{p}-{t}" for p, t in CASES])
-def test_preset_trains_only_its_adapter_and_reloads_in_plain_peft(preset: str, task: str, setups,
-                                                                   tmp_path: Path) -> None:
+def test_preset_trains_only_its_adapter_and_reloads_in_plain_peft(
+    preset: str, task: str, setups, tmp_path: Path
+) -> None:
     import torch
     from peft import PeftModel, get_peft_model
 
@@ -220,8 +246,13 @@ def test_preset_trains_only_its_adapter_and_reloads_in_plain_peft(preset: str, t
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "nothing to train"
-    adapter_marks = (".default", "modules_to_save", "prompt_encoder", "adaption_prompt",
-                     "adaption_gate")  # how peft names adapter (and saved-module) parameters
+    adapter_marks = (
+        ".default",
+        "modules_to_save",
+        "prompt_encoder",
+        "adaption_prompt",
+        "adaption_gate",
+    )  # how peft names adapter (and saved-module) parameters
     assert all(any(mark in n for mark in adapter_marks) for n in trainable), sorted(trainable)[:5]
     model.eval()
     with torch.no_grad():
@@ -248,9 +279,13 @@ def test_preset_trains_only_its_adapter_and_reloads_in_plain_peft(preset: str, t
     params_now = dict(model.named_parameters())
     for name, value in frozen.items():
         assert torch.equal(params_now[name], value), f"base weight {name} changed"
-    unchanged = [n for n, v in trainable.items() if torch.equal(params_now[n], v)
-                 # AdaLoRA's singular values start at 0 and a layer pruned to rank 0 stays there
-                 and not (method_name == "adalora" and "lora_E" in n and not v.any())]
+    unchanged = [
+        n
+        for n, v in trainable.items()
+        if torch.equal(params_now[n], v)
+        # AdaLoRA's singular values start at 0 and a layer pruned to rank 0 stays there
+        and not (method_name == "adalora" and "lora_E" in n and not v.any())
+    ]
     assert not unchanged, f"trainable parameters that never changed: {unchanged[:5]}"
 
     expected = setup.outputs(model)
@@ -288,7 +323,9 @@ def test_the_lora_plus_ratio_has_one_home() -> None:
 
     with pytest.raises(UserError, match=r"train\.lr_ratio_b"):
         compose_and_validate("seq_cls_tiny_bert_lora", ["peft=lora_plus", "train.lr_ratio_b=4"])
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", ["peft=lora_plus", "peft.use_dora=true"])
+    _, run = compose_and_validate(
+        "seq_cls_tiny_bert_lora", ["peft=lora_plus", "peft.use_dora=true"]
+    )
     assert run.peft.use_dora and run.peft.lr_ratio_b == 16
 
 
@@ -315,9 +352,10 @@ def test_adalora_refuses_runs_too_short_for_its_schedule() -> None:
     from framework.run.execute import compose_and_validate
 
     with pytest.raises(UserError, match="too few for AdaLoRA"):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["peft=adalora", "train.max_steps=3",
-                                                        "peft.tinit_ratio=0.5",
-                                                        "peft.tfinal_ratio=0.4"])
+        compose_and_validate(
+            "seq_cls_tiny_bert_lora",
+            ["peft=adalora", "train.max_steps=3", "peft.tinit_ratio=0.5", "peft.tfinal_ratio=0.4"],
+        )
 
 
 def test_lora_refuses_loftq_init_and_unknown_inits() -> None:
@@ -336,8 +374,13 @@ def test_lora_refuses_loftq_init_and_unknown_inits() -> None:
 def test_adalora_reallocates_ranks_during_a_real_run(tmp_path: Path) -> None:
     """Through the runner (its on_step hook must sit between optimizer.step and zero_grad):
     ranks start at init_r everywhere and end at a budget of target_r per layer, unevenly spread."""
-    run_dir = train_recipe("seq_cls_tiny_bert_lora", "peft=adalora", "train.max_steps=20",
-                           "train.log_every=5", output_root=tmp_path)
+    run_dir = train_recipe(
+        "seq_cls_tiny_bert_lora",
+        "peft=adalora",
+        "train.max_steps=20",
+        "train.log_every=5",
+        output_root=tmp_path,
+    )
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert config["total_step"] == 20 and config["tinit"] == 2 and config["tfinal"] == 4
     ranks = {name: sum(bool(x) for x in mask) for name, mask in config["rank_pattern"].items()}
@@ -355,11 +398,11 @@ def test_pissa_run_reloads_on_the_original_base_and_merges(tmp_path: Path) -> No
     import transformers
     from peft import PeftModel
 
-    from framework.commands.inference import evaluate_runs
-    from framework.commands.inference import merge_adapter
+    from framework.commands.inference import evaluate_runs, merge_adapter
 
-    run_dir = train_recipe("seq_cls_tiny_bert_lora", "peft=pissa", "train.max_steps=15",
-                           output_root=tmp_path)
+    run_dir = train_recipe(
+        "seq_cls_tiny_bert_lora", "peft=pissa", "train.max_steps=15", output_root=tmp_path
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 16 and config["init_lora_weights"] is True  # converted to plain LoRA
@@ -372,16 +415,21 @@ def test_pissa_run_reloads_on_the_original_base_and_merges(tmp_path: Path) -> No
     from framework.commands.inference import load_trained
 
     _, task, adapter_model = load_trained(run_dir)
-    batch = dict(task.tokenizer(["a fresh and funny film", "dull"], padding=True, return_tensors="pt"))
+    batch = dict(
+        task.tokenizer(["a fresh and funny film", "dull"], padding=True, return_tensors="pt")
+    )
     with torch.no_grad():
-        torch.testing.assert_close(merged(**batch).logits, adapter_model(**batch).logits,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            merged(**batch).logits, adapter_model(**batch).logits, rtol=1e-4, atol=1e-5
+        )
     assert not any("lora" in n for n, _ in merged.named_parameters())
     # And with nothing from ft: the base checkpoint the adapter names, plus the adapter.
     plain = PeftModel.from_pretrained(
         transformers.AutoModelForSequenceClassification.from_pretrained(
-            adapter_model.peft_config["default"].base_model_name_or_path, num_labels=2),
-        str(run_dir / "adapter")).eval()
+            adapter_model.peft_config["default"].base_model_name_or_path, num_labels=2
+        ),
+        str(run_dir / "adapter"),
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(**batch).logits, adapter_model(**batch).logits)
 
@@ -390,8 +438,9 @@ def test_pissa_run_reloads_on_the_original_base_and_merges(tmp_path: Path) -> No
 def test_merge_refuses_methods_that_cannot_merge(tmp_path: Path) -> None:
     from framework.commands.inference import merge_adapter
 
-    run_dir = train_recipe("seq_cls_tiny_bert_lora", "peft=prompt_tuning", "train.max_steps=2",
-                           output_root=tmp_path)
+    run_dir = train_recipe(
+        "seq_cls_tiny_bert_lora", "peft=prompt_tuning", "train.max_steps=2", output_root=tmp_path
+    )
     with pytest.raises(UserError, match="cannot be merged"):
         merge_adapter(run_dir)
     result = ft_cli("merge", str(run_dir))
@@ -405,14 +454,23 @@ def test_qlora_trains_on_a_gpu(preset: str, tmp_path: Path) -> None:
     import importlib.util
     import math
 
-    assert importlib.util.find_spec("bitsandbytes"), \
+    assert importlib.util.find_spec("bitsandbytes"), (
         "bitsandbytes is missing: `make install` adds the qlora extra on a machine with nvidia-smi"
+    )
     from framework.commands.inference import evaluate_runs
 
-    run_dir = train_recipe("sft_tiny_llama_lora", f"peft={preset}", "hardware=gpu",
-                           "train.max_steps=10", output_root=tmp_path)
-    losses = [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-              if r.get("split") == "train"]
-    assert losses and all(math.isfinite(l) for l in losses), losses
+    run_dir = train_recipe(
+        "sft_tiny_llama_lora",
+        f"peft={preset}",
+        "hardware=gpu",
+        "train.max_steps=10",
+        output_root=tmp_path,
+    )
+    losses = [
+        r["loss"]
+        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if r.get("split") == "train"
+    ]
+    assert losses and all(math.isfinite(loss) for loss in losses), losses
     assert "base weights: 4-bit (bitsandbytes)" in (run_dir / "train.log").read_text()
     assert "eval_loss" in evaluate_runs([run_dir], "validation")[str(run_dir)]

@@ -5,36 +5,57 @@ hf_/sk_-style values of any length are redacted."""
 from __future__ import annotations
 
 from pathlib import Path
-import pytest
-from tests.helpers import TOY_CLS_RECIPE, toy_cls_overrides, ft_cli
 
+import pytest
+
+from tests.helpers import TOY_CLS_RECIPE, ft_cli, toy_cls_overrides
 
 PLANTED = "hf_PLANTEDSECRET123"  # shorter than a real HF token
 PLANTED_ENV = "PlantedEnvSecret789"  # nothing about it looks secret but the variable's name
 
 
 def files_containing(folder: Path, *needles: str):
-    return [str(p) for p in folder.rglob("*") if p.is_file()
-            and any(n.encode() in p.read_bytes() for n in needles)]
+    return [
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file() and any(n.encode() in p.read_bytes() for n in needles)
+    ]
 
 
-def test_planted_secrets_never_reach_a_run_dir_or_ft_show(toy_files, tmp_path, monkeypatch, capsys,
-                                                          one_torch_thread):
+def test_planted_secrets_never_reach_a_run_dir_or_ft_show(
+    toy_files, tmp_path, monkeypatch, capsys, one_torch_thread
+):
     from framework.cli.app import main
 
     monkeypatch.setenv("HF_TOKEN", PLANTED_ENV)
     # an env secret interpolated into a key that is not secret-named (a tracker's run name)
-    secret_overrides = [f"model.token={PLANTED}", "logger=wandb", "logger.wandb.mode=disabled",
-                        "logger.wandb.run_name=${oc.env:HF_TOKEN}"]
+    secret_overrides = [
+        f"model.token={PLANTED}",
+        "logger=wandb",
+        "logger.wandb.mode=disabled",
+        "logger.wandb.run_name=${oc.env:HF_TOKEN}",
+    ]
     assert main(["show", TOY_CLS_RECIPE, *secret_overrides]) == 0
     shown = capsys.readouterr().out
     assert PLANTED not in shown and PLANTED_ENV not in shown and "REDACTED" in shown
-    assert main(["train", TOY_CLS_RECIPE, "--cfg", "job", f"++model.token={PLANTED}"]) == 0  # Hydra's print
+    assert (
+        main(["train", TOY_CLS_RECIPE, "--cfg", "job", f"++model.token={PLANTED}"]) == 0
+    )  # Hydra's print
     shown = capsys.readouterr().out
     assert PLANTED not in shown and "token: '***REDACTED***'" in shown, shown
     run_dir = tmp_path / "run"
-    assert main(["train", TOY_CLS_RECIPE, *toy_cls_overrides(toy_files, "train.max_steps=1", f"run_dir={run_dir}",
-                                                  *secret_overrides)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                TOY_CLS_RECIPE,
+                *toy_cls_overrides(
+                    toy_files, "train.max_steps=1", f"run_dir={run_dir}", *secret_overrides
+                ),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert (run_dir / "train.log").is_file()
     assert files_containing(run_dir, PLANTED, PLANTED_ENV) == []
@@ -46,13 +67,22 @@ def test_planted_secrets_never_reach_a_sweep_dir(toy_files, tmp_path):
     """Hydra saves the composed config and the overrides itself (.hydra/*.yaml, multirun.yaml);
     ft redacts those too: a grep of the whole sweep directory finds neither planted token."""
     sweep = tmp_path / "sweep"
-    result = ft_cli("train", TOY_CLS_RECIPE, "-m", "train.lr=1e-3,2e-3", f"++model.token={PLANTED}",
-                    "logger=wandb", "logger.wandb.mode=disabled",
-                    "logger.wandb.run_name=${oc.env:WANDB_API_KEY}",
-                    "data=files", f"+data.source.train={toy_files['train']}",
-                    f"data.source.validation={toy_files['validation']}", "train.max_steps=1",
-                    f"hydra.sweep.dir={sweep}",
-                    env={"WANDB_API_KEY": PLANTED_ENV})
+    result = ft_cli(
+        "train",
+        TOY_CLS_RECIPE,
+        "-m",
+        "train.lr=1e-3,2e-3",
+        f"++model.token={PLANTED}",
+        "logger=wandb",
+        "logger.wandb.mode=disabled",
+        "logger.wandb.run_name=${oc.env:WANDB_API_KEY}",
+        "data=files",
+        f"+data.source.train={toy_files['train']}",
+        f"data.source.validation={toy_files['validation']}",
+        "train.max_steps=1",
+        f"hydra.sweep.dir={sweep}",
+        env={"WANDB_API_KEY": PLANTED_ENV},
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in sweep.glob("*/.hydra")) and (sweep / "multirun.yaml").is_file()
     assert len(list(sweep.glob("*/adapter"))) == 2

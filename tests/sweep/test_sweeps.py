@@ -22,14 +22,24 @@ from tests.helpers import REPO, ft_cli, toy_sentiment_files, toy_sentiment_rows,
 @pytest.fixture
 def data_args(tmp_path):
     files = toy_sentiment_files(tmp_path)
-    return ["data=files", f"+data.source.train={files['train']}",
-            f"data.source.validation={files['validation']}",
-            "train.max_steps=2"]
+    return [
+        "data=files",
+        f"+data.source.train={files['train']}",
+        f"data.source.validation={files['validation']}",
+        "train.max_steps=2",
+    ]
 
 
 def test_sweep_user_error_is_one_line(tmp_path, data_args):
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "train.lr=abc,0.1", *data_args,
-                    f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "train.lr=abc,0.1",
+        *data_args,
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "train.lr: must be a number, got 'abc'" in result.stderr
@@ -37,8 +47,16 @@ def test_sweep_user_error_is_one_line(tmp_path, data_args):
 
 def test_a_bad_later_job_stops_the_sweep_before_anything_runs(tmp_path, data_args):
     # Job 1 (lora) is valid; job 2 (ia3) has no alpha. Nothing may train before that is known.
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,ia3", "peft.alpha=32",
-                    *data_args, f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "peft=lora,ia3",
+        "peft.alpha=32",
+        *data_args,
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "sweep job [peft=ia3 peft.alpha=32" in result.stderr
     assert "unknown key for peft=ia3" in result.stderr and "nothing was run" in result.stderr
@@ -48,17 +66,35 @@ def test_a_bad_later_job_stops_the_sweep_before_anything_runs(tmp_path, data_arg
 def test_sweep_jobs_cover_grids_ranges_and_interval_ends():
     from framework.sweep.planning import MAX_PREVALIDATED_JOBS, sweep_jobs
 
-    jobs = sweep_jobs(["peft=lora,ia3", "train.batch_size=range(8,17,8)", "train.epochs=2",
-                       "hydra.sweeper.n_trials=3", "hydra/sweeper=optuna"])
-    assert sorted(map(tuple, jobs)) == sorted([
-        (p, b, "train.epochs=2") for p in ("peft=lora", "peft=ia3")
-        for b in ("train.batch_size=8", "train.batch_size=16")])
+    jobs = sweep_jobs(
+        [
+            "peft=lora,ia3",
+            "train.batch_size=range(8,17,8)",
+            "train.epochs=2",
+            "hydra.sweeper.n_trials=3",
+            "hydra/sweeper=optuna",
+        ]
+    )
+    assert sorted(map(tuple, jobs)) == sorted(
+        [
+            (p, b, "train.epochs=2")
+            for p in ("peft=lora", "peft=ia3")
+            for b in ("train.batch_size=8", "train.batch_size=16")
+        ]
+    )
     assert sweep_jobs(["train.lr=interval(1e-4,1e-2)", "data.max_length=interval(16,64)"]) == [
-        ["train.lr=0.0001", "data.max_length=16"], ["train.lr=0.0001", "data.max_length=64"],
-        ["train.lr=0.01", "data.max_length=16"], ["train.lr=0.01", "data.max_length=64"]]
-    big = sweep_jobs([f"train.lr={','.join(str(i) for i in range(1, 9))}",
-                      f"train.batch_size={','.join(str(i) for i in range(1, 9))}"])
-    assert 8 * 8 > MAX_PREVALIDATED_JOBS and len(big) == 7 + 7 + 1  # each value once
+        ["train.lr=0.0001", "data.max_length=16"],
+        ["train.lr=0.0001", "data.max_length=64"],
+        ["train.lr=0.01", "data.max_length=16"],
+        ["train.lr=0.01", "data.max_length=64"],
+    ]
+    big = sweep_jobs(
+        [
+            f"train.lr={','.join(str(i) for i in range(1, 9))}",
+            f"train.batch_size={','.join(str(i) for i in range(1, 9))}",
+        ]
+    )
+    assert MAX_PREVALIDATED_JOBS < 8 * 8 and len(big) == 7 + 7 + 1  # each value once
     assert sweep_jobs(["peft=glob(*)"]) == []  # Hydra expands globs; each job validates itself
 
 
@@ -66,12 +102,17 @@ def test_sweep_jobs_cover_grids_ranges_and_interval_ends():
 def unique_data_args(tmp_path):
     """Data no other run used (one row holds a random word): the first trial that reads it misses
     the shared tokenization cache, whatever ran before on this machine."""
-    rows = toy_sentiment_rows(31, 0) + [{"text": f"the film {os.urandom(8).hex()} was great",
-                                         "label": "pos"}]
+    rows = toy_sentiment_rows(31, 0) + [
+        {"text": f"the film {os.urandom(8).hex()} was great", "label": "pos"}
+    ]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     val = write_jsonl(tmp_path / "val.jsonl", toy_sentiment_rows(8, 1))
-    return ["data=files", f"+data.source.train={train}", f"data.source.validation={val}",
-            "train.max_steps=2"]
+    return [
+        "data=files",
+        f"+data.source.train={train}",
+        f"data.source.validation={val}",
+        "train.max_steps=2",
+    ]
 
 
 def trial_records(sweep: Path):
@@ -84,22 +125,38 @@ def test_a_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path, unique_data_
     # normalised reflections stay finite, so exactly one of the four trials fails at runtime.
     # train.nan_policy is a schema key the preset omits: no `+` needed in a sweep either.
     sweep = tmp_path / "sweep"
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,hra", "train.lr=1e-3,1e30",
-                    "train.nan_policy=stop", *unique_data_args, f"hydra.sweep.dir={sweep}",
-                    cwd=tmp_path)
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "peft=lora,hra",
+        "train.lr=1e-3,1e30",
+        "train.nan_policy=stop",
+        *unique_data_args,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "not in struct" not in result.stderr
     records = trial_records(sweep)
     assert {k: (r["status"], r["exit_code"]) for k, r in records.items()} == {
-        "0": ("completed", None), "1": ("failed", 3), "2": ("completed", None),
-        "3": ("completed", None)}
+        "0": ("completed", None),
+        "1": ("failed", 3),
+        "2": ("completed", None),
+        "3": ("completed", None),
+    }
     assert "non-finite loss" in records["1"]["reason"]
     assert records["1"]["overrides"][:2] == ["peft=lora", "train.lr=1e+30"]
     # One console line per trial, then the table and the best trial's command.
     lines = [line for line in result.stdout.splitlines() if line.startswith("[sweep] trial")]
     assert len(lines) == 4 and "failed (exit 3" in lines[1] and "accuracy=" in lines[0]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert [t["status"] for t in summary["trials"]] == ["completed", "failed", "completed", "completed"]
+    assert [t["status"] for t in summary["trials"]] == [
+        "completed",
+        "failed",
+        "completed",
+        "completed",
+    ]
     assert summary["primary_metric"] == "accuracy" and summary["greater_is_better"] is True
     assert summary["counts"] == {"completed": 3, "failed": 1}
     best = summary["best"]
@@ -128,9 +185,17 @@ def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path, data_args):
     # finite but ruins the weights) and its checkpoint is checkpoint-2; step 3 remains to fail again.
     data_args = [a for a in data_args if not a.startswith("train.max_steps=")]
     data_args += ["train.max_steps=3", "train.log_every=1"]
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "train.lr=1e30,1e-3",
-                    "train.nan_policy=stop", "sweep.fail_fast=true", *data_args,
-                    f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "train.lr=1e30,1e-3",
+        "train.nan_policy=stop",
+        "sweep.fail_fast=true",
+        *data_args,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 3, result.stderr[-2000:]
     assert [r["status"] for r in trial_records(sweep).values()] == ["failed"]
     assert json.loads((sweep / "sweep_summary.json").read_text())["counts"] == {"failed": 1}
@@ -138,14 +203,22 @@ def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path, data_args):
     # Again without fail_fast: the failed trial is tried again, resumed from the checkpoint its
     # NaN stop saved (its records up to that step kept; it stops again), and the sweep goes on
     # to the second trial.
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "train.lr=1e30,1e-3",
-                    "train.nan_policy=stop", *data_args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "train.lr=1e30,1e-3",
+        "train.nan_policy=stop",
+        *data_args,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     records = trial_records(sweep)
     assert [records[k]["status"] for k in "01"] == ["failed", "completed"]
     assert records["0"]["resumed_from"].endswith("checkpoint-00000002")
     after = (sweep / "0" / "metrics.jsonl").read_text()
-    assert after.startswith(before) and '"non_finite_loss"' in after[len(before):]
+    assert after.startswith(before) and '"non_finite_loss"' in after[len(before) :]
 
 
 def _complete_json(path: Path) -> bool:
@@ -159,9 +232,11 @@ def _complete_json(path: Path) -> bool:
 def _snapshot(trial: Path):
     """Every file a trial's training wrote (trial.json is the sweep's record: a kill between the
     run's summary.json and the record's update leaves it for the re-run to complete)."""
-    return {str(p.relative_to(trial)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(trial.rglob("*"))
-            if p.is_file() and ".hydra" not in p.parts and p.name != "trial.json"}
+    return {
+        str(p.relative_to(trial)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(trial.rglob("*"))
+        if p.is_file() and ".hydra" not in p.parts and p.name != "trial.json"
+    }
 
 
 @pytest.mark.slow
@@ -169,15 +244,31 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, dat
     # The grid has a method-dependent dimension too: the rank only where the method has one, so
     # IA3's two grid points (2, 3) are one trial and the second is skipped as a duplicate.
     sweep = tmp_path / "sweep"
-    args = ["train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,ia3", "peft.r=2,4",
-            "sweep.conditional=[peft.r]", *data_args, f"hydra.sweep.dir={sweep}"]
+    args = [
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "peft=lora,ia3",
+        "peft.r=2,4",
+        "sweep.conditional=[peft.r]",
+        *data_args,
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "framework", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
-    while not _complete_json(sweep / "1" / "summary.json") and proc.poll() is None \
-            and time.time() < deadline:
+    while (
+        not _complete_json(sweep / "1" / "summary.json")
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-sweep: trial 1 just finished, trial 2 not yet
     proc.wait()
@@ -193,15 +284,24 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(tmp_path, dat
     for name in ("0", "1"):  # not retrained: every file byte- and time-identical
         assert _snapshot(sweep / name) == finished[name]
         assert f"trial {name}: already completed" in result.stdout
-    steps = [json.loads(line)["step"] for line in (sweep / "2" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line).get("split") == "train"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (sweep / "2" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line).get("split") == "train"
+    ]
     assert steps and 99 not in steps and steps == sorted(set(steps)) and steps[-1] == 2
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["counts"] == {"completed": 3, "duplicate": 1}
     records = trial_records(sweep)
-    assert [records[k]["status"] for k in "0123"] == ["completed", "completed", "completed",
-                                                      "duplicate"]
-    ranks = [yaml.safe_load((sweep / k / "config.yaml").read_text())["peft"].get("r") for k in "012"]
+    assert [records[k]["status"] for k in "0123"] == [
+        "completed",
+        "completed",
+        "completed",
+        "duplicate",
+    ]
+    ranks = [
+        yaml.safe_load((sweep / k / "config.yaml").read_text())["peft"].get("r") for k in "012"
+    ]
     assert ranks == [2, 4, None]  # IA3 has no rank: peft.r was dropped, not refused
     assert records["2"]["dropped"] == ["peft.r"] and "peft.r=2" not in records["2"]["overrides"]
 
@@ -213,10 +313,18 @@ def test_optuna_study_takes_its_direction_from_the_task_and_persists(tmp_path, d
 
     sweep = tmp_path / "sweep"
     # Seeded sampling draws lr=1e30 once: that trial is told to the study as failed.
-    args = ["train", "seq_cls_tiny_bert_lora", "-m", "hydra/sweeper=optuna",
-            "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=1",
-            "train.lr=choice(1e-3,1e30,3e-3)", "train.nan_policy=stop", *data_args,
-            f"hydra.sweep.dir={sweep}"]
+    args = [
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.seed=1",
+        "train.lr=choice(1e-3,1e30,3e-3)",
+        "train.nan_policy=stop",
+        *data_args,
+        f"hydra.sweep.dir={sweep}",
+    ]
     result = ft_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="ft", storage=f"sqlite:///{sweep / 'optuna.db'}")
@@ -230,15 +338,26 @@ def test_optuna_study_takes_its_direction_from_the_task_and_persists(tmp_path, d
     # The same command again: the study is complete, nothing runs.
     again = ft_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert len(optuna.load_study(study_name="ft", storage=f"sqlite:///{sweep / 'optuna.db'}").trials) == 4
+    assert (
+        len(optuna.load_study(study_name="ft", storage=f"sqlite:///{sweep / 'optuna.db'}").trials)
+        == 4
+    )
     assert "[sweep] trial" not in again.stdout and len(list(sweep.glob("*/trial.json"))) == 4
 
 
 def test_an_explicit_direction_against_the_task_is_refused(tmp_path, data_args):
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "hydra/sweeper=optuna",
-                    "hydra.sweeper.direction=minimize", "hydra.sweeper.n_trials=2",
-                    "train.lr=interval(1e-4,1e-2)", *data_args, f"hydra.sweep.dir={tmp_path}/s",
-                    cwd=tmp_path)
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.n_trials=2",
+        "train.lr=interval(1e-4,1e-2)",
+        *data_args,
+        f"hydra.sweep.dir={tmp_path}/s",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "hydra.sweeper.direction=minimize: the task's primary metric accuracy" in result.stderr
     assert "direction is maximize" in result.stderr
@@ -248,16 +367,19 @@ def test_an_explicit_direction_against_the_task_is_refused(tmp_path, data_args):
 def test_sweep_bookkeeping(tmp_path):
     from framework.core.errors import UserError
     from framework.sweep.dirs import default_sweep_dir
-    from framework.sweep.optuna import objective_direction
     from framework.sweep.options import config_hash, split_sweep_options
+    from framework.sweep.optuna import objective_direction
     from framework.sweep.trials import shown_overrides, trim_metrics
 
     # A trial resumed from checkpoint 2 drops the records after it (they are trained again).
-    write_jsonl(tmp_path / "metrics.jsonl", [{"step": 1, "loss": 1}, {"step": 2, "event": "checkpoint"},
-                                             {"step": 3, "loss": 0.5}])
+    write_jsonl(
+        tmp_path / "metrics.jsonl",
+        [{"step": 1, "loss": 1}, {"step": 2, "event": "checkpoint"}, {"step": 3, "loss": 0.5}],
+    )
     trim_metrics(tmp_path, tmp_path / "checkpoints" / "checkpoint-00000002")
-    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
-            ] == [1, 2]
+    assert [
+        json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ] == [1, 2]
 
     node = {"train": {"lr": 1e-3}, "peft": {"name": "lora"}}
     assert config_hash({**node, "run_dir": "/a", "overwrite": True}) == config_hash(node)
@@ -272,10 +394,16 @@ def test_sweep_bookkeeping(tmp_path):
     assert options.fail_fast and rest == ["peft=lora"]
     with pytest.raises(UserError, match="unknown sweep option"):
         split_sweep_options(["sweep.fast=true"])
-    assert shown_overrides(["++train.nan_policy=stop", "hydra.sweep.dir=x", "+a.b=1",
-                            "+hparams_search=lora", "peft.r=8",
-                            "model.token=hf_abcdefghijklmnopqrstuvwxyz"]) == [
-        "train.nan_policy=stop", "+a.b=1", "peft.r=8", "model.token=***REDACTED***"]
+    assert shown_overrides(
+        [
+            "++train.nan_policy=stop",
+            "hydra.sweep.dir=x",
+            "+a.b=1",
+            "+hparams_search=lora",
+            "peft.r=8",
+            "model.token=hf_abcdefghijklmnopqrstuvwxyz",
+        ]
+    ) == ["train.nan_policy=stop", "+a.b=1", "peft.r=8", "model.token=***REDACTED***"]
 
 
 def test_hparams_search_presets_hold_their_spaces(tmp_path):
@@ -289,7 +417,9 @@ def test_hparams_search_presets_hold_their_spaces(tmp_path):
     sweeper, params, _, node = preset_sweep(recipe, ["+hparams_search=methods"])
     assert sweeper == "basic" and node == {"conditional": ["peft.r"]}
     assert sorted(params) == ["++peft.r=8,16", "peft=lora,dora,loha,ia3", "train.lr=1e-4,1e-3"]
-    problems, runs, _ = prevalidate_sweep(recipe, ["peft=ia3", "++peft.r=8", "train.lr=1e-3"], ["peft.r"])
+    problems, runs, _ = prevalidate_sweep(
+        recipe, ["peft=ia3", "++peft.r=8", "train.lr=1e-3"], ["peft.r"]
+    )
     assert problems == [] and runs[0].peft.name == "ia3"
     sweeper, params, n_trials, node = preset_sweep(recipe, ["+hparams_search=lora"])
     assert sweeper == "optuna" and n_trials == 20 and node is None
@@ -317,11 +447,15 @@ def test_a_continued_optuna_study_runs_only_missing_trials(tmp_path):
     killed = study.ask({"train.lr": lr})
     for name in ("0", "1", "2"):
         (tmp_path / name).mkdir()
-    added = optuna_overrides(["hydra.sweeper.n_trials=4", "train.lr=interval(1e-5,1e-2)"],
-                             tmp_path, "maximize")
+    added = optuna_overrides(
+        ["hydra.sweeper.n_trials=4", "train.lr=interval(1e-5,1e-2)"], tmp_path, "maximize"
+    )
     assert "hydra.sweeper.n_trials=2" in added and "hydra.sweeper.n_trials=4" not in added
     assert "hydra.sweep.subdir=r3_${hydra.job.num}" in added
-    assert f"hydra.sweeper.storage='{storage}'" in added and "hydra.sweeper.direction=maximize" in added
+    assert (
+        f"hydra.sweeper.storage='{storage}'" in added
+        and "hydra.sweeper.direction=maximize" in added
+    )
     states = [t.state for t in optuna.load_study(study_name="ft", storage=storage).trials]
     assert states[killed.number] == optuna.trial.TrialState.FAIL
     assert states[-1] == optuna.trial.TrialState.WAITING  # asked first by the re-run
@@ -330,8 +464,18 @@ def test_a_continued_optuna_study_runs_only_missing_trials(tmp_path):
 
 
 def test_a_sweep_refuses_one_run_dir_for_all_trials(tmp_path, data_args):
-    result = ft_cli("train", "seq_cls_tiny_bert_lora", "-m", "peft=lora,ia3", f"run_dir={tmp_path}/r",
-                    *data_args, cwd=tmp_path)
-    assert result.returncode == 2 and "run_dir: every trial of a sweep gets its own directory" \
-        in result.stderr and "Traceback" not in result.stderr
+    result = ft_cli(
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "peft=lora,ia3",
+        f"run_dir={tmp_path}/r",
+        *data_args,
+        cwd=tmp_path,
+    )
+    assert (
+        result.returncode == 2
+        and "run_dir: every trial of a sweep gets its own directory" in result.stderr
+        and "Traceback" not in result.stderr
+    )
     assert not (tmp_path / "r").exists()

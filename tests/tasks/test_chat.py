@@ -11,16 +11,16 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
-from tests.helpers import train_recipe, write_jsonl
 from framework.core.errors import UserError
 from framework.core.params import DataConfig
 from framework.core.plugins import load_all
 from framework.core.registry import MODELS, TASKS
 from framework.tasks.chat import IGNORE_INDEX
+from tests.helpers import train_recipe, write_jsonl
 
 load_all()
 
@@ -29,12 +29,14 @@ SMOLLM2 = (  # SmolLM2-135M-Instruct's template (ChatML with a default system tu
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
     "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
     "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\n' }}{% endif %}")
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 LLAMA3 = (  # Llama 3.x Instruct, without the tool-calling branches
     "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
     "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
-    "{%- endif %}")
+    "{%- endif %}"
+)
 GEMMA = (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
     "supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != "
@@ -42,20 +44,23 @@ GEMMA = (
     "user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}"
     "{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
     "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
 MISTRAL = (  # Mistral-7B-Instruct v0.1/v0.2
     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
     "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
     "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}"
     "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
     "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
-    "roles are supported!') }}{% endif %}{% endfor %}")
+    "roles are supported!') }}{% endif %}{% endfor %}"
+)
 # ChatML whose assistant turns are marked for transformers' return_assistant_tokens_mask.
 CHATML_GENERATION = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
     "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 TEMPLATES = {  # name -> (template, its end-of-turn token, its markers as special tokens)
     "chatml_smollm2": (SMOLLM2, "<|im_end|>", []),
@@ -63,19 +68,21 @@ TEMPLATES = {  # name -> (template, its end-of-turn token, its markers as specia
     "gemma": (GEMMA, "<end_of_turn>", ["<start_of_turn>", "<end_of_turn>"]),
     "mistral": (MISTRAL, "</s>", ["[INST]", "[/INST]"]),
 }
-CHAT = [{"role": "user", "content": "What is the capital of France?"},
-        {"role": "assistant", "content": "Paris."},
-        {"role": "user", "content": "And of Spain?"},
-        {"role": "assistant", "content": "Madrid, on the Manzanares river."},
-        {"role": "user", "content": "Thanks!"},
-        {"role": "assistant", "content": "You are welcome. Ask me anything else."}]
+CHAT = [
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Spain?"},
+    {"role": "assistant", "content": "Madrid, on the Manzanares river."},
+    {"role": "user", "content": "Thanks!"},
+    {"role": "assistant", "content": "You are welcome. Ask me anything else."},
+]
 
 
 @pytest.fixture(scope="module")
 def base_tokenizer():
     """The tiny Llama's byte-level BPE tokenizer (trained on the fly, built once)."""
-    from framework.models.params import ModelParams, TinySpec
     from framework.models.loading import load_tokenizer, resolve_checkpoint
+    from framework.models.params import ModelParams, TinySpec
 
     params = ModelParams(name="llama", random_init=TinySpec())
     return load_tokenizer(params, resolve_checkpoint(params))
@@ -90,16 +97,22 @@ def with_template(tokenizer: Any, name: str) -> Any:
     return tokenizer
 
 
-def make_task(tokenizer: Any, max_length: int = 512, truncation: bool = True,
-              columns: Dict[str, str] = None, **params: Any) -> Any:
+def make_task(
+    tokenizer: Any,
+    max_length: int = 512,
+    truncation: bool = True,
+    columns: dict[str, str] = None,
+    **params: Any,
+) -> Any:
     entry = TASKS.get("causal_lm")
     task_params = entry.Params(name="causal_lm", **params)
-    data = DataConfig(name="files", max_length=max_length, truncation=truncation,
-                      columns=columns or {})
+    data = DataConfig(
+        name="files", max_length=max_length, truncation=truncation, columns=columns or {}
+    )
     return entry(task_params, data, tokenizer, MODELS.get("llama"))
 
 
-def label_runs(example: Dict[str, List[int]]) -> List[List[int]]:
+def label_runs(example: dict[str, list[int]]) -> list[list[int]]:
     """Contiguous runs of labelled positions (their token ids)."""
     runs, current = [], []
     for token, label in zip(example["input_ids"], example["labels"]):
@@ -112,14 +125,16 @@ def label_runs(example: Dict[str, List[int]]) -> List[List[int]]:
     return runs + ([current] if current else [])
 
 
-def encode_messages(task: Any, turns: List[Dict[str, str]]) -> Dict[str, Any]:
+def encode_messages(task: Any, turns: list[dict[str, str]]) -> dict[str, Any]:
     task.format = "messages"
     return task.encode_conversation(task.conversation({"messages": turns}, "test row"))
 
 
 # ---- labels under real templates -------------------------------------------------------------
 @pytest.mark.parametrize("name", list(TEMPLATES))
-def test_labels_are_exactly_the_assistant_turns_and_their_end_token(name: str, base_tokenizer) -> None:
+def test_labels_are_exactly_the_assistant_turns_and_their_end_token(
+    name: str, base_tokenizer
+) -> None:
     tokenizer = with_template(base_tokenizer, name)
     end = TEMPLATES[name][1]
     example = encode_messages(make_task(tokenizer), CHAT)
@@ -128,8 +143,9 @@ def test_labels_are_exactly_the_assistant_turns_and_their_end_token(name: str, b
     assert [tokenizer.decode(run).strip() for run in runs] == [a + end for a in answers]
     assert all(tokenizer.convert_ids_to_tokens(run[-1]) == end for run in runs)  # one token
     # what is not labelled is everything else: the user turns, headers, BOS, newlines
-    unlabelled = tokenizer.decode([t for t, l in zip(example["input_ids"], example["labels"])
-                                   if l == IGNORE_INDEX])
+    unlabelled = tokenizer.decode(
+        [t for t, label in zip(example["input_ids"], example["labels"]) if label == IGNORE_INDEX]
+    )
     assert "capital of France" in unlabelled and "Paris" not in unlabelled
 
 
@@ -137,8 +153,9 @@ def test_labels_are_exactly_the_assistant_turns_and_their_end_token(name: str, b
 def test_train_on_last_assistant_and_all(name: str, base_tokenizer) -> None:
     tokenizer = with_template(base_tokenizer, name)
     last = encode_messages(make_task(tokenizer, train_on="last_assistant"), CHAT)
-    assert [tokenizer.decode(r).strip() for r in label_runs(last)] == \
-        [CHAT[-1]["content"] + TEMPLATES[name][1]]
+    assert [tokenizer.decode(r).strip() for r in label_runs(last)] == [
+        CHAT[-1]["content"] + TEMPLATES[name][1]
+    ]
     everything = encode_messages(make_task(tokenizer, train_on="all"), CHAT)
     assert everything["labels"] == everything["input_ids"]
 
@@ -161,7 +178,7 @@ def test_truncation_never_leaves_a_turn_half_in_the_loss(name: str, base_tokeniz
         cut = encode_messages(make_task(tokenizer, max_length=max_length), CHAT)
         assert cut["input_ids"] == full["input_ids"][:max_length]
         for begin, end in turns:
-            labels = cut["labels"][begin:min(end, max_length)]
+            labels = cut["labels"][begin : min(end, max_length)]
             if end <= max_length:
                 assert labels == full["input_ids"][begin:end], (max_length, begin, end)
             else:
@@ -180,15 +197,17 @@ def test_generation_tags_use_the_template_s_own_assistant_mask(base_tokenizer, m
 
     monkeypatch.setattr(chat, "assistant_spans", not_used)
     example = encode_messages(make_task(tokenizer), CHAT)
-    mask = tokenizer.apply_chat_template(CHAT, tokenize=True, return_dict=True,
-                                         return_assistant_tokens_mask=True)["assistant_masks"]
+    mask = tokenizer.apply_chat_template(
+        CHAT, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )["assistant_masks"]
     assert [label != IGNORE_INDEX for label in example["labels"]] == [bool(m) for m in mask]
-    assert [tokenizer.decode(r) for r in label_runs(example)] == \
-        [t["content"] + "<|im_end|>" for t in CHAT if t["role"] == "assistant"]
+    assert [tokenizer.decode(r) for r in label_runs(example)] == [
+        t["content"] + "<|im_end|>" for t in CHAT if t["role"] == "assistant"
+    ]
 
 
 # ---- dataset shapes -----------------------------------------------------------------------------
-def tokenized(task: Any, rows: List[Dict[str, Any]]) -> Any:
+def tokenized(task: Any, rows: list[dict[str, Any]]) -> Any:
     from datasets import Dataset
 
     splits = {"train": Dataset.from_list(rows)}
@@ -199,7 +218,10 @@ def tokenized(task: Any, rows: List[Dict[str, Any]]) -> Any:
 def test_shapes_are_picked_by_their_columns(base_tokenizer) -> None:
     tokenizer = with_template(base_tokenizer, "chatml_smollm2")
     answer = "Paris.<|im_end|>"
-    pair = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
+    pair = [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+    ]
     cases = {
         "messages": [{"messages": pair}],
         "prompt_completion": [{"prompt": "Capital of France?", "completion": "Paris."}],
@@ -219,12 +241,24 @@ def test_shapes_are_picked_by_their_columns(base_tokenizer) -> None:
 def test_sharegpt_conversations_through_a_column_mapping(base_tokenizer) -> None:
     tokenizer = with_template(base_tokenizer, "chatml_smollm2")
     task = make_task(tokenizer, columns={"messages": "conversations"})
-    data = tokenized(task, [{"conversations": [
-        {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
-        {"from": "gpt", "value": "Hello!"}, {"from": "human", "value": "Bye"},
-        {"from": "gpt", "value": "Goodbye."}]}])
-    assert [tokenizer.decode(r) for r in label_runs(data[0])] == ["Hello!<|im_end|>",
-                                                                  "Goodbye.<|im_end|>"]
+    data = tokenized(
+        task,
+        [
+            {
+                "conversations": [
+                    {"from": "system", "value": "Be brief."},
+                    {"from": "human", "value": "Hi"},
+                    {"from": "gpt", "value": "Hello!"},
+                    {"from": "human", "value": "Bye"},
+                    {"from": "gpt", "value": "Goodbye."},
+                ]
+            }
+        ],
+    )
+    assert [tokenizer.decode(r) for r in label_runs(data[0])] == [
+        "Hello!<|im_end|>",
+        "Goodbye.<|im_end|>",
+    ]
     assert "<|im_start|>system\nBe brief." in tokenizer.decode(data[0]["input_ids"])
 
 
@@ -236,14 +270,18 @@ def test_conversational_prompt_completion_trains_the_completion_only(base_tokeni
 
 def test_bad_rows_and_missing_columns_are_named(base_tokenizer) -> None:
     tokenizer = with_template(base_tokenizer, "chatml_smollm2")
-    with pytest.raises(UserError, match=r"task.format=auto: no chat columns .*\['question'\].*"
-                                        r"data.columns.messages=conversations"):
+    with pytest.raises(
+        UserError,
+        match=r"task.format=auto: no chat columns .*\['question'\].*"
+        r"data.columns.messages=conversations",
+    ):
         tokenized(make_task(tokenizer), [{"question": "x"}])
     with pytest.raises(UserError, match=r"row 0 of the data: unknown role 'robot'"):
         tokenized(make_task(tokenizer), [{"messages": [{"role": "robot", "content": "x"}]}])
     gemma = with_template(base_tokenizer, "gemma")
-    with pytest.raises(UserError, match="the chat template refused the conversation: System role "
-                                        "not supported"):
+    with pytest.raises(
+        UserError, match="the chat template refused the conversation: System role not supported"
+    ):
         tokenized(make_task(gemma, system_prompt="Be brief."), [{"messages": CHAT[:2]}])
 
 
@@ -272,12 +310,18 @@ def test_unknown_chat_template_is_refused_at_validation() -> None:
 class ScriptedModel:
     """generate() answers every prompt with the same scripted tokens (no weights involved)."""
 
-    def __init__(self, answer_ids: List[int]):
+    def __init__(self, answer_ids: list[int]):
         self.answer_ids = answer_ids
-        self.prompts: List[str] = []
+        self.prompts: list[str] = []
 
-    def generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, eos_token_id: Any,
-                 **kwargs: Any) -> Any:
+    def generate(
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        max_new_tokens: int,
+        eos_token_id: Any,
+        **kwargs: Any,
+    ) -> Any:
         import torch
 
         answer = torch.tensor([self.answer_ids[:max_new_tokens]] * input_ids.shape[0])
@@ -286,7 +330,9 @@ class ScriptedModel:
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
-def test_generation_renders_the_template_and_stops_at_its_end_token(name: str, base_tokenizer) -> None:
+def test_generation_renders_the_template_and_stops_at_its_end_token(
+    name: str, base_tokenizer
+) -> None:
     tokenizer = with_template(base_tokenizer, name)
     end = TEMPLATES[name][1]
     task = make_task(tokenizer, max_new_tokens=12)
@@ -295,9 +341,12 @@ def test_generation_renders_the_template_and_stops_at_its_end_token(name: str, b
     assert end_id in task.end_of_turn_ids()
     context = CHAT[:3]
     assert task.prompt_text(context) == tokenizer.apply_chat_template(
-        context, tokenize=False, add_generation_prompt=True)
+        context, tokenize=False, add_generation_prompt=True
+    )
     words = tokenizer("Madrid", add_special_tokens=False)["input_ids"]
-    model = ScriptedModel(words + [end_id] + tokenizer("junk after", add_special_tokens=False)["input_ids"])
+    model = ScriptedModel(
+        words + [end_id] + tokenizer("junk after", add_special_tokens=False)["input_ids"]
+    )
     finished = task.generate_turns(model, [context], "cpu")[0]
     assert finished == {"generated": "Madrid", "ended_turn": True} and end_id in model.eos
     unfinished = task.generate_turns(ScriptedModel(words * 12), [context], "cpu")[0]
@@ -306,16 +355,23 @@ def test_generation_renders_the_template_and_stops_at_its_end_token(name: str, b
 
 
 @pytest.mark.slow
-def test_tiny_chat_run_scores_generations_and_predicts_with_its_template(tmp_path: Path,
-                                                                         one_torch_thread) -> None:
+def test_tiny_chat_run_scores_generations_and_predicts_with_its_template(
+    tmp_path: Path, one_torch_thread
+) -> None:
     """A multi-turn run end to end on the tiny Llama: the format is saved with the adapter, eval
     reports generation metrics, and `ft predict` answers a conversation."""
     from framework.cli.app import main
 
-    run_dir = train_recipe("sft_tiny_llama_lora", "data=chatterbot_chat", "train.max_steps=2",
-                           "data.max_train_examples=16", "data.max_eval_examples=4",
-                           "task.generate_eval=true", "task.max_new_tokens=4",
-                           output_root=tmp_path / "out")
+    run_dir = train_recipe(
+        "sft_tiny_llama_lora",
+        "data=chatterbot_chat",
+        "train.max_steps=2",
+        "data.max_train_examples=16",
+        "data.max_eval_examples=4",
+        "task.generate_eval=true",
+        "task.max_new_tokens=4",
+        output_root=tmp_path / "out",
+    )
     assert json.loads((run_dir / "adapter" / "ft_task.json").read_text())["format"] == "messages"
     final = json.loads((run_dir / "summary.json").read_text())["final"]
     assert {"exact_match", "rougeL", "ended_turn"} <= set(final) and 0 <= final["ended_turn"] <= 1

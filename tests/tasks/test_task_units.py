@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from framework.core.params import DataConfig
 from framework.core.errors import UserError
+from framework.core.params import DataConfig
 from framework.core.plugins import load_all
 from framework.core.registry import MODELS, TASKS
 
@@ -27,8 +27,12 @@ def tokenizer():
 
 def make_task(name: str, tokenizer, max_length: int = 64, family: str = "bert", **params):
     task_cls = TASKS.get(name)
-    return task_cls(task_cls.Params(name=name, **params),
-                    DataConfig(name="files", max_length=max_length), tokenizer, MODELS.get(family))
+    return task_cls(
+        task_cls.Params(name=name, **params),
+        DataConfig(name="files", max_length=max_length),
+        tokenizer,
+        MODELS.get(family),
+    )
 
 
 def dataset(rows):
@@ -44,7 +48,10 @@ def describe(split: str) -> str:
 # ---- token_cls ---------------------------------------------------------------------------------
 
 NER_ROWS = [
-    {"tokens": ["Anna", "flew", "to", "Kestrelton", "today"], "tags": ["B-PER", "O", "O", "B-LOC", "O"]},
+    {
+        "tokens": ["Anna", "flew", "to", "Kestrelton", "today"],
+        "tags": ["B-PER", "O", "O", "B-LOC", "O"],
+    },
     {"tokens": ["New", "York", "is", "big"], "tags": ["B-LOC", "I-LOC", "O", "O"]},
 ]
 
@@ -63,8 +70,8 @@ def test_token_cls_first_subtoken_labelled_rest_masked(tokenizer):
     assert row["labels"][first] == task.labels.index("B-LOC")
     assert row["labels"][first + 1] == -100
     assert row["labels"][0] == -100 and row["labels"][-1] == -100  # [CLS], [SEP]
-    scored = [l for l in row["labels"] if l != -100]
-    assert [task.labels[l] for l in scored] == NER_ROWS[0]["tags"]
+    scored = [label for label in row["labels"] if label != -100]
+    assert [task.labels[label] for label in scored] == NER_ROWS[0]["tags"]
 
 
 def test_token_cls_label_all_subtokens_turns_b_into_i(tokenizer):
@@ -73,10 +80,12 @@ def test_token_cls_label_all_subtokens_turns_b_into_i(tokenizer):
     splits = {"train": dataset(rows), "validation": dataset(rows)}
     task.fit_labels(splits, describe)
     tokenized = task.tokenize(splits)
-    train = [task.labels[l] for l in tokenized["train"][0]["labels"] if l != -100]
+    train = [task.labels[label] for label in tokenized["train"][0]["labels"] if label != -100]
     assert train[0] == "B-LOC" and len(train) > 1 and set(train[1:]) == {"I-LOC"}
     # Evaluation still scores each word once.
-    assert [l for l in tokenized["validation"][0]["labels"] if l != -100] == [task.labels.index("B-LOC")]
+    assert [label for label in tokenized["validation"][0]["labels"] if label != -100] == [
+        task.labels.index("B-LOC")
+    ]
 
 
 def test_token_cls_collator_pads_labels_with_ignore_index(tokenizer):
@@ -86,7 +95,9 @@ def test_token_cls_collator_pads_labels_with_ignore_index(tokenizer):
     tokenized = task.tokenize(splits)
     batch = task.collate([tokenized["validation"][0], tokenized["validation"][1]])
     width = max(len(tokenized["validation"][i]["input_ids"]) for i in range(2))
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["word_index"].shape == (2, width)
+    assert (
+        batch["input_ids"].shape == batch["labels"].shape == batch["word_index"].shape == (2, width)
+    )
     short = 1 if len(tokenized["validation"][1]["input_ids"]) < width else 0
     n = len(tokenized["validation"][short]["input_ids"])
     assert (batch["labels"][short, n:] == -100).all()
@@ -101,13 +112,17 @@ def test_token_cls_word_tags_score_truncated_words_as_o(tokenizer):
     from framework.core import metrics
 
     task = make_task("token_cls", tokenizer, max_length=8)
-    rows = [{"tokens": ["Anna", "went", "home", "and", "then", "met", "Bob", "Smith"],
-             "tags": ["B-PER", "O", "O", "O", "O", "O", "B-PER", "I-PER"]}]
+    rows = [
+        {
+            "tokens": ["Anna", "went", "home", "and", "then", "met", "Bob", "Smith"],
+            "tags": ["B-PER", "O", "O", "O", "O", "O", "B-PER", "I-PER"],
+        }
+    ]
     splits = {"train": dataset(rows), "validation": dataset(rows)}
     task.fit_labels(splits, describe)
     row = task.tokenize(splits)["validation"][0]
     # A perfect model on the visible words: predictions equal the labels.
-    predicted = [l if l != -100 else 0 for l in row["labels"]]
+    predicted = [label if label != -100 else 0 for label in row["labels"]]
     pred, gold = task.word_tags(predicted, row["labels"], row["word_index"])
     assert len(pred) < len(rows[0]["tokens"])
     pred = pred + ["O"] * (len(rows[0]["tokens"]) - len(pred))
@@ -122,22 +137,31 @@ def test_token_cls_checks_the_data(tokenizer):
     with pytest.raises(UserError, match="not BIO"):
         task.fit_labels({"train": dataset([{"tokens": ["a"], "tags": ["PER"]}])}, describe)
     with pytest.raises(UserError, match="not in the label set"):
-        task.fit_labels({"train": dataset([{"tokens": ["a"], "tags": ["B-X"]}]),
-                         "validation": dataset([{"tokens": ["a"], "tags": ["B-Y"]}])}, describe)
+        task.fit_labels(
+            {
+                "train": dataset([{"tokens": ["a"], "tags": ["B-X"]}]),
+                "validation": dataset([{"tokens": ["a"], "tags": ["B-Y"]}]),
+            },
+            describe,
+        )
 
 
 def test_token_cls_integer_tags_use_classlabel_names(tokenizer):
     import datasets
 
-    features = datasets.Features({
-        "tokens": datasets.Sequence(datasets.Value("string")),
-        "tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))})
-    data = datasets.Dataset.from_dict({"tokens": [["Ann", "Lee", "sang"]], "tags": [[1, 2, 0]]},
-                                      features=features)
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        }
+    )
+    data = datasets.Dataset.from_dict(
+        {"tokens": [["Ann", "Lee", "sang"]], "tags": [[1, 2, 0]]}, features=features
+    )
     task = make_task("token_cls", tokenizer)
     task.fit_labels({"train": data}, describe)
     labels = task.tokenize({"train": data})["train"][0]["labels"]
-    assert [task.labels[l] for l in labels if l != -100] == ["B-PER", "I-PER", "O"]
+    assert [task.labels[label] for label in labels if label != -100] == ["B-PER", "I-PER", "O"]
 
 
 def test_token_cls_reads_conll_files_through_the_files_source(tmp_path):
@@ -146,8 +170,9 @@ def test_token_cls_reads_conll_files_through_the_files_source(tmp_path):
 
     conll = tmp_path / "train.conll"
     conll.write_text("Anna B-PER\nsings O\n\nOslo B-LOC\nrains O\n")
-    raw = load_raw_splits(DataConfig(name="files", validation_split=0.5),
-                          FilesParams(train=str(conll)))
+    raw = load_raw_splits(
+        DataConfig(name="files", validation_split=0.5), FilesParams(train=str(conll))
+    )
     rows = sorted(list(raw.splits["train"]["tokens"]) + list(raw.splits["validation"]["tokens"]))
     assert rows == [["Anna", "sings"], ["Oslo", "rains"]]
 
@@ -172,14 +197,25 @@ def test_token_cls_predict_returns_word_tags_and_entities(tokenizer):
 
 # ---- question_ans --------------------------------------------------------------------------------
 
+
 def test_best_answer_picks_the_known_span_and_scores_em_1():
     from framework.core.metrics import squad_metrics
     from framework.tasks.question_ans import best_answer
 
     context = "Anna was born in Lisbon in 1970."
     # tokens: [CLS] question-token | Anna was born in Lisbon in 1970 .
-    offsets = [(-1, -1), (-1, -1), (0, 4), (5, 8), (9, 13), (14, 16), (17, 23), (24, 26),
-               (27, 31), (31, 32)]
+    offsets = [
+        (-1, -1),
+        (-1, -1),
+        (0, 4),
+        (5, 8),
+        (9, 13),
+        (14, 16),
+        (17, 23),
+        (24, 26),
+        (27, 31),
+        (31, 32),
+    ]
     start = [0.0] * 10
     end = [0.0] * 10
     start[6], end[6] = 5.0, 5.0  # "Lisbon"
@@ -194,8 +230,10 @@ def test_best_answer_picks_the_known_span_and_scores_em_1():
     # "Anna ... 1970" (7 tokens, score 12) beats "Lisbon" (10) unless max_answer_length cuts it.
     start[1], end[1] = 0.0, 0.0
     start[2], end[8] = 6.0, 6.0
-    assert best_answer(context, [(offsets, start, end)], max_answer_length=10).text == \
-        "Anna was born in Lisbon in 1970"
+    assert (
+        best_answer(context, [(offsets, start, end)], max_answer_length=10).text
+        == "Anna was born in Lisbon in 1970"
+    )
     assert best_answer(context, [(offsets, start, end)], max_answer_length=2).text == "Lisbon"
 
 
@@ -212,15 +250,23 @@ def test_best_answer_unanswerable_and_multiple_windows():
     assert best_answer(context, [w1, w2], allow_unanswerable=True).text == "def"
 
 
-QA_CONTEXT = ("Ashford is a market town on the banks of the Esk River in Norway. " * 6
-              + "The university was founded in 1871 by Anna Novak, a chemist from Lisbon. "
-              + "Every May, the town hosts a festival dedicated to kites.")
+QA_CONTEXT = (
+    "Ashford is a market town on the banks of the Esk River in Norway. " * 6
+    + "The university was founded in 1871 by Anna Novak, a chemist from Lisbon. "
+    + "Every May, the town hosts a festival dedicated to kites."
+)
 
 
 def qa_rows():
     answer = "Anna Novak"
-    return [{"id": "q1", "question": "Who founded the university?", "context": QA_CONTEXT,
-             "answers": {"text": [answer], "answer_start": [QA_CONTEXT.index(answer)]}}]
+    return [
+        {
+            "id": "q1",
+            "question": "Who founded the university?",
+            "context": QA_CONTEXT,
+            "answers": {"text": [answer], "answer_start": [QA_CONTEXT.index(answer)]},
+        }
+    ]
 
 
 def test_qa_stride_windows_label_the_answer_tokens(tokenizer):
@@ -233,10 +279,11 @@ def test_qa_stride_windows_label_the_answer_tokens(tokenizer):
     with_answer = [f for f in train if f["start_positions"] > 0]
     assert with_answer, "some window must contain the answer"
     for f in with_answer:
-        span = tokenizer.decode(f["input_ids"][f["start_positions"]:f["end_positions"] + 1])
+        span = tokenizer.decode(f["input_ids"][f["start_positions"] : f["end_positions"] + 1])
         assert span == "anna novak"
-    assert all(f["start_positions"] == f["end_positions"] == 0 for f in train
-               if f["start_positions"] == 0)  # windows without the answer point at [CLS]
+    assert all(
+        f["start_positions"] == f["end_positions"] == 0 for f in train if f["start_positions"] == 0
+    )  # windows without the answer point at [CLS]
     # Eval windows keep example ids and context offsets; the collator batches them apart.
     val = tokenized["validation"]
     assert set(val["example_index"]) == {0}
@@ -264,8 +311,9 @@ def test_qa_post_processing_of_perfect_logits_gives_em_1(tokenizer):
             for i in range(input_ids.shape[0]):
                 start[i, start_positions[i]] = 5.0
                 end[i, end_positions[i]] = 5.0
-            return type("Out", (), {"start_logits": start, "end_logits": end,
-                                    "loss": torch.tensor(0.0)})()
+            return type(
+                "Out", (), {"start_logits": start, "end_logits": end, "loss": torch.tensor(0.0)}
+            )()
 
     loader = [task.collate([val[i] for i in range(len(val))])]
     scores = task.evaluate(Oracle(), loader, Accelerator(cpu=True), raw=splits["validation"])
@@ -275,10 +323,26 @@ def test_qa_post_processing_of_perfect_logits_gives_em_1(tokenizer):
 def test_qa_accepts_official_squad_json_and_checks_offsets(tmp_path, tokenizer):
     from framework.tasks.question_ans import squad_rows
 
-    nested = {"version": "1.1", "data": [{"title": "T", "paragraphs": [{
-        "context": "Oslo is cold.",
-        "qas": [{"id": "a", "question": "What is cold?",
-                 "answers": [{"text": "Oslo", "answer_start": 0}]}]}]}]}
+    nested = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": "Oslo is cold.",
+                        "qas": [
+                            {
+                                "id": "a",
+                                "question": "What is cold?",
+                                "answers": [{"text": "Oslo", "answer_start": 0}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(nested))
     import datasets
@@ -287,8 +351,13 @@ def test_qa_accepts_official_squad_json_and_checks_offsets(tmp_path, tokenizer):
     assert flat[0]["question"] == "What is cold?"
     assert flat[0]["answers"] == {"text": ["Oslo"], "answer_start": [0]}
     task = make_task("question_ans", tokenizer)
-    bad = [{"question": "q", "context": "Oslo is cold.",
-            "answers": {"text": ["cold"], "answer_start": [0]}}]
+    bad = [
+        {
+            "question": "q",
+            "context": "Oslo is cold.",
+            "answers": {"text": ["cold"], "answer_start": [0]},
+        }
+    ]
     with pytest.raises(UserError, match="not at answer_start=0"):
         task.fit_labels({"train": dataset(bad)}, describe)
     none = [{"question": "q", "context": "Oslo", "answers": {"text": [], "answer_start": []}}]
@@ -298,10 +367,13 @@ def test_qa_accepts_official_squad_json_and_checks_offsets(tmp_path, tokenizer):
 
 # ---- seq2seq_lm ----------------------------------------------------------------------------------
 
+
 def test_seq2seq_collator_pads_labels_with_ignore_index(tokenizer):
     task = make_task("seq2seq_lm", tokenizer, family="t5")
-    rows = [{"source": "March 5, 2021", "target": "2021/03/05"},
-            {"source": "the 1st of May, 1999 at noon", "target": "1999/05/01 12:00 hours"}]
+    rows = [
+        {"source": "March 5, 2021", "target": "2021/03/05"},
+        {"source": "the 1st of May, 1999 at noon", "target": "1999/05/01 12:00 hours"},
+    ]
     tokenized = task.tokenize({"train": dataset(rows)})["train"]
     batch = task.collate([tokenized[0], tokenized[1]])
     assert batch["input_ids"].shape[0] == batch["labels"].shape[0] == 2
@@ -321,10 +393,16 @@ def test_seq2seq_bert2bert_labels_drop_the_leading_cls(tokenizer):
 # ---- feature_extraction --------------------------------------------------------------------------
 
 RETRIEVAL_ROWS = [
-    {"anchor": "Where was Anna born?", "positive": "Anna was born in Oslo.",
-     "negative": "Anna works as a baker."},
-    {"anchor": "What does Omar do?", "positive": "Omar is a pilot by profession, for twenty years.",
-     "negative": "Omar was born in Lyon."},
+    {
+        "anchor": "Where was Anna born?",
+        "positive": "Anna was born in Oslo.",
+        "negative": "Anna works as a baker.",
+    },
+    {
+        "anchor": "What does Omar do?",
+        "positive": "Omar is a pilot by profession, for twenty years.",
+        "negative": "Omar was born in Lyon.",
+    },
 ]
 
 
@@ -334,8 +412,11 @@ def test_feature_extraction_collator_groups_texts(tokenizer):
     batch = task.collate([tokenized[0], tokenized[1]])
     assert batch["input_ids"].shape[:2] == (2, 3)  # anchor, positive, negative
     assert batch["input_ids"].shape == batch["attention_mask"].shape
-    longest = max(len(tokenized[i][f"{g}_input_ids"]) for i in range(2)
-                  for g in ("anchor", "positive", "negative"))
+    longest = max(
+        len(tokenized[i][f"{g}_input_ids"])
+        for i in range(2)
+        for g in ("anchor", "positive", "negative")
+    )
     assert batch["input_ids"].shape[2] == longest
     no_negatives = make_task("feature_extraction", tokenizer, hard_negatives=False)
     tokenized = no_negatives.tokenize({"train": dataset(RETRIEVAL_ROWS)})["train"]
@@ -388,15 +469,20 @@ def test_retrieval_counts_duplicate_documents_once(tokenizer):
 
 def test_feature_extraction_checks_scored_split_columns(tokenizer):
     task = make_task("feature_extraction", tokenizer)
-    splits = {"train": dataset(RETRIEVAL_ROWS), "scored": dataset([{"a": "x", "b": "y", "score": 1}])}
+    splits = {
+        "train": dataset(RETRIEVAL_ROWS),
+        "scored": dataset([{"a": "x", "b": "y", "score": 1}]),
+    }
     with pytest.raises(UserError, match="data.columns.sentence1"):
         task.check_columns(splits, describe)
     with pytest.raises(UserError, match="task.hard_negatives=false"):
-        task.fit_labels({"train": dataset([{"anchor": "a", "positive": "b", "negative": ""}])},
-                        describe)
+        task.fit_labels(
+            {"train": dataset([{"anchor": "a", "positive": "b", "negative": ""}])}, describe
+        )
 
 
 # ---- seq_cls (multi-label, regression, pairs) ----------------------------------------------------
+
 
 def test_seq_cls_multilabel_regression_and_pairs_encode(tokenizer):
     import torch
@@ -410,8 +496,10 @@ def test_seq_cls_multilabel_regression_and_pairs_encode(tokenizer):
     assert batch["labels"].tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
 
     regression = make_task("seq_cls", tokenizer, problem_type="regression")
-    pairs = [{"text": "a cat", "text_pair": "a dog", "label": 0.5},
-             {"text": "a car", "text_pair": "a car", "label": 1.0}]
+    pairs = [
+        {"text": "a cat", "text_pair": "a dog", "label": 0.5},
+        {"text": "a car", "text_pair": "a car", "label": 1.0},
+    ]
     regression.fit_labels({"train": dataset(pairs)}, describe)
     assert regression.model_kwargs()["num_labels"] == 1
     batch = regression.collate(list(regression.tokenize({"train": dataset(pairs)})["train"]))

@@ -14,8 +14,14 @@ import torch
 from tests.helpers import metrics, train_recipe
 
 RECIPE = "sft_tiny_llama_lora"
-SMALL = ["data.max_train_examples=64", "data.max_eval_examples=16", "train.batch_size=4",
-         "train.eval_every=1", "train.log_every=1", "train.scheduler=constant"]
+SMALL = [
+    "data.max_train_examples=64",
+    "data.max_eval_examples=16",
+    "train.batch_size=4",
+    "train.eval_every=1",
+    "train.log_every=1",
+    "train.scheduler=constant",
+]
 
 
 def script_perplexity(monkeypatch, values):
@@ -46,12 +52,18 @@ def test_keeper_direction_delta_and_patience():
     saved = []
     train = SimpleNamespace(keep_best=True, early_stopping_patience=2, early_stopping_delta=0.05)
     keeper = BestKeeper(train, "accuracy", greater_is_better=True)
-    stops = [keeper.observe(step, {"accuracy": acc}, lambda s=step: saved.append(s))
-             for step, acc in [(1, 0.5), (2, 0.6), (3, 0.64), (4, 0.61)]]
+    stops = [
+        keeper.observe(step, {"accuracy": acc}, lambda s=step: saved.append(s))
+        for step, acc in [(1, 0.5), (2, 0.6), (3, 0.64), (4, 0.61)]
+    ]
     # 0.64 beats 0.6 by less than the delta: not an improvement; two of those stop the run.
     assert stops == [False, False, False, True] and saved == [1, 2]
-    assert keeper.summary()["best"] == {"metric": "accuracy", "greater_is_better": True,
-                                        "step": 2, "value": 0.6}
+    assert keeper.summary()["best"] == {
+        "metric": "accuracy",
+        "greater_is_better": True,
+        "step": 2,
+        "value": 0.6,
+    }
     assert "early stopping at step 4" in keeper.summary()["stopped_early"]
     lower = BestKeeper(SimpleNamespace(keep_best=True), "eval_loss", greater_is_better=False)
     for step, loss in [(1, 2.0), (2, 1.0), (3, float("nan")), (4, 1.5)]:
@@ -79,22 +91,35 @@ def test_keep_best_keeps_the_best_eval_adapter(tmp_path, monkeypatch, one_torch_
     from transformers import AutoModelForCausalLM
 
     script_perplexity(monkeypatch, [50.0, 30.0, 20.0, 25.0, 40.0])
-    run_dir = train_recipe(RECIPE, *SMALL, "train.max_steps=5", "train.lr=0.03",
-                           "train.keep_best=true", "train.save_every=1", "train.keep_last=10",
-                           output_root=tmp_path)
+    run_dir = train_recipe(
+        RECIPE,
+        *SMALL,
+        "train.max_steps=5",
+        "train.lr=0.03",
+        "train.keep_best=true",
+        "train.save_every=1",
+        "train.keep_last=10",
+        output_root=tmp_path,
+    )
     ppl = _perplexities(run_dir)
     best_step = 3
     assert min(ppl, key=ppl.get) == best_step, ppl
     best = _summary(run_dir)["best"]
-    assert best == {"metric": "perplexity", "greater_is_better": False, "step": best_step,
-                    "value": ppl[best_step]}
+    assert best == {
+        "metric": "perplexity",
+        "greater_is_better": False,
+        "step": best_step,
+        "value": ppl[best_step],
+    }
     # adapter/ loads in plain PEFT and holds exactly the LoRA weights of the best step's state.
     adapter = run_dir / "adapter"
     base = AutoModelForCausalLM.from_pretrained(
-        PeftConfig.from_pretrained(adapter).base_model_name_or_path)
+        PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    )
     loaded = get_peft_model_state_dict(PeftModel.from_pretrained(base, adapter))
-    at_best = load_file(str(run_dir / "checkpoints" / f"checkpoint-{best_step:08d}" /
-                            "model.safetensors"))
+    at_best = load_file(
+        str(run_dir / "checkpoints" / f"checkpoint-{best_step:08d}" / "model.safetensors")
+    )
     assert loaded.keys() == {k.replace(".default", "") for k in at_best if "lora_" in k}
     for key, value in at_best.items():
         if "lora_" in key:
@@ -104,19 +129,25 @@ def test_keep_best_keeps_the_best_eval_adapter(tmp_path, monkeypatch, one_torch_
     assert (run_dir / "adapter_last" / "tokenizer.json").exists()
 
 
-def test_early_stopping_stops_says_why_and_survives_resume(tmp_path, monkeypatch,
-                                                            one_torch_thread):
+def test_early_stopping_stops_says_why_and_survives_resume(tmp_path, monkeypatch, one_torch_thread):
     # Best at step 1, then three evaluations without improvement: stop at step 4 of 8.
     script_perplexity(monkeypatch, [10.0, 12.0, 11.0, 13.0])
-    args = [*SMALL, "train.max_steps=8", "train.lr=0.03", "train.early_stopping_patience=3",
-            "train.save_every=2", "train.keep_last=5"]
+    args = [
+        *SMALL,
+        "train.max_steps=8",
+        "train.lr=0.03",
+        "train.early_stopping_patience=3",
+        "train.save_every=2",
+        "train.keep_last=5",
+    ]
     run_dir = train_recipe(RECIPE, *args, output_root=tmp_path)
     summary = _summary(run_dir)
     ppl = _perplexities(run_dir)
     assert summary["steps"] == 4 and sorted(ppl) == [1, 2, 3, 4], ppl
     assert summary["best"]["step"] == 1 and all(ppl[s] > ppl[1] for s in (2, 3, 4))
-    assert summary["stopped_early"].startswith("early stopping at step 4: perplexity did not "
-                                               "improve by more than 0 for 3 evaluation(s)")
+    assert summary["stopped_early"].startswith(
+        "early stopping at step 4: perplexity did not improve by more than 0 for 3 evaluation(s)"
+    )
     assert summary["stopped_early"] in (run_dir / "train.log").read_text()
     assert (run_dir / "checkpoints" / "checkpoint-00000004").is_dir()  # the final checkpoint
     assert (run_dir / "curves.png").stat().st_size > 10_000  # drawn at the end of training

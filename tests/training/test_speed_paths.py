@@ -5,14 +5,14 @@ compiled run trains, and a non-finite step is skipped on the device."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers import metrics, train_recipe
 from framework.tasks import packing, token_loss
 from framework.tasks.chat import IGNORE_INDEX
+from tests.helpers import metrics, train_recipe
 
 VOCAB = 96
 
@@ -24,18 +24,29 @@ def tiny_llama(one_torch_thread):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-                         max_position_embeddings=256, attn_implementation="sdpa")
-    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(
-        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "lm_head"]))
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        attn_implementation="sdpa",
+    )
+    model = get_peft_model(
+        LlamaForCausalLM(config),
+        LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "lm_head"]
+        ),
+    )
     for name, param in model.named_parameters():  # B = 0 at init: make the adapters matter
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)
     return model
 
 
-def examples(lengths: List[int], seed: int = 0) -> List[Dict[str, List[int]]]:
+def examples(lengths: list[int], seed: int = 0) -> list[dict[str, list[int]]]:
     """Examples whose first tokens are a prompt (label -100) and the rest an answer."""
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -46,25 +57,29 @@ def examples(lengths: List[int], seed: int = 0) -> List[Dict[str, List[int]]]:
     return rows
 
 
-def padded(features: List[Dict[str, List[int]]]) -> Dict[str, Any]:
+def padded(features: list[dict[str, list[int]]]) -> dict[str, Any]:
     width = max(len(f["input_ids"]) for f in features)
     ids = torch.zeros((len(features), width), dtype=torch.long)
     labels = torch.full((len(features), width), IGNORE_INDEX)
     mask = torch.zeros((len(features), width), dtype=torch.long)
     for i, f in enumerate(features):
         n = len(f["input_ids"])
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(f["input_ids"]), \
-            torch.tensor(f["labels"]), 1
+        ids[i, :n], labels[i, :n], mask[i, :n] = (
+            torch.tensor(f["input_ids"]),
+            torch.tensor(f["labels"]),
+            1,
+        )
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def per_token_losses(model: Any, batch: Dict[str, Any]) -> torch.Tensor:
+def per_token_losses(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     """Cross-entropy of every labelled token, in row-major order."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, use_cache=False).logits[:, :-1]
     targets = batch["labels"][:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1),
-                                               ignore_index=IGNORE_INDEX, reduction="none")
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    )
     return losses[targets.reshape(-1) != IGNORE_INDEX]
 
 
@@ -73,25 +88,32 @@ def test_packed_row_gives_the_per_token_losses_of_padded_rows(tiny_llama):
     with torch.no_grad():
         apart = per_token_losses(tiny_llama, padded(features))
         together = per_token_losses(tiny_llama, packing.pack(features))
-    assert apart.numel() == together.numel() == sum(len(f["input_ids"]) - len(f["input_ids"]) // 2
-                                                     for f in features)
+    assert (
+        apart.numel()
+        == together.numel()
+        == sum(len(f["input_ids"]) - len(f["input_ids"]) // 2 for f in features)
+    )
     assert torch.allclose(apart, together, atol=1e-5, rtol=0), (apart - together).abs().max()
     assert packing.packing_works(tiny_llama, VOCAB)
 
 
-def test_per_example_attention_gives_the_losses_and_gradients_of_the_block_mask(tiny_llama,
-                                                                                 monkeypatch):
+def test_per_example_attention_gives_the_losses_and_gradients_of_the_block_mask(
+    tiny_llama, monkeypatch
+):
     """train.packed_attention: one causal SDPA call per example of a packed row (no mask) gives
     the loss and every LoRA gradient of SDPA over the row's block-diagonal mask (fp32, CPU)."""
     from framework.training import packed_attention
 
     features = examples([9, 4, 13, 6], seed=2)
-    calls: List[bool] = []
+    calls: list[bool] = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
     def counted(*args, **kwargs):
-        calls.append(kwargs.get("is_causal") is True and args[3:4] in ((), (None,))
-                     and kwargs.get("attn_mask") is None)
+        calls.append(
+            kwargs.get("is_causal") is True
+            and args[3:4] in ((), (None,))
+            and kwargs.get("attn_mask") is None
+        )
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
@@ -106,8 +128,17 @@ def test_per_example_attention_gives_the_losses_and_gradients_of_the_block_mask(
             batch = packing.pack(features, with_lengths=per_example)
             total, count = token_loss.causal_lm_loss(tiny_llama, batch, logits_only=False)
             (total / count).backward()
-            results.append((total.detach(), calls.copy(), {
-                n: p.grad.clone() for n, p in tiny_llama.named_parameters() if p.grad is not None}))
+            results.append(
+                (
+                    total.detach(),
+                    calls.copy(),
+                    {
+                        n: p.grad.clone()
+                        for n, p in tiny_llama.named_parameters()
+                        if p.grad is not None
+                    },
+                )
+            )
     finally:
         packed_attention.uninstall(tiny_llama)
     (mask_loss, mask_calls, mask_grads), (loss, example_calls, grads) = results
@@ -122,28 +153,33 @@ def test_per_example_attention_gives_the_losses_and_gradients_of_the_block_mask(
 
 def test_per_example_attention_defers_to_sdpa_where_it_does_not_apply():
     """A sliding window shorter than an example, or no lengths: transformers' SDPA, mask and all."""
-    from framework.training import packed_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from framework.training import packed_attention
 
     module = torch.nn.Module()
     module.is_causal = True
-    q, k, v = (torch.randn(1, 2, 8, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    q, k, v = (
+        torch.randn(1, 2, 8, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)
+    )
     band = torch.ones(8, 8, dtype=torch.bool).tril() & ~torch.ones(8, 8, dtype=torch.bool).tril(-3)
     mask = band[None, None]  # what the model would build for a 3-token window
     for extra in ({"sliding_window": 3, packing.LENGTHS_KEY: (5, 3)}, {}):
         got, _ = packed_attention.attention(module, q, k, v, mask, **extra)
         want, _ = sdpa_attention_forward(module, q, k, v, mask)
         assert torch.equal(got, want)
-    per_example, _ = packed_attention.attention(module, q, k, v, mask, sliding_window=8,
-                                                **{packing.LENGTHS_KEY: (5, 3)})
+    per_example, _ = packed_attention.attention(
+        module, q, k, v, mask, sliding_window=8, **{packing.LENGTHS_KEY: (5, 3)}
+    )
     assert not torch.allclose(per_example, want)  # the window covers each example: per example
 
 
 @pytest.mark.parametrize("head_dim", [16, 272])  # 272 > 256: keys repeated, not SDPA's GQA
 def test_per_example_attention_equals_sdpa_over_the_block_mask(head_dim, monkeypatch):
-    from framework.training import packed_attention
     from transformers.integrations import sdpa_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from framework.training import packed_attention
 
     module = torch.nn.Module()
     module.is_causal, module.num_key_value_groups = True, 2
@@ -151,15 +187,16 @@ def test_per_example_attention_equals_sdpa_over_the_block_mask(head_dim, monkeyp
     q = torch.randn(1, 4, 9, head_dim, generator=g)
     k, v = (torch.randn(1, 2, 9, head_dim, generator=g) for _ in range(2))
     example = torch.tensor([0] * 5 + [1] * 3 + [2])
-    mask = ((example[:, None] == example[None, :]) & torch.ones(9, 9, dtype=torch.bool).tril())
+    mask = (example[:, None] == example[None, :]) & torch.ones(9, 9, dtype=torch.bool).tril()
     want, _ = sdpa_attention_forward(module, q, k, v, mask[None, None], scaling=0.3)
 
     def not_this_way(*args, **kwargs):
         raise AssertionError("deferred to transformers' SDPA over the mask")
 
     monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", not_this_way)
-    got, _ = packed_attention.attention(module, q, k, v, mask[None, None], scaling=0.3,
-                                        **{packing.LENGTHS_KEY: (5, 3, 1)})
+    got, _ = packed_attention.attention(
+        module, q, k, v, mask[None, None], scaling=0.3, **{packing.LENGTHS_KEY: (5, 3, 1)}
+    )
     assert got.shape == want.shape == (1, 9, 4, head_dim)
     assert torch.allclose(got, want, atol=1e-6, rtol=0)
 
@@ -206,8 +243,14 @@ def test_logits_only_loss_and_gradients_equal_full_logits(tiny_llama, form, monk
 
 
 # ---- whole runs (in-process, tiny Llama, 2 optimizer steps) ------------------------------------
-LEAN = ["train.max_steps=2", "train.log_every=1", "data.max_train_examples=16",
-        "data.max_eval_examples=4", "data.max_length=48", "peft.dropout=0"]
+LEAN = [
+    "train.max_steps=2",
+    "train.log_every=1",
+    "data.max_train_examples=16",
+    "data.max_eval_examples=4",
+    "data.max_length=48",
+    "peft.dropout=0",
+]
 
 
 def adapter(run_dir):
@@ -220,9 +263,18 @@ def test_token_normalised_loss_is_invariant_to_grad_accum(tmp_path, one_torch_th
     """Global batch 4 as 4 x 1, 2 x 2 and 1 x 4: micro-batches hold different numbers of label
     tokens, yet every token weighs the same, so SGD (linear in the gradient) makes the same
     update and the logged per-token losses agree."""
-    runs = [train_recipe("sft_tiny_llama_lora", *LEAN, f"train.batch_size={b}",
-                         f"train.grad_accum={a}", "train.optimizer=sgd", "train.lr=0.5",
-                         output_root=tmp_path / f"{b}x{a}") for b, a in ((4, 1), (2, 2), (1, 4))]
+    runs = [
+        train_recipe(
+            "sft_tiny_llama_lora",
+            *LEAN,
+            f"train.batch_size={b}",
+            f"train.grad_accum={a}",
+            "train.optimizer=sgd",
+            "train.lr=0.5",
+            output_root=tmp_path / f"{b}x{a}",
+        )
+        for b, a in ((4, 1), (2, 2), (1, 4))
+    ]
     reference = adapter(runs[0])
     losses = [[r["loss"] for r in metrics(run, "train")] for run in runs]
     for run, run_losses in zip(runs[1:], losses[1:]):
@@ -240,18 +292,26 @@ def test_compiled_tiny_run_trains(tmp_path, one_torch_thread):
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    run = train_recipe("sft_tiny_llama_lora", *LEAN, "train.batch_size=2", "train.compile=true",
-                       "train.compile_backend=aot_eager", output_root=tmp_path)
+    run = train_recipe(
+        "sft_tiny_llama_lora",
+        *LEAN,
+        "train.batch_size=2",
+        "train.compile=true",
+        "train.compile_backend=aot_eager",
+        output_root=tmp_path,
+    )
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
     losses = [r["loss"] for r in metrics(run, "train")]
-    assert len(losses) == 2 and all(l == l and l < 1e3 for l in losses)
+    assert len(losses) == 2 and all(loss == loss and loss < 1e3 for loss in losses)
     torch._dynamo.reset()
 
 
 def test_length_grouped_batches_are_seeded_and_pad_less():
     from framework.training.loaders import LengthGroupedSampler
 
-    lengths = [int(x) for x in torch.randint(5, 200, (404,), generator=torch.Generator().manual_seed(3))]
+    lengths = [
+        int(x) for x in torch.randint(5, 200, (404,), generator=torch.Generator().manual_seed(3))
+    ]
     sampler = LengthGroupedSampler(lengths, group=200, seed=7, batch=8)
     sampler.set_epoch(1)
     order = list(sampler)
@@ -262,12 +322,14 @@ def test_length_grouped_batches_are_seeded_and_pad_less():
     sampler.set_epoch(2)
     assert list(sampler) != order
 
-    batches = [order[k:k + 8] for k in range(0, len(order), 8)]
+    batches = [order[k : k + 8] for k in range(0, len(order), 8)]
     assert len(batches[-1]) == 4  # the short batch closes the epoch; none in between
 
     def padded_tokens(indices):
-        return sum(max(lengths[i] for i in indices[k:k + 8]) * len(indices[k:k + 8])
-                   for k in range(0, len(indices), 8))
+        return sum(
+            max(lengths[i] for i in indices[k : k + 8]) * len(indices[k : k + 8])
+            for k in range(0, len(indices), 8)
+        )
 
     shuffled = torch.randperm(404, generator=torch.Generator().manual_seed(7)).tolist()
     assert padded_tokens(order) < 0.8 * padded_tokens(shuffled)
@@ -280,8 +342,13 @@ def test_length_grouped_batches_are_seeded_and_pad_less():
 
 
 def test_profile_writes_a_trace_and_the_top_ops(tmp_path, one_torch_thread):
-    run = train_recipe("seq_cls_tiny_bert_lora", "train.max_steps=5", "train.profile=true",
-                       "data.max_train_examples=48", "data.max_eval_examples=4",
-                       output_root=tmp_path)
+    run = train_recipe(
+        "seq_cls_tiny_bert_lora",
+        "train.max_steps=5",
+        "train.profile=true",
+        "data.max_train_examples=48",
+        "data.max_eval_examples=4",
+        output_root=tmp_path,
+    )
     assert (run / "profile" / "trace.json").stat().st_size > 0
     assert "Self CPU" in (run / "profile" / "top_ops.txt").read_text()
