@@ -39,9 +39,8 @@ class RunSettings:
     overwrite: bool = False  # allow run_dir to be a directory that already holds another run
     # keys a resume may change although they alter the training (train.max_steps, data, ...)
     resume_allow_changes: list[str] = field(default_factory=list)
-    dry_run: bool = (
-        False  # ft train: validate, print the launch plan (command, DeepSpeed config), exit
-    )
+    # ft train: validate, print the launch plan (command, DeepSpeed config), exit
+    dry_run: bool = False
 
 
 @dataclass(kw_only=True, frozen=True)

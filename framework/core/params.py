@@ -37,36 +37,29 @@ class TrainConfig:
     eval_before: bool = False  # evaluate the untrained model first (baseline in metrics.jsonl)
     log_every: int = 10  # optimizer steps between loss logs (each log costs one host sync)
     save_every: int = 0  # optimizer steps between checkpoints; 0 = no intermediate checkpoints
-    save_every_minutes: float | None = (
-        None  # also checkpoint once this much wall time passed since the last save
-    )
+    # also checkpoint once this much wall time passed since the last save
+    save_every_minutes: float | None = None
     keep_last: int = 2  # complete checkpoints kept; the newest complete one is never deleted
     nan_policy: Literal["skip", "stop"] = "stop"  # on a non-finite loss: skip the step, or stop
     gradient_checkpointing: bool = False  # trade compute for activation memory
     num_workers: int = 0  # DataLoader worker processes
-    keep_best: bool = (
-        False  # adapter/ = best eval by the task's primary metric; adapter_last/ = last
-    )
+    # adapter/ = best eval by the task's primary metric; adapter_last/ = last
+    keep_best: bool = False
     early_stopping_patience: int | None = None  # stop after this many evals without improvement
-    early_stopping_delta: float = (
-        0.0  # smallest change of the primary metric that counts as improving
-    )
+    # smallest change of the primary metric that counts as improving
+    early_stopping_delta: float = 0.0
     # ---- speed (docs/speed.md measures each) ----
-    packing: bool = (
-        True  # causal LM: one padding-free row per micro-batch (where the model supports it)
-    )
-    packed_attention: bool = (
-        True  # packed rows: SDPA per example, not over a (row length)^2 block mask
-    )
+    # causal LM: one padding-free row per micro-batch (where the model supports it)
+    packing: bool = True
+    # packed rows: SDPA per example, not over a (row length)^2 block mask
+    packed_attention: bool = True
     group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
-    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = (
-        "inductor"  # its backend
-    )
-    fused_optimizer: bool = (
-        True  # fused AdamW kernel; also lets a non-finite step be skipped on the device
-    )
+    # its backend
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"
+    # fused AdamW kernel; also lets a non-finite step be skipped on the device
+    fused_optimizer: bool = True
     pin_memory: bool = True  # page-locked host batches (faster host->GPU copies; no effect on CPU)
     profile: bool = False  # torch-profiler trace of a few steps into the run dir + top-10 ops
 

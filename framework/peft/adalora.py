@@ -16,14 +16,12 @@ from framework.peft.base import PeftMethod, PeftParams, peft_task_type
 @dataclass(kw_only=True)
 class AdaLoraParams(PeftParams):
     init_r: int = 12  # rank every layer starts with
-    target_r: int = (
-        8  # average rank per layer left after pruning (total budget = target_r x layers)
-    )
+    # average rank per layer left after pruning (total budget = target_r x layers)
+    target_r: int = 8
     alpha: float = 16.0  # scale of the update, as LoRA's alpha
     dropout: float = 0.05  # dropout on the adapter input
-    tinit_ratio: float = (
-        0.1  # fraction of steps trained at init_r before pruning starts (peft tinit)
-    )
+    # fraction of steps trained at init_r before pruning starts (peft tinit)
+    tinit_ratio: float = 0.1
     tfinal_ratio: float = 0.2  # fraction of steps at the end with ranks frozen (peft tfinal)
     delta_t: int = 1  # optimizer steps between two reallocations (peft deltaT)
     beta1: float = 0.85  # EMA factor of the importance (sensitivity) scores

@@ -98,12 +98,11 @@ LINEAR_ONLY = exclude(
 class PeftParams(GroupParams):
     """Fields every method shares."""
 
-    target_modules: Any | None = (
-        None  # list of module names, "all-linear", or null = family default
-    )
-    modules_to_save: list[str] | None = (
-        None  # extra modules trained in full (e.g. a classifier head)
-    )
+    # list of module names, "all-linear", or null = family default
+
+    target_modules: Any | None = None
+    # extra modules trained in full (e.g. a classifier head)
+    modules_to_save: list[str] | None = None
 
 
 class PeftMethod:
@@ -112,9 +111,8 @@ class PeftMethod:
 
     Params: ClassVar[type] = PeftParams
     peft_type: ClassVar[str] = ""  # peft.PeftType value, used by tests to check against peft
-    peft_config: ClassVar[str] = (
-        ""  # name of peft's config class (in the peft package) build() makes
-    )
+    # name of peft's config class (in the peft package) build() makes
+    peft_config: ClassVar[str] = ""
     peft_names: ClassVar[
         dict[str, str]
     ] = {}  # Params field -> peft's kwarg, where the names differ

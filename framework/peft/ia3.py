@@ -11,9 +11,8 @@ from framework.peft.base import PeftMethod, PeftParams
 
 @dataclass(kw_only=True)
 class Ia3Params(PeftParams):
-    feedforward_modules: list[str] | None = (
-        None  # targets scaled on their input (FFN); null = family default
-    )
+    # targets scaled on their input (FFN); null = family default
+    feedforward_modules: list[str] | None = None
     init_weights: bool = True  # start the scales at 1 (identity); false = random (testing only)
 
 

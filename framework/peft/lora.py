@@ -204,16 +204,13 @@ class LoraPlus(Lora):
 @dataclass(kw_only=True)
 class QLoraParams(LoraParams):
     bits: Literal[4, 8] = 4  # base weights in 4-bit (QLoRA) or 8-bit (LLM.int8)
-    quant_type: Literal["nf4", "fp4"] = (
-        "nf4"  # 4-bit data type: nf4 suits normally distributed weights
-    )
+    # 4-bit data type: nf4 suits normally distributed weights
+    quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True  # also quantize the quantization constants (saves ~0.4 bit/param)
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = (
-        "bfloat16"  # matmul dtype of 4-bit layers
-    )
-    loftq_init: bool = (
-        False  # LoftQ: init A, B to cancel the quantization error (reads the fp weights once)
-    )
+    # matmul dtype of 4-bit layers
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # LoftQ: init A, B to cancel the quantization error (reads the fp weights once)
+    loftq_init: bool = False
 
 
 @PEFT_METHODS.register("qlora")

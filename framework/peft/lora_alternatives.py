@@ -22,9 +22,8 @@ from framework.peft.base import LINEAR_ONLY, PeftMethod, PeftParams
 
 @dataclass(kw_only=True)
 class MissParams(PeftParams):
-    r: int = (
-        64  # rows of the shared shard matrix (even numbers; params = r x out_features per layer)
-    )
+    # rows of the shared shard matrix (even numbers; params = r x out_features per layer)
+    r: int = 64
     dropout: float = 0.0  # dropout on the adapter input
 
 
@@ -40,9 +39,8 @@ class Miss(PeftMethod):
 
 @dataclass(kw_only=True)
 class ShiraParams(PeftParams):
-    r: int = (
-        32  # budget: r x (in + out) trainable entries per layer, like LoRA's r (not a rank limit)
-    )
+    # budget: r x (in + out) trainable entries per layer, like LoRA's r (not a rank limit)
+    r: int = 32
     mask_type: Literal["random"] = "random"  # which entries of W train (peft ships a random mask)
     random_seed: int = 0  # seed of the sparse mask
 
@@ -58,9 +56,8 @@ class Shira(PeftMethod):
 
 @dataclass(kw_only=True)
 class C3aParams(PeftParams):
-    block_size: int = (
-        64  # circulant block size; must divide every target's in and out width (peft default 256)
-    )
+    # circulant block size; must divide every target's in and out width (peft default 256)
+    block_size: int = 64
 
 
 @PEFT_METHODS.register("c3a")
@@ -75,9 +72,8 @@ class C3a(PeftMethod):
 
 @dataclass(kw_only=True)
 class RoadParams(PeftParams):
-    variant: Literal["road_1", "road_2", "road_4"] = (
-        "road_1"  # 1: one scale+angle per pair; 2, 4: 2x, 4x the params
-    )
+    # 1: one scale+angle per pair; 2, 4: 2x, 4x the params
+    variant: Literal["road_1", "road_2", "road_4"] = "road_1"
     group_size: int = 64  # output elements per rotation group; must divide the layers' output width
 
 
@@ -113,9 +109,8 @@ class Delora(PeftMethod):
 @dataclass(kw_only=True)
 class GraloraParams(PeftParams):
     r: int = 32  # total rank (same parameter count as LoRA with this r); divisible by k
-    k: int = (
-        2  # blocks per side: the update is a k x k grid of rank-r/k LoRAs (widths divisible by k)
-    )
+    # blocks per side: the update is a k x k grid of rank-r/k LoRAs (widths divisible by k)
+    k: int = 2
     alpha: float = 64.0  # scale = alpha / r
     hybrid_r: int = 0  # extra rank given to a plain LoRA beside the grid (hybrid GraLoRA)
     dropout: float = 0.0  # dropout on the adapter input

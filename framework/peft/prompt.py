@@ -175,9 +175,8 @@ class PTuning(PromptLearning):
 @dataclass(kw_only=True)
 class PrefixTuningParams(PeftParams):
     num_virtual_tokens: int = 20  # learned key/value prefix length in every attention layer
-    prefix_projection: bool = (
-        False  # reparameterise the prefix through an MLP (stabler, more params)
-    )
+    # reparameterise the prefix through an MLP (stabler, more params)
+    prefix_projection: bool = False
     encoder_hidden_size: int | None = None  # hidden width of that MLP; null = the model's width
 
 

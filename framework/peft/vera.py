@@ -12,15 +12,13 @@ from framework.peft.base import PeftMethod, PeftParams
 
 @dataclass(kw_only=True)
 class VeraParams(PeftParams):
-    r: int = (
-        256  # rank of the shared frozen random matrices (cheap: only 2 vectors per layer train)
-    )
+    # rank of the shared frozen random matrices (cheap: only 2 vectors per layer train)
+    r: int = 256
     d_initial: float = 0.1  # initial value of the per-rank scaling vector d
     dropout: float = 0.0  # dropout on the adapter input
     projection_seed: int = 0  # PRNG key of the shared random matrices
-    save_projection: bool = (
-        True  # store the random matrices in the adapter (safe across torch versions)
-    )
+    # store the random matrices in the adapter (safe across torch versions)
+    save_projection: bool = True
 
 
 @PEFT_METHODS.register("vera")

@@ -28,14 +28,12 @@ SUMMARY_FILE = "summary.json"  # final and baseline metrics, written when the ru
 TRIAL_FILE = "trial.json"  # a sweep trial's record: status, reason, exit code, config hash
 TRAIN_LOG = "train.log"
 ADAPTER_DIR = "adapter"  # save_pretrained adapter + tokenizer + TASK_FILE
-ADAPTER_LAST_DIR = (
-    "adapter_last"  # the last step's adapter when train.keep_best puts the best in adapter/
-)
+# the last step's adapter when train.keep_best puts the best in adapter/
+ADAPTER_LAST_DIR = "adapter_last"
 CURVES_FILE = "curves.png"  # train/eval loss and the primary metric vs step (needs matplotlib)
 MLFLOW_DIR = "mlruns"  # logger=mlflow's default local file store
-WANDB_DIR = (
-    "wandb"  # logger=wandb: the folder W&B creates in RUN_DIR (offline runs, staged artifacts)
-)
+# logger=wandb: the folder W&B creates in RUN_DIR (offline runs, staged artifacts)
+WANDB_DIR = "wandb"
 TENSORBOARD_DIR = "tensorboard"  # logger=tensorboard's event files
 TASK_FILE = "ft_task.json"  # the task's label maps, beside the adapter
 CHECKPOINTS_DIR = "checkpoints"

@@ -25,15 +25,12 @@ FORMATS = ("messages", "prompt_completion", "text")
 
 @dataclass(kw_only=True)
 class CausalLmParams(TaskParams):
-    format: Literal["auto", "messages", "prompt_completion", "text"] = (
-        "auto"  # auto: by the columns
-    )
-    train_on: Literal["assistant", "last_assistant", "all"] = (
-        "assistant"  # which tokens carry the loss
-    )
-    chat_template: str | None = (
-        None  # null: the tokenizer's own; chatml; none (plain); or Jinja text
-    )
+    # auto: by the columns
+    format: Literal["auto", "messages", "prompt_completion", "text"] = "auto"
+    # which tokens carry the loss
+    train_on: Literal["assistant", "last_assistant", "all"] = "assistant"
+    # null: the tokenizer's own; chatml; none (plain); or Jinja text
+    chat_template: str | None = None
     system_prompt: str | None = None  # system turn added to conversations that have none
     generate_eval: bool = False  # also generate answers on eval and score exact match / ROUGE-L
     max_new_tokens: int = 32  # tokens generated per eval example when generate_eval

@@ -26,9 +26,8 @@ SCORED_ROLES = ("sentence1", "sentence2", "score")
 
 @dataclass(kw_only=True)
 class FeatureExtractionParams(TaskParams):
-    pooling: Literal["mean", "cls"] = (
-        "mean"  # mean of token states (sentence-transformers) or [CLS]
-    )
+    # mean of token states (sentence-transformers) or [CLS]
+    pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True  # L2-normalise embeddings: similarities are cosines
     temperature: float = 0.05  # softmax temperature of the contrastive loss (0.05 = scale 20)
     hard_negatives: bool = True  # use the `negative` column, when the data has one
