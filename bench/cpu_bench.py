@@ -103,12 +103,12 @@ class Prepared:
             workload.recipe, [*overrides, f"data.max_eval_examples={eval_rows}"]
         )
         self.run = run
-        self.checkpoint = resolve_checkpoint(run.model)
-        self.tokenizer = load_tokenizer(run.model, self.checkpoint)
+        self.checkpoint = resolve_checkpoint(run.plugins.family, run.model)
+        self.tokenizer = load_tokenizer(run.plugins.family, run.model, self.checkpoint)
         task = TASKS.get(run.task.name)(
             run.task, run.data, self.tokenizer, MODELS.get(run.model.name)
         )
-        raw = load_raw_splits(run.data, run.data_source)
+        raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
         task.check_columns(raw.splits, raw.describe)
         task.fit_labels(raw.splits, raw.describe)
         splits = {"train": raw.splits["train"], "validation": raw.splits["validation"]}

@@ -72,7 +72,7 @@ def model_bytes(recipe: str) -> int:
     from framework.run.execute import compose_and_validate
 
     run = compose_and_validate(recipe, ["dry_run=true"])[1]
-    folder = Path(resolve_checkpoint(run.model))
+    folder = Path(resolve_checkpoint(run.plugins.family, run.model))
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 

@@ -41,9 +41,10 @@ def main(argv: list) -> int:
     logging.disable(logging.WARNING)
     presets = argv or sorted(p.stem for p in (REPO / "conf" / "peft").glob("*.yaml"))
     _, run = compose_and_validate(RECIPE, ["model=minilm", "output_root=/tmp/ft-bench"])
-    checkpoint = resolve_checkpoint(run.model)
+    checkpoint = resolve_checkpoint(run.plugins.family, run.model)
     torch.manual_seed(0)
     base = load_model(
+        run.plugins.family,
         run.model,
         checkpoint,
         "AutoModelForSequenceClassification",

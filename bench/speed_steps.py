@@ -49,12 +49,12 @@ def main() -> None:
     load_all()
     _, run = compose_and_validate(args.recipe, [])
     family = MODELS.get(run.model.name)
-    checkpoint = resolve_checkpoint(run.model)
-    tokenizer = load_tokenizer(run.model, checkpoint)
+    checkpoint = resolve_checkpoint(run.plugins.family, run.model)
+    tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)
     task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, family)
     from framework.data.loading import load_raw_splits
 
-    raw = load_raw_splits(run.data, run.data_source)
+    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
     train = task.tokenize({"train": raw.splits["train"]})["train"]

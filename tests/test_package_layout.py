@@ -4,6 +4,7 @@ is added by one module plus one YAML, with nothing else edited."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -156,3 +157,33 @@ def test_a_new_task_is_one_module_plus_one_yaml(tmp_path: Path, one_torch_thread
         framework.tasks.__path__.remove(str(plugin_dir))
         TASKS._entries.pop("keyword_cls", None)
         sys.modules.pop("framework.tasks.keyword_cls", None)
+
+
+# ---- one module resolves a run's presets -----------------------------------------------------
+REGISTRY_LOOKUP = re.compile(
+    r"\b(MODELS|PEFT_METHODS|TASKS|HARDWARE|DATASETS|LOGGERS)\.get\(\s*"
+    r"(?:[\w.]*\brun\b[\w.]*|[\w.]+\.name\b)"  # an argument that is (part of) a run, or X.name
+)
+
+
+def test_registry_lookups_by_a_runs_preset_names_happen_in_the_schema_only() -> None:
+    """framework/config/schema.py resolves every preset of a run once (run.plugins); anywhere
+    else, a lookup such as HARDWARE.get(run.hardware.name) would resolve it again."""
+    schema = REPO / "framework" / "config" / "schema.py"
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sorted((REPO / "framework").rglob("*.py"))
+        if path != schema
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if REGISTRY_LOOKUP.search(line)
+    ]
+    assert not found, found
+    assert REGISTRY_LOOKUP.search(schema.read_text()), "the schema no longer resolves presets?"
+    # the pattern does see the usual spellings
+    for spelled in (
+        "HARDWARE.get(run.hardware.name)",
+        "MODELS.get(params.name, key='x')",
+        "TASKS.get(self.run.task.name)",
+        "DATASETS.get(data.name)",
+    ):
+        assert REGISTRY_LOOKUP.search(spelled), spelled

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from framework.config.schema import RunConfig
-from framework.core.registry import MODELS, TASKS
 
 
 def check_data(run: RunConfig) -> list[str]:
@@ -16,10 +15,10 @@ def check_data(run: RunConfig) -> list[str]:
     from framework.data.loading import load_raw_splits
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
-    family = MODELS.get(run.model.name)
-    tokenizer = load_tokenizer(run.model, resolve_checkpoint(run.model))
-    task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, family)
-    raw = load_raw_splits(run.data, run.data_source)
+    family = run.plugins.family
+    tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
+    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
+    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
     tokenized = task.tokenize(raw.splits)

@@ -10,7 +10,6 @@ from dataclasses import replace
 from framework.config.compose import Composed, compose_recipe
 from framework.config.schema import RunConfig, build_run_config
 from framework.core.errors import UserError
-from framework.core.registry import HARDWARE
 from framework.hardware.base import MemoryLayout, size_bytes
 from framework.training.memory import (
     LOGITS_COPIES,
@@ -157,7 +156,7 @@ def print_estimate(recipe: str, overrides: list[str], device_memory_arg: str | N
             raise UserError(f"--device-memory={device_memory_arg}: {error}") from None
     else:
         limit, limit_name = device_memory()
-        if HARDWARE.get(run.hardware.name).on_gpu(run.hardware) and limit_name == "system RAM":
+        if run.plugins.profile.on_gpu(run.hardware) and limit_name == "system RAM":
             limit_name = "system RAM: no GPU visible here; give --device-memory SIZE"
     facts = model_facts(run)
     found = estimate(facts, run_settings(run))
@@ -171,7 +170,7 @@ def suggestion_line(
     recipe: str, overrides: list[str], run: RunConfig, facts: ModelFacts, limit: int
 ) -> str:
     """'cheapest fit: ...' over the candidate presets x micro-batches x checkpointing."""
-    on_gpu = HARDWARE.get(run.hardware.name).on_gpu(run.hardware)
+    on_gpu = run.plugins.profile.on_gpu(run.hardware)
     settings_for: dict[str, Settings] = {}
     if on_gpu:
         kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("hardware")]

@@ -11,7 +11,6 @@ from typing import Any
 
 from framework.config.schema import load_run
 from framework.core.errors import UserError
-from framework.core.registry import MODELS, PEFT_METHODS, TASKS
 from framework.store.run_dir import ADAPTER_DIR, MERGED_DIR, TASK_FILE
 
 
@@ -28,8 +27,9 @@ def load_task(run_dir: Path) -> tuple[Any, Any, Any]:
 
     run = load_run(run_dir)
     adapter = adapter_dir(run_dir)
-    tokenizer = MODELS.get(run.model.name).prepare_tokenizer(AutoTokenizer.from_pretrained(adapter))
-    task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, MODELS.get(run.model.name))
+    family = run.plugins.family
+    tokenizer = family.prepare_tokenizer(AutoTokenizer.from_pretrained(adapter))
+    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
     extras = adapter / TASK_FILE
     if extras.is_file():
         task.restore_artifacts(json.loads(extras.read_text()))
@@ -40,7 +40,11 @@ def load_base(run: Any, task: Any) -> Any:
     from framework.models.loading import load_model, resolve_checkpoint
 
     return load_model(
-        run.model, resolve_checkpoint(run.model), task.auto_model, task.model_kwargs()
+        run.plugins.family,
+        run.model,
+        resolve_checkpoint(run.plugins.family, run.model),
+        task.auto_model,
+        task.model_kwargs(),
     )
 
 
@@ -77,7 +81,7 @@ def evaluate_runs(run_dirs: list[Path], split: str) -> dict[str, dict[str, float
     loaded_key = None
     for index, run_dir in enumerate(run_dirs):
         run, task, _ = load_task(run_dir)
-        raw = load_raw_splits(run.data, run.data_source)
+        raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
         if split not in raw.splits:
             raise UserError(f"--split {split}: {run_dir} has splits {sorted(raw.splits)}")
         subset = {split: raw.splits[split]}
@@ -158,7 +162,7 @@ def merge_adapter(run_dir: str | Path, output_dir: str | Path | None = None) -> 
             f"remove it or give another --output"
         )
     run = load_run(run_dir)
-    method = PEFT_METHODS.get(run.peft.name, key="peft.name")
+    method = run.plugins.method
     if not method.can_merge:
         raise UserError(
             f"ft merge {run_dir}: peft={run.peft.name} cannot be merged into the "

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from framework.core.errors import UserError
-from framework.core.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS
 
 
 def _train_problems(train: Any) -> list[str]:
@@ -78,8 +77,7 @@ def model_problems(run: Any, family: Any, config: Any) -> list[str]:
         found.append(
             f"task={task_name} with {subject}: not supported ({why_not}); it serves: {served}"
         )
-    method = PEFT_METHODS.get(run.peft.name, key="peft.name")
-    reason = method.incompatibility(task_name, family.traits(config))
+    reason = run.plugins.method.incompatibility(task_name, family.traits(config))
     if reason:
         found.append(f"peft={run.peft.name} with task={task_name}: {reason}")
     return found
@@ -87,23 +85,15 @@ def model_problems(run: Any, family: Any, config: Any) -> list[str]:
 
 def combination_problems(run: Any) -> list[str]:
     """Every impossible combination in a typed RunConfig, as one line each."""
-    family = MODELS.get(run.model.name, key="model.name")
-    task_name = run.task.name
+    plugins = run.plugins
+    family = plugins.family
     found = model_problems(run, family, family.checkpoint_config(run.model))
-    method = PEFT_METHODS.get(run.peft.name, key="peft.name")
-    found += method.params_problems(run.peft, run) if hasattr(method, "params_problems") else []
-    profile = HARDWARE.get(run.hardware.name, key="hardware.name")
-    found += profile.problems(run.hardware, run)
-    found += (
-        TASKS.get(task_name).params_problems(run.task, run)
-        if hasattr(TASKS.get(task_name), "params_problems")
-        else []
-    )
-    source = DATASETS.get(run.data.name, key="data.name")
-    if hasattr(source, "problems"):
-        found += source.problems(run.data_source)
+    found += plugins.method.params_problems(run.peft, run)
+    found += plugins.profile.problems(run.hardware, run)
+    found += plugins.task_class.params_problems(run.task, run)
+    found += plugins.source.problems(run.data_source)
     for name, params in run.logger.items():
-        found += LOGGERS.get(name, key="logger").problems(params)
+        found += plugins.loggers[name].problems(params)
     found += _train_problems(run.train) + best_problems(run.train)
     if run.data.max_length < 8:
         found.append(f"data.max_length={run.data.max_length}: must be at least 8 tokens")

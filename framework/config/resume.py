@@ -19,7 +19,6 @@ from framework.config.schema import (
     upgrade_saved,
 )
 from framework.core.errors import UserError
-from framework.core.registry import HARDWARE
 from framework.store.checkpoint import (
     checkpoint_config,
     find_resume_checkpoint,
@@ -61,7 +60,7 @@ class ResumeTarget(NamedTuple):
 def fingerprint(run: RunConfig) -> dict[str, Any]:
     """What a checkpoint's optimizer and weights depend on: changing any of it breaks resume.
     The hardware profile says what of its own must match (world size, ZeRO stage, ...)."""
-    profile = HARDWARE.get(run.hardware.name, key="hardware.name")
+    profile = run.plugins.profile
     return {
         "peft": asdict(run.peft),
         "model.name": run.model.name,

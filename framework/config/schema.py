@@ -1,12 +1,16 @@
 """The typed run configuration. Group presets (model, peft, task, hardware, logger) are typed by the
 ``Params`` class of the registry entry their ``name`` selects; ``train`` and ``data`` are fixed here.
 
+This is the one module that looks a run's presets up in the registries: the entries found are
+carried by the RunConfig (``run.plugins``), and every other module asks them.
+
 Nothing here imports torch: the whole config is checked before any model is touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,13 @@ from framework.core.registry import (
     TASKS,
     Registry,
 )
+from framework.hardware.base import HardwareParams, HardwareProfile
+from framework.loggers.base import Logger, LoggerParams
+from framework.models.base import ModelFamily
+from framework.models.params import ModelParams
+from framework.peft.base import PeftMethod, PeftParams
 from framework.store.run_dir import CONFIG_FILE
+from framework.tasks.base import Task, TaskParams
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -43,18 +53,32 @@ class RunSettings:
     dry_run: bool = False
 
 
+@dataclass(frozen=True)
+class Plugins:
+    """The registry entries a run's presets name, looked up once at validation."""
+
+    family: type[ModelFamily]  # model.name
+    method: type[PeftMethod]  # peft.name
+    task_class: type[Task]  # task.name (the Task class; a run builds its instance)
+    profile: type[HardwareProfile]  # hardware.name
+    source: Any  # data.name: a data source entry (files, hub, a built-in dataset)
+    loggers: Mapping[str, type[Logger]]  # logger name -> its entry, in the order given
+
+
 @dataclass(kw_only=True, frozen=True)
 class RunConfig(RunSettings):
-    """The whole validated run: one typed object per config group. Frozen: what was validated is
-    what runs (the run directory is decided beside it, never written into it)."""
+    """The whole validated run: one typed object per config group, and the registry entries they
+    name (``plugins``). Frozen: what was validated is what runs (the run directory is decided
+    beside it, never written into it)."""
 
-    model: Any
-    peft: Any
-    task: Any
-    hardware: Any
+    model: ModelParams
+    peft: PeftParams
+    task: TaskParams
+    hardware: HardwareParams
     data: DataConfig
     train: TrainConfig
-    logger: dict[str, Any]  # logger name -> its typed params, in the order given (logger=[a,b])
+    logger: dict[str, LoggerParams]  # logger name -> its typed params, in the order given
+    plugins: Plugins = field(repr=False)
     data_source: Any = None  # typed `data.source`, per the data source's Params
     raw: dict[str, Any] = field(
         default_factory=dict, repr=False
@@ -71,23 +95,26 @@ GROUPS: dict[str, Registry] = {
 ALL_GROUPS: list[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
 
 
-def _group(registry: Registry, node: Any, key: str, origin: OriginFn, problems: list[str]) -> Any:
+def _group(
+    registry: Registry, node: Any, key: str, origin: OriginFn, problems: list[str]
+) -> tuple[Any, Any]:
+    """(typed params, registry entry) of a group's preset; (None, None) with the problem noted."""
     if not isinstance(node, dict):
         problems.append(
             f"{key}: must be a preset mapping with a 'name', got {node!r}; "
             f"pick one with {key}=PRESET (`ft list {key}`)"
         )
-        return None
+        return None, None
     name = node.get("name")
     if name is None or name == "???":
         problems.append(f"{key}.name: missing; pick a preset with {key}=PRESET (`ft list {key}`)")
-        return None
+        return None, None
     try:
         entry = registry.get(name, key=f"{key}.name")
     except UserError as error:
         problems.append(str(error))
-        return None
-    return check_dataclass(entry.Params, node, key, origin, problems)
+        return None, None
+    return check_dataclass(entry.Params, node, key, origin, problems), entry
 
 
 def logger_entries(node: Any) -> Any:
@@ -99,15 +126,18 @@ def logger_entries(node: Any) -> Any:
     return node
 
 
-def _loggers(node: Any, origin: OriginFn, problems: list[str]) -> dict[str, Any]:
+def _loggers(
+    node: Any, origin: OriginFn, problems: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({logger name: typed params}, {logger name: registry entry})."""
     node = logger_entries(node)
     if not isinstance(node, dict) or not node:
         problems.append(
             f"logger: must name at least one logger, got {node!r}; pick with "
             f"logger=jsonl or logger=[tensorboard,mlflow] (`ft list logger`)"
         )
-        return {}
-    found = {}
+        return {}, {}
+    found, entries = {}, {}
     for name, keys in node.items():
         if name not in LOGGERS:
             problems.append(
@@ -116,58 +146,59 @@ def _loggers(node: Any, origin: OriginFn, problems: list[str]) -> dict[str, Any]
                 f"logger.mlflow.project=...); loggers: {', '.join(LOGGERS.names())}"
             )
             continue
-        entry = LOGGERS.get(name)
         if keys is not None and not isinstance(keys, dict):
             problems.append(f"logger.{name}: must be a mapping of {name}'s options, got {keys!r}")
             continue
+        entries[name] = LOGGERS.get(name)
         found[name] = check_dataclass(
-            entry.Params, {"name": name, **(keys or {})}, f"logger.{name}", origin, problems
+            entries[name].Params, {"name": name, **(keys or {})}, f"logger.{name}", origin, problems
         )
+    return found, entries
+
+
+def _top_level_problems(node: dict[str, Any], origin: OriginFn) -> list[str]:
+    """Unknown top-level keys, and groups with no preset chosen."""
+    known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
+    found = [
+        f"{key}: unknown top-level key{did_you_mean(key, known)} "
+        f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}"
+        for key in node
+        if key not in known
+    ]
+    found += [
+        f"{g}: no preset chosen; add '- {g}: PRESET' to the recipe's defaults "
+        f"or pass {g}=PRESET (`ft list {g}`)"
+        for g in ALL_GROUPS
+        if g not in node
+    ]
     return found
 
 
 def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
-    """Type-check a composed config and return the RunConfig; raise one UserError listing all
-    problems (unknown keys with suggestions, wrong types, missing values, unknown presets)."""
+    """Type-check a composed config and return the RunConfig, with the registry entry of every
+    preset resolved; raise one UserError listing all problems (unknown keys with suggestions,
+    wrong types, missing values, unknown presets, impossible combinations). `node` is not
+    changed: the RunConfig's `raw` is the mapping that runs and is saved."""
     load_all()
-    _checkpoint_replaces_random_init(node)
-    problems: list[str] = []
-    known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
-    for key in node:
-        if key not in known:
-            problems.append(
-                f"{key}: unknown top-level key{did_you_mean(key, known)} "
-                f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}"
-            )
-    missing_groups = [g for g in ALL_GROUPS if g not in node]
-    for g in missing_groups:
-        problems.append(
-            f"{g}: no preset chosen; add '- {g}: PRESET' to the recipe's defaults "
-            f"or pass {g}=PRESET (`ft list {g}`)"
-        )
-    groups = {
-        key: _group(reg, node[key], key, origin, problems)
-        for key, reg in GROUPS.items()
-        if key in node
-    }
+    node = _checkpoint_replaces_random_init(node)
+    problems = _top_level_problems(node, origin)
+    params: dict[str, Any] = {}
+    entries: dict[str, Any] = {}
+    for key, registry in GROUPS.items():
+        if key in node:
+            params[key], entries[key] = _group(registry, node[key], key, origin, problems)
+    logger_entries_found: dict[str, Any] = {}
     if "logger" in node:
-        groups["logger"] = _loggers(node["logger"], origin, problems)
-    train = (
-        check_dataclass(TrainConfig, node.get("train") or {}, "train", origin, problems)
-        if "train" in node
-        else None
-    )
-    data = (
-        check_dataclass(DataConfig, node.get("data") or {}, "data", origin, problems)
-        if "data" in node
-        else None
-    )
-    data_source = None
+        params["logger"], logger_entries_found = _loggers(node["logger"], origin, problems)
+    for key, schema in (("train", TrainConfig), ("data", DataConfig)):
+        if key in node:
+            params[key] = check_dataclass(schema, node.get(key) or {}, key, origin, problems)
+    data, source, data_source = params.get("data"), None, None
     if data is not None:
         try:
-            source_entry = DATASETS.get(data.name, key="data.name")
+            source = DATASETS.get(data.name, key="data.name")
             data_source = check_dataclass(
-                source_entry.Params, data.source, "data.source", origin, problems
+                source.Params, data.source, "data.source", origin, problems
             )
         except UserError as error:
             problems.append(str(error))
@@ -177,12 +208,19 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
         raise UserError(
             f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):", problems
         )
+    plugins = Plugins(
+        family=entries["model"],
+        method=entries["peft"],
+        task_class=entries["task"],
+        profile=entries["hardware"],
+        source=source,
+        loggers=logger_entries_found,
+    )
     run = RunConfig(
-        data=data,
-        train=train,
+        **params,
+        plugins=plugins,
         data_source=data_source,
         raw=node,
-        **groups,
         **dataclasses.asdict(top_checked),
     )
     from framework.config.checks import check_combination
@@ -191,10 +229,11 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
     return run
 
 
-def _checkpoint_replaces_random_init(node: dict[str, Any]) -> None:
+def _checkpoint_replaces_random_init(node: dict[str, Any]) -> dict[str, Any]:
     """model.checkpoint set on a preset that builds a tiny random model (tiny_bert, ...): the
     checkpoint is what the user asked for, so random init is switched off (in the saved config
-    too); training the random model instead would silently ignore the checkpoint."""
+    too); training the random model instead would silently ignore the checkpoint. Returns the
+    mapping to validate (a copy when it changed)."""
     model = node.get("model")
     if isinstance(model, dict) and model.get("checkpoint") and model.get("random_init") is not None:
         import logging
@@ -202,7 +241,8 @@ def _checkpoint_replaces_random_init(node: dict[str, Any]) -> None:
         logging.getLogger("ft").info(
             "model.checkpoint=%s is set: model.random_init switched off", model["checkpoint"]
         )
-        model["random_init"] = None
+        return {**node, "model": {**model, "random_init": None}}
+    return node
 
 
 def _dataclass_of(tp: Any) -> Any:
@@ -280,6 +320,7 @@ def upgrade_saved(node: dict[str, Any]) -> dict[str, Any]:
     """A config saved by an older ft, with each preset's renamed keys rewritten by its registry
     entry (`upgrade_saved(params) -> params`), so that old run directories still load."""
     load_all()
+    node = dict(node)
     if "logger" in node:
         node["logger"] = logger_entries(node["logger"])
     for group, registry in GROUPS.items():

@@ -168,6 +168,11 @@ class Source:
     columns: dict[str, tuple[str, ...]] = {}
 
     @classmethod
+    def problems(cls, params: Any) -> list[str]:
+        """Impossible source settings (a built-in dataset checks its Params on construction)."""
+        return []
+
+    @classmethod
     def build(cls, params: Any) -> dict[str, Rows]:  # pragma: no cover - overridden
         raise NotImplementedError
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from framework.core.errors import UserError
 from framework.core.params import DataConfig
-from framework.core.registry import DATASETS
 
 
 @dataclass
@@ -95,11 +94,11 @@ def _first_bad_json_line(path: Path) -> str:
     return ""
 
 
-def load_raw_splits(data: DataConfig, source_params: Any) -> RawSplits:
-    """Return train and validation (and test, if given) as raw datasets."""
+def load_raw_splits(entry: Any, data: DataConfig, source_params: Any) -> RawSplits:
+    """Return train and validation (and test, if given) as raw datasets, read by the run's data
+    source `entry` (run.plugins.source)."""
     from framework.data.sources import FORMATS
 
-    entry = DATASETS.get(data.name, key="data.name")
     raw = RawSplits(splits={})
     if hasattr(entry, "load"):
         raw.splits = entry.load(source_params)

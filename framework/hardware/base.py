@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from framework.core.params import GroupParams
-from framework.core.registry import PEFT_METHODS
 
 
 @dataclass(kw_only=True)
@@ -235,7 +234,7 @@ class HardwareProfile:
 
 def quantizes_base(run: Any) -> bool:
     """Whether the run's PEFT method loads the base quantized by bitsandbytes (QLoRA)."""
-    return PEFT_METHODS.get(run.peft.name, key="peft.name").quantized_base
+    return run.plugins.method.quantized_base
 
 
 _UNITS = {

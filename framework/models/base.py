@@ -68,7 +68,7 @@ class ModelFamily:
         (config.json of a local, package or hub-cached checkpoint; the family's own otherwise)."""
         from framework.models.loading import read_config_json
 
-        return cls.describe(read_config_json(params))
+        return cls.describe(read_config_json(cls, params))
 
     @classmethod
     def auto_model(cls, task_auto_model: str, config: Mapping | None) -> str:

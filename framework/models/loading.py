@@ -14,7 +14,6 @@ from typing import Any
 
 from framework.core.cache import atomic_dir, cache_root
 from framework.core.errors import UserError
-from framework.core.registry import MODELS
 from framework.models.params import ModelParams, TinySpec
 
 log = logging.getLogger("ft.loading")
@@ -34,10 +33,11 @@ def package_dir(spec: str, key: str = "model.checkpoint") -> Path:
     return Path(list(found.submodule_search_locations)[0]) / sub
 
 
-def resolve_checkpoint(params: ModelParams) -> str:
-    """Return what from_pretrained should be given: a hub id or an existing local directory."""
+def resolve_checkpoint(family: Any, params: ModelParams) -> str:
+    """Return what from_pretrained should be given: a hub id or an existing local directory
+    (prepared by the run's model family)."""
     if params.random_init is not None:
-        return str(build_tiny_checkpoint(params.name, params.random_init))
+        return str(build_tiny_checkpoint(family, params.random_init))
     checkpoint = params.checkpoint
     if not checkpoint:
         raise UserError(
@@ -62,7 +62,7 @@ def resolve_checkpoint(params: ModelParams) -> str:
             f"model.checkpoint='{checkpoint}': {path} is not a model directory "
             f"(no config.json). Point it at a folder saved with save_pretrained."
         )
-    return str(MODELS.get(params.name).prepare_checkpoint(path))
+    return str(family.prepare_checkpoint(path))
 
 
 def convert_gguf(folder: Path, gguf_file: str) -> Path:
@@ -93,10 +93,10 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
     return atomic_dir(cache_root() / "gguf" / f"{Path(gguf_file).stem}-{digest}", build)
 
 
-def build_tiny_checkpoint(family_name: str, spec: TinySpec) -> Path:
+def build_tiny_checkpoint(family: Any, spec: TinySpec) -> Path:
     """Build (once) a tiny random-init model of spec.model_type (or the family's architecture)
     with a tokenizer trained on the fly, saved with save_pretrained like any checkpoint."""
-    family = MODELS.get(family_name, key="model.name")
+    family_name = family.registry_name
     model_type = family.tiny_model_type(spec)
     key = json.dumps(
         {"family": family_name, "spec": asdict(spec), "v": TINY_FORMAT_VERSION}, sort_keys=True
@@ -133,7 +133,7 @@ def hub_token(params: ModelParams) -> str | None:
     return None if params.token in (None, REDACTED) else params.token
 
 
-def load_tokenizer(params: ModelParams, checkpoint: str) -> Any:
+def load_tokenizer(family: Any, params: ModelParams, checkpoint: str) -> Any:
     """Load the tokenizer that belongs to the checkpoint, fixed up by the model family."""
     from transformers import AutoTokenizer
 
@@ -149,7 +149,7 @@ def load_tokenizer(params: ModelParams, checkpoint: str) -> Any:
             f"model.checkpoint='{checkpoint}': cannot load its tokenizer: "
             f"{str(error).splitlines()[0]}"
         ) from None
-    return MODELS.get(params.name).prepare_tokenizer(tokenizer)
+    return family.prepare_tokenizer(tokenizer)
 
 
 def torch_dtype(name: str, on_gpu: bool) -> Any:
@@ -164,6 +164,7 @@ def torch_dtype(name: str, on_gpu: bool) -> Any:
 
 
 def load_model(
+    family: Any,
     params: ModelParams,
     checkpoint: str,
     auto_class: str,
@@ -174,9 +175,7 @@ def load_model(
     resolves it for this checkpoint: an encoder-decoder embeds with its encoder alone)."""
     import transformers
 
-    auto_class = MODELS.get(params.name).auto_model(
-        auto_class, read_config_json(params, checkpoint)
-    )
+    auto_class = family.auto_model(auto_class, read_config_json(family, params, checkpoint))
     if params.trust_remote_code:
         log.warning(
             "trust_remote_code is ON: code from '%s' (revision %s) will run on this machine",
@@ -208,14 +207,14 @@ def load_model(
         transformers.logging.set_verbosity(verbosity)
     report_loading(info, auto_class)
     if getattr(model.config, "pad_token_id", None) is None:
-        _set_pad_token_id(model, params, checkpoint)
+        _set_pad_token_id(model, family, params, checkpoint)
     return model
 
 
-def _set_pad_token_id(model: Any, params: ModelParams, checkpoint: str) -> None:
+def _set_pad_token_id(model: Any, family: Any, params: ModelParams, checkpoint: str) -> None:
     """Give the model the tokenizer's pad id when its config has none (Llama 3, Qwen, GPT-2):
     decoder classifiers find each row's last real token with it, and generate() pads with it."""
-    pad_id = load_tokenizer(params, checkpoint).pad_token_id
+    pad_id = load_tokenizer(family, params, checkpoint).pad_token_id
     if pad_id is None:
         return
     model.config.pad_token_id = pad_id
@@ -223,12 +222,13 @@ def _set_pad_token_id(model: Any, params: ModelParams, checkpoint: str) -> None:
         model.generation_config.pad_token_id = pad_id
 
 
-def read_config_json(params: ModelParams, checkpoint: str | None = None) -> dict[str, Any] | None:
+def read_config_json(
+    family: Any, params: ModelParams, checkpoint: str | None = None
+) -> dict[str, Any] | None:
     """The checkpoint's config.json as a mapping, read without torch and without downloading:
     from a local or package directory, or a hub id already in the local hub cache. None when it
     cannot be read that way (a GGUF file, a tiny model not built yet, an uncached hub id)."""
     if params.random_init is not None and checkpoint is None:
-        family = MODELS.get(params.name, key="model.name")
         model_type = params.random_init.model_type or family.model_type
         return {"model_type": model_type} if model_type else None
     target = checkpoint or params.checkpoint

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS
+from framework.core.registry import PEFT_METHODS
 from framework.peft.base import CONV1D_MODEL_TYPES, PeftMethod, PeftParams, missing_package
 
 # Inits that rewrite the base weights (W -> W_res) at start; their adapter is converted back to a
@@ -78,7 +78,7 @@ class Lora(PeftMethod):
                 f"peft.init={params.init}: unknown LoRA init; use one of {INIT_CHOICES} "
                 f"(eva/corda need calibration data, which ft does not wire up)"
             )
-        family = MODELS.get(run.model.name, key="model.name")
+        family = run.plugins.family
         traits = family.traits(family.checkpoint_config(run.model))
         if kind == "olora" and traits & set(CONV1D_MODEL_TYPES):
             found.append(
@@ -86,7 +86,7 @@ class Lora(PeftMethod):
                 "GPT-2's Conv1D layers (shape mismatch in the first forward); use "
                 "init=pissa or init=true"
             )
-        profile = HARDWARE.get(run.hardware.name, key="hardware.name")
+        profile = run.plugins.profile
         if kind in MUTATING_INITS and profile.shards_parameters(run.hardware, run.train):
             found.append(
                 f"peft.init={params.init} with hardware={run.hardware.name}: converting "
@@ -227,7 +227,7 @@ class QLora(Lora):
     def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         found += missing_package("bitsandbytes", "bitsandbytes", "peft=qlora", "peft.name")
-        if not HARDWARE.get(run.hardware.name, key="hardware.name").uses_gpu:
+        if not run.plugins.profile.uses_gpu:
             found.append(
                 f"hardware={run.hardware.name}: peft=qlora quantizes the base on a GPU; "
                 f"use hardware=gpu (or another GPU profile)"

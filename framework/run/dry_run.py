@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from framework.config.compose import hydra_compose, override_key
-from framework.core.registry import HARDWARE
 from framework.hardware.base import launch_command
 from framework.hardware.slurm import sbatch_script
 from framework.store.run_dir import CONFIG_FILE
@@ -23,7 +22,7 @@ RUN_DIR_PLACEHOLDER = "RUN_DIR"
 
 def dry_run_plan(run: Any) -> dict[str, Any]:
     """The launch plan of a validated run, as plain data."""
-    profile = HARDWARE.get(run.hardware.name)
+    profile = run.plugins.profile
     params = run.hardware
     world = profile.world_size(params)
     plan: dict[str, Any] = {

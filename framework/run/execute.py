@@ -16,7 +16,6 @@ from framework.config.compose import Composed, compose_recipe
 from framework.config.resume import continue_saved_config, resume_target
 from framework.config.schema import RunConfig, build_run_config
 from framework.core.errors import LaunchFailed, UserError
-from framework.core.registry import HARDWARE
 from framework.store.logs import configure_logging, run_log
 from framework.store.run_dir import (
     CONFIG_FILE,
@@ -80,7 +79,7 @@ def execute(composed: Composed, run: RunConfig) -> Finished:
             log.info("run directory: %s", prepared.run_dir)
             from framework.training.memory import warn_if_too_big  # meta device; logs, never fails
 
-            profile = HARDWARE.get(run.hardware.name)
+            profile = run.plugins.profile
             if profile.world_size(run.hardware) > 1 or profile.always_launch:
                 # Beside the ranks, which take far longer to start: no wait for torch's import.
                 threading.Thread(target=warn_if_too_big, args=(run,), daemon=True).start()
@@ -103,7 +102,7 @@ def launch(prepared: Prepared) -> dict[str, float]:
     from framework.hardware.base import launch_command
 
     run = prepared.run
-    profile = HARDWARE.get(run.hardware.name)
+    profile = run.plugins.profile
     command = launch_command(profile, run.hardware, prepared.run_dir, prepared.config_file)
     if prepared.resume_from is not None:
         command += ["--resume-from", str(prepared.resume_from)]

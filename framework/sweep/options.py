@@ -97,9 +97,7 @@ def config_hash(node: dict[str, Any]) -> str:
 
 def task_objective(run: Any) -> tuple[str, bool]:
     """(primary metric, greater is better) of a run's task, as its Task class declares them."""
-    from framework.core.registry import TASKS
-
-    cls = TASKS.get(run.task.name)
+    cls = run.plugins.task_class
     try:  # some tasks pick the metric from their params (seq_cls multi_label, seq2seq)
         task = cls(run.task, run.data, None, None)
         return task.primary_metric, bool(task.greater_is_better)

@@ -50,6 +50,11 @@ class Task:
         self.tokenizer = tokenizer
         self.family = family
 
+    @classmethod
+    def params_problems(cls, params: Any, run: Any) -> list[str]:
+        """Impossible task settings, found before anything is loaded; each names its key."""
+        return []
+
     # ---- columns -------------------------------------------------------------------------
     def roles(self) -> dict[str, bool]:
         """Column roles this task reads: role -> required. data.columns maps role -> column."""

@@ -36,7 +36,6 @@ from typing import Any
 
 from framework.config.schema import RunConfig
 from framework.core.errors import UserError
-from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
 from framework.hardware.base import MemoryLayout
 
 log = logging.getLogger("ft")
@@ -296,10 +295,10 @@ def _model_facts(run: RunConfig) -> ModelFacts:
     from framework.models.skeleton import meta_model
     from framework.training.model import apply_peft
 
-    family = MODELS.get(run.model.name)
-    task = TASKS.get(run.task.name)
-    method = PEFT_METHODS.get(run.peft.name)
-    checkpoint = resolve_checkpoint(run.model)
+    family = run.plugins.family
+    task = run.plugins.task_class
+    method = run.plugins.method
+    checkpoint = resolve_checkpoint(family, run.model)
     try:
         config = AutoConfig.from_pretrained(
             checkpoint,
@@ -369,8 +368,8 @@ def _model_facts(run: RunConfig) -> ModelFacts:
 
 def run_settings(run: RunConfig) -> Settings:
     """The sizing choices of a run: micro-batch, data.max_length, dtypes, hardware layout."""
-    profile = HARDWARE.get(run.hardware.name)
-    method = PEFT_METHODS.get(run.peft.name)
+    profile = run.plugins.profile
+    method = run.plugins.method
     on_gpu = profile.on_gpu(run.hardware)
     dtype = run.model.dtype
     if dtype == "auto":
@@ -431,7 +430,7 @@ def fmt_bytes(value: float) -> str:
 def sharing_processes(run: RunConfig) -> int:
     """Processes whose memory one device holds: 1 per GPU; on CPU every process of this machine
     shares its RAM."""
-    profile = HARDWARE.get(run.hardware.name)
+    profile = run.plugins.profile
     return 1 if profile.on_gpu(run.hardware) else run.hardware.num_processes
 
 
@@ -446,7 +445,7 @@ def warn_if_too_big(run: RunConfig) -> None:
     start = time.perf_counter()
     try:
         limit, limit_name = device_memory()
-        if HARDWARE.get(run.hardware.name).on_gpu(run.hardware) and limit_name == "system RAM":
+        if run.plugins.profile.on_gpu(run.hardware) and limit_name == "system RAM":
             return  # a GPU run planned on a machine without one: nothing to compare with
         found = estimate_run(run)
         need = needed(found, run)

@@ -60,7 +60,9 @@ def build_model(
         **profile.load_kwargs(run.hardware),
         **method.load_kwargs(run.peft),
     }
-    model = load_model(run.model, checkpoint, task.auto_model, task.model_kwargs(), load_kwargs)
+    model = load_model(
+        run.plugins.family, run.model, checkpoint, task.auto_model, task.model_kwargs(), load_kwargs
+    )
     model = method.prepare_base(run.peft, model, run.train)  # QLoRA: k-bit training prep
     if run.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()

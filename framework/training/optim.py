@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from framework.core.registry import HARDWARE, PEFT_METHODS
-
 
 def build_optimizer(run: Any, model: Any) -> Any:
     """The PEFT method's parameter groups (LoRA+: B matrices at their own lr) in the hardware
     profile's optimizer when it needs one (DeepSpeed's CPU Adam for ZeRO-Offload), else torch's."""
     import torch
 
-    groups = PEFT_METHODS.get(run.peft.name).param_groups(run.peft, model, run.train)
-    profile = HARDWARE.get(run.hardware.name)
-    profile_optimizer = profile.build_optimizer(run.hardware, groups, run.train)
+    groups = run.plugins.method.param_groups(run.peft, model, run.train)
+    profile_optimizer = run.plugins.profile.build_optimizer(run.hardware, groups, run.train)
     if profile_optimizer is not None:
         return profile_optimizer
     if run.train.optimizer == "sgd":

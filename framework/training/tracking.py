@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from framework.core.registry import LOGGERS
 from framework.store.redaction import redact
 from framework.store.run_dir import TENSORBOARD_DIR
 
@@ -30,7 +29,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def tracker_names(run: Any) -> list[str]:
     """Accelerate `log_with` names of the run's loggers (empty: metrics.jsonl only)."""
-    return [LOGGERS.get(name).tracker for name in run.logger if LOGGERS.get(name).tracker]
+    return [entry.tracker for entry in run.plugins.loggers.values() if entry.tracker]
 
 
 def logging_dir(run_dir: Path) -> Path:
@@ -45,9 +44,9 @@ class Trackers:
         self.accelerator = accelerator
         self.run_dir = Path(run_dir)
         self.entries: list[tuple[Any, Any]] = [
-            (LOGGERS.get(name), params)
+            (run.plugins.loggers[name], params)
             for name, params in run.logger.items()
-            if LOGGERS.get(name).tracker
+            if run.plugins.loggers[name].tracker
         ]
         self.project = next((p.project for _, p in self.entries if p.project), run.recipe)
         self.config = flatten(redact(run.raw))

@@ -30,7 +30,6 @@ import yaml
 
 from framework.config.schema import RunConfig, load_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
-from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
 from framework.store.checkpoint import (
     checkpoint_bytes,
     read_trainer_state,
@@ -108,7 +107,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     from framework.models.loading import load_tokenizer, resolve_checkpoint
 
     skip_unused_deepspeed_import()
-    profile = HARDWARE.get(run.hardware.name)
+    profile = run.plugins.profile
     accelerator = Accelerator(
         **profile.accelerator_kwargs(run.hardware, run.train),
         dataloader_config=DataLoaderConfiguration(  # pinned batches copy to the GPU asynchronously
@@ -124,12 +123,12 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     trackers = Trackers(run, run_dir, accelerator)
     trackers.start()
     set_seed(run.seed)
-    family = MODELS.get(run.model.name)
+    family = run.plugins.family
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
-        checkpoint = resolve_checkpoint(run.model)
-        tokenizer = load_tokenizer(run.model, checkpoint)
+        checkpoint = resolve_checkpoint(family, run.model)
+        tokenizer = load_tokenizer(family, run.model, checkpoint)
     task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
-    method = PEFT_METHODS.get(run.peft.name)
+    method = run.plugins.method
     # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
     # numbers after the first set_seed; model heads and adapters must not depend on that.
     set_seed(run.seed)
@@ -215,8 +214,8 @@ def load_data(
     """(task, raw splits, tokenized splits): columns and labels are checked on the raw data."""
     from framework.data.loading import load_raw_splits
 
-    task = TASKS.get(run.task.name)(run.task, run.data, tokenizer, family)
-    raw = load_raw_splits(run.data, run.data_source)
+    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
+    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
     with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it

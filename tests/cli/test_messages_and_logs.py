@@ -30,11 +30,10 @@ def test_checkpoint_on_a_random_init_recipe_is_never_ignored(tmp_path, capsys):
     assert not (tmp_path / TOY_CLS_RECIPE).exists() or not any(
         (tmp_path / TOY_CLS_RECIPE).iterdir()
     )
-    local = build_tiny_checkpoint(
-        "bert", compose_and_validate(TOY_CLS_RECIPE, [])[1].model.random_init
-    )
-    composed, run = compose_and_validate(TOY_CLS_RECIPE, [f"model.checkpoint={local}"])
-    assert run.model.random_init is None and composed.config["model"]["random_init"] is None
+    tiny = compose_and_validate(TOY_CLS_RECIPE, [])[1]
+    local = build_tiny_checkpoint(tiny.plugins.family, tiny.model.random_init)
+    _, run = compose_and_validate(TOY_CLS_RECIPE, [f"model.checkpoint={local}"])
+    assert run.model.random_init is None and run.raw["model"]["random_init"] is None
 
 
 # ---- messages -------------------------------------------------------------------------------

@@ -167,8 +167,8 @@ def test_sft_collator_masks_prompt_tokens():
     from framework.run.execute import compose_and_validate
 
     _, run = compose_and_validate("sft_tiny_llama_lora", [])
-    checkpoint = resolve_checkpoint(run.model)
-    tokenizer = load_tokenizer(run.model, checkpoint)
+    checkpoint = resolve_checkpoint(run.plugins.family, run.model)
+    tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)
     task = TASKS.get("causal_lm")(run.task, run.data, tokenizer, MODELS.get("llama"))
     example = task.encode_sft("What is the capital of France?", "Paris")
     prompt_len = len(task._ids(task.prompt_text("What is the capital of France?")))
@@ -221,7 +221,7 @@ def test_real_smollm2_multi_turn_chat_sft(tmp_path):
     from framework.run.execute import compose_and_validate
 
     _, run = compose_and_validate("sft_smollm2_chat_lora", [])
-    checkpoint = Path(resolve_checkpoint(run.model))
+    checkpoint = Path(resolve_checkpoint(run.plugins.family, run.model))
     config = json.loads((checkpoint / "config.json").read_text())
     assert "quantization_config" not in config and (checkpoint / "model.safetensors").is_file()
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(checkpoint).chat_template
@@ -272,8 +272,9 @@ def test_load_reports_new_head_weights_in_one_line(caplog):
     _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
     with caplog.at_level(logging.INFO, logger="ft.loading"):
         load_model(
+            run.plugins.family,
             run.model,
-            resolve_checkpoint(run.model),
+            resolve_checkpoint(run.plugins.family, run.model),
             "AutoModelForSequenceClassification",
             {"num_labels": 3},
         )

@@ -484,7 +484,7 @@ def test_device_map_offloads_to_disk_and_trains_like_a_normal_load(tmp_path):
     from framework.models.loading import resolve_checkpoint
 
     run = compose_and_validate("sft_tiny_llama_lora", [])[1]
-    weights = Path(resolve_checkpoint(run.model)) / "model.safetensors"
+    weights = Path(resolve_checkpoint(run.plugins.family, run.model)) / "model.safetensors"
     before = _sha(weights)
     # 80% of the weights' size: accelerate keeps room for the largest layer, so the embeddings and
     # layer 0 stay in "RAM" and layer 1, the final norm and the LM head go to disk.

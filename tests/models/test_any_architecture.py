@@ -100,7 +100,7 @@ class TaskData:
         if task == "question_ans":
             small.append("task.doc_stride=16")  # under half of max_length
         self.composed, self.run = compose_and_validate(_task_recipes()[task], small)
-        raw = load_raw_splits(self.run.data, self.run.data_source)
+        raw = load_raw_splits(self.run.plugins.source, self.run.data, self.run.data_source)
         self.raw = raw
         self.train = raw.splits["train"].select(range(ROWS))
 
@@ -144,8 +144,8 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     data = task_data(task)
     run = data.run_for(model_type)
     family = MODELS.get("auto")
-    checkpoint = resolve_checkpoint(run.model)
-    tokenizer = load_tokenizer(run.model, checkpoint)
+    checkpoint = resolve_checkpoint(run.plugins.family, run.model)
+    tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)
     task_obj = TASKS.get(task)(run.task, run.data, tokenizer, family)
     splits = {"train": data.train}
     task_obj.check_columns(splits, data.raw.describe)
@@ -209,7 +209,8 @@ def test_train_time_check_refuses_before_reading_weights(tmp_path, task_data) ->
 
     run = task_data("causal_lm").run_for("llama")
     source = resolve_checkpoint(
-        type(run.model)(name="auto", random_init=type(run.model.random_init)(model_type="t5"))
+        run.plugins.family,
+        type(run.model)(name="auto", random_init=type(run.model.random_init)(model_type="t5")),
     )
     bare = tmp_path / "t5-config-only"
     bare.mkdir()
@@ -251,7 +252,7 @@ def test_missing_target_module_is_named_before_loading(task_data) -> None:
     ):
         check_before_loading(
             run,
-            resolve_checkpoint(run.model),
+            resolve_checkpoint(run.plugins.family, run.model),
             task_obj,
             PEFT_METHODS.get("lora"),
             family,
@@ -290,10 +291,15 @@ def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    from framework.core.plugins import load_all
+    from framework.core.registry import MODELS
     from framework.models.loading import resolve_checkpoint
     from framework.models.params import ModelParams, TinySpec
 
-    t5_dir = resolve_checkpoint(ModelParams(name="auto", random_init=TinySpec(model_type="t5")))
+    load_all()
+    t5_dir = resolve_checkpoint(
+        MODELS.get("auto"), ModelParams(name="auto", random_init=TinySpec(model_type="t5"))
+    )
     snapshot = tmp_path / "hub" / "models--someone--tiny-bart" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text(

@@ -60,8 +60,9 @@ def pristine_base(family: str, task: str) -> Any:
         kwargs = {"num_labels": NUM_LABELS} if task in ("seq_cls", "token_cls") else {}
         torch.manual_seed(0)  # new heads (classifier, qa_outputs) get the same init every time
         model = load_model(
+            MODELS.get(family),
             params,
-            resolve_checkpoint(params),
+            resolve_checkpoint(MODELS.get(family), params),
             TASKS.get(task).auto_model,
             kwargs,
             {"dtype": torch.float32},

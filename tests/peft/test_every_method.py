@@ -152,10 +152,10 @@ class TaskSetup:
             recipe, [f"model={_tiny_presets()[family]}", f"output_root={tmp}"]
         )
         self.family = MODELS.get(family)
-        self.checkpoint = resolve_checkpoint(self.run.model)
-        tokenizer = load_tokenizer(self.run.model, self.checkpoint)
+        self.checkpoint = resolve_checkpoint(self.run.plugins.family, self.run.model)
+        tokenizer = load_tokenizer(self.run.plugins.family, self.run.model, self.checkpoint)
         self.task = TASKS.get(task_name)(self.run.task, self.run.data, tokenizer, self.family)
-        raw = load_raw_splits(self.run.data, self.run.data_source)
+        raw = load_raw_splits(self.run.plugins.source, self.run.data, self.run.data_source)
         self.task.check_columns(raw.splits, raw.describe)
         self.task.fit_labels(raw.splits, raw.describe)
         train = raw.splits["train"]
@@ -163,6 +163,7 @@ class TaskSetup:
         self.batch = self.task.collate([tokenized[i] for i in range(min(8, len(tokenized)))])
         torch.manual_seed(0)
         self._base = load_model(
+            self.run.plugins.family,
             self.run.model,
             self.checkpoint,
             self.task.auto_model,

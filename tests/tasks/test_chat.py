@@ -81,11 +81,14 @@ CHAT = [
 @pytest.fixture(scope="module")
 def base_tokenizer():
     """The tiny Llama's byte-level BPE tokenizer (trained on the fly, built once)."""
+    from framework.core.plugins import load_all
+    from framework.core.registry import MODELS
     from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.models.params import ModelParams, TinySpec
 
-    params = ModelParams(name="llama", random_init=TinySpec())
-    return load_tokenizer(params, resolve_checkpoint(params))
+    load_all()
+    family, params = MODELS.get("llama"), ModelParams(name="llama", random_init=TinySpec())
+    return load_tokenizer(family, params, resolve_checkpoint(family, params))
 
 
 def with_template(tokenizer: Any, name: str) -> Any:

@@ -170,8 +170,12 @@ def test_token_cls_reads_conll_files_through_the_files_source(tmp_path):
 
     conll = tmp_path / "train.conll"
     conll.write_text("Anna B-PER\nsings O\n\nOslo B-LOC\nrains O\n")
+    from framework.core.registry import DATASETS
+
     raw = load_raw_splits(
-        DataConfig(name="files", validation_split=0.5), FilesParams(train=str(conll))
+        DATASETS.get("files"),
+        DataConfig(name="files", validation_split=0.5),
+        FilesParams(train=str(conll)),
     )
     rows = sorted(list(raw.splits["train"]["tokens"]) + list(raw.splits["validation"]["tokens"]))
     assert rows == [["Anna", "sings"], ["Oslo", "rains"]]
