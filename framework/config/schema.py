@@ -43,7 +43,10 @@ class ConfigOrigin(Protocol):
     """Where a config mapping came from, for messages: a composed recipe (config/compose.py
     Composed) or a saved config file."""
 
-    overrides: tuple[str, ...]  # the command-line overrides, as given (none for a saved file)
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The command-line overrides, as given (none for a saved file)."""
+        ...
 
     def origin(self, key_path: str) -> str:
         """The place a key was set (the command line, a recipe or preset file)."""
@@ -361,7 +364,8 @@ def schema_fields(config: dict[str, Any], key_path: str) -> list[str] | None:
     if not parents:
         return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
     group, rest = parents[0], parents[1:]
-    node = config.get(group) if isinstance(config.get(group), dict) else {}
+    found = config.get(group)
+    node: dict[str, Any] = found if isinstance(found, dict) else {}
     cls: Any
     if group == "logger":  # logger.NAME.key: NAME's Params
         if not rest:
