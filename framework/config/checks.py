@@ -88,7 +88,7 @@ def combination_problems(run: RunView) -> list[str]:
     """Every impossible combination in a typed RunConfig, as one line each."""
     plugins = run.plugins
     family = plugins.family
-    found = model_problems(run, family, family.checkpoint_config(run.model))
+    found = model_problems(run, family, run.architecture)
     found += plugins.method.params_problems(run.peft, run)
     found += plugins.profile.problems(run.hardware, run)
     found += plugins.task_class.params_problems(run.task, run)

@@ -124,6 +124,10 @@ class RunConfig(RunSettings):
     # where the config came from: the composed recipe (recipe, overrides, chosen presets) or the
     # saved file a launched rank reads
     origin: ConfigOrigin = field(repr=False, compare=False)
+    # the checkpoint's architecture as validation read it (config.json of a local, package or
+    # hub-cached checkpoint, or the family's tiny model type); None when it could not be read
+    # before loading: the trainer then checks task and method against it at load time
+    architecture: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the mapping that runs
 
 
@@ -314,6 +318,7 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
     run = RunConfig(
         **params,
         plugins=plugins,
+        architecture=plugins.family.checkpoint_config(params["model"]),
         data_source=data_source,
         origin=where,
         raw=node,

@@ -128,4 +128,7 @@ class RunView(Protocol):
     def data_source(self) -> Any: ...  # the data source's typed params
 
     @property
+    def architecture(self) -> dict[str, Any] | None: ...  # config.json as validation read it
+
+    @property
     def plugins(self) -> Any: ...  # config/schema.py Plugins: the registry entries the presets name
