@@ -20,7 +20,14 @@ from framework.store.run_dir import CONFIG_FILE, SUMMARY_FILE, read_metrics, rea
 from framework.training.curves import plot_runs
 
 # Keys that differ between any two runs without saying anything about them.
-NOT_SETTINGS = ("run_dir", "output_root", "resume", "overwrite")
+NOT_SETTINGS = (
+    "run_dir",
+    "output_root",
+    "resume",
+    "overwrite",
+    "overwrite_old_run",
+    "allow_nonempty_run_dir",
+)
 
 
 def latest_run(recipe: str, output_root: str = "outputs") -> Path:
