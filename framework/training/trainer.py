@@ -239,7 +239,8 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     setup.accelerator.load_state(str(checkpoint))
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
-    setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
+    # keep_best / early stopping continue (an older checkpoint's best: from metrics.jsonl)
+    setup.best.load_state_dict(saved.get("best"), evaluations(setup.run_dir))
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info(
@@ -250,6 +251,15 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
             position.batch_in_epoch,
         )
     return position, json.loads(rng_file.read_text())
+
+
+def evaluations(run_dir: Path) -> dict[int, dict[str, float]]:
+    """{step: metrics} of the evaluations in a run's metrics.jsonl (a re-run step: its last)."""
+    return {
+        r["step"]: {k: v for k, v in r.items() if k not in ("step", "split")}
+        for r in read_metrics(run_dir)
+        if r.get("split") == "eval"
+    }
 
 
 def check_checkpoint_space(setup: Setup) -> None:
@@ -528,19 +538,24 @@ def any_rank(accelerator: Any, *flags: bool) -> tuple[bool, ...]:
 # ---- phase 3: finish ------------------------------------------------------------------------
 def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict[str, float]:
     """Final evaluation, then the adapter (loadable with PeftModel.from_pretrained), the
-    tokenizer and label maps beside it, and summary.json."""
+    tokenizer and label maps beside it, and summary.json. Returns the run's result: the metrics
+    of the adapter in adapter/ (with keep_best the best evaluation's, not the last step's)."""
     accelerator, run_dir = setup.accelerator, setup.run_dir
-    final_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
-    setup.best.observe(position.step, final_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
+    last_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
+    setup.best.observe(position.step, last_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
     accelerator.wait_for_everyone()
     # With keep_best, adapter/ already holds the best evaluation's adapter; the last goes beside.
     adapter_dir = export_adapter(setup, ADAPTER_LAST_DIR if setup.best.keep else ADAPTER_DIR)
     if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
         export_adapter(setup, ADAPTER_DIR)
+    final_is, final_step, final_metrics = setup.best.reported(position.step, last_metrics)
     summary = {
         "recipe": setup.run.recipe,
         "steps": position.step,
-        "final": final_metrics,
+        "final": final_metrics,  # the kept adapter's evaluation: what the run reports
+        "final_is": final_is,  # "best" (train.keep_best) or "last"
+        "final_step": final_step,
+        "last": last_metrics,  # the last step's evaluation (= final unless keep_best)
         "baseline": baseline,
         "primary_metric": setup.task.primary_metric,
         "greater_is_better": setup.task.greater_is_better,
@@ -552,7 +567,17 @@ def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict
     if accelerator.is_main_process:
         write_summary(run_dir, summary)
         write_run_curves(run_dir)
-        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
+        if final_is == "best":
+            log.info("last step %d: %s", position.step, _fmt(last_metrics))
+        log.info(
+            "done: %s (%s evaluation, step %d); adapter saved to %s",
+            _fmt(final_metrics),
+            final_is,
+            final_step,
+            run_dir / ADAPTER_DIR,
+        )
+        if adapter_dir != run_dir / ADAPTER_DIR:
+            log.info("the last step's adapter: %s", adapter_dir)
     setup.trackers.finish(
         summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)}, position.step
     )
@@ -586,8 +611,8 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 # ---- the whole run --------------------------------------------------------------------------
 def train(run: RunConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, float]:
-    """Run one training job (continuing checkpoint `resume_from` when given); return the final
-    evaluation metrics (a sweep's objective too)."""
+    """Run one training job (continuing checkpoint `resume_from` when given); return the run's
+    result, the kept adapter's evaluation (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
     setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
     position, resumed_rng = restore(setup, resume_from)

@@ -160,3 +160,55 @@ def test_early_stopping_stops_says_why_and_survives_resume(tmp_path, monkeypatch
     again = _summary(run_dir)
     assert again["steps"] == 4 and again["best"] == summary["best"]
     assert again["stopped_early"] == summary["stopped_early"]
+
+
+def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_thread):
+    """keep_best under early stopping: summary.json's final, the run's returned metrics, ft report
+    and the curves give the kept (best) adapter's evaluation; the last step's is recorded beside
+    it. ft eval of adapter/ agrees with final, not with last (HF's load_best_model_at_end)."""
+    from framework.commands.inference import evaluate_runs
+    from framework.commands.report import report
+    from framework.run.execute import compose_and_validate, execute
+    from framework.training.curves import draw_runs
+
+    # Best at step 3, then two evaluations without improvement: stop at step 5 of 8. The last
+    # value is for ft eval below.
+    script_perplexity(monkeypatch, [50.0, 30.0, 20.0, 25.0, 40.0, 99.0])
+    composed, run = compose_and_validate(
+        RECIPE,
+        [
+            *SMALL,
+            "train.max_steps=8",
+            "train.lr=0.03",
+            "train.keep_best=true",
+            "train.early_stopping_patience=2",
+            f"output_root={tmp_path}",
+        ],
+    )
+    finished = execute(composed, run)
+    run_dir = finished.run_dir
+    summary = _summary(run_dir)
+    evals = {
+        r["step"]: {k: v for k, v in r.items() if k not in ("step", "split")}
+        for r in metrics(run_dir, "eval")
+    }
+    assert summary["steps"] == 5 and summary["stopped_early"], summary
+    assert (summary["final_is"], summary["final_step"]) == ("best", 3)
+    assert summary["final"] == evals[3] and summary["final"]["perplexity"] == 20.0
+    assert summary["last"] == evals[5] and summary["last"]["perplexity"] == 40.0
+    assert finished.metrics == summary["final"], "a sweep's objective is the kept adapter's"
+    # The two adapters differ, and adapter/ evaluates as final says (its real eval loss).
+    assert summary["final"]["eval_loss"] != pytest.approx(summary["last"]["eval_loss"], abs=1e-4)
+    again = evaluate_runs([run_dir], "validation")[str(run_dir)]
+    assert again["eval_loss"] == pytest.approx(summary["final"]["eval_loss"], abs=1e-5)
+    # ft report: "after" is the kept adapter's, the last step's beside it.
+    text = report(run_dir)
+    row = next(line for line in text.splitlines() if line.startswith("perplexity"))
+    assert row.split()[-2:] == ["20.0000", "40.0000"], text
+    assert "the best evaluation at step 3" in text, text
+    # Curves: the kept evaluation is marked on the primary metric's panel.
+    figure = draw_runs([(run_dir.name, run_dir)])
+    axis = next(a for a in figure.axes if a.get_title() == "perplexity")
+    kept = [line for line in axis.get_lines() if line.get_label().startswith("kept")]
+    assert [(list(k.get_xdata()), list(k.get_ydata())) for k in kept] == [([3], [20.0])]
+    assert kept[0].get_label() == "kept (step 3)"
