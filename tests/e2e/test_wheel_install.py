@@ -152,11 +152,11 @@ def test_presets_newer_than_the_installed_peft_are_unavailable(monkeypatch, caps
     import re
 
     from framework.commands.listing import print_listing
+    from framework.config.path import load_run
     from framework.core.errors import UserError
     from framework.core.plugins import load_all
     from framework.core.registry import PEFT_METHODS
     from framework.peft import base
-    from framework.run.execute import compose_and_validate
 
     load_all()
     floor = re.search(r'"peft>=([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
@@ -175,8 +175,8 @@ def test_presets_newer_than_the_installed_peft_are_unavailable(monkeypatch, caps
         match=r"peft=hira: needs peft >= 0\.19\.0 \(HiraConfig\), but the "
         rf"installed peft is {floor}\. Fix: pip install 'peft>=0\.19\.0'",
     ):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["peft=hira"])
-    compose_and_validate("seq_cls_tiny_bert_lora", ["peft=delora"])  # 0.18: fine on the floor
+        load_run("seq_cls_tiny_bert_lora", ["peft=hira"])
+    load_run("seq_cls_tiny_bert_lora", ["peft=delora"])  # 0.18: fine on the floor
 
 
 @pytest.mark.parametrize("section", ["Bring your own model", "Bring your own chat data"])
@@ -185,7 +185,7 @@ def test_readme_recipes_validate_as_written(section: str, tmp_path: Path) -> Non
     they stand (data paths relative to where the user runs ft)."""
     import re
 
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     readme = (REPO / "README.md").read_text()
     body = readme.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
@@ -208,7 +208,7 @@ def test_readme_recipes_validate_as_written(section: str, tmp_path: Path) -> Non
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        _, run = compose_and_validate(str(tmp_path / name), [])
+        run = load_run(str(tmp_path / name), [])
     finally:
         os.chdir(cwd)
     if section == "Bring your own model":
@@ -223,7 +223,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
     """A user's preset named like a shipped one wins: from the recipe's own directory, from
     `--config-dir`, and from `hydra.searchpath` in the recipe (relative to it)."""
     from framework.cli.app import config_dirs_to_override
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     for folder, rank in (("beside", 3), ("mine", 5), ("declared", 7)):
         (tmp_path / folder / "peft").mkdir(parents=True)
@@ -231,7 +231,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
     (tmp_path / "beside" / "recipe.yaml").write_text(
         "defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\n"
     )
-    _, run = compose_and_validate(str(tmp_path / "beside" / "recipe.yaml"), [])
+    run = load_run(str(tmp_path / "beside" / "recipe.yaml"), [])
     assert run.peft.r == 3
 
     argv = config_dirs_to_override(
@@ -244,7 +244,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
         ]
     )
     assert argv[:3] == ["validate", "seq_cls_tiny_bert_lora", "train.lr=1e-3"]
-    _, run = compose_and_validate(argv[1], argv[2:])
+    run = load_run(argv[1], argv[2:])
     assert run.peft.r == 5 and run.train.lr == 1e-3
 
     (tmp_path / "recipes").mkdir()
@@ -257,7 +257,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
           searchpath: [../declared]
         """)
     )
-    _, run = compose_and_validate(str(tmp_path / "recipes" / "declared.yaml"), [])
+    run = load_run(str(tmp_path / "recipes" / "declared.yaml"), [])
     assert run.peft.r == 7
     # The same through Hydra's own app (what `ft train` and sweeps run): the recipe's declared
     # dirs are searched there too, before the shipped presets.

@@ -75,13 +75,13 @@ def test_keeper_direction_delta_and_patience():
 
 
 def test_keep_best_and_early_stopping_need_eval_every():
+    from framework.config.path import load_run
     from framework.core.errors import UserError
-    from framework.run.execute import compose_and_validate
 
     with pytest.raises(UserError, match="train.keep_best=true: needs evaluations"):
-        compose_and_validate(RECIPE, ["train.keep_best=true"])
+        load_run(RECIPE, ["train.keep_best=true"])
     with pytest.raises(UserError, match="early_stopping_patience=0: must be >= 1"):
-        compose_and_validate(RECIPE, ["train.eval_every=2", "train.early_stopping_patience=0"])
+        load_run(RECIPE, ["train.eval_every=2", "train.early_stopping_patience=0"])
 
 
 def test_keep_best_keeps_the_best_eval_adapter(tmp_path, monkeypatch, one_torch_thread):
@@ -168,13 +168,14 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
     it. ft eval of adapter/ agrees with final, not with last (HF's load_best_model_at_end)."""
     from framework.commands.inference import evaluate_runs
     from framework.commands.report import report
-    from framework.run.execute import compose_and_validate, execute
+    from framework.config.path import load_run
+    from framework.run.execute import execute
     from framework.training.curves import draw_runs
 
     # Best at step 3, then two evaluations without improvement: stop at step 5 of 8. The last
     # value is for ft eval below.
     script_perplexity(monkeypatch, [50.0, 30.0, 20.0, 25.0, 40.0, 99.0])
-    composed, run = compose_and_validate(
+    run = load_run(
         RECIPE,
         [
             *SMALL,
@@ -185,7 +186,7 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
             f"output_root={tmp_path}",
         ],
     )
-    finished = execute(composed, run)
+    finished = execute(run)
     run_dir = finished.run_dir
     summary = _summary(run_dir)
     evals = {
