@@ -170,7 +170,6 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
     from framework.commands.report import report
     from framework.config.path import load_run
     from framework.run.execute import execute
-    from framework.training.curves import draw_runs
 
     # Best at step 3, then two evaluations without improvement: stop at step 5 of 8. The last
     # value is for ft eval below.
@@ -194,8 +193,9 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
         for r in metrics(run_dir, "eval")
     }
     assert summary["steps"] == 5 and summary["stopped_early"], summary
+    assert summary["final"]["perplexity"] == 20.0, "final is not the kept (best) evaluation"
     assert (summary["final_is"], summary["final_step"]) == ("best", 3)
-    assert summary["final"] == evals[3] and summary["final"]["perplexity"] == 20.0
+    assert summary["final"] == evals[3]
     assert summary["last"] == evals[5] and summary["last"]["perplexity"] == 40.0
     assert finished.metrics == summary["final"], "a sweep's objective is the kept adapter's"
     # The two adapters differ, and adapter/ evaluates as final says (its real eval loss).
@@ -208,6 +208,8 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
     assert row.split()[-2:] == ["20.0000", "40.0000"], text
     assert "the best evaluation at step 3" in text, text
     # Curves: the kept evaluation is marked on the primary metric's panel.
+    from framework.training.curves import draw_runs
+
     figure = draw_runs([(run_dir.name, run_dir)])
     axis = next(a for a in figure.axes if a.get_title() == "perplexity")
     kept = [line for line in axis.get_lines() if line.get_label().startswith("kept")]
