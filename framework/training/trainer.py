@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -32,6 +33,8 @@ from framework.config.schema import RunConfig, load_saved_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
 from framework.store.checkpoint import (
     checkpoint_bytes,
+    checkpoint_path,
+    latest_checkpoint,
     read_trainer_state,
     save_checkpoint,
     set_rng_state,
@@ -262,6 +265,11 @@ def evaluations(run_dir: Path) -> dict[int, dict[str, float]]:
     }
 
 
+def checkpoint_space_needed(setup: Setup) -> int:
+    """Disk one checkpoint of this run takes (bytes, estimated)."""
+    return checkpoint_bytes(setup.model)
+
+
 def check_checkpoint_space(setup: Setup) -> None:
     """Refuse to start when the disk cannot hold keep_last + 1 checkpoints (every rank checks,
     so all stop together)."""
@@ -269,7 +277,7 @@ def check_checkpoint_space(setup: Setup) -> None:
     if not (train.save_every or train.save_every_minutes):
         return
     free = shutil.disk_usage(setup.run_dir).free
-    need = checkpoint_bytes(setup.model) * (train.keep_last + 1)
+    need = checkpoint_space_needed(setup) * (train.keep_last + 1)
     if free < need:
         interval = (
             f"train.save_every={train.save_every}"
@@ -317,7 +325,8 @@ def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
 
 
 def save(setup: Setup, position: Position) -> Path:
-    """An atomic checkpoint of the whole training state at this position."""
+    """An atomic checkpoint of the whole training state at this position. A failed write (a full
+    disk) stops the run with one line: the checkpoint, the space it needs, the one kept."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
         path = save_checkpoint(
@@ -329,14 +338,27 @@ def save(setup: Setup, position: Position) -> Path:
             config_yaml,
         )
     except OSError as error:
-        raise TrainingInterrupted(
-            f"could not save the checkpoint at step {position.step} ({error.strerror or error}); "
-            f"the last complete checkpoint is kept. Free disk space and resume with: "
-            f"{resume_command(setup.run_dir, setup.run.recipe)}",
-            exit_code=1,
-        ) from None
+        raise TrainingInterrupted(save_failure(setup, position.step, error), exit_code=1) from None
     setup.metrics_log.write({"step": position.step, "event": "checkpoint", "path": str(path)})
     return path
+
+
+def save_failure(setup: Setup, step: int, error: OSError) -> str:
+    """The one line of a checkpoint that could not be written: which, why, the space it needs
+    (when the disk or quota is full), the complete checkpoint that is kept, and how to resume."""
+    target = checkpoint_path(setup.run_dir, step)
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(setup.run_dir).free
+        need = checkpoint_space_needed(setup)
+        reason += f": {free >> 20} MiB free there, a checkpoint needs about {need >> 20} MiB"
+    kept = latest_checkpoint(setup.run_dir)
+    kept_text = f"{kept} is kept" if kept else "no earlier checkpoint exists"
+    return (
+        f"could not write checkpoint {target} at step {step} ({reason}); it is not used, "
+        f"{kept_text}. Free disk space (or lower train.keep_last) and resume with: "
+        f"{resume_command(setup.run_dir, setup.run.recipe)}"
+    )
 
 
 # ---- phase 2: the step loop -----------------------------------------------------------------
@@ -362,55 +384,57 @@ def run_steps(
     profiler = StepProfiler(setup.run_dir, run.train.profile and main)
     last_save = time.monotonic()  # train.save_every_minutes counts from here (seconds)
     stopping = False  # early stopping fired: save, then finish
-    while position.step < setup.total_steps and not stopping:
-        batches = epoch_batches(setup, position, resumed_rng)
-        for group in micro_batch_groups(batches, run.train.grad_accum):
-            resumed_rng = None
-            finite = optimizer_step(setup, group, meter, guard, position.step)
-            position.batch_in_epoch += len(group)
-            complete_step(setup, position, finite)
-            profiler.step()
-            progress.update(1)
-            if settle_due(run.train, position.step, setup.total_steps):
-                settle(setup, position, guard)  # the loop's only host sync, with the log's
-            if log_due(run.train, position.step, setup.total_steps):
-                record = log_train(setup, position, meter)
-                progress.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    lr=f"{record['lr']:.2e}",
-                    tok_s=f"{record['tokens_per_s']:.0f}",
-                )
-            if eval_due(run.train, position.step, setup.total_steps):
-                stopping = setup.best.observe(
-                    position.step,
-                    evaluate(setup, position.step),
-                    lambda: export_adapter(setup, ADAPTER_DIR),
-                )
-            minutes_due = (
-                run.train.save_every_minutes is not None
-                and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
-            )
-            # One collective for both flags: ranks must agree before a collective save.
-            stop_now, minutes_due = any_rank(
-                accelerator, signals.requested is not None, minutes_due
-            )
-            if stop_now or minutes_due or stopping or save_due(run.train, position.step):
-                settle(setup, position, guard)
-                path = save(setup, position)
-                last_save = time.monotonic()
-                if stop_now:
-                    raise TrainingInterrupted(
-                        f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
-                        f"Resume with: {resume_command(setup.run_dir, run.recipe)}",
-                        exit_code=signals.exit_code(),
+    try:
+        while position.step < setup.total_steps and not stopping:
+            batches = epoch_batches(setup, position, resumed_rng)
+            for group in micro_batch_groups(batches, run.train.grad_accum):
+                resumed_rng = None
+                finite = optimizer_step(setup, group, meter, guard, position.step)
+                position.batch_in_epoch += len(group)
+                complete_step(setup, position, finite)
+                profiler.step()
+                progress.update(1)
+                if settle_due(run.train, position.step, setup.total_steps):
+                    settle(setup, position, guard)  # the loop's only host sync, with the log's
+                if log_due(run.train, position.step, setup.total_steps):
+                    record = log_train(setup, position, meter)
+                    progress.set_postfix(
+                        loss=f"{record['loss']:.4f}",
+                        lr=f"{record['lr']:.2e}",
+                        tok_s=f"{record['tokens_per_s']:.0f}",
                     )
-            if position.step >= setup.total_steps or stopping:
-                break
-        else:  # the epoch ran out before total_steps
-            position.epoch += 1
-            position.batch_in_epoch = 0
+                if eval_due(run.train, position.step, setup.total_steps):
+                    stopping = setup.best.observe(
+                        position.step,
+                        evaluate(setup, position.step),
+                        lambda: export_adapter(setup, ADAPTER_DIR),
+                    )
+                minutes_due = (
+                    run.train.save_every_minutes is not None
+                    and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
+                )
+                # One collective for both flags: ranks must agree before a collective save.
+                stop_now, minutes_due = any_rank(
+                    accelerator, signals.requested is not None, minutes_due
+                )
+                if stop_now or minutes_due or stopping or save_due(run.train, position.step):
+                    settle(setup, position, guard)
+                    path = save(setup, position)
+                    last_save = time.monotonic()
+                    if stop_now:
+                        raise TrainingInterrupted(
+                            f"stopped by signal at step {position.step}; checkpoint saved in "
+                            f"{path}. Resume with: {resume_command(setup.run_dir, run.recipe)}",
+                            exit_code=signals.exit_code(),
+                        )
+                if position.step >= setup.total_steps or stopping:
+                    break
+            else:  # the epoch ran out before total_steps
+                position.epoch += 1
+                position.batch_in_epoch = 0
+    finally:
+        progress.close()  # a stop or failure message then starts on a line of its own
     profiler.stop()
-    progress.close()
 
 
 def epoch_batches(setup: Setup, position: Position, resumed_rng: dict | None) -> Iterator:
