@@ -42,8 +42,8 @@ CHECKPOINTS_DIR = "checkpoints"
 MERGED_DIR = "merged"  # default output of `ft merge`
 PROFILE_DIR = "profile"  # train.profile's trace and op table
 HYDRA_JOB_DIR = ".hydra"  # Hydra writes a sweep trial's config here before ft runs it
-# Every name a run writes into its directory (glob patterns; ".NAME.partial": an atomic write
-# under way). With allow_nonempty_run_dir, a folder holding one of them is refused (the run
+# Every name a run writes into its directory (glob patterns; ".NAME.partial" and ".NAME.old": an
+# atomic write or a directory swap under way). With allow_nonempty_run_dir, a folder holding one of them is refused (the run
 # would write over it).
 RUN_WRITES = (
     CONFIG_FILE,
@@ -63,6 +63,7 @@ RUN_WRITES = (
     MERGED_DIR,
     PROFILE_DIR,
     ".*.partial",
+    ".*.old",
 )
 # What a sweep adds to a trial's directory (its record, Hydra's job config, atomic-write temps).
 # overwrite_old_run=delete removes only a folder that holds nothing but these and RUN_WRITES.
@@ -210,6 +211,19 @@ def _free_sibling(path: Path, why: str) -> Path:
         if not candidate.exists():
             return candidate
     raise UserError(f"overwrite=true: no free name beside {path} to move the earlier run to")
+
+
+def replace_directory(new: Path, final: Path) -> None:
+    """Put a wholly written directory in final's place. The old one is renamed away first and
+    deleted after, so `final` never mixes the two (a crash between the renames leaves the old
+    one as .NAME.old beside it)."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def put_back_earlier_run(created: CreatedRunDir) -> bool:

@@ -48,6 +48,7 @@ from framework.store.run_dir import (
     METRICS_FILE,
     MetricsLog,
     read_metrics,
+    replace_directory,
     resume_command,
     write_summary,
 )
@@ -347,11 +348,7 @@ def save_failure(setup: Setup, step: int, error: OSError) -> str:
     """The one line of a checkpoint that could not be written: which, why, the space it needs
     (when the disk or quota is full), the complete checkpoint that is kept, and how to resume."""
     target = checkpoint_path(setup.run_dir, step)
-    reason = error.strerror or str(error)
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = shutil.disk_usage(setup.run_dir).free
-        need = checkpoint_space_needed(setup)
-        reason += f": {free >> 20} MiB free there, a checkpoint needs about {need >> 20} MiB"
+    reason = write_failure_reason(setup, error, checkpoint_space_needed(setup))
     kept = latest_checkpoint(setup.run_dir)
     kept_text = f"{kept} is kept" if kept else "no earlier checkpoint exists"
     return (
@@ -359,6 +356,15 @@ def save_failure(setup: Setup, step: int, error: OSError) -> str:
         f"{kept_text}. Free disk space (or lower train.keep_last) and resume with: "
         f"{resume_command(setup.run_dir, setup.run.recipe)}"
     )
+
+
+def write_failure_reason(setup: Setup, error: OSError, need: int) -> str:
+    """Why a write failed; for a full disk or quota, the MiB free and the MiB `need` (bytes)."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(setup.run_dir).free
+        reason += f": {free >> 20} MiB free there, it needs about {max(need >> 20, 1)} MiB"
+    return reason
 
 
 # ---- phase 2: the step loop -----------------------------------------------------------------
@@ -611,19 +617,38 @@ def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict
 
 def export_adapter(setup: Setup, name: str) -> Path:
     """Save the adapter (loadable with PeftModel.from_pretrained) with the tokenizer and the
-    task's label maps beside it into RUN_DIR/name; every rank calls this (collective)."""
+    task's label maps beside it into RUN_DIR/name; every rank calls this (collective). Written
+    beside it first and then swapped in, so that a full disk never leaves a half-written adapter
+    (nor destroys the best one kept so far): the run stops with one line instead."""
     accelerator = setup.accelerator
     adapter_dir = setup.run_dir / name
-    setup.method.save_adapter(
-        setup.run.peft,
-        accelerator.unwrap_model(setup.model),
-        str(adapter_dir),
-        is_main_process=accelerator.is_main_process,
-        state_dict=accelerator.get_state_dict(setup.model),
-    )
-    if accelerator.is_main_process:
-        setup.tokenizer.save_pretrained(str(adapter_dir))
-        setup.task.save_artifacts(adapter_dir)
+    partial = setup.run_dir / f".{name}.partial"
+    try:
+        if accelerator.is_main_process and partial.exists():
+            shutil.rmtree(partial)
+        setup.method.save_adapter(
+            setup.run.peft,
+            accelerator.unwrap_model(setup.model),
+            str(partial),
+            is_main_process=accelerator.is_main_process,
+            state_dict=accelerator.get_state_dict(setup.model),
+        )
+        if accelerator.is_main_process:
+            setup.tokenizer.save_pretrained(str(partial))
+            setup.task.save_artifacts(partial)
+            replace_directory(partial, adapter_dir)
+    except OSError as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        trainable = (p for p in setup.model.parameters() if p.requires_grad)
+        need = sum(p.numel() * p.element_size() for p in trainable)
+        reason = write_failure_reason(setup, error, need)
+        kept = f"{adapter_dir} is unchanged" if adapter_dir.is_dir() else "nothing was written"
+        raise TrainingInterrupted(
+            f"could not write the adapter {adapter_dir} ({reason}); {kept}. Free disk space "
+            f"and resume with: {resume_command(setup.run_dir, setup.run.recipe)}",
+            exit_code=1,
+        ) from None
     return adapter_dir
 
 

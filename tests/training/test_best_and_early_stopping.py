@@ -215,3 +215,56 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
     kept = [line for line in axis.get_lines() if line.get_label().startswith("kept")]
     assert [(list(k.get_xdata()), list(k.get_ydata())) for k in kept] == [([3], [20.0])]
     assert kept[0].get_label() == "kept (step 3)"
+
+
+def test_a_full_disk_while_saving_a_new_best_keeps_the_previous_best(
+    tmp_path, monkeypatch, one_torch_thread
+):
+    """ENOSPC while adapter/ is rewritten for a new best (step 3): the run stops with one line,
+    and adapter/ still holds the best so far (step 2), whole; no partial adapter is left."""
+    import errno
+    import os
+
+    import peft.peft_model
+    from safetensors.torch import load_file
+
+    from framework.core.errors import TrainingInterrupted
+
+    script_perplexity(monkeypatch, [50.0, 30.0, 20.0, 25.0])
+    real = peft.peft_model.safe_save_file
+    exports = []
+
+    def fill_disk_on_third_export(tensors, filename, *args, **kwargs):
+        exports.append(filename)
+        if len(exports) == 3:
+            Path(filename).write_bytes(b"\0" * 10)  # cut short, as a full disk leaves it
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(peft.peft_model, "safe_save_file", fill_disk_on_third_export)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_recipe(
+            RECIPE,
+            *SMALL,
+            "train.max_steps=4",
+            "train.lr=0.03",
+            "train.keep_best=true",
+            "train.save_every=1",
+            "train.keep_last=10",
+            f"run_dir={run_dir}",
+            output_root=tmp_path,
+        )
+    message = str(stopped.value)
+    assert stopped.value.exit_code == 1 and "\n" not in message
+    assert f"could not write the adapter {run_dir / 'adapter'}" in message
+    assert "No space left on device" in message and "MiB free there" in message
+    assert f"{run_dir / 'adapter'} is unchanged" in message and "resume=auto" in message
+    assert not list(run_dir.glob(".adapter*")), "a partial adapter was left behind"
+    kept = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    at_step_2 = load_file(
+        str(run_dir / "checkpoints" / "checkpoint-00000002" / "model.safetensors")
+    )
+    lora = {k.replace(".default", ""): v for k, v in at_step_2.items() if "lora_" in k}
+    assert kept.keys() == lora.keys()
+    assert all(torch.equal(kept[k], lora[k]) for k in kept), "adapter/ is not step 2's best"
