@@ -200,7 +200,7 @@ def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_
     assert finished.metrics == summary["final"], "a sweep's objective is the kept adapter's"
     # The two adapters differ, and adapter/ evaluates as final says (its real eval loss).
     assert summary["final"]["eval_loss"] != pytest.approx(summary["last"]["eval_loss"], abs=1e-4)
-    again = evaluate_runs([run_dir], "validation")[str(run_dir)]
+    again = evaluate_runs([run_dir], "validation", hardware="cpu")[str(run_dir)]
     assert again["eval_loss"] == pytest.approx(summary["final"]["eval_loss"], abs=1e-5)
     # ft report: "after" is the kept adapter's, the last step's beside it.
     text = report(run_dir)
