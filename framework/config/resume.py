@@ -91,10 +91,10 @@ def resume_mismatches(saved: RunConfig, current: RunConfig) -> list[str]:
     ]
 
 
-def _resumed_run_dir(run: RunConfig) -> Path:
+def _resumed_run_dir(run: Any) -> Path:
     """resume=PATH: that checkpoint's run; resume=auto: run_dir, or the recipe's newest run with a
     complete checkpoint."""
-    if run.resume != "auto":
+    if run.resume is not None and run.resume != "auto":
         path = Path(run.resume).expanduser().resolve()
         return run_dir_of_checkpoint(path) if path.name.startswith("checkpoint-") else path.parent
     if run.run_dir:

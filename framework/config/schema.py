@@ -43,7 +43,10 @@ class ConfigOrigin(Protocol):
     """Where a config mapping came from, for messages: a composed recipe (config/compose.py
     Composed) or a saved config file."""
 
-    overrides: tuple[str, ...]  # the command-line overrides, as given (none for a saved file)
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The command-line overrides, as given (none for a saved file)."""
+        ...
 
     def origin(self, key_path: str) -> str:
         """The place a key was set (the command line, a recipe or preset file)."""
@@ -125,6 +128,10 @@ class RunConfig(RunSettings):
     # where the config came from: the composed recipe (recipe, overrides, chosen presets) or the
     # saved file a launched rank reads
     origin: ConfigOrigin = field(repr=False, compare=False)
+    # the checkpoint's architecture as validation read it (config.json of a local, package or
+    # hub-cached checkpoint, or the family's tiny model type); None when it could not be read
+    # before loading: the trainer then checks task and method against it at load time
+    architecture: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the mapping that runs
 
 
@@ -315,6 +322,7 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
     run = RunConfig(
         **params,
         plugins=plugins,
+        architecture=plugins.family.checkpoint_config(params["model"]),
         data_source=data_source,
         origin=where,
         raw=node,
@@ -365,7 +373,8 @@ def schema_fields(config: dict[str, Any], key_path: str) -> list[str] | None:
     if not parents:
         return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
     group, rest = parents[0], parents[1:]
-    node = config.get(group) if isinstance(config.get(group), dict) else {}
+    found = config.get(group)
+    node: dict[str, Any] = found if isinstance(found, dict) else {}
     cls: Any
     if group == "logger":  # logger.NAME.key: NAME's Params
         if not rest:

@@ -95,7 +95,7 @@ class _Checker:
                 return {}
             _, item_tp = get_args(tp) or (str, Any)
             return {str(k): self.value(item_tp, v, f"{path}.{k}") for k, v in value.items()}
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 self.fail(path, f"must be a mapping of {tp.__name__} fields, got {value!r}")
                 return None
