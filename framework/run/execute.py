@@ -60,6 +60,7 @@ def prepare_run_dir(run: RunConfig) -> Prepared:
         run.overwrite,
         run.overwrite_old_run,
         run.allow_nonempty_run_dir,
+        join=run.plugins.profile.joins_run_dir(run.hardware),
     )
     write_run_files(created.path, run.raw, list(run.origin.overrides))
     return Prepared(run, created.path, CONFIG_FILE, None, created)

@@ -98,14 +98,16 @@ def create_run_dir(
     overwrite: bool,
     old_run: str = "move",
     allow_nonempty: bool = False,
+    join: bool = False,
 ) -> CreatedRunDir:
     """Make a fresh run directory. Two runs in the same second get different directories.
     An explicit run_dir must be new, empty, or an ft run (refused unless overwrite=true, which
     moves that run aside or deletes it in one rename, so nothing of it is read as this run's);
     a folder holding anything else is refused before anything is written into it, unless
-    allow_nonempty is set, and then never over one of its files."""
+    allow_nonempty is set, and then never over one of its files. join: this machine joins the
+    run the main machine of a multi-machine run made there (reused as it is)."""
     if explicit:
-        return _explicit_run_dir(explicit, overwrite, old_run, allow_nonempty)
+        return _explicit_run_dir(explicit, overwrite, old_run, allow_nonempty, join)
     base = Path(root).expanduser().resolve() / recipe
     base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -134,7 +136,7 @@ def _written_by(entry: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _explicit_run_dir(
-    explicit: str, overwrite: bool, old_run: str, allow_nonempty: bool
+    explicit: str, overwrite: bool, old_run: str, allow_nonempty: bool, join: bool
 ) -> CreatedRunDir:
     path = Path(explicit).expanduser().resolve()
     if path.exists() and not path.is_dir():
@@ -148,6 +150,8 @@ def _explicit_run_dir(
     if not entries:
         return CreatedRunDir(path, created=False)
     if is_run_dir(path):
+        if join:  # the main machine of a multi-machine run made it: never moved, never refused
+            return CreatedRunDir(path, False, None, f"joined the run in {path} (machine rank > 0)")
         if not overwrite:
             raise UserError(
                 f"run_dir='{explicit}': already holds a run ({path / CONFIG_FILE}). "

@@ -213,3 +213,28 @@ def test_create_run_dir_unit_cases(tmp_path):
     with pytest.raises(UserError, match="config.yaml"):
         create_run_dir(str(tmp_path), "r", str(lookalike), overwrite=True)
     assert os.listdir(lookalike) == ["config.yaml"]
+
+
+def test_a_machine_of_rank_above_0_joins_the_run_machine_0_made(tmp_path):
+    """Multi-node: every machine runs the same `ft train ... run_dir=SHARED`; machine 0 creates
+    the run, a machine of rank > 0 joins it (nothing is refused, moved or deleted)."""
+    from framework.config.path import load_run
+    from framework.run.execute import prepare_run_dir
+
+    shared = tmp_path / "shared"
+    common = [
+        f"run_dir={shared}",
+        "hardware=ddp",
+        "hardware.device=cpu",
+        "hardware.num_machines=2",
+        "train.max_steps=1",
+    ]
+    first = load_run(TOY_CLS_RECIPE, [*common, "hardware.machine_rank=0"])
+    second = load_run(TOY_CLS_RECIPE, [*common, "hardware.machine_rank=1", "overwrite=true"])
+    assert not first.plugins.profile.joins_run_dir(first.hardware)
+    assert second.plugins.profile.joins_run_dir(second.hardware)
+    made = prepare_run_dir(first)
+    joined = prepare_run_dir(second)
+    assert joined.run_dir == made.run_dir == shared.resolve()
+    assert joined.created.note.startswith("joined the run in")
+    assert [p.name for p in tmp_path.iterdir()] == ["shared"], "the run was moved aside"
