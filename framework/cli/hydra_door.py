@@ -229,6 +229,7 @@ def run_jobs(
     try:
         with (
             _command_line(argv),
+            _logging_as_it_was(),
             _full_hydra_errors(sweep.optuna),
             contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext(),
         ):
@@ -266,6 +267,26 @@ def _command_line(argv: list[str]) -> Iterator[None]:
         yield
     finally:
         sys.argv = saved
+
+
+@contextlib.contextmanager
+def _logging_as_it_was() -> Iterator[None]:
+    """Hydra's logging setup disables every logger that existed and resets the root logger; put
+    them back after the call, so that a caller in the same process (a test, a notebook) still
+    logs, and a later run there still writes its train.log."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    loggers = [
+        x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger)
+    ]
+    disabled = {logger: logger.disabled for logger in loggers}
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        for logger, was in disabled.items():
+            logger.disabled = was
 
 
 @contextlib.contextmanager
