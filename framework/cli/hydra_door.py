@@ -226,7 +226,7 @@ def run_jobs(
         with (
             _loggers_left_on(),
             _command_line(argv),
-            _logging_as_it_was(),
+            _root_logger_as_it_was(),
             _full_hydra_errors(sweep.optuna),
             contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext(),
         ):
@@ -290,23 +290,16 @@ def _command_line(argv: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _logging_as_it_was() -> Iterator[None]:
-    """Hydra's logging setup disables every logger that existed and resets the root logger; put
-    them back after the call, so that a caller in the same process (a test, a notebook) still
-    logs, and a later run there still writes its train.log."""
+def _root_logger_as_it_was() -> Iterator[None]:
+    """Hydra's logging setup also resets the root logger's level and handlers: put them back
+    after the call (a caller in the same process keeps its own logging, e.g. pytest's capture)."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    loggers = [
-        x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger)
-    ]
-    disabled = {logger: logger.disabled for logger in loggers}
     try:
         yield
     finally:
         root.setLevel(level)
         root.handlers[:] = handlers
-        for logger, was in disabled.items():
-            logger.disabled = was
 
 
 @contextlib.contextmanager
