@@ -42,7 +42,8 @@ class Prepared(NamedTuple):
 
 class Finished(NamedTuple):
     run_dir: Path | None  # None for a dry run
-    metrics: dict[str, float]  # final evaluation (a sweep's objective is its primary metric)
+    # the run's result, its kept adapter's evaluation (a sweep's objective: its primary metric)
+    metrics: dict[str, float]
 
 
 def prepare_run_dir(run: RunConfig) -> Prepared:
