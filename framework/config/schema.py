@@ -24,6 +24,7 @@ from framework.core.registry import (
     HARDWARE,
     LOGGERS,
     MODELS,
+    OBJECTIVES,
     PEFT_METHODS,
     TASKS,
     Registry,
@@ -32,6 +33,7 @@ from framework.hardware.base import HardwareParams, HardwareProfile
 from framework.loggers.base import Logger, LoggerParams
 from framework.models.base import ModelFamily
 from framework.models.params import ModelParams
+from framework.objectives.base import Objective, ObjectiveParams
 from framework.peft.base import PeftMethod, PeftParams
 from framework.store.run_dir import CONFIG_FILE
 from framework.tasks.base import Task, TaskParams
@@ -63,6 +65,7 @@ class Plugins:
     profile: type[HardwareProfile]  # hardware.name
     source: Any  # data.name: a data source entry (files, hub, a built-in dataset)
     loggers: Mapping[str, type[Logger]]  # logger name -> its entry, in the order given
+    objective: type[Objective]  # objective.name (cross_entropy when the recipe names none)
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -78,6 +81,7 @@ class RunConfig(RunSettings):
     data: DataConfig
     train: TrainConfig
     logger: dict[str, LoggerParams]  # logger name -> its typed params, in the order given
+    objective: ObjectiveParams  # what the run optimises; the task's own loss by default
     plugins: Plugins = field(repr=False)
     data_source: Any = None  # typed `data.source`, per the data source's Params
     raw: dict[str, Any] = field(
@@ -91,8 +95,12 @@ GROUPS: dict[str, Registry] = {
     "peft": PEFT_METHODS,
     "task": TASKS,
     "hardware": HARDWARE,
+    "objective": OBJECTIVES,
 }  # one preset each, chosen by its `name`; `logger` may hold several (see _loggers)
 ALL_GROUPS: list[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
+# Groups a recipe may leave out, with the preset that stands in: every recipe written before
+# objectives existed trains the task's own loss, as it did.
+OPTIONAL_GROUPS: dict[str, str] = {"objective": "cross_entropy"}
 
 
 def _group(
@@ -158,7 +166,7 @@ def _loggers(
 
 def _top_level_problems(node: dict[str, Any], origin: OriginFn) -> list[str]:
     """Unknown top-level keys, and groups with no preset chosen."""
-    known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
+    known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS) | set(OPTIONAL_GROUPS)
     found = [
         f"{key}: unknown top-level key{did_you_mean(key, known)} "
         f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}"
@@ -185,8 +193,9 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
     params: dict[str, Any] = {}
     entries: dict[str, Any] = {}
     for key, registry in GROUPS.items():
-        if key in node:
-            params[key], entries[key] = _group(registry, node[key], key, origin, problems)
+        preset = node.get(key, {"name": OPTIONAL_GROUPS[key]} if key in OPTIONAL_GROUPS else None)
+        if preset is not None:
+            params[key], entries[key] = _group(registry, preset, key, origin, problems)
     logger_entries_found: dict[str, Any] = {}
     if "logger" in node:
         params["logger"], logger_entries_found = _loggers(node["logger"], origin, problems)
@@ -215,6 +224,7 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
         profile=entries["hardware"],
         source=source,
         loggers=logger_entries_found,
+        objective=entries["objective"],
     )
     run = RunConfig(
         **params,
@@ -266,9 +276,11 @@ def schema_fields(config: dict[str, Any], key_path: str) -> list[str] | None:
     load_all()
     parents = key_path.split(".")[:-1]
     if not parents:
-        return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
+        return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS) | set(OPTIONAL_GROUPS))
     group, rest = parents[0], parents[1:]
     node = config.get(group) if isinstance(config.get(group), dict) else {}
+    if group in OPTIONAL_GROUPS and not node:
+        node = {"name": OPTIONAL_GROUPS[group]}
     cls: Any
     if group == "logger":  # logger.NAME.key: NAME's Params
         if not rest:
