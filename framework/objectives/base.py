@@ -36,6 +36,28 @@ class ObjectiveParams(GroupParams):
     """Fields every objective shares (none beyond name)."""
 
 
+@dataclass(kw_only=True)
+class PreferenceParams(ObjectiveParams):
+    """Fields of the preference objectives."""
+
+    # Dropout off in the whole model (base and adapter), as TRL's trainers default to: with it
+    # on, the policy's forward is noisy against the reference and the step-0 margins are not 0.
+    disable_dropout: bool = True
+
+
+def switch_off_dropout(model: Any) -> int:
+    """Set p = 0 in every dropout module of `model` (what a preference objective's
+    disable_dropout does before the loop); returns how many were on."""
+    import torch
+
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            switched += 1
+    return switched
+
+
 @dataclass
 class ObjectiveContext:
     """What the trainer gives an objective: the model as the step runs it, the accelerator, the
@@ -60,17 +82,22 @@ def reference_context(unwrapped: Any, adapter: str | None) -> Callable[[], Any]:
     def reference() -> Iterator[None]:
         import torch
 
-        with torch.no_grad():
-            if adapter is None:
-                with unwrapped.disable_adapter():
+        training = unwrapped.training
+        unwrapped.eval()  # the reference is deterministic: no dropout in its forward
+        try:
+            with torch.no_grad():
+                if adapter is None:
+                    with unwrapped.disable_adapter():
+                        yield
+                    return
+                trained = unwrapped.active_adapter
+                unwrapped.set_adapter(adapter, inference_mode=True)  # frozen, the trained too
+                try:
                     yield
-                return
-            trained = unwrapped.active_adapter
-            unwrapped.set_adapter(adapter, inference_mode=True)  # frozen, the trained one too
-            try:
-                yield
-            finally:
-                unwrapped.set_adapter(trained)  # trainable again; the reference stays frozen
+                finally:
+                    unwrapped.set_adapter(trained)  # trainable again; the reference stays frozen
+        finally:
+            unwrapped.train(training)
 
     return reference
 
@@ -108,7 +135,10 @@ class Objective:
         return cls.primary_metric, cls.greater_is_better
 
     def before_loop(self, context: ObjectiveContext) -> None:
-        """Called once after set-up, before the first step (and before eval_before)."""
+        """Called once after set-up, before the first step (and before eval_before): with
+        disable_dropout, dropout is switched off."""
+        if getattr(self.params, "disable_dropout", False):
+            switch_off_dropout(context.unwrapped())
 
     def count_items(self, batch: dict[str, Any]) -> Any:
         """What the loss averages over in this batch, as a device tensor (pairs by default: the

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from framework.core.registry import OBJECTIVES
-from framework.objectives.base import SCORED_PAIRS, Objective, ObjectiveContext, ObjectiveParams
+from framework.objectives.base import SCORED_PAIRS, Objective, ObjectiveContext, PreferenceParams
 from framework.objectives.logps import split_pairs
 
 
 @dataclass(kw_only=True)
-class BradleyTerryParams(ObjectiveParams):
+class BradleyTerryParams(PreferenceParams):
     center_rewards: float = 0.0  # coefficient of (r_chosen + r_rejected)²; 0.01 is usual
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from framework.core.registry import OBJECTIVES
-from framework.objectives.base import PAIRS, Objective, ObjectiveContext, ObjectiveParams
+from framework.objectives.base import PAIRS, Objective, ObjectiveContext, PreferenceParams
 from framework.objectives.logps import pair_metrics, sequence_logps, split_pairs
 
 
 @dataclass(kw_only=True)
-class DpoParams(ObjectiveParams):
+class DpoParams(PreferenceParams):
     beta: float = 0.1  # strength of the pull towards the reference (higher: stay closer)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     label_smoothing: float = 0.0  # conservative DPO: the chance a pair's labels are flipped

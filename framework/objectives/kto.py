@@ -15,13 +15,13 @@ from typing import Any
 
 from framework.core.batch_keys import DESIRABLE_KEY, KL_PREFIX
 from framework.core.registry import OBJECTIVES
-from framework.objectives.base import UNPAIRED, Objective, ObjectiveContext, ObjectiveParams
+from framework.objectives.base import UNPAIRED, Objective, ObjectiveContext, PreferenceParams
 from framework.objectives.dpo import beta_problems
 from framework.objectives.logps import sequence_logps
 
 
 @dataclass(kw_only=True)
-class KtoParams(ObjectiveParams):
+class KtoParams(PreferenceParams):
     beta: float = 0.1
     desirable_weight: float = 1.0  # w_d; raise it when desirable rows are the fewer
     undesirable_weight: float = 1.0  # w_u

@@ -27,12 +27,12 @@ def token_log_probs(logits: Any, targets: Any) -> Any:
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def sequence_logps(
+def token_logps(
     model: Any, batch: dict[str, Any], logits_only: bool, prefix: str = ""
 ) -> tuple[Any, Any]:
-    """(summed log-prob of each row's scored tokens [R], scored tokens per row [R]) of the rows
+    """(log-prob of each scored next token [R, P], scored mask [R, P]) of the rows
     `{prefix}input_ids` / `attention_mask` / `labels` (labels aligned with input_ids: position t
-    predicts label t + 1)."""
+    predicts label t + 1); P is the positions the LM head ran at (all, or those with a label)."""
     labels = batch[f"{prefix}labels"]
     inputs = {
         "input_ids": batch[f"{prefix}input_ids"],
@@ -48,7 +48,14 @@ def sequence_logps(
         # Prompt-learning adapters prepend virtual tokens to the logits: the real ones are last.
         logits = model(**inputs).logits[:, -targets.shape[1] - 1 : -1]
     scored = targets != IGNORE_INDEX
-    per_token = token_log_probs(logits, targets.clamp(min=0)) * scored
+    return token_log_probs(logits, targets.clamp(min=0)) * scored, scored
+
+
+def sequence_logps(
+    model: Any, batch: dict[str, Any], logits_only: bool, prefix: str = ""
+) -> tuple[Any, Any]:
+    """(summed log-prob of each row's scored tokens [R], scored tokens per row [R])."""
+    per_token, scored = token_logps(model, batch, logits_only, prefix)
     return per_token.sum(-1), scored.sum(-1)
 
 

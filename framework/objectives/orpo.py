@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from framework.core.registry import OBJECTIVES
-from framework.objectives.base import PAIRS, Objective, ObjectiveContext, ObjectiveParams
+from framework.objectives.base import PAIRS, Objective, ObjectiveContext, PreferenceParams
 from framework.objectives.dpo import beta_problems
 from framework.objectives.logps import pair_metrics, sequence_logps, split_pairs
 
 
 @dataclass(kw_only=True)
-class OrpoParams(ObjectiveParams):
+class OrpoParams(PreferenceParams):
     beta: float = 0.1  # λ: weight of the odds-ratio term against the chosen NLL
 
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from framework.core.registry import OBJECTIVES
-from framework.objectives.base import PAIRS, Objective, ObjectiveContext, ObjectiveParams
+from framework.objectives.base import PAIRS, Objective, ObjectiveContext, PreferenceParams
 from framework.objectives.dpo import beta_problems
 from framework.objectives.logps import pair_metrics, sequence_logps, split_pairs
 
 
 @dataclass(kw_only=True)
-class SimpoParams(ObjectiveParams):
+class SimpoParams(PreferenceParams):
     beta: float = 2.0  # reward scale (SimPO's authors use 2 to 10)
     gamma: float = 0.5  # target reward margin, in reward units
     label_smoothing: float = 0.0  # probability that a pair's labels are flipped
