@@ -177,7 +177,7 @@ def objective_problems(run: Any) -> list[str]:
             found.append(
                 f"peft={run.peft.name} with objective={name}: {reason}; {name} compares the "
                 f"policy with the reference (the adapter disabled), which must be the starting "
-                f"model. Fix: peft=lora (or another method that starts as the identity)"
+                f"model. Fix: peft=lora with peft.init=true (a fresh LoRA starts as the identity)"
                 + "".join(
                     f", or objective={other}" for other in reference_free(objective.data_kind)
                 )

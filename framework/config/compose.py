@@ -169,8 +169,9 @@ def _plain(cfg: Any) -> dict[str, Any]:
 
 def _compose_allowing_schema_keys(recipe_path: Path, overrides: list[str]):
     """Compose; an override of a key the preset omits but the schema defines (train.eval_before=
-    true) is retried as an addition (+key=value). Keys outside the schema still fail."""
-    from framework.config.schema import schema_fields
+    true), or of an optional group the recipe leaves out (objective=dpo), is retried as an
+    addition (+key=value). Keys outside the schema still fail."""
+    from framework.config.schema import OPTIONAL_GROUPS, schema_fields
 
     overrides = list(overrides)
     for _ in range(len(overrides) + 1):
@@ -188,6 +189,9 @@ def _compose_allowing_schema_keys(recipe_path: Path, overrides: list[str]):
             )
             if index is None:
                 raise
+            if match.group(1) in OPTIONAL_GROUPS:
+                overrides[index] = "+" + overrides[index]
+                continue
             try:
                 base = _plain(hydra_compose(recipe_path, _preset_choices(overrides)))
             except Exception:
