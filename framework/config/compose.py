@@ -144,17 +144,27 @@ def _beside_running_hydra() -> Iterator[None]:
 
 def with_search_preset(recipe: Recipe, overrides: list[str]) -> list[str]:
     """`hparams_search=NAME` -> `+hparams_search=NAME`: recipes do not list the group in their
-    defaults (one that does takes the plain form). Likewise an optional group (objective=dpo) on
-    a recipe whose defaults, or those of the recipes it extends, do not name it."""
+    defaults (one that does takes the plain form)."""
+    return [
+        f"+{o}"
+        if override_key(o) in SEARCH_GROUPS
+        and not o.startswith("+")
+        and not recipe.defaults_name(override_key(o))
+        else o
+        for o in overrides
+    ]
+
+
+def with_optional_groups(recipe: Recipe, overrides: list[str]) -> list[str]:
+    """`objective=dpo` -> `+objective=dpo` on a recipe whose defaults (and those of the recipes it
+    extends) do not name the optional group: every recipe written before objectives existed."""
     from framework.config.schema import OPTIONAL_GROUPS
 
     return [
         f"+{o}"
-        if (
-            (override_key(o) in SEARCH_GROUPS and not recipe.defaults_name(override_key(o)))
-            or (override_key(o) in OPTIONAL_GROUPS and not lists_group(recipe, override_key(o)))
-        )
-        and not o.startswith("+")
+        if override_key(o) in OPTIONAL_GROUPS
+        and not o.startswith(("+", "~"))
+        and not lists_group(recipe, override_key(o))
         else o
         for o in overrides
     ]
@@ -188,7 +198,7 @@ def compose_recipe(recipe: str | Recipe, overrides: list[str] | None = None) -> 
     given = list(overrides or [])
     recipe = read_recipe(recipe)
     try:
-        cfg = hydra_compose(recipe, hydra_overrides(given))
+        cfg = hydra_compose(recipe, hydra_overrides(with_optional_groups(recipe, given)))
     except Exception as error:  # Hydra raises several unrelated types; translate them all
         raise translate_hydra_error(error, recipe, given) from None
     choices = selected_presets(cfg.hydra.runtime.choices)

@@ -98,7 +98,7 @@ def test_reward_model_learns_and_scores_with_plain_peft(tmp_path: Path) -> None:
     import transformers
     from peft import PeftModel
 
-    from framework.config.schema import load_run
+    from framework.config.schema import load_run_file
     from framework.core.registry import TASKS
     from framework.data.loading import load_raw_splits
     from framework.models.loading import load_tokenizer, resolve_checkpoint
@@ -118,7 +118,7 @@ def test_reward_model_learns_and_scores_with_plain_peft(tmp_path: Path) -> None:
     ), (before, after)
     assert after["rewards/margins"] > before["rewards/margins"]
     # Plain transformers + PEFT: the one-output head scores held-out pairs as ft's eval did.
-    run = load_run(run_dir)
+    run = load_run_file(run_dir / "config.yaml")
     checkpoint = resolve_checkpoint(run.plugins.family, run.model)
     tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)
     base = transformers.AutoModelForSequenceClassification.from_pretrained(

@@ -89,9 +89,10 @@ class ChosenNll(Objective):
 @pytest.mark.slow
 def test_a_new_objective_is_one_module_plus_one_yaml(tmp_path: Path) -> None:
     import framework.objectives
+    from framework.config.path import load_run
     from framework.core.plugins import load_all
     from framework.core.registry import OBJECTIVES
-    from framework.run.execute import compose_and_validate, execute
+    from framework.run.execute import execute
 
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
@@ -112,9 +113,9 @@ def test_a_new_objective_is_one_module_plus_one_yaml(tmp_path: Path) -> None:
     try:
         load_all()
         assert "chosen_nll" in OBJECTIVES.names()
-        composed, run = compose_and_validate(str(recipe), [f"output_root={tmp_path / 'out'}"])
-        assert composed.choices["objective"] == "chosen_nll"
-        finished = execute(composed, run)
+        run = load_run(str(recipe), [f"output_root={tmp_path / 'out'}"])
+        assert run.origin.choices["objective"] == "chosen_nll"
+        finished = execute(run)
         rows = metrics(finished.run_dir, "train")
         assert [r["step"] for r in rows] == [1, 2]
         assert all(

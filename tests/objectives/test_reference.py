@@ -19,10 +19,10 @@ LN2 = math.log(2)
 
 
 def set_up_run(tmp: Path, *overrides: str) -> Any:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
     from framework.training.trainer import set_up
 
-    _, run = compose_and_validate(
+    run = load_run(
         "dpo_tiny_llama_lora", [f"output_root={tmp / 'out'}", "train.batch_size=8", *overrides]
     )
     (tmp / "run").mkdir(exist_ok=True)

@@ -34,10 +34,10 @@ NOT_IDENTITY = [
 
 def refusal(tmp: Path, *overrides: str, recipe: str = "dpo_tiny_llama_lora") -> str:
     """The UserError of validating the recipe with overrides, checked to be one line."""
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError) as caught:
-        compose_and_validate(recipe, [f"output_root={tmp / 'out'}", *overrides])
+        load_run(recipe, [f"output_root={tmp / 'out'}", *overrides])
     message = str(caught.value)
     assert "\n" not in message, message
     assert not (tmp / "out").exists()

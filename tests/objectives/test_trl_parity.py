@@ -69,12 +69,10 @@ def base_and_lora(tmp: Path) -> tuple[Any, Any, Any]:
     for it; seeded exactly as ft seeds before adding the adapter."""
     import transformers
 
+    from framework.config.path import load_run
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
 
-    _, run = compose_and_validate(
-        "dpo_tiny_llama_lora", [f"output_root={tmp / 'unused'}", "peft.dropout=0.0"]
-    )
+    run = load_run("dpo_tiny_llama_lora", [f"output_root={tmp / 'unused'}", "peft.dropout=0.0"])
     family = run.plugins.family
     checkpoint = resolve_checkpoint(family, run.model)
     tokenizer = load_tokenizer(family, run.model, checkpoint)
