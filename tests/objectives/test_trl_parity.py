@@ -133,6 +133,7 @@ def test_dpo_sigmoid_matches_trl_dpo_trainer(tmp_path: Path) -> None:
         processing_class=tokenizer,
     )
     theirs = trl_losses(trainer)
+    print(f"max |ft - TRL| per-step loss: {max(abs(a - b) for a, b in zip(ours, theirs)):.2e}")
     assert len(ours) == len(theirs) == STEPS
     assert abs(ours[0] - 0.6931471805599453) < 1e-6  # ln 2: policy == reference at step 0
     assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-4, (ours, theirs)
@@ -156,6 +157,7 @@ def test_kto_matches_trl_kto_trainer(tmp_path: Path) -> None:
         processing_class=tokenizer,
     )
     theirs = trl_losses(trainer)
+    print(f"max |ft - TRL| per-step loss: {max(abs(a - b) for a, b in zip(ours, theirs)):.2e}")
     assert len(ours) == len(theirs) == STEPS
     assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-4, (ours, theirs)
     assert ours[-1] < ours[0] - 1e-4
@@ -180,5 +182,6 @@ def test_simpo_matches_trl_cpo_trainer_with_simpo_loss(tmp_path: Path) -> None:
         processing_class=tokenizer,
     )
     theirs = trl_losses(trainer)
+    print(f"max |ft - TRL| per-step loss: {max(abs(a - b) for a, b in zip(ours, theirs)):.2e}")
     assert len(ours) == len(theirs) == STEPS
     assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-4, (ours, theirs)
