@@ -371,8 +371,8 @@ def preference_accuracy(prepared: Prepared, adapter: str) -> dict[str, float]:
     with torch.no_grad():
         for start in range(0, len(rows), 8):
             chunk = rows.select(range(start, min(start + 8, len(rows))))
-            seqs = chunk["chosen_input_ids"] + chunk["rejected_input_ids"]
-            labs = chunk["chosen_labels"] + chunk["rejected_labels"]
+            seqs = list(chunk["chosen_input_ids"]) + list(chunk["rejected_input_ids"])
+            labs = list(chunk["chosen_labels"]) + list(chunk["rejected_labels"])
             width = max(len(x) for x in seqs)
             ids = torch.full((len(seqs), width), pad, dtype=torch.long)
             mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
