@@ -203,11 +203,7 @@ def run_job(composed: Composed, recipe_arg: str, sweep: SweepPlan) -> float:
     from framework.run.execute import execute
     from framework.sweep.trials import run_trial
 
-    # Hydra's logging setup (even `disabled`) switches off every logger that existed before it,
-    # ft's own among them: switch them back on, so that the job logs and writes its train.log.
-    for logger in logging.Logger.manager.loggerDict.values():
-        if isinstance(logger, logging.Logger):
-            logger.disabled = False
+    _enable_loggers()  # Hydra's logging setup switched them off: the job logs, to train.log too
     if sweep.sweep_dir is not None:
         trial_dir = Path(HydraConfig.get().runtime.output_dir)
         return run_trial(
@@ -228,6 +224,7 @@ def run_jobs(
     code = 0
     try:
         with (
+            _loggers_left_on(),
             _command_line(argv),
             _full_hydra_errors(sweep.optuna),
             contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext(),
@@ -255,6 +252,29 @@ def run_jobs(
         if printed is not None:
             sys.stdout.write(redact_printed(printed.getvalue()))
     return code
+
+
+def _enable_loggers(names: set[str] | None = None) -> None:
+    """Switch loggers back on (those named, else all). Hydra's logging setup, even `disabled`,
+    switches off every logger that existed before it, ft's own among them."""
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and (names is None or name in names):
+            logger.disabled = False
+
+
+@contextlib.contextmanager
+def _loggers_left_on() -> Iterator[None]:
+    """The loggers that were on before Hydra ran are on after it (later runs in this process,
+    e.g. a test suite's, still log)."""
+    on = {
+        name
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    }
+    try:
+        yield
+    finally:
+        _enable_loggers(on)
 
 
 @contextlib.contextmanager
