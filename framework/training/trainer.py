@@ -31,6 +31,7 @@ import yaml
 
 from framework.config.schema import RunConfig, load_saved_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
+from framework.objectives.base import ObjectiveContext, reference_context
 from framework.store.checkpoint import (
     checkpoint_bytes,
     checkpoint_path,
@@ -57,7 +58,7 @@ from framework.training.curves import write_run_curves
 from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.loaders import build_loader
 from framework.training.meter import LossMeter
-from framework.training.model import build_model
+from framework.training.model import REFERENCE_ADAPTER, build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
 from framework.training.signals import StopSignals
@@ -85,7 +86,9 @@ class Setup:
     run: RunConfig
     run_dir: Path
     accelerator: Any
-    task: Any  # the run's Task instance (data, collate, loss, metrics)
+    task: Any  # the run's Task instance (columns, tokenization, collation, generation)
+    objective: Any  # the run's Objective instance (loss, step metrics, evaluation)
+    context: Any  # the ObjectiveContext: prepared model, accelerator, reference forward
     method: Any  # the PEFT method's registry entry
     tokenizer: Any
     model: Any  # the peft model, prepared by Accelerate
@@ -131,7 +134,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
         checkpoint = resolve_checkpoint(family, run.model)
         tokenizer = load_tokenizer(family, run.model, checkpoint)
-    task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
+    task, objective, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
     method = run.plugins.method
     # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
     # numbers after the first set_seed; model heads and adapters must not depend on that.
@@ -150,8 +153,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         )
 
     fast = choose_fast_paths(run, task, model, method, profile, accelerator.is_main_process)
+    task.use_fast_paths(fast)
     if accelerator.is_main_process:
-        log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
+        log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
 
     def loader(split: str, shuffle: bool, batch_size: int) -> Any:
         return build_loader(
@@ -179,6 +183,12 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         model, optimizer, train_loader, *eval_loaders.values()
     )
     model = compiled(model, run.train)
+    context = ObjectiveContext(
+        model,
+        accelerator,
+        reference_context(accelerator.unwrap_model(model), reference_adapter(run)),
+        logits_only=fast.logits_only,
+    )
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
@@ -189,6 +199,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         run_dir,
         accelerator,
         task,
+        objective,
+        context,
         method,
         tokenizer,
         model,
@@ -214,17 +226,28 @@ def weights_description(model: Any) -> str:
 
 def load_data(
     run: RunConfig, accelerator: Any, tokenizer: Any, family: Any
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """(task, raw splits, tokenized splits): columns and labels are checked on the raw data."""
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """(task, objective, raw splits, tokenized splits): columns and labels are checked on the raw
+    data; the task learns which objective reads its batches before it tokenizes."""
     from framework.data.loading import load_raw_splits
 
     task = run.plugins.task_class(run.task, run.data, tokenizer, family)
+    objective = run.plugins.objective(run.objective, task)
     raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
+    task.use_objective(objective, run.train)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
     with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it
         tokenized = tokenize_cached(run, task, tokenizer, raw.splits)
-    return task, raw.splits, tokenized
+    return task, objective, raw.splits, tokenized
+
+
+def reference_adapter(run: RunConfig) -> str | None:
+    """The adapter that is the reference policy: the frozen copy of the starting adapter when a
+    reference-based objective trains on from model.adapter; None: the adapter disabled."""
+    if run.model.adapter and run.plugins.objective.reference_based:
+        return REFERENCE_ADAPTER
+    return None
 
 
 def count_steps(run: RunConfig, micro_batches: int, processes: int) -> int:
@@ -299,9 +322,7 @@ def evaluate(setup: Setup, step: int) -> dict[str, float]:
     results: dict[str, float] = {}
     for split, loader in setup.eval_loaders.items():
         prefix = "" if split == "validation" else f"{split}_"
-        scores = setup.task.evaluate(
-            setup.model, loader, setup.accelerator, raw=setup.raw_splits.get(split)
-        )
+        scores = setup.objective.evaluate(setup.context, loader, raw=setup.raw_splits.get(split))
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
@@ -462,12 +483,12 @@ def optimizer_step(
     the step's item count (steps.loss_scale); then clip and update. Returns whether the update was
     finite (False: nothing was updated), or None when only the device knows (guard.settle)."""
     accelerator, model = setup.accelerator, setup.model
-    scale = loss_scale(setup.task, group, accelerator)
+    scale = loss_scale(setup.objective, group, accelerator)
     for index, batch in enumerate(group):
         with syncing(accelerator, model, sync=index == len(group) - 1):
-            total, items = setup.task.loss_terms(model, batch)
+            total, items, metrics = setup.objective.loss_terms(setup.context, batch)
             accelerator.backward(total * scale)
-        meter.add(total, items, tokens_in(batch))
+        meter.add(total, items, tokens_in(batch), metrics)
     finite = guard.update(model, step)
     if finite is not False:
         # Before zero_grad: AdaLoRA scores rank importance from the gradients.
@@ -587,8 +608,8 @@ def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict
         "final_step": final_step,
         "last": last_metrics,  # the last step's evaluation (= final unless keep_best)
         "baseline": baseline,
-        "primary_metric": setup.task.primary_metric,
-        "greater_is_better": setup.task.greater_is_better,
+        "primary_metric": setup.best.metric,
+        "greater_is_better": setup.best.greater_is_better,
         "adapter": str(run_dir / ADAPTER_DIR),
         "metrics": str(run_dir / METRICS_FILE),
         **setup.best.summary(),
@@ -663,9 +684,10 @@ def train(run: RunConfig, run_dir: Path, resume_from: Path | None = None) -> dic
     """Run one training job (continuing checkpoint `resume_from` when given); return the run's
     result, the kept adapter's evaluation (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
-    setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
+    setup.best = BestKeeper(run.train, *setup.objective.judged_by(setup.task))
     position, resumed_rng = restore(setup, resume_from)
     check_checkpoint_space(setup)
+    setup.objective.before_loop(setup.context)
     baseline = evaluate_baseline(setup, position)
     setup.started = time.monotonic()
     with StopSignals() as signals:
