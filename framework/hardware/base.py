@@ -169,6 +169,12 @@ class HardwareProfile:
         return False
 
     @classmethod
+    def checkpoint_holds_base(cls, params: Any) -> bool:
+        """Whether this profile's checkpoints hold the frozen base weights too (ft keeps them out
+        where the backend lets it: store/checkpoint.py); sizes the disk check."""
+        return False
+
+    @classmethod
     def resume_fingerprint(cls, params: Any, train: Any) -> dict[str, Any]:
         """What of this profile a checkpoint depends on: resuming with other values is refused."""
         return {"world size": cls.world_size(params)}

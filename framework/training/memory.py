@@ -152,6 +152,12 @@ def block_elements(facts: ModelFacts, settings: Settings, seq_len: int) -> float
     return 2 * h + attention + mlp + dropout + facts.adapter_inputs + facts.adapter_masks * mask
 
 
+def optimizer_checkpoint_bytes(optimizer: str, layout: MemoryLayout) -> float:
+    """Bytes a checkpoint holds per trainable parameter for the optimizer: its states
+    (OPTIMIZER_STATE_BYTES) + DeepSpeed's fp32 master copy under 16-bit."""
+    return OPTIMIZER_STATE_BYTES.get(optimizer, 8.0) + (4.0 if layout.master_weights else 0.0)
+
+
 def logits_buffer_bytes(micro_batch: int, seq_len: int, vocab: int) -> int:
     """One fp32 copy of a micro-batch's vocabulary logits (bytes)."""
     return micro_batch * seq_len * vocab * 4

@@ -31,10 +31,14 @@ import yaml
 from framework.config.schema import RunConfig, load_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
 from framework.store.checkpoint import (
+    base_fingerprint,
+    check_base,
     checkpoint_bytes,
+    load_checkpoint_state,
     read_trainer_state,
     save_checkpoint,
     set_rng_state,
+    use_adapter_only_checkpoints,
 )
 from framework.store.logs import configure_logging, run_log
 from framework.store.redaction import redact
@@ -52,6 +56,7 @@ from framework.training.best import BestKeeper
 from framework.training.curves import write_run_curves
 from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.loaders import build_loader
+from framework.training.memory import optimizer_checkpoint_bytes
 from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -93,6 +98,7 @@ class Setup:
     metrics_log: MetricsLog
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
+    base: dict[str, Any]  # fingerprint of the frozen base (checkpoints record it, resume checks it)
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
     started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
 
@@ -127,6 +133,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
         checkpoint = resolve_checkpoint(family, run.model)
         tokenizer = load_tokenizer(family, run.model, checkpoint)
+    base = base_fingerprint(checkpoint, run.model.revision)
     task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
     method = run.plugins.method
     # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
@@ -177,6 +184,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     model = compiled(model, run.train)
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
+    use_adapter_only_checkpoints(accelerator)  # the frozen base stays out of checkpoints
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
     if method_state is not None:
         accelerator.register_for_checkpointing(method_state)
@@ -196,6 +204,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         MetricsLog(run_dir, enabled=accelerator.is_main_process),
         total_steps,
         trackers,
+        base,
     )
 
 
@@ -236,7 +245,8 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     first epoch's iterator exists, as in the original run). Loads the checkpoint's states."""
     if checkpoint is None:
         return Position(), None
-    setup.accelerator.load_state(str(checkpoint))
+    check_base(checkpoint, setup.base, setup.run.model.checkpoint or setup.run.model.name)
+    load_checkpoint_state(setup.accelerator, checkpoint)
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
     setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
@@ -259,7 +269,14 @@ def check_checkpoint_space(setup: Setup) -> None:
     if not (train.save_every or train.save_every_minutes):
         return
     free = shutil.disk_usage(setup.run_dir).free
-    need = checkpoint_bytes(setup.model) * (train.keep_last + 1)
+    run = setup.run
+    profile = run.plugins.profile
+    per_checkpoint = checkpoint_bytes(
+        setup.accelerator.unwrap_model(setup.model),
+        optimizer_checkpoint_bytes(train.optimizer, profile.memory_layout(run.hardware, train)),
+        whole_model=profile.checkpoint_holds_base(run.hardware),
+    )
+    need = per_checkpoint * (train.keep_last + 1)
     if free < need:
         interval = (
             f"train.save_every={train.save_every}"
@@ -307,7 +324,7 @@ def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
 
 
 def save(setup: Setup, position: Position) -> Path:
-    """An atomic checkpoint of the whole training state at this position."""
+    """An atomic checkpoint of the training state at this position (the frozen base aside)."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
         path = save_checkpoint(
@@ -317,6 +334,7 @@ def save(setup: Setup, position: Position) -> Path:
             {**asdict(position), "best": setup.best.state_dict()},
             setup.run.train.keep_last,
             config_yaml,
+            setup.base,
         )
     except OSError as error:
         raise TrainingInterrupted(

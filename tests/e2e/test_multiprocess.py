@@ -157,3 +157,63 @@ def test_failing_rank_fails_the_whole_run_without_hanging(tmp_path):
     assert "a rank failed with exit code" in result.stderr
     run_dir = next((tmp_path / "out" / "seq_cls_tiny_bert_lora").iterdir())
     assert not (run_dir / "summary.json").exists()
+
+
+def deepspeed_module_states(checkpoint: Path) -> list[dict]:
+    """The model-state files DeepSpeed wrote in an ft checkpoint (its own pickles: ft wrote them
+    in this test's temporary directory)."""
+    import torch
+
+    files = sorted(checkpoint.rglob("*model_states.pt"))
+    assert files, sorted(p.name for p in checkpoint.rglob("*"))
+    return [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+
+
+@pytest.mark.parametrize("preset", ["zero2", "zero3"])
+def test_deepspeed_checkpoint_holds_no_frozen_weight_and_resumes_exactly(preset, tmp_path):
+    """ZeRO-2/3 on 2 CPU processes: DeepSpeed saves without its frozen parameters (module state of
+    the trainable names only, no ZeRO-3 frozen fragments), and a resume from the middle checkpoint
+    ends with the same adapter as the uninterrupted run."""
+    import shutil
+
+    import torch
+
+    run_dir = launched([f"hardware={preset}", "train.save_every=3", "train.keep_last=5"], tmp_path)
+    middle = run_dir / "checkpoints" / "checkpoint-00000003"
+    trainable = set(adapter_tensors(run_dir))  # LoRA factors + the new head
+    for state in deepspeed_module_states(middle):
+        names = {
+            n.replace(".modules_to_save.default.", ".").replace(".default.", ".")
+            for n in state["module"]
+        }
+        assert names <= trainable, sorted(names - trainable)[:3]
+        assert not state.get("frozen_param_fragments"), "ZeRO-3 saved frozen fragments"
+    size = sum(p.stat().st_size for p in middle.rglob("*") if p.is_file())
+    base = sum(p.stat().st_size for p in Path(base_checkpoint(run_dir)).glob("*.safetensors"))
+    assert size < base, (size, base)  # the base alone is bigger than the whole checkpoint
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    (resumed / "checkpoints" / "checkpoint-00000006" / "COMPLETE").unlink()
+    shutil.rmtree(resumed / "adapter")
+    (resumed / "summary.json").unlink()
+    train_recipe(
+        "seq_cls_tiny_bert_lora",
+        "resume=auto",
+        f"run_dir={resumed}",
+        f"hardware.main_process_port={free_port()}",
+        output_root=tmp_path,
+    )
+    assert "checkpoint-00000003 at step 3" in (resumed / "train.log").read_text()
+    a, b = adapter_tensors(run_dir), adapter_tensors(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def base_checkpoint(run_dir: Path) -> str:
+    """The base model directory a run loaded."""
+    from framework.config.schema import load_run
+    from framework.models.loading import resolve_checkpoint
+
+    run = load_run(run_dir, "config.yaml")
+    return resolve_checkpoint(run.plugins.family, run.model)
