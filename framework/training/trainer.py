@@ -68,6 +68,9 @@ from framework.training.token_cache import tokenize_cached
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 
 log = logging.getLogger("ft")
+# Multi-process runs without a log interval: steps between two agreements on a stop signal or a
+# timed save (an agreement is one collective; a signal waits at most this many steps).
+AGREE_EVERY = 10
 
 
 @dataclass
@@ -394,14 +397,7 @@ def run_steps(
                     evaluate(setup, position.step),
                     lambda: export_adapter(setup, ADAPTER_DIR),
                 )
-            minutes_due = (
-                run.train.save_every_minutes is not None
-                and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
-            )
-            # One collective for both flags: ranks must agree before a collective save.
-            stop_now, minutes_due = any_rank(
-                accelerator, signals.requested is not None, minutes_due
-            )
+            stop_now, minutes_due = stop_or_timed_save(setup, position, signals, last_save)
             if stop_now or minutes_due or stopping or save_due(run.train, position.step):
                 settle(setup, position, guard)
                 path = save(setup, position)
@@ -529,6 +525,31 @@ def log_train(setup: Setup, position: Position, meter: LossMeter) -> dict[str, A
     setup.metrics_log.write(record)
     setup.trackers.log("train", record, position.step)
     return record
+
+
+def agree_due(train: Any, step: int, total_steps: int) -> bool:
+    """Steps at which the processes of a multi-process run agree on a stop signal and a timed
+    save: the settle steps, and every AGREE_EVERY steps when no log interval makes them frequent.
+    A signal or save_every_minutes is acted on at the first such step (one process: every step)."""
+    return settle_due(train, step, total_steps) or (not train.log_every and step % AGREE_EVERY == 0)
+
+
+def stop_or_timed_save(
+    setup: Setup, position: Position, signals: StopSignals, last_save: float
+) -> tuple[bool, bool]:
+    """(a stop signal arrived, train.save_every_minutes has passed), the same on every process:
+    they must agree before a collective save. One collective, and only at agree_due steps, so
+    that the steps between them never wait for the other processes (nor the host for the
+    device)."""
+    train, accelerator = setup.run.train, setup.accelerator
+    if accelerator.num_processes > 1 and not agree_due(train, position.step, setup.total_steps):
+        return False, False
+    minutes_due = (
+        train.save_every_minutes is not None
+        and time.monotonic() - last_save >= 60 * train.save_every_minutes
+    )
+    stop_now, minutes_due = any_rank(accelerator, signals.requested is not None, minutes_due)
+    return stop_now, minutes_due
 
 
 def any_rank(accelerator: Any, *flags: bool) -> tuple[bool, ...]:

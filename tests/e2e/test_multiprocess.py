@@ -217,3 +217,61 @@ def base_checkpoint(run_dir: Path) -> str:
 
     run = load_run(run_dir, "config.yaml")
     return resolve_checkpoint(run.plugins.family, run.model)
+
+
+def test_sigterm_to_a_two_process_run_saves_at_the_next_agreement_step(tmp_path):
+    """The ranks agree on a stop only at settle steps now (a log every 2 steps here): SIGTERM to
+    the whole job (as SLURM's scancel sends it) still ends the run with a complete checkpoint,
+    taken at such a step, and a message saying how to resume."""
+    import signal
+    import time
+
+    from framework.store.checkpoint import latest_checkpoint, read_trainer_state
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "framework",
+            "train",
+            "seq_cls_tiny_bert_lora",
+            "hardware=ddp",
+            "hardware.device=cpu",
+            "hardware.num_processes=2",
+            f"hardware.main_process_port={free_port()}",
+            "train.max_steps=100000",
+            "train.log_every=2",
+            "train.batch_size=4",
+            "data.max_train_examples=64",
+            "data.max_eval_examples=8",
+            f"run_dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the signal reaches every rank
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.jsonl").exists() and len(metrics(run_dir, "train")) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    while time.time() < deadline:  # the ranks outlive the CLI process while they save
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    log = (run_dir / "train.log").read_text()
+    assert "SIGTERM received" in log, output[-5000:]
+    assert "stopped by signal at step" in output and "Resume with: ft train" in output, output
+    latest = latest_checkpoint(run_dir)
+    assert latest is not None and (latest / "COMPLETE").exists()
+    assert read_trainer_state(latest)["step"] % 2 == 0  # an agreement step
+    assert not (run_dir / "summary.json").exists()
