@@ -197,6 +197,12 @@ def test_checkpoint_holds_the_trainable_weights_and_their_optimizer_state_only(r
     actual = sum(p.stat().st_size for p in checkpoint.iterdir())
     estimate = checkpoint_bytes(model)
     assert actual <= estimate <= actual + (1 << 20), (actual, estimate)
+    # ft estimate's disk line, from the meta-device model: the same arithmetic.
+    from framework.config.schema import load_run
+    from framework.training.memory import estimate_run
+
+    planned = estimate_run(load_run(reference, "config.yaml")).checkpoint
+    assert actual <= planned <= actual + (1 << 20), (actual, planned)
     # Today's format (the whole model) would have been over 10x this on the tiny model too.
     assert checkpoint_bytes(model, whole_model=True) > 10 * (estimate - (1 << 20))
 
