@@ -53,7 +53,7 @@ class Fsdp(HardwareProfile):
         return True
 
     @classmethod
-    def checkpoint_holds_base(cls, params: Any) -> bool:
+    def checkpoint_holds_base(cls, params: FsdpParams) -> bool:
         # Accelerate's save_state saves FSDP's gathered whole model (no adapter-only path there).
         return True
 

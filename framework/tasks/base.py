@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from framework.core.errors import UserError
-from framework.core.params import DataConfig, GroupParams
+from framework.core.params import DataConfig, GroupParams, RunView
 from framework.store.run_dir import TASK_FILE
 
 
@@ -44,14 +44,14 @@ class Task:
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
 
-    def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
+    def __init__(self, params: TaskParams, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
         self.data = data
         self.tokenizer = tokenizer
         self.family = family
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> list[str]:
+    def params_problems(cls, params: TaskParams, run: RunView) -> list[str]:
         """Impossible task settings, found before anything is loaded; each names its key."""
         return []
 

@@ -10,7 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from framework.commands.estimate import compose_and_validate, suggest
+from framework.commands.estimate import suggest
+from framework.config.path import load_run
 from framework.hardware.base import MemoryLayout, size_bytes
 from framework.training.memory import (
     LOGITS_COPIES,
@@ -72,15 +73,13 @@ def test_zero3_across_4_processes_divides_the_sharded_parts_by_4():
 def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
     """The profiles themselves say what they shard (asked, not named)."""
     cpu = ["hardware.device=cpu", "hardware.precision=no"]
-    _, run = compose_and_validate(
-        "seq_cls_tiny_bert_lora", ["hardware=zero3", "hardware.num_processes=4", *cpu]
-    )
+    run = load_run("seq_cls_tiny_bert_lora", ["hardware=zero3", "hardware.num_processes=4", *cpu])
     layout = run_settings(run).layout
     assert (layout.shards, layout.shard_weights, layout.shard_gradients) == (4, True, True)
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", ["hardware=zero2", *cpu])
+    run = load_run("seq_cls_tiny_bert_lora", ["hardware=zero2", *cpu])
     layout = run_settings(run).layout
     assert layout.shard_gradients and not layout.shard_weights and layout.shards == 2
-    _, run = compose_and_validate(
+    run = load_run(
         "seq_cls_tiny_bert_lora",
         [
             "hardware=device_map",
@@ -90,7 +89,7 @@ def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
         ],
     )
     assert run_settings(run).layout.weights_cap == GiB
-    _, run = compose_and_validate(
+    run = load_run(
         "seq_cls_tiny_bert_lora",  # dry_run: planned for GPUs
         ["hardware=fsdp", "hardware.activation_checkpointing=true", "dry_run=true"],
     )
@@ -218,7 +217,7 @@ def test_cli_prints_the_table_verdict_and_cheapest_fit(capsys):
 def test_train_warns_when_the_estimate_exceeds_the_device(monkeypatch, caplog):
     from framework.training import memory as module
 
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
+    run = load_run("seq_cls_tiny_bert_lora", [])
     monkeypatch.setattr(module, "device_memory", lambda: (2**20, "test device"))
     with caplog.at_level(logging.DEBUG, logger="ft"):
         module.warn_if_too_big(run)
@@ -269,7 +268,7 @@ def test_estimate_with_data_sizes_the_runs_own_longest_micro_batch(capsys):
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("data:"))
     assert "longest micro-batch, packed" in line and "label positions only" in line, out
-    _, run = compose_and_validate(args[0], args[1:])
+    run = load_run(args[0], args[1:])
     shape = read_data_shape(run)
     with_data, without = estimate_run(run, data=shape), estimate_run(run)
     assert with_data.settings.tokens() == sum(shape.lengths[:8]) <= 8 * 128
@@ -305,7 +304,7 @@ def test_estimate_with_data_is_within_25_percent_of_measured_peak_rss_on_sft(nam
         *extra,
         "task.generate_eval=false",
     ]
-    _, run = compose_and_validate("sft_smollm2_chat_lora", overrides + COMMON)
+    run = load_run("sft_smollm2_chat_lora", overrides + COMMON)
     found = estimate_run(run, data=read_data_shape(run))
     measured = measure("sft_smollm2_chat_lora", overrides, 2)
     error = 100 * (found.training_bytes - measured["measured"]) / measured["measured"]

@@ -212,10 +212,10 @@ def test_deepspeed_checkpoint_holds_no_frozen_weight_and_resumes_exactly(preset,
 
 def base_checkpoint(run_dir: Path) -> str:
     """The base model directory a run loaded."""
-    from framework.config.schema import load_run
+    from framework.config.schema import load_run_file
     from framework.models.loading import resolve_checkpoint
 
-    run = load_run(run_dir, "config.yaml")
+    run = load_run_file(run_dir / "config.yaml")
     return resolve_checkpoint(run.plugins.family, run.model)
 
 
