@@ -122,6 +122,11 @@ def run_hydra_app(argv: list[str]) -> int:
         "hydra.job.chdir=false",
         "hydra/job_logging=disabled",
         "hydra/hydra_logging=disabled",
+        # Incremental: Hydra only sets levels. A full dictConfig would close every handler in
+        # the process first, and some close their stream (absl's, pulled in by rouge-score,
+        # closes whatever sys.stderr it was made with), killing the caller's stderr.
+        "++hydra.job_logging.incremental=true",
+        "++hydra.hydra_logging.incremental=true",
         *hydra_overrides([o for o in overrides if override_key(o) != "hydra.searchpath"]),
     ]
     sweep_dirs: set[str] = set()  # filled by the jobs; their Hydra files are redacted at the end
@@ -203,7 +208,6 @@ def run_job(composed: Composed, recipe_arg: str, sweep: SweepPlan) -> float:
     from framework.run.execute import execute
     from framework.sweep.trials import run_trial
 
-    _enable_loggers()  # Hydra's logging setup switched them off: the job logs, to train.log too
     if sweep.sweep_dir is not None:
         trial_dir = Path(HydraConfig.get().runtime.output_dir)
         return run_trial(
@@ -224,7 +228,6 @@ def run_jobs(
     code = 0
     try:
         with (
-            _loggers_left_on(),
             _command_line(argv),
             _root_logger_as_it_was(),
             _full_hydra_errors(sweep.optuna),
@@ -253,29 +256,6 @@ def run_jobs(
         if printed is not None:
             sys.stdout.write(redact_printed(printed.getvalue()))
     return code
-
-
-def _enable_loggers(names: set[str] | None = None) -> None:
-    """Switch loggers back on (those named, else all). Hydra's logging setup, even `disabled`,
-    switches off every logger that existed before it, ft's own among them."""
-    for name, logger in logging.Logger.manager.loggerDict.items():
-        if isinstance(logger, logging.Logger) and (names is None or name in names):
-            logger.disabled = False
-
-
-@contextlib.contextmanager
-def _loggers_left_on() -> Iterator[None]:
-    """The loggers that were on before Hydra ran are on after it (later runs in this process,
-    e.g. a test suite's, still log)."""
-    on = {
-        name
-        for name, logger in logging.Logger.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger) and not logger.disabled
-    }
-    try:
-        yield
-    finally:
-        _enable_loggers(on)
 
 
 @contextlib.contextmanager

@@ -169,3 +169,30 @@ def test_the_hydra_door_in_process_leaves_logging_as_it_was(tmp_path, monkeypatc
     before = (root.level, list(root.handlers), logging.getLogger("ft").disabled)
     main(["train", TOY_CLS_RECIPE, "-m", "dry_run=true", f"hydra.sweep.dir={tmp_path}/sweep"])
     assert (root.level, list(root.handlers), logging.getLogger("ft").disabled) == before
+
+
+def test_the_hydra_door_closes_no_handler_of_the_caller(tmp_path, monkeypatch):
+    """Hydra configures logging with dictConfig, which by default first closes every handler in
+    the process; some handlers close their stream on close (absl's, which rouge-score pulls in,
+    closes the sys.stderr it was made with: under pytest that killed the session's stderr). The
+    door asks Hydra for an incremental setup: the caller's handlers and streams stay open."""
+    import io
+    import logging
+
+    from framework.cli.app import main
+
+    class ClosesItsStream(logging.StreamHandler):
+        def close(self) -> None:
+            self.stream.close()
+            super().close()
+
+    stream = io.StringIO()
+    handler = ClosesItsStream(stream)
+    logging.getLogger("a.library").addHandler(handler)
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(["train", TOY_CLS_RECIPE, "-m", "dry_run=true", f"hydra.sweep.dir={tmp_path}/sweep"])
+        assert not stream.closed
+        assert handler in logging.getLogger("a.library").handlers
+    finally:
+        logging.getLogger("a.library").removeHandler(handler)
