@@ -55,6 +55,8 @@ class TrainConfig:
     packed_attention: bool = True
     group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
+    # with logits_only: the LM head's matmul inside the cross-entropy, chunked over tokens
+    fused_loss: bool = True
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
     # its backend
     compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"

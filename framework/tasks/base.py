@@ -43,6 +43,9 @@ class Task:
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
+    # With `logits_only`: a tasks/fused_loss.FusedHead when train.fused_loss is on and the model's
+    # logits are exactly its head's (checked at set-up): the head runs inside the cross-entropy.
+    fused_head: Any = None
 
     def __init__(self, params: TaskParams, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params

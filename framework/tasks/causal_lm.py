@@ -307,7 +307,7 @@ class CausalLm(Task):
         return (batch["labels"][:, 1:] != IGNORE_INDEX).sum().float()
 
     def loss_terms(self, model: Any, batch: dict[str, Any]) -> Any:
-        return token_loss.causal_lm_loss(model, batch, self.logits_only)
+        return token_loss.causal_lm_loss(model, batch, self.logits_only, self.fused_head)
 
     def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         total, count = self.loss_terms(model, batch)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from framework.tasks import packing, token_loss
+from framework.tasks import fused_loss, packing, token_loss
 from framework.training import packed_attention
 
 log = logging.getLogger("ft")
@@ -39,10 +39,32 @@ def choose_fast_paths(
                 "peft=%s shifts positions); the LM head runs at every position",
                 run.peft.name,
             )
+    if task.logits_only and train.fused_loss:
+        task.fused_head = choose_fused_loss(run, model, profile, main)
     chosen: dict[str, Any] = {"packing": task.packed, "logits_only": task.logits_only}
+    if task.fused_head is not None:
+        chosen["fused_loss"] = True
     if attention:
         chosen["attention"] = attention
     return chosen
+
+
+def choose_fused_loss(run: Any, model: Any, profile: Any, main: bool) -> Any:
+    """A FusedHead (tasks/fused_loss.py) where the head is a plain linear layer (or one with a
+    LoRA adapter), its weights are whole on this process, and the model's logits are exactly the
+    head's (checked on a few tokens); None, with a log line, otherwise."""
+    why_not = None
+    if profile.shards_parameters(run.hardware, run.train):
+        why_not = "sharded weights (ZeRO-3/FSDP): the head's weight is gathered only in its forward"
+    else:
+        head = fused_loss.FusedHead(model)
+        if head.works(model, model.config.vocab_size, token_loss.kept_logits_loss):
+            return head
+        head.remove()
+        why_not = "the head is not a linear layer (+ LoRA), or the logits are not the head's alone"
+    if main:
+        log.info("train.fused_loss: off for this run (%s); the head's logits are kept", why_not)
+    return None
 
 
 def choose_packed_attention(run: Any, task: Any, model: Any, main: bool) -> str:
