@@ -25,6 +25,9 @@ class TrainConfig:
     epochs: int = 1  # full passes over the training split; ignored when max_steps is set
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     batch_size: int = 8  # examples per process per micro-batch
+    # real tokens per process per training micro-batch instead (consecutive examples of the
+    # shuffled order up to this many tokens; packed rows then have a bounded, repeating length)
+    tokens_per_batch: int | None = None
     eval_batch_size: int | None = None  # defaults to batch_size
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 2e-4

@@ -39,6 +39,10 @@ class Task:
     # With `packed`: the collator sends each row's example lengths (tasks/packing.LENGTHS_KEY), for
     # attention computed per example; the trainer sets it when it installs that attention.
     packed_lengths: bool = False
+    # With `packed` under torch.compile: the same boundaries as a tensor (packing.CU_SEQLENS_KEY),
+    # and rows padded up to a multiple of `row_multiple` tokens so that shapes repeat.
+    packed_offsets: bool = False
+    row_multiple: int | None = None
     # Whether the task can run the LM head only where labels are (tasks/token_loss.py); the
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False

@@ -284,7 +284,15 @@ class CausalLm(Task):
         import torch
 
         if self.packed:
-            batch = packing.pack(features, with_lengths=self.packed_lengths)
+            real = sum(len(f["input_ids"]) for f in features)
+            multiple = self.row_multiple
+            batch = packing.pack(
+                features,
+                with_lengths=self.packed_lengths,
+                with_offsets=self.packed_offsets,
+                pad_to=-(-real // multiple) * multiple if multiple else None,
+                pad_id=self.tokenizer.pad_token_id or 0,
+            )
         else:
             width = max(len(f["input_ids"]) for f in features)
             pad = self.tokenizer.pad_token_id

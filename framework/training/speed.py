@@ -68,17 +68,31 @@ def choose_fused_loss(run: Any, model: Any, profile: Any, main: bool) -> Any:
 
 
 def choose_packed_attention(run: Any, task: Any, model: Any, main: bool) -> str:
-    """Per-example attention on packed rows (training/packed_attention.py) where the model uses
-    transformers' SDPA and, with it installed, still gives a packed row the logits of its examples
-    apart; returns the attention packed rows get."""
+    """Per-example attention on packed rows where the model uses transformers' SDPA and, with it
+    installed, still gives a packed row the logits of its examples apart; returns the attention
+    packed rows get. Under train.compile: on CUDA, transformers' flex attention (one call per
+    layer over the document mask it builds from the packed position ids); elsewhere ft's
+    per-example SDPA between the compiled graphs, the boundaries sent as a tensor; and rows
+    padded up to a multiple of ROW_BUCKETS-th of their largest size, so shapes repeat."""
     current = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
-    if not run.train.packed_attention or run.train.compile:
-        # Under torch.compile one call per example would recompile for every new set of lengths.
+    if not run.train.packed_attention:
         return f"{current} (block mask over the row)" if current == "sdpa" else current
+    compiling = run.train.compile
+    if compiling:
+        largest = run.train.tokens_per_batch or run.train.batch_size * run.data.max_length
+        task.row_multiple = max(1, -(-largest // ROW_BUCKETS))
+        if current == "sdpa" and use_flex(model):
+            return "flex_attention (document mask), compiled"
     if not packed_attention.install(model):
         return current  # flash-attention (varlen) and flex handle packed rows themselves
-    task.packed_lengths = packing.packing_works(model, model.config.vocab_size, with_lengths=True)
-    if not task.packed_lengths:
+    vocab = model.config.vocab_size
+    if compiling:
+        task.packed_offsets = packing.packing_works(model, vocab, with_offsets=True)
+        works = task.packed_offsets
+    else:
+        task.packed_lengths = packing.packing_works(model, vocab, with_lengths=True)
+        works = task.packed_lengths
+    if not works:
         packed_attention.uninstall(model)
         if main:
             log.info(
@@ -86,7 +100,30 @@ def choose_packed_attention(run: Any, task: Any, model: Any, main: bool) -> str:
                 "SDPA over a block-diagonal mask of the whole row instead"
             )
         return "sdpa (block mask over the row)"
-    return "sdpa per example"
+    return "sdpa per example, between the compiled graphs" if compiling else "sdpa per example"
+
+
+ROW_BUCKETS = 8  # under compile: packed rows are padded to one of at most 8 lengths
+
+
+def use_flex(model: Any) -> bool:
+    """On CUDA, switch an SDPA model to transformers' flex attention if it then still gives a
+    packed row the logits of its examples apart (flex attention trains on CUDA only in torch
+    2.13: no CPU backward)."""
+    import torch
+
+    device = next(p.device for p in model.parameters() if p.device.type != "meta")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        base.set_attn_implementation("flex_attention")
+    except (ValueError, TypeError, ImportError, AttributeError):
+        return False
+    if packing.packing_works(model, model.config.vocab_size):
+        return True
+    base.set_attn_implementation("sdpa")
+    return False
 
 
 def compiled(model: Any, train: Any) -> Any:
@@ -99,3 +136,17 @@ def compiled(model: Any, train: Any) -> Any:
     import torch
 
     return torch.compile(model, backend=train.compile_backend)
+
+
+def compile_counts(train: Any) -> dict[str, int]:
+    """Under train.compile: the graphs torch.compile has built in this process so far and the
+    frames it compiled (each recompile, e.g. for a new shape, adds to both), from dynamo's own
+    counters; nothing otherwise. The train records carry them (metrics.jsonl)."""
+    if not train.compile:
+        return {}
+    from torch._dynamo.utils import counters
+
+    return {
+        "compiled_graphs": int(counters["stats"]["unique_graphs"]),
+        "compiled_frames": int(counters["frames"]["ok"]),
+    }
