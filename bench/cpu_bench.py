@@ -6,6 +6,8 @@ its own process, the routes rotating who goes first round after round:
   hf_plain  bench/hf_baseline.py: HF Trainer + PEFT written the plain documented way
   hf_tuned  the same with the speed options a speed-minded user sets (hf_baseline.CONFIGURATIONS)
   trl       SFT only: TRL SFTTrainer with padding_free=True
+  trl_dpo   preference (smollm2_dpo) only, its one peer: bench/trl_baseline.py, TRL's DPOTrainer
+            + PEFT; its metric is held-out preference accuracy against the base
   ft        ft train RECIPE [BENCH_FT_OVERRIDES]  (python -m framework train ...)
 The order: ft's own, exported here with ft's loader code (ft_order) and written into the peers'
 train file, which they read sequentially. The plain route gets ft's order without length
@@ -23,7 +25,7 @@ Printed: a markdown table of medians over the rounds; written: BENCH_OUT/cpu_ben
 
 Knobs (environment):
   BENCH_ROUNDS=3                      rounds (each runs both routes once)
-  BENCH_WORKLOADS=minilm_cls,smollm2_sft
+  BENCH_WORKLOADS=minilm_cls,smollm2_sft,smollm2_dpo
   BENCH_ROUTES=hf_tuned,trl           only these peers (ft always runs); default: all of them
   BENCH_EXAMPLES=N                    training examples of every workload (default: the recipe's),
                                       or per workload: minilm_cls=1000,smollm2_sft=32
@@ -69,6 +71,8 @@ class Workload:
     recipe: str
     eval_examples: int  # held-out rows the shared evaluator scores
     title: str
+    # The peer routes ft is compared with; None: by task (HF plain and tuned, + TRL for SFT).
+    peers: tuple[str, ...] | None = None
 
 
 WORKLOADS = {
@@ -84,7 +88,16 @@ WORKLOADS = {
         32,
         "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot chats SFT, batch 8",
     ),
+    "smollm2_dpo": Workload(
+        "smollm2_dpo",
+        "bench_smollm2_dpo",
+        64,
+        "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot preference pairs DPO, batch 8",
+        peers=("trl_dpo",),
+    ),
 }
+# Routes run by bench/trl_baseline.py rather than bench/hf_baseline.py, with their configuration.
+TRL_BASELINE_ROUTES = {"trl_dpo": "TRL DPOTrainer + PEFT (its documented quickstart)"}
 
 
 def env_int(name: str, default: int | None) -> int | None:
@@ -113,6 +126,7 @@ class Prepared:
         task = TASKS.get(run.task.name)(
             run.task, run.data, self.tokenizer, MODELS.get(run.model.name)
         )
+        task.use_objective(run.plugins.objective(run.objective, task), run.train)
         raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
         task.check_columns(raw.splits, raw.describe)
         task.fit_labels(raw.splits, raw.describe)
@@ -120,8 +134,10 @@ class Prepared:
         self.task = task
         self.tokenized = task.tokenize(splits)
         self.raw_train = raw.splits["train"]
-        self.tokens = (
-            sum(len(ids) for ids in self.tokenized["train"]["input_ids"]) * run.train.epochs
+        train_split = self.tokenized["train"]
+        id_columns = [c for c in train_split.column_names if c.endswith("input_ids")]
+        self.tokens = (  # a pair counts its chosen and its rejected sequence
+            sum(len(ids) for c in id_columns for ids in train_split[c]) * run.train.epochs
         )
         self.examples = len(self.tokenized["train"])
         self.spec_path = self.write_spec(work)
@@ -135,15 +151,26 @@ class Prepared:
         )
 
     def peers(self) -> list[str]:
-        """The peer routes of this workload (bench/hf_baseline.py), then ft."""
+        """The peer routes of this workload (bench/hf_baseline.py, bench/trl_baseline.py)."""
+        if self.workload.peers is not None:
+            return list(self.workload.peers)
         return ["hf_plain", "hf_tuned"] + (["trl"] if self.run.task.name != "seq_cls" else [])
+
+    @property
+    def preference(self) -> bool:
+        """Whether the workload trains preference pairs (its peer: TRL's DPOTrainer)."""
+        return any(route in TRL_BASELINE_ROUTES for route in self.peers())
 
     def write_rows(self, path: Path, order: list[int]) -> None:
         """The train examples, in `order`, as the peers read them: raw text + label id for
-        classification (they tokenize as the tutorial does), ft's token ids + labels for SFT."""
+        classification (they tokenize as the tutorial does), ft's token ids + labels for SFT, the
+        raw pairs as conversations for preference (TRL renders them)."""
         task = self.task
         with path.open("w") as handle:
-            if self.run.task.name == "seq_cls":
+            if self.preference:
+                for index in order:
+                    handle.write(json.dumps(conversation_pair(self.raw_train[index], task)) + "\n")
+            elif self.run.task.name == "seq_cls":
                 text, label = task.column("text"), task.column("label")
                 ids = {name: i for i, name in enumerate(task.labels)}
                 for index in order:
@@ -168,6 +195,9 @@ class Prepared:
         grouped = run.train.group_by_length
         self.order = ft_order(run, self.tokenized["train"], grouped)
         self.plain_order = ft_order(run, self.tokenized["train"], False) if grouped else self.order
+        if self.preference and len(self.tokenized["train"]) != len(self.raw_train):
+            # Tokenizing dropped pairs: ft's indices no longer name raw rows; the raw order then.
+            self.order = self.plain_order = list(range(len(self.raw_train)))
         self.write_rows(work / "train.jsonl", self.order)
         if grouped:
             self.write_rows(work / "train_plain.jsonl", self.plain_order)
@@ -180,6 +210,7 @@ class Prepared:
             "max_length": run.data.max_length,
             "num_labels": len(getattr(self.task, "labels", [])) or None,
             "pad_token_id": self.tokenizer.pad_token_id,
+            "beta": getattr(run.objective, "beta", None),
             "lora": {
                 "r": peft.r,
                 "alpha": peft.alpha,
@@ -287,7 +318,14 @@ def run_process(command: list[str], log_path: Path, cwd: Path = REPO) -> dict[st
     return {"wall_seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
+def conversation_pair(row: dict[str, Any], task: Any) -> dict[str, Any]:
+    """A preference row as TRL's conversational format: prompt, chosen, rejected turn lists."""
+    prompt, (chosen, rejected) = task.prompt_and_completions(row, "bench row")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def run_peer(route: str, prepared: Prepared, out: Path) -> dict[str, Any]:
+    """A peer route: bench/hf_baseline.py, or bench/trl_baseline.py for preference (trl_dpo)."""
     spec = json.loads(prepared.spec_path.read_text())
     spec["output_dir"] = str(out)
     spec["route"] = route
@@ -295,8 +333,9 @@ def run_peer(route: str, prepared: Prepared, out: Path) -> dict[str, Any]:
         spec["train_file"] = spec["plain_train_file"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec))
+    script = "trl_baseline.py" if route in TRL_BASELINE_ROUTES else "hf_baseline.py"
     stats = run_process(
-        [sys.executable, str(REPO / "bench" / "hf_baseline.py"), str(out / "spec.json")],
+        [sys.executable, str(REPO / "bench" / script), str(out / "spec.json")],
         out / "log.txt",
     )
     result = json.loads((out / "result.json").read_text())
@@ -367,6 +406,8 @@ def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
 
     transformers.logging.set_verbosity_error()
     run, task = prepared.run, prepared.task
+    if prepared.preference:
+        return preference_accuracy(prepared, adapter)
     kwargs = {"num_labels": len(task.labels)} if run.task.name == "seq_cls" else {}
     auto = getattr(transformers, task.auto_model)
     base = auto.from_pretrained(str(prepared.checkpoint), dtype=torch.float32, **kwargs)
@@ -409,13 +450,58 @@ def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
     return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50.0))}
 
 
+def preference_accuracy(prepared: Prepared, adapter: str) -> dict[str, float]:
+    """Held-out preference accuracy of a DPO adapter: the fraction of pairs whose implicit reward
+    (log-ratio against the base, the adapter disabled) is higher for chosen (ties count 1/2),
+    and the mean margin, in log-prob units."""
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    base = transformers.AutoModelForCausalLM.from_pretrained(
+        str(prepared.checkpoint), dtype=torch.float32
+    )
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    rows = prepared.tokenized["validation"]
+    pad = prepared.tokenizer.pad_token_id
+
+    def logps(ids: Any, mask: Any, labels: Any) -> Any:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        return (picked * (targets != -100)).sum(-1)
+
+    accurate, margins = 0.0, []
+    with torch.no_grad():
+        for start in range(0, len(rows), 8):
+            chunk = rows.select(range(start, min(start + 8, len(rows))))
+            seqs = list(chunk["chosen_input_ids"]) + list(chunk["rejected_input_ids"])
+            labs = list(chunk["chosen_labels"]) + list(chunk["rejected_labels"])
+            width = max(len(x) for x in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+            for i, (seq, lab) in enumerate(zip(seqs, labs)):
+                ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+                labels[i, : len(seq)] = torch.tensor(lab)
+            policy = logps(ids, mask, labels)
+            with model.disable_adapter():
+                reference = logps(ids, mask, labels)
+            ratio = policy - reference
+            half = len(chunk)
+            margin = ratio[:half] - ratio[half:]
+            accurate += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
+            margins += margin.tolist()
+    return {"accuracy": accurate / len(margins), "margin": sum(margins) / len(margins)}
+
+
 # ---- table and JSON ------------------------------------------------------------------------------
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
 def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    metric = "accuracy" if prepared.run.task.name == "seq_cls" else "perplexity"
+    classes = prepared.run.task.name == "seq_cls" or prepared.preference
+    metric = "accuracy" if classes else "perplexity"
     routes = {}
     for route, runs in rounds.items():
         for r in runs:
@@ -467,7 +553,7 @@ def route_label(route: str, result: dict[str, Any]) -> str:
         if "BENCH_ALSO_FT_OVERRIDES" in os.environ:
             return f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
         return f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}"
-    return CONFIGURATIONS[route]
+    return {**CONFIGURATIONS, **TRL_BASELINE_ROUTES}[route]
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-IGNORE_INDEX = -100
-TARGETS_KEY = "target_positions"  # collator-made: positions t whose label t+1 is trained
+from framework.core.batch_keys import IGNORE_INDEX, TARGETS_KEY
+from framework.tasks.packing import REAL_TOKENS_KEY
+
 # Batch keys the model never sees: the label positions and a padded row's real-token count.
-HOST_ONLY_KEYS = (TARGETS_KEY, "real_tokens")
+HOST_ONLY_KEYS = (TARGETS_KEY, REAL_TOKENS_KEY)
 CHUNK_ELEMENTS = 1 << 24  # logits per fp32 chunk: 64 MiB (e.g. 512 rows of a 32k vocabulary)
 
 
