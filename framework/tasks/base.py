@@ -48,8 +48,10 @@ class Task:
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
-    # With `logits_only`: a tasks/fused_loss.FusedHead when train.fused_loss is on and the model's
-    # logits are exactly its head's (checked at set-up): the head runs inside the cross-entropy.
+    # Whether the task's own loss can take a fused LM head + cross-entropy (tasks/fused_loss.py);
+    # with `logits_only`, the trainer then sets `fused_head` (a FusedHead) when train.fused_loss is
+    # on and the model's logits are exactly its head's (checked at set-up).
+    can_fuse_loss: ClassVar[bool] = False
     fused_head: Any = None
     # The batches the task's collator gives, as objectives name them (framework/objectives/base):
     # "task" = its own examples, trained by its own loss (objective cross_entropy).

@@ -47,6 +47,7 @@ class CausalLm(Task):
     greater_is_better = False
     can_pack = True
     can_skip_logits = True
+    can_fuse_loss = True  # loss_terms: token_loss.causal_lm_loss takes the fused head
     summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
 
     @staticmethod

@@ -30,8 +30,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-IGNORE_INDEX = -100
-CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MiB of fp32 (e.g. 64 tokens of a 262k vocabulary)
+from framework.core.batch_keys import IGNORE_INDEX
+
+# Logits per chunk: 64 MiB of fp32 (e.g. 64 tokens of a 262k vocabulary); the chunked loss's own
+# size (tasks/token_loss.py), so that `ft estimate` sizes both from one number.
+from framework.tasks.token_loss import CHUNK_ELEMENTS
 
 
 def _chunk_rows(vocab: int, rows: int) -> int:

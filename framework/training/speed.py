@@ -70,9 +70,8 @@ def choose_fast_paths(
                 "peft=%s shifts positions); the LM head runs at every position",
                 run.peft.name,
             )
-    fused_head = (
-        choose_fused_loss(run, model, profile, main) if logits_only and train.fused_loss else None
-    )
+    fused = logits_only and train.fused_loss and task.can_fuse_loss
+    fused_head = choose_fused_loss(run, model, profile, main) if fused else None
     return FastPaths(
         packed, packed_lengths, logits_only, attention, packed_offsets, row_multiple, fused_head
     )
