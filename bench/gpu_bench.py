@@ -317,27 +317,33 @@ def run_ft(route: str, work: Path, steps: int, warmup: int, smoke: bool, extra: 
 
 
 def child(args: argparse.Namespace) -> int:
-    """One route in this process (bench/gpu.sh's parent starts it): result JSON into the work dir."""
+    """The routes named (comma-separated) in this process, one after another (bench/gpu.sh's
+    parent starts it): each one's result JSON, with its seconds, into the work dir."""
     if args.smoke:
         import torch
 
         torch.set_num_threads(1)
     shape = SMOKE if args.smoke else FULL
-    route = args.route_child
-    if route.startswith("ft"):
-        result = run_ft(route, args.work, args.steps, args.warmup, args.smoke, args.ft_override)
-    else:
-        result = run_peer(route, args.work, shape, args.steps, args.warmup)
-    (args.work / f"{route}.json").write_text(json.dumps(result))
+    for route in args.route_child.split(","):
+        begin = time.perf_counter()
+        if route.startswith("ft"):
+            result = run_ft(route, args.work, args.steps, args.warmup, args.smoke, args.ft_override)
+        else:
+            result = run_peer(route, args.work, shape, args.steps, args.warmup)
+        result["wall_s"] = time.perf_counter() - begin
+        (args.work / f"{route}.json").write_text(json.dumps(result))
     return 0
 
 
-def start_child(route: str, args: argparse.Namespace, work: Path) -> dict:
+def start_child(routes: list[str], args: argparse.Namespace, work: Path) -> dict[str, dict]:
+    """Run `routes` in one child process; {route: result}. On a GPU each route gets a process
+    of its own (its peak memory is its own); under --smoke one process runs them all, so that
+    make test pays the library imports once."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--route-child",
-        route,
+        ",".join(routes),
         "--work",
         str(work),
         "--steps",
@@ -353,13 +359,20 @@ def start_child(route: str, args: argparse.Namespace, work: Path) -> dict:
     )
     if args.smoke:
         env["OMP_NUM_THREADS"] = "1"
+    for route in routes:  # a kept work dir (--keep) may hold an earlier run's results
+        (work / f"{route}.json").unlink(missing_ok=True)
     begin = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - begin
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-12:]
-        return {"ok": False, "wall_s": seconds, "note": " | ".join(tail)[-400:]}
-    return {"ok": True, "wall_s": seconds, **json.loads((work / f"{route}.json").read_text())}
+    tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-12:])[-400:]
+    results = {}
+    for route in routes:
+        path = work / f"{route}.json"
+        if path.exists():  # finished, whatever a later route in the process did
+            results[route] = {"ok": True, **json.loads(path.read_text())}
+        else:
+            results[route] = {"ok": False, "wall_s": seconds, "note": tail}
+    return results
 
 
 # ---- the checks ----------------------------------------------------------------------------------
@@ -548,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results: dict[str, dict] = {}
+        runnable = []
         for route in ROUTES:
             if route not in wanted:
                 continue
@@ -557,13 +571,18 @@ def main(argv: list[str] | None = None) -> int:
                     "note": "not run: liger-kernel needs CUDA and the wheel",
                 }
                 continue
-            results[route] = start_child(route, args, work)
-            status = (
-                f"{results[route].get('tokens', 0) / max(results[route].get('seconds', 0), 1e-9):,.0f} tok/s"
-                if results[route]["ok"]
-                else "FAIL"
-            )
-            print(f"{route}: {status} ({time.perf_counter() - begin:.0f}s)", flush=True)
+            runnable.append(route)
+        batches = [runnable] if args.smoke else [[route] for route in runnable]
+        for batch in batches:
+            results.update(start_child(batch, args, work))
+            for route in batch:
+                result = results[route]
+                status = (
+                    f"{result.get('tokens', 0) / max(result.get('seconds', 0), 1e-9):,.0f} tok/s"
+                    if result["ok"]
+                    else "FAIL"
+                )
+                print(f"{route}: {status} ({time.perf_counter() - begin:.0f}s)", flush=True)
         checks = []
         for name in CHECKS:
             if name in wanted:
