@@ -1,14 +1,19 @@
-"""`make bench`: ft against HF Trainer + PEFT (and, for preference tuning, TRL's DPOTrainer + PEFT)
-on CPU, side by side, in one invocation.
+"""`make bench`: ft against the strongest peers on CPU, side by side, in one invocation.
 
-For each workload (an ft recipe in recipes/), the two routes train the same examples with the
-same checkpoint, LoRA settings, lr, schedule and steps, alternating (HF first in even rounds, ft
-first in odd ones), each in its own process:
-  hf   bench/hf_baseline.py: Trainer + PEFT written the plain documented way (workload
-       smollm2_dpo: bench/trl_baseline.py, TRL's DPOTrainer + PEFT, on the same pairs in the
-       same order; its metric is held-out preference accuracy against the base)
-  ft   ft train RECIPE [BENCH_FT_OVERRIDES]  (python -m framework train ...)
-Then this process scores both saved adapters with one evaluator (same code, same held-out rows).
+For each workload (an ft recipe in recipes/), every route trains the same examples in the same
+order with the same checkpoint, LoRA settings, lr, clipping, schedule, lengths and steps, each in
+its own process, the routes rotating who goes first round after round:
+  hf_plain  bench/hf_baseline.py: HF Trainer + PEFT written the plain documented way
+  hf_tuned  the same with the speed options a speed-minded user sets (hf_baseline.CONFIGURATIONS)
+  trl       SFT only: TRL SFTTrainer with padding_free=True
+  trl_dpo   preference (smollm2_dpo) only, its one peer: bench/trl_baseline.py, TRL's DPOTrainer
+            + PEFT; its metric is held-out preference accuracy against the base
+  ft        ft train RECIPE [BENCH_FT_OVERRIDES]  (python -m framework train ...)
+The order: ft's own, exported here with ft's loader code (ft_order) and written into the peers'
+train file, which they read sequentially. The plain route gets ft's order without length
+grouping (ft's seeded shuffle), the tuned route the order ft trains (length-grouped when the
+recipe groups). Then this process scores every saved adapter with one evaluator (same code, same
+held-out rows).
 
 Printed: a markdown table of medians over the rounds; written: BENCH_OUT/cpu_bench.json.
   real tok/s   non-pad tokens of the epoch / seconds of the training loop (model loading,
@@ -16,11 +21,12 @@ Printed: a markdown table of medians over the rounds; written: BENCH_OUT/cpu_ben
   train s      seconds of the training loop; wall s: the whole process, start to exit
   peak RSS     ru_maxrss of the route's process (os.wait4), MiB
   metric       accuracy on held-out rows (classification); assistant-token perplexity (SFT)
-  ratio        ft / HF of the median real tok/s
+  ratio        ft / route of the median real tok/s; the headline ratio is ft / the best peer
 
 Knobs (environment):
   BENCH_ROUNDS=3                      rounds (each runs both routes once)
   BENCH_WORKLOADS=minilm_cls,smollm2_sft,smollm2_dpo
+  BENCH_ROUTES=hf_tuned,trl           only these peers (ft always runs); default: all of them
   BENCH_EXAMPLES=N                    training examples of every workload (default: the recipe's),
                                       or per workload: minilm_cls=1000,smollm2_sft=32
   BENCH_EVAL_EXAMPLES=N               held-out rows the evaluator scores (default 500 / 64)
@@ -65,7 +71,8 @@ class Workload:
     recipe: str
     eval_examples: int  # held-out rows the shared evaluator scores
     title: str
-    peer: str = "hf"  # the route ft is compared with: hf (Trainer + PEFT) or trl (DPOTrainer)
+    # The peer routes ft is compared with; None: by task (HF plain and tuned, + TRL for SFT).
+    peers: tuple[str, ...] | None = None
 
 
 WORKLOADS = {
@@ -86,10 +93,11 @@ WORKLOADS = {
         "bench_smollm2_dpo",
         64,
         "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot preference pairs DPO, batch 8",
-        peer="trl",
+        peers=("trl_dpo",),
     ),
 }
-PEER_LABELS = {"hf": "HF Trainer + PEFT", "trl": "TRL DPOTrainer + PEFT"}
+# Routes run by bench/trl_baseline.py rather than bench/hf_baseline.py, with their configuration.
+TRL_BASELINE_ROUTES = {"trl_dpo": "TRL DPOTrainer + PEFT (its documented quickstart)"}
 
 
 def env_int(name: str, default: int | None) -> int | None:
@@ -142,34 +150,65 @@ class Prepared:
             math.ceil(math.ceil(self.examples / train.batch_size) / train.grad_accum) * train.epochs
         )
 
-    def write_spec(self, work: Path) -> Path:
-        """The HF route's inputs: the same examples and settings as the ft recipe resolves."""
-        run, task = self.run, self.task
-        work.mkdir(parents=True, exist_ok=True)
-        train_file = work / "train.jsonl"
-        with train_file.open("w") as handle:
-            if self.workload.peer == "trl":  # the raw pairs, as conversations: TRL renders them
-                for row in self.raw_train:
-                    handle.write(json.dumps(conversation_pair(row, task)) + "\n")
-            elif run.task.name == "seq_cls":
+    def peers(self) -> list[str]:
+        """The peer routes of this workload (bench/hf_baseline.py, bench/trl_baseline.py)."""
+        if self.workload.peers is not None:
+            return list(self.workload.peers)
+        return ["hf_plain", "hf_tuned"] + (["trl"] if self.run.task.name != "seq_cls" else [])
+
+    @property
+    def preference(self) -> bool:
+        """Whether the workload trains preference pairs (its peer: TRL's DPOTrainer)."""
+        return any(route in TRL_BASELINE_ROUTES for route in self.peers())
+
+    def write_rows(self, path: Path, order: list[int]) -> None:
+        """The train examples, in `order`, as the peers read them: raw text + label id for
+        classification (they tokenize as the tutorial does), ft's token ids + labels for SFT, the
+        raw pairs as conversations for preference (TRL renders them)."""
+        task = self.task
+        with path.open("w") as handle:
+            if self.preference:
+                for index in order:
+                    handle.write(json.dumps(conversation_pair(self.raw_train[index], task)) + "\n")
+            elif self.run.task.name == "seq_cls":
                 text, label = task.column("text"), task.column("label")
                 ids = {name: i for i, name in enumerate(task.labels)}
-                for row in self.raw_train:
+                for index in order:
+                    row = self.raw_train[index]
                     handle.write(
                         json.dumps({"text": row[text], "label": ids[str(row[label])]}) + "\n"
                     )
             else:
-                for row in self.tokenized["train"]:
+                rows = self.tokenized["train"]
+                for index in order:
+                    row = rows[index]
                     handle.write(
                         json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n"
                     )
+
+    def write_spec(self, work: Path) -> Path:
+        """The peers' inputs: the same examples, order and settings as the ft recipe resolves.
+        train_file: ft's order (length-grouped when the recipe groups); plain_train_file: ft's
+        order without length grouping, for the plain route."""
+        run = self.run
+        work.mkdir(parents=True, exist_ok=True)
+        grouped = run.train.group_by_length
+        self.order = ft_order(run, self.tokenized["train"], grouped)
+        self.plain_order = ft_order(run, self.tokenized["train"], False) if grouped else self.order
+        if self.preference and len(self.tokenized["train"]) != len(self.raw_train):
+            # Tokenizing dropped pairs: ft's indices no longer name raw rows; the raw order then.
+            self.order = self.plain_order = list(range(len(self.raw_train)))
+        self.write_rows(work / "train.jsonl", self.order)
+        if grouped:
+            self.write_rows(work / "train_plain.jsonl", self.plain_order)
         peft, train = run.peft, run.train
         spec = {
             "task": run.task.name,
             "checkpoint": str(self.checkpoint),
-            "train_file": str(train_file),
+            "train_file": str(work / "train.jsonl"),
+            "plain_train_file": str(work / ("train_plain.jsonl" if grouped else "train.jsonl")),
             "max_length": run.data.max_length,
-            "num_labels": len(getattr(task, "labels", [])) or None,
+            "num_labels": len(getattr(self.task, "labels", [])) or None,
             "pad_token_id": self.tokenizer.pad_token_id,
             "beta": getattr(run.objective, "beta", None),
             "lora": {
@@ -194,8 +233,70 @@ class Prepared:
         path.write_text(json.dumps(spec, indent=1))
         return path
 
+    def padding(self) -> dict[str, float]:
+        """Real / padded tokens of the epoch's batches in ft's order, in its plain order, and in
+        the order transformers' own LengthGroupedSampler (train_sampling_strategy=
+        "group_by_length") would draw: the tuned route's grouped batches are not easier than HF's
+        own grouping would make them."""
+        from transformers.trainer_pt_utils import LengthGroupedSampler
 
-# ---- the two routes ---------------------------------------------------------------------------
+        lengths = [len(ids) for ids in self.tokenized["train"]["input_ids"]]
+        batch = self.run.train.batch_size
+
+        def real_fraction(order: list[int]) -> float:
+            padded = sum(
+                max(lengths[i] for i in order[k : k + batch]) * len(order[k : k + batch])
+                for k in range(0, len(order), batch)
+            )
+            return sum(lengths) / padded
+
+        import torch
+
+        hf_grouped = list(
+            LengthGroupedSampler(
+                batch, lengths=lengths, generator=torch.Generator().manual_seed(self.run.seed)
+            )
+        )
+        return {
+            "ft_order": real_fraction(self.order),
+            "ft_plain_order": real_fraction(self.plain_order),
+            "hf_group_by_length": real_fraction(hf_grouped),
+        }
+
+
+def ft_order(run: Any, dataset: Any, group_by_length: bool) -> list[int]:
+    """The example indices of epoch 0 in the order ft's trainer draws them: ft's own loader
+    (training/loaders.build_loader) prepared by Accelerate as trainer.set_up prepares it (seeded
+    sampler, seed set first), over the dataset's rows tagged with their index."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
+    from framework.training.loaders import build_loader
+
+    view = SimpleNamespace(train=replace(run.train, group_by_length=group_by_length), seed=run.seed)
+    tagged = dataset.add_column("bench_index", list(range(len(dataset))))
+    set_seed(run.seed)
+    loader = build_loader(
+        view,
+        tagged,
+        lambda rows: [row["bench_index"] for row in rows],
+        True,
+        run.train.batch_size,
+        1,
+        False,
+    )
+    accelerator = Accelerator(
+        cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True)
+    )
+    loader = accelerator.prepare(loader)
+    loader.set_epoch(0)
+    return [index for batch in loader for index in batch]
+
+
+# ---- the routes -------------------------------------------------------------------------------
 def run_process(command: list[str], log_path: Path, cwd: Path = REPO) -> dict[str, float]:
     """Run a route's process; its wall seconds and peak RSS (MiB, from os.wait4's rusage)."""
     env = dict(os.environ, PYTHONPATH=str(cwd), TOKENIZERS_PARALLELISM="false")
@@ -223,13 +324,16 @@ def conversation_pair(row: dict[str, Any], task: Any) -> dict[str, Any]:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def run_hf(prepared: Prepared, out: Path) -> dict[str, Any]:
-    """The peer route: bench/hf_baseline.py, or bench/trl_baseline.py for preference."""
+def run_peer(route: str, prepared: Prepared, out: Path) -> dict[str, Any]:
+    """A peer route: bench/hf_baseline.py, or bench/trl_baseline.py for preference (trl_dpo)."""
     spec = json.loads(prepared.spec_path.read_text())
     spec["output_dir"] = str(out)
+    spec["route"] = route
+    if route == "hf_plain":
+        spec["train_file"] = spec["plain_train_file"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec))
-    script = "trl_baseline.py" if prepared.workload.peer == "trl" else "hf_baseline.py"
+    script = "trl_baseline.py" if route in TRL_BASELINE_ROUTES else "hf_baseline.py"
     stats = run_process(
         [sys.executable, str(REPO / "bench" / script), str(out / "spec.json")],
         out / "log.txt",
@@ -285,12 +389,12 @@ def other_repo() -> Path | None:
 
 
 def run_route(route: str, prepared: Prepared, out: Path) -> dict[str, Any]:
-    if route == "hf":
-        return run_hf(prepared, out)
-    return run_ft(prepared, out, other_repo() if route == "ft@other" else None)
+    if route.startswith("ft"):
+        return run_ft(prepared, out, other_repo() if route == "ft@other" else None)
+    return run_peer(route, prepared, out)
 
 
-# ---- one evaluator for both routes ---------------------------------------------------------------
+# ---- one evaluator for every route ---------------------------------------------------------------
 def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
     """The same metric, computed the same way, for either route's saved adapter: accuracy on the
     held-out rows (classification) or the assistant-token mean loss and perplexity (SFT)."""
@@ -302,7 +406,7 @@ def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
 
     transformers.logging.set_verbosity_error()
     run, task = prepared.run, prepared.task
-    if prepared.workload.peer == "trl":
+    if prepared.preference:
         return preference_accuracy(prepared, adapter)
     kwargs = {"num_labels": len(task.labels)} if run.task.name == "seq_cls" else {}
     auto = getattr(transformers, task.auto_model)
@@ -396,9 +500,8 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    peer = prepared.workload.peer
-    metric = "accuracy" if prepared.run.task.name == "seq_cls" or peer == "trl" else "perplexity"
-    rounds = {(peer if route == "hf" else route): runs for route, runs in rounds.items()}
+    classes = prepared.run.task.name == "seq_cls" or prepared.preference
+    metric = "accuracy" if classes else "perplexity"
     routes = {}
     for route, runs in rounds.items():
         for r in runs:
@@ -409,15 +512,18 @@ def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> di
             "wall_seconds": median_of(runs, "wall_seconds"),
             "peak_rss_mib": median_of(runs, "peak_rss_mib"),
             "metric": median_of(runs, metric),
+            "metric_range": [min(r[metric] for r in runs), max(r[metric] for r in runs)],
             "steps": runs[0]["steps"],
             "runs": runs,
         }
-    per_round = [f["tokens_per_s"] / h["tokens_per_s"] for h, f in zip(rounds[peer], rounds["ft"])]
+    peers = [route for route in routes if not route.startswith("ft")]
+    best = max(peers, key=lambda route: routes[route]["tokens_per_s"])
     ratios = {
-        route: routes[route]["tokens_per_s"] / routes[peer]["tokens_per_s"]
+        route: routes["ft"]["tokens_per_s"] / routes[route]["tokens_per_s"]
         for route in routes
-        if route != peer
+        if route != "ft"
     }
+    per_round = [f["tokens_per_s"] / p["tokens_per_s"] for p, f in zip(rounds[best], rounds["ft"])]
     return {
         "workload": prepared.workload.name,
         "title": prepared.workload.title,
@@ -425,41 +531,49 @@ def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> di
         "ft_overrides": prepared.overrides,
         "examples": prepared.examples,
         "real_tokens_per_epoch": prepared.tokens,
+        "real_token_fraction": prepared.padding() if prepared.run.task.name == "seq_cls" else None,
         "metric": metric,
         "routes": routes,
-        "peer": peer,
-        "ratio": routes["ft"]["tokens_per_s"] / routes[peer]["tokens_per_s"],
+        "best_peer": best,
+        "ratio": ratios[best],  # ft / the best peer
         "ratio_per_round": per_round,
-        "ratios": ratios,
+        "ratios": ratios,  # ft / each route
     }
+
+
+def route_label(route: str, result: dict[str, Any]) -> str:
+    """Each route with its configuration."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from hf_baseline import CONFIGURATIONS
+
+    if route == "ft":
+        own = os.environ.get("BENCH_FT_OVERRIDES", "")
+        return f"ft train {result['recipe']} {own}".strip()
+    if route == "ft@other":
+        if "BENCH_ALSO_FT_OVERRIDES" in os.environ:
+            return f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
+        return f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}"
+    return {**CONFIGURATIONS, **TRL_BASELINE_ROUTES}[route]
 
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| workload | route | real tok/s | train s | wall s | peak RSS MiB | metric | "
-        "ratio ft/peer |",
+        "| workload | route (configuration) | real tok/s | train s | wall s | peak RSS MiB | "
+        "metric | ft / route |",
         "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for result in results:
-        own = os.environ.get("BENCH_FT_OVERRIDES", "")
-        labels = {
-            **PEER_LABELS,
-            "ft": f"ft train {own}".strip(),
-            "ft@other": (
-                f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
-                if "BENCH_ALSO_FT_OVERRIDES" in os.environ
-                else f"ft train @ {result.get('other_commit', 'x other').split(' ', 1)[-1]}"
-            ),
-        }
-        for route in result["routes"]:
-            r = result["routes"][route]
-            ratio = f"**{result['ratios'][route]:.2f}x**" if route in result["ratios"] else ""
-            label = labels[route]
+        for route, r in result["routes"].items():
+            if route == "ft":
+                ratio = f"**{result['ratio']:.2f}x the best peer**"
+            else:
+                ratio = f"{result['ratios'][route]:.2f}x"
+            low, high = r["metric_range"]
             lines.append(
-                f"| {result['workload']} ({result['examples']} ex.) | {label} | "
-                f"{r['tokens_per_s']:,.0f} | {r['train_seconds']:.1f} | "
-                f"{r['wall_seconds']:.1f} | {r['peak_rss_mib']:,.0f} | "
-                f"{result['metric']} {r['metric']:.4f} | {ratio} |"
+                f"| {result['workload']} ({result['examples']} ex.) | {route}: "
+                f"{route_label(route, result)} | {r['tokens_per_s']:,.0f} | "
+                f"{r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {r['peak_rss_mib']:,.0f} | "
+                f"{result['metric']} {r['metric']:.4f} ({low:.4f}-{high:.4f}) | {ratio} |"
             )
     return "\n".join(lines)
 
@@ -531,10 +645,13 @@ def main() -> int:
             f"{prepared.steps()} steps",
             flush=True,
         )
-        routes = ["hf", "ft"] + (["ft@other"] if other_repo() else [])
+        routes = prepared.peers() + ["ft"] + (["ft@other"] if other_repo() else [])
+        if os.environ.get("BENCH_ROUTES"):  # a subset, e.g. while developing (ft stays)
+            chosen = os.environ["BENCH_ROUTES"].split(",")
+            routes = [r for r in routes if r in chosen or r == "ft"]
         runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
         for index in range(rounds):
-            # Each route goes first, second, ... in turn (two routes: they alternate).
+            # Each route goes first, second, ... in turn.
             order = routes[index % len(routes) :] + routes[: index % len(routes)]
             for route in order:
                 out = work / workload.name / f"{route.replace('@', '-')}-{index}"
@@ -554,6 +671,14 @@ def main() -> int:
             results[-1]["other_commit"] = info["other_commit"]
     info["load_average_end"] = os.getloadavg()
     print("\n" + table(results))
+    for result in results:
+        best = result["routes"][result["best_peer"]]
+        print(
+            f"{result['workload']}: ft {result['ratio']:.2f}x the best peer "
+            f"({result['best_peer']}) in real tok/s; peak RSS ft / {result['best_peer']} "
+            f"{result['routes']['ft']['peak_rss_mib'] / best['peak_rss_mib']:.2f}; "
+            f"real-token fraction of the batches {result['real_token_fraction']}"
+        )
     print(
         f"\nmedian of {rounds} alternating rounds; load average start {info['load_average']}, "
         f"end {info['load_average_end']}; {info['date_utc']} UTC"

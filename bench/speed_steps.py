@@ -22,11 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CONFIGS = {  # name -> (packed, logits_only)
-    "padded, full logits (before)": (False, False),
-    "padded, logits_only": (False, True),
-    "packed, full logits": (True, False),
-    "packed + logits_only (default)": (True, True),
+CONFIGS = {  # name -> (packed, logits_only, fused loss)
+    "padded, full logits (before)": (False, False, False),
+    "padded, logits_only": (False, True, False),
+    "packed, full logits": (True, False, False),
+    "packed + logits_only": (True, True, False),
+    "packed + logits_only + fused loss (default)": (True, True, True),
 }
 
 
@@ -66,6 +67,10 @@ def main() -> None:
         run, checkpoint, task, HARDWARE.get("cpu"), PEFT_METHODS.get(run.peft.name), family
     )
     assert packing.packing_works(model, model.config.vocab_size)
+    from framework.tasks import fused_loss, token_loss
+
+    head = fused_loss.FusedHead(model)
+    assert head.works(model, model.config.vocab_size, token_loss.kept_logits_loss)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True
     )
@@ -73,8 +78,9 @@ def main() -> None:
     times = {name: [] for name in CONFIGS}
     for r in range(args.rounds):
         features = examples[r * args.batch_size : (r + 1) * args.batch_size]
-        for name, (packed, logits_only) in CONFIGS.items():
+        for name, (packed, logits_only, fused) in CONFIGS.items():
             task.packed, task.logits_only = packed, logits_only
+            task.fused_head = head if fused else None
             batch = task.collate(features)
             start = time.perf_counter()
             total, count = task.loss_terms(model, batch)

@@ -17,6 +17,11 @@ def _train_problems(train: TrainConfig) -> list[str]:
     for key, value in positive.items():
         if value < 1:
             found.append(f"train.{key}={value}: must be >= 1")
+    if train.tokens_per_batch is not None and train.tokens_per_batch < 1:
+        found.append(
+            f"train.tokens_per_batch={train.tokens_per_batch}: must be >= 1 (or null to count "
+            f"examples with train.batch_size)"
+        )
     if train.lr <= 0:
         found.append(f"train.lr={train.lr}: must be > 0")
     if train.max_steps is not None and train.max_steps < 1:

@@ -39,6 +39,7 @@ TRAJECTORY_KEYS = (
     "data",
     "train.lr",
     "train.batch_size",
+    "train.tokens_per_batch",
     "train.grad_accum",
     "train.max_steps",
     "train.epochs",

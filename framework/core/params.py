@@ -25,6 +25,9 @@ class TrainConfig:
     epochs: int = 1  # full passes over the training split; ignored when max_steps is set
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     batch_size: int = 8  # examples per process per micro-batch
+    # real tokens per process per training micro-batch instead (consecutive examples of the
+    # shuffled order up to this many tokens; packed rows then have a bounded, repeating length)
+    tokens_per_batch: int | None = None
     eval_batch_size: int | None = None  # defaults to batch_size
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 2e-4
@@ -55,6 +58,8 @@ class TrainConfig:
     packed_attention: bool = True
     group_by_length: bool = False  # other tasks: batch examples of similar length (less padding)
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
+    # with logits_only: the LM head's matmul inside the cross-entropy, chunked over tokens
+    fused_loss: bool = True
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
     # its backend
     compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"

@@ -40,10 +40,19 @@ class Task:
     # With `packed`: the collator sends each row's example lengths (tasks/packing.LENGTHS_KEY), for
     # attention computed per example; the trainer sets it when it installs that attention.
     packed_lengths: bool = False
+    # With `packed` under torch.compile: the same boundaries as a tensor (packing.CU_SEQLENS_KEY),
+    # and rows padded up to a multiple of `row_multiple` tokens so that shapes repeat.
+    packed_offsets: bool = False
+    row_multiple: int | None = None
     # Whether the task can run the LM head only where labels are (tasks/token_loss.py); the
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
+    # Whether the task's own loss can take a fused LM head + cross-entropy (tasks/fused_loss.py);
+    # with `logits_only`, the trainer then sets `fused_head` (a FusedHead) when train.fused_loss is
+    # on and the model's logits are exactly its head's (checked at set-up).
+    can_fuse_loss: ClassVar[bool] = False
+    fused_head: Any = None
     # The batches the task's collator gives, as objectives name them (framework/objectives/base):
     # "task" = its own examples, trained by its own loss (objective cross_entropy).
     data_kinds: ClassVar[frozenset[str]] = frozenset({"task"})
@@ -73,7 +82,10 @@ class Task:
         before any loader iterates: the collator follows them."""
         self.packed = chosen.packed
         self.packed_lengths = chosen.packed_lengths
+        self.packed_offsets = chosen.packed_offsets
+        self.row_multiple = chosen.row_multiple
         self.logits_only = chosen.logits_only
+        self.fused_head = chosen.fused_head
 
     # ---- columns -------------------------------------------------------------------------
     def roles(self) -> dict[str, bool]:

@@ -47,6 +47,7 @@ class CausalLm(Task):
     greater_is_better = False
     can_pack = True
     can_skip_logits = True
+    can_fuse_loss = True  # loss_terms: token_loss.causal_lm_loss takes the fused head
     summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
 
     @staticmethod
@@ -292,7 +293,15 @@ class CausalLm(Task):
         import torch
 
         if self.packed:
-            batch = packing.pack(features, with_lengths=self.packed_lengths)
+            real = sum(len(f["input_ids"]) for f in features)
+            multiple = self.row_multiple
+            batch = packing.pack(
+                features,
+                with_lengths=self.packed_lengths,
+                with_offsets=self.packed_offsets,
+                pad_to=-(-real // multiple) * multiple if multiple else None,
+                pad_id=self.tokenizer.pad_token_id or 0,
+            )
         else:
             width = max(len(f["input_ids"]) for f in features)
             pad = self.tokenizer.pad_token_id
@@ -315,7 +324,7 @@ class CausalLm(Task):
         return (batch["labels"][:, 1:] != IGNORE_INDEX).sum().float()
 
     def loss_terms(self, model: Any, batch: dict[str, Any]) -> Any:
-        return token_loss.causal_lm_loss(model, batch, self.logits_only)
+        return token_loss.causal_lm_loss(model, batch, self.logits_only, self.fused_head)
 
     def compute_loss(self, model: Any, batch: dict[str, Any]) -> Any:
         total, count = self.loss_terms(model, batch)

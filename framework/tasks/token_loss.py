@@ -22,7 +22,10 @@ import inspect
 from typing import Any
 
 from framework.core.batch_keys import IGNORE_INDEX, TARGETS_KEY
+from framework.tasks.packing import REAL_TOKENS_KEY
 
+# Batch keys the model never sees: the label positions and a padded row's real-token count.
+HOST_ONLY_KEYS = (TARGETS_KEY, REAL_TOKENS_KEY)
 CHUNK_ELEMENTS = 1 << 24  # logits per fp32 chunk: 64 MiB (e.g. 512 rows of a 32k vocabulary)
 
 
@@ -65,23 +68,34 @@ def cross_entropy_sum(logits: Any, targets: Any) -> Any:
     return total
 
 
-def causal_lm_loss(model: Any, batch: dict[str, Any], logits_only: bool) -> tuple[Any, Any]:
+def kept_logits_loss(model: Any, inputs: dict[str, Any], positions: Any, targets: Any) -> Any:
+    """Sum of the token losses at `positions` (logits_to_keep) against targets [B, P], from the
+    model's own logits there."""
+    logits = model(**inputs, logits_to_keep=positions).logits  # [B, P, V]
+    return cross_entropy_sum(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def causal_lm_loss(
+    model: Any, batch: dict[str, Any], logits_only: bool, fused: Any = None
+) -> tuple[Any, Any]:
     """(sum of token losses, number of label tokens) of a causal LM batch whose labels are aligned
-    with input_ids (the model's convention: position t predicts label t+1)."""
+    with input_ids (the model's convention: position t predicts label t+1). `fused`: a
+    tasks/fused_loss.FusedHead, whose loss runs the LM head inside the cross-entropy (needs
+    logits_only's positions)."""
     import torch
 
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", TARGETS_KEY)}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", *HOST_ONLY_KEYS)}
     if "position_ids" in inputs:  # a packed row: masks come from position ids only without a cache
         inputs["use_cache"] = False
     targets = batch["labels"][:, 1:]
     count = (targets != IGNORE_INDEX).sum()
     positions = batch.get(TARGETS_KEY)
     if logits_only and positions is not None:
-        logits = model(**inputs, logits_to_keep=positions).logits  # [B, P, V]
         kept = targets.index_select(1, positions)
-    else:
-        # Prompt-learning adapters prepend virtual tokens to the logits: the real ones are last.
-        logits = model(**inputs).logits[:, -targets.shape[1] - 1 : -1]
-        kept = targets
-    loss = cross_entropy_sum(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1))
+        if fused is not None:
+            return fused.loss(model, inputs, positions, kept), count.to(torch.float32)
+        return kept_logits_loss(model, inputs, positions, kept), count.to(torch.float32)
+    # Prompt-learning adapters prepend virtual tokens to the logits: the real ones are last.
+    logits = model(**inputs).logits[:, -targets.shape[1] - 1 : -1]
+    loss = cross_entropy_sum(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return loss, count.to(torch.float32)

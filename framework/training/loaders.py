@@ -1,5 +1,6 @@
-"""The run's DataLoaders: workers and pinned memory from `train`, and length-grouped batching
-(train.group_by_length) for tasks that pad rather than pack."""
+"""The run's DataLoaders: workers and pinned memory from `train`, length-grouped batching
+(train.group_by_length) for tasks that pad rather than pack, and token-budget micro-batches
+(train.tokens_per_batch)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,47 @@ class LengthGroupedSampler:
             yield from ranked[full * self.batch :]
 
 
+class TokenBudgetBatches:
+    """A batch sampler: a seeded shuffle of the examples (or length-grouped order), cut into
+    micro-batches of consecutive examples whose lengths add up to at most `budget` tokens (an
+    example longer than the budget alone). The order is a function of (seed, epoch) only, so a
+    resumed run sees the same batches; len() is exact for the current epoch."""
+
+    def __init__(self, lengths: Sequence[int], budget: int, seed: int, order: Any = None):
+        self.lengths, self.budget, self.seed, self.epoch = list(lengths), budget, seed, 0
+        self.order = order  # a sampler with set_epoch (length grouping), else a plain shuffle
+        self.sampler = self  # accelerate sets the epoch of `batch_sampler.sampler` when sharding
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.order is not None:
+            self.order.set_epoch(epoch)
+
+    def _indices(self) -> list[int]:
+        import torch
+
+        if self.order is not None:
+            return list(self.order)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.lengths), generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        tokens = 0
+        for index in self._indices():
+            length = self.lengths[index]
+            if batch and tokens + length > self.budget:
+                yield batch
+                batch, tokens = [], 0
+            batch.append(index)
+            tokens += length
+        if batch:
+            yield batch
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def example_lengths(dataset: Any) -> list[int]:
     """Tokens per example of a tokenized split (its input_ids, or the longest list column)."""
     if "input_ids" in dataset.column_names:
@@ -76,6 +118,16 @@ def build_loader(
             batch=batch_size * processes,
         )
         shuffle = False
+    if shuffle and train.tokens_per_batch and "input_ids" in dataset.column_names:
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=TokenBudgetBatches(
+                example_lengths(dataset), train.tokens_per_batch, run.seed, sampler
+            ),
+            collate_fn=collate,
+            num_workers=train.num_workers,
+            pin_memory=train.pin_memory and on_gpu,
+        )
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

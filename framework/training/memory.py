@@ -126,8 +126,8 @@ class Settings:
     packed: bool = False  # train.packing on a task that packs: one padding-free row per batch
     logits_only: bool = False  # train.logits_only on a task that can skip logits
     data: DataShape | None = None  # the run's own examples (ft estimate --data), else None
-    # Hook for a fused linear + cross-entropy loss (issue 21 part B): True once the trainer has
-    # one (run_settings reads train.fused_loss when it exists); the logits then never exist whole.
+    # train.fused_loss where the trainer uses it (tasks/fused_loss.py: with logits_only, a task
+    # whose loss takes it, weights not sharded): the logits then never exist whole.
     fused_loss: bool = False
     checkpoint_holds_base: bool = False  # the profile's checkpoints hold the frozen base (FSDP)
     optimizer_checkpoint_bytes: float = 8.0  # bytes per trainable parameter in a checkpoint
@@ -236,7 +236,9 @@ def logits_bytes(positions: int, vocab: int, settings: Settings) -> float:
         return 0.0
     chunk_rows = max(1, CHUNK_ELEMENTS // vocab)
     chunk = min(positions, chunk_rows) * vocab * 4.0
-    if settings.fused_loss:  # never whole: the chunks only (uncalibrated until it lands)
+    if settings.fused_loss:
+        # tasks/fused_loss.py (same CHUNK_ELEMENTS): the logits never exist whole; at its peak
+        # one chunk in fp32 beside the compute-dtype chunk it came from / its gradient's cast.
         return LOGITS_CHUNKS_MANY * chunk
     chunks = LOGITS_CHUNKS_ONE if positions <= chunk_rows else LOGITS_CHUNKS_MANY
     return LOGITS_COPIES * positions * vocab * settings.activation_bytes + chunks * chunk
@@ -458,6 +460,20 @@ def _model_facts(run: RunConfig) -> ModelFacts:
     )
 
 
+def fused_loss_used(run: RunConfig) -> bool:
+    """Whether the trainer's fused LM head + cross-entropy applies (training/speed.py decides it
+    the same way, and also checks the model's logits are its head's: assumed here)."""
+    task, method, profile = run.plugins.task_class, run.plugins.method, run.plugins.profile
+    return (
+        run.train.fused_loss
+        and run.train.logits_only
+        and task.can_skip_logits
+        and task.can_fuse_loss
+        and not method.prompt_learning
+        and not profile.shards_parameters(run.hardware, run.train)
+    )
+
+
 def run_settings(run: RunConfig, data: DataShape | None = None) -> Settings:
     """The sizing choices of a run: micro-batch, data.max_length (or the data's own shape),
     dtypes, hardware layout, the speed paths that change memory."""
@@ -495,7 +511,7 @@ def run_settings(run: RunConfig, data: DataShape | None = None) -> Settings:
         packed=run.train.packing and task.can_pack and not method.prompt_learning,
         logits_only=run.train.logits_only and task.can_skip_logits and not method.prompt_learning,
         data=data,
-        fused_loss=bool(getattr(run.train, "fused_loss", False)),  # part B's key, once it lands
+        fused_loss=fused_loss_used(run),
         checkpoint_holds_base=profile.checkpoint_holds_base(run.hardware),
         optimizer_checkpoint_bytes=optimizer_checkpoint_bytes(run.train.optimizer, layout),
     )

@@ -18,10 +18,11 @@ gives each example alone with this attention installed, and uninstalls it otherw
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from framework.tasks.packing import LENGTHS_KEY
+from framework.tasks.packing import CU_SEQLENS_KEY, LENGTHS_KEY
 
 NAME = "ft_packed_sdpa"
 
@@ -35,11 +36,12 @@ def attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     is_causal: bool | None = None,
+    outside: Any = None,
     **kwargs: Any,
 ) -> tuple[Any, None]:
     """transformers' attention-function interface: query [1, heads, L, dim], key/value
-    [1, kv heads, L, dim]; returns ([1, L, heads, dim], None)."""
-    import torch
+    [1, kv heads, L, dim]; returns ([1, L, heads, dim], None). `outside`: per_example_sdpa
+    wrapped to run between compiled graphs (registered_attention binds it)."""
     from transformers.integrations.sdpa_attention import (
         repeat_kv,
         sdpa_attention_forward,
@@ -47,17 +49,22 @@ def attention(
     )
 
     lengths: Sequence[int] | None = kwargs.get(LENGTHS_KEY)
+    offsets = kwargs.get(CU_SEQLENS_KEY)  # the same boundaries as a tensor (under torch.compile)
     window = kwargs.get("sliding_window")
-    per_example = (
-        lengths is not None
-        and query.shape[0] == 1
-        and sum(lengths) == query.shape[2] == key.shape[2]
+    applies = (
+        query.shape[0] == 1
+        and query.shape[2] == key.shape[2]
         and is_causal is not False
         and getattr(module, "is_causal", True)
         and kwargs.get("softcap") is None
+    )
+    per_example = (
+        applies
+        and lengths is not None
+        and sum(lengths) == query.shape[2]
         and (not window or max(lengths) <= window)
     )
-    if not per_example:
+    if not per_example and not (applies and offsets is not None and not window):
         return sdpa_attention_forward(
             module,
             query,
@@ -74,22 +81,67 @@ def attention(
         key = repeat_kv(key, query.shape[1] // key.shape[1])
         value = repeat_kv(value, query.shape[1] // value.shape[1])
         grouped = False
-    parts, start = [], 0
-    for length in lengths:
-        end = start + length
-        parts.append(
-            torch.nn.functional.scaled_dot_product_attention(
-                query[:, :, start:end],
-                key[:, :, start:end],
-                value[:, :, start:end],
-                dropout_p=dropout,
-                scale=scaling,
-                is_causal=True,
-                enable_gqa=grouped,
-            )
+    if per_example:
+        spans, start = [], 0
+        for length in lengths:
+            spans.append((start, start + length))
+            start += length
+        return per_example_sdpa(query, key, value, spans, dropout, scaling, grouped), None
+    run = outside or per_example_from_offsets
+    return run(query, key, value, offsets, dropout, scaling, grouped), None
+
+
+def per_example_sdpa(
+    query: Any,
+    key: Any,
+    value: Any,
+    spans: Sequence[tuple[int, int]],
+    dropout: float,
+    scaling: float | None,
+    grouped: bool,
+) -> Any:
+    """One causal SDPA call per (start, end) span of the row; [1, L, heads, dim]."""
+    import torch
+
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            dropout_p=dropout,
+            scale=scaling,
+            is_causal=True,
+            enable_gqa=grouped,
         )
-        start = end
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+        for start, end in spans
+        if end > start
+    ]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous()
+
+
+def per_example_from_offsets(
+    query: Any, key: Any, value: Any, offsets: Any, dropout: float, scaling: Any, grouped: bool
+) -> Any:
+    """per_example_sdpa for boundaries given as a tensor [examples + 1] of offsets."""
+    bounds = offsets.tolist()
+    if bounds[-1] != query.shape[2]:
+        raise ValueError(f"{CU_SEQLENS_KEY} ends at {bounds[-1]}, the row has {query.shape[2]}")
+    return per_example_sdpa(
+        query, key, value, list(zip(bounds, bounds[1:])), dropout, scaling, grouped
+    )
+
+
+@functools.cache
+def registered_attention() -> Any:
+    """The attention function installed in transformers' registry: `attention`, with the
+    boundaries-as-a-tensor path run eagerly between torch.compile's graphs
+    (torch.compiler.disable): the boundaries are read on the host there, so the compiled graphs
+    never see their values (no recompile for new lengths), and autograd records the calls as in
+    eager mode. torch 2.13 has no CPU kernel that takes the boundaries itself (flex attention has
+    no CPU backward, varlen attention is CUDA-only)."""
+    import torch
+
+    return functools.partial(attention, outside=torch.compiler.disable(per_example_from_offsets))
 
 
 def _base(model: Any) -> Any:
@@ -106,7 +158,7 @@ def install(model: Any) -> bool:
     if getattr(base.config, "_attn_implementation", None) != "sdpa":
         return False
     # transformers' registries are keyed by name; registering the same function again is a no-op.
-    AttentionInterface.register(NAME, attention)
+    AttentionInterface.register(NAME, registered_attention())
     AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks of non-packed batches
     try:
         base.set_attn_implementation(NAME)

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from framework.tasks import packing, token_loss
+from framework.tasks import fused_loss, packing, token_loss
 from framework.training import packed_attention
 
 log = logging.getLogger("ft")
@@ -23,9 +23,16 @@ class FastPaths:
     packed_lengths: bool = False  # packed rows carry their example lengths (per-example attention)
     logits_only: bool = False  # the LM head runs only where a label is scored
     attention: str | None = None  # the attention packed rows get, for the log
+    # Under train.compile: packed rows carry their boundaries as a tensor, and are padded up to a
+    # multiple of this many tokens (at most ROW_BUCKETS lengths).
+    packed_offsets: bool = False
+    row_multiple: int | None = None
+    fused_head: Any = None  # tasks/fused_loss.FusedHead: train.fused_loss for this model
 
     def describe(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"packing": self.packed, "logits_only": self.logits_only}
+        if self.fused_head is not None:
+            shown["fused_loss"] = True
         if self.attention:
             shown["attention"] = self.attention
         return shown
@@ -49,9 +56,12 @@ def choose_fast_paths(
         packed = why_not is None
         if why_not and main:
             log.info("train.packing: off for this run (%s); padding per batch instead", why_not)
-    attention = None
+    attention, packed_offsets, row_multiple = None, False, None
     if packed:
-        attention, packed_lengths = choose_packed_attention(run, model, main)
+        attention, packed_lengths, packed_offsets = choose_packed_attention(run, model, main)
+        if train.compile:
+            largest = train.tokens_per_batch or train.batch_size * run.data.max_length
+            row_multiple = max(1, -(-largest // ROW_BUCKETS))
     if train.logits_only and task.can_skip_logits:
         logits_only = not method.prompt_learning and token_loss.accepts_logits_to_keep(model)
         if not logits_only and main:
@@ -60,30 +70,85 @@ def choose_fast_paths(
                 "peft=%s shifts positions); the LM head runs at every position",
                 run.peft.name,
             )
-    return FastPaths(packed, packed_lengths, logits_only, attention)
+    fused = logits_only and train.fused_loss and task.can_fuse_loss
+    fused_head = choose_fused_loss(run, model, profile, main) if fused else None
+    return FastPaths(
+        packed, packed_lengths, logits_only, attention, packed_offsets, row_multiple, fused_head
+    )
 
 
-def choose_packed_attention(run: Any, model: Any, main: bool) -> tuple[str, bool]:
+def choose_fused_loss(run: Any, model: Any, profile: Any, main: bool) -> Any:
+    """A FusedHead (tasks/fused_loss.py) where the head is a plain linear layer (or one with a
+    LoRA adapter), its weights are whole on this process, and the model's logits are exactly the
+    head's (checked on a few tokens); None, with a log line, otherwise."""
+    why_not = None
+    if profile.shards_parameters(run.hardware, run.train):
+        why_not = "sharded weights (ZeRO-3/FSDP): the head's weight is gathered only in its forward"
+    else:
+        head = fused_loss.FusedHead(model)
+        if head.works(model, model.config.vocab_size, token_loss.kept_logits_loss):
+            return head
+        head.remove()
+        why_not = "the head is not a linear layer (+ LoRA), or the logits are not the head's alone"
+    if main:
+        log.info("train.fused_loss: off for this run (%s); the head's logits are kept", why_not)
+    return None
+
+
+def choose_packed_attention(run: Any, model: Any, main: bool) -> tuple[str, bool, bool]:
     """Per-example attention on packed rows (training/packed_attention.py) where the model uses
     transformers' SDPA and, with it installed, still gives a packed row the logits of its examples
-    apart; returns the attention packed rows get and whether rows carry their example lengths."""
+    apart; returns the attention packed rows get, whether rows carry their example lengths (host
+    ints), and whether they carry them as a tensor. Under train.compile: on CUDA, transformers'
+    flex attention (one call per layer over the document mask it builds from the packed position
+    ids); elsewhere ft's per-example SDPA between the compiled graphs, the boundaries a tensor (a
+    tuple of ints would be guarded value by value: a recompile for every new set of lengths)."""
     current = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
-    if not run.train.packed_attention or run.train.compile:
-        # Under torch.compile one call per example would recompile for every new set of lengths.
+    if not run.train.packed_attention:
         shown = f"{current} (block mask over the row)" if current == "sdpa" else current
-        return shown, False
+        return shown, False, False
+    compiling = run.train.compile
+    if compiling and current == "sdpa" and use_flex(model):
+        return "flex_attention (document mask), compiled", False, False
     if not packed_attention.install(model):
-        return current, False  # flash-attention (varlen) and flex handle packed rows themselves
-    with_lengths = packing.packing_works(model, model.config.vocab_size, with_lengths=True)
-    if not with_lengths:
+        return current, False, False  # flash-attention (varlen) and flex handle packed rows
+    works = packing.packing_works(
+        model, model.config.vocab_size, with_lengths=not compiling, with_offsets=compiling
+    )
+    if not works:
         packed_attention.uninstall(model)
         if main:
             log.info(
                 "train.packed_attention: off for this run (the model differs with it); "
                 "SDPA over a block-diagonal mask of the whole row instead"
             )
-        return "sdpa (block mask over the row)", False
-    return "sdpa per example", True
+        return "sdpa (block mask over the row)", False, False
+    if compiling:
+        return "sdpa per example, between the compiled graphs", False, True
+    return "sdpa per example", True, False
+
+
+ROW_BUCKETS = 8  # under compile: packed rows are padded to one of at most 8 lengths
+
+
+def use_flex(model: Any) -> bool:
+    """On CUDA, switch an SDPA model to transformers' flex attention if it then still gives a
+    packed row the logits of its examples apart (flex attention trains on CUDA only in torch
+    2.13: no CPU backward)."""
+    import torch
+
+    device = next(p.device for p in model.parameters() if p.device.type != "meta")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        base.set_attn_implementation("flex_attention")
+    except (ValueError, TypeError, ImportError, AttributeError):
+        return False
+    if packing.packing_works(model, model.config.vocab_size):
+        return True
+    base.set_attn_implementation("sdpa")
+    return False
 
 
 def compiled(model: Any, train: Any) -> Any:
@@ -96,3 +161,17 @@ def compiled(model: Any, train: Any) -> Any:
     import torch
 
     return torch.compile(model, backend=train.compile_backend)
+
+
+def compile_counts(train: Any) -> dict[str, int]:
+    """Under train.compile: the graphs torch.compile has built in this process so far and the
+    frames it compiled (each recompile, e.g. for a new shape, adds to both), from dynamo's own
+    counters; nothing otherwise. The train records carry them (metrics.jsonl)."""
+    if not train.compile:
+        return {}
+    from torch._dynamo.utils import counters
+
+    return {
+        "compiled_graphs": int(counters["stats"]["unique_graphs"]),
+        "compiled_frames": int(counters["frames"]["ok"]),
+    }

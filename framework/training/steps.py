@@ -28,6 +28,8 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from framework.tasks.packing import REAL_TOKENS_KEY
+
 
 def micro_batch_groups(batches: Iterable, size: int) -> Iterator[list[dict[str, Any]]]:
     """The micro-batches of successive optimizer steps: `size` at a time, fewer at the end."""
@@ -64,6 +66,8 @@ def tokens_in(batch: dict[str, Any]) -> Any:
     """Real tokens of a batch: attention-masked ones, or all of a padding-free packed row."""
     if "attention_mask" in batch:
         return batch["attention_mask"].sum()
+    if REAL_TOKENS_KEY in batch:  # a packed row padded up to a shape bucket (under compile)
+        return batch[REAL_TOKENS_KEY]
     ids = batch.get("input_ids")
     return int(ids.numel()) if ids is not None else 0  # shapes are known on the host
 

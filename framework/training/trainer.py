@@ -67,7 +67,7 @@ from framework.training.model import REFERENCE_ADAPTER, build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
 from framework.training.signals import StopSignals
-from framework.training.speed import choose_fast_paths, compiled
+from framework.training.speed import choose_fast_paths, compile_counts, compiled
 from framework.training.steps import UpdateGuard, loss_scale, micro_batch_groups, syncing, tokens_in
 from framework.training.token_cache import tokenize_cached
 from framework.training.tracking import Trackers, logging_dir, tracker_names
@@ -583,6 +583,7 @@ def log_train(setup: Setup, position: Position, meter: LossMeter) -> dict[str, A
         **meter.flush(),
         "lr": setup.scheduler.get_last_lr()[0],
         "epoch": position.epoch,
+        **compile_counts(setup.run.train),  # train.compile: graphs built so far
     }
     setup.metrics_log.write(record)
     setup.trackers.log("train", record, position.step)
