@@ -61,8 +61,9 @@ class Plugins:
     method: type[PeftMethod]  # peft.name
     task_class: type[Task]  # task.name (the Task class; a run builds its instance)
     profile: type[HardwareProfile]  # hardware.name
-    source: Any  # data.name: a data source entry (files, hub, a built-in dataset)
+    source: Any  # data.name: a data source entry (files, hub, a built-in dataset, mix)
     loggers: Mapping[str, type[Logger]]  # logger name -> its entry, in the order given
+    sources: tuple[Any, ...] = ()  # data=mix: the entry of each data.sources[i].name, in order
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -80,6 +81,7 @@ class RunConfig(RunSettings):
     logger: dict[str, LoggerParams]  # logger name -> its typed params, in the order given
     plugins: Plugins = field(repr=False)
     data_source: Any = None  # typed `data.source`, per the data source's Params
+    data_sources: tuple[Any, ...] = ()  # data=mix: typed data.sources[i].source, in order
     raw: dict[str, Any] = field(
         default_factory=dict, repr=False
     )  # the composed mapping it came from
@@ -202,6 +204,7 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
             )
         except UserError as error:
             problems.append(str(error))
+    sources, sources_params = _mixed_sources(data, origin, problems)
     top = {k: node[k] for k in TOP_LEVEL_KEYS if k in node}
     top_checked = check_dataclass(RunSettings, top, "", origin, problems)
     if problems:
@@ -215,11 +218,13 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
         profile=entries["hardware"],
         source=source,
         loggers=logger_entries_found,
+        sources=sources,
     )
     run = RunConfig(
         **params,
         plugins=plugins,
         data_source=data_source,
+        data_sources=sources_params,
         raw=node,
         **dataclasses.asdict(top_checked),
     )
@@ -227,6 +232,28 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
 
     check_combination(run)
     return run
+
+
+def _mixed_sources(
+    data: DataConfig | None, origin: OriginFn, problems: list[str]
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(registry entry, typed options) of each of data.sources (data=mix), in order."""
+    entries, options = [], []
+    for index, spec in enumerate(data.sources if data is not None else []):
+        key = f"data.sources[{index}]"
+        try:
+            entry = DATASETS.get(spec.name, key=f"{key}.name")
+        except UserError as error:
+            problems.append(str(error))
+            continue
+        if getattr(entry, "mixes", False):
+            problems.append(f"{key}.name={spec.name}: a source of a mix cannot be a mix")
+            continue
+        entries.append(entry)
+        options.append(
+            check_dataclass(entry.Params, spec.source, f"{key}.source", origin, problems)
+        )
+    return tuple(entries), tuple(options)
 
 
 def _checkpoint_replaces_random_init(node: dict[str, Any]) -> dict[str, Any]:

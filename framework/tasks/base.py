@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from framework.core.errors import UserError
 from framework.core.params import DataConfig, GroupParams
+from framework.core.streams import is_stream
 from framework.store.run_dir import TASK_FILE
 
 
@@ -43,6 +44,10 @@ class Task:
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
+    # Whether tokenize() takes a streamed training split (data.streaming: nothing read whole
+    # before training) and cuts text into data.block_size blocks (continued pretraining).
+    can_stream: ClassVar[bool] = False
+    takes_blocks: ClassVar[bool] = False
 
     def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
@@ -126,13 +131,20 @@ class Task:
         """Tokenize one split with batched `datasets.map` (cached by fingerprint), replacing its
         columns with encode's output; under data.truncation=false, drop over-long examples
         (length_of gives an example's length in tokens; default: its input_ids)."""
+        streamed = is_stream(dataset)  # mapped lazily, as training reads it: no progress bar
         encoded = dataset.map(
             encode,
             batched=True,
             remove_columns=dataset.column_names,
             fn_kwargs=fn_kwargs,
-            desc=f"tokenizing {split}",
+            **({} if streamed else {"desc": f"tokenizing {split}"}),
         )
+        if streamed:
+            limit = self.data.max_length
+            measure = length_of or (lambda ex: len(ex["input_ids"]))
+            return (
+                encoded if self.data.truncation else encoded.filter(lambda e: measure(e) <= limit)
+            )
         if not self.data.truncation:
             encoded = self.drop_too_long(
                 encoded, split, length_of or (lambda ex: len(ex["input_ids"]))

@@ -30,6 +30,7 @@ import yaml
 
 from framework.config.schema import RunConfig, load_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
+from framework.core.streams import is_stream
 from framework.store.checkpoint import (
     checkpoint_bytes,
     read_trainer_state,
@@ -56,10 +57,10 @@ from framework.training.meter import LossMeter
 from framework.training.model import build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
+from framework.training.run_data import RunData, log_counts, prepare_data, shuffled_stream
 from framework.training.signals import StopSignals
 from framework.training.speed import choose_fast_paths, compiled
 from framework.training.steps import UpdateGuard, loss_scale, micro_batch_groups, syncing, tokens_in
-from framework.training.token_cache import tokenize_cached
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 
 log = logging.getLogger("ft")
@@ -88,11 +89,13 @@ class Setup:
     optimizer: Any
     scheduler: Any
     train_loader: Any
-    eval_loaders: dict[str, Any]  # split -> loader (validation, and test when the data has it)
-    raw_splits: dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
+    # metric prefix -> loader: validation (""), test ("test_"), each source's (eval/<id>/...)
+    eval_loaders: dict[str, Any]
+    eval_raw: dict[str, Any]  # metric prefix -> untokenized rows (generation metrics), or None
     metrics_log: MetricsLog
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
+    stream: Any = None  # data.streaming: the shuffled stream, whose position checkpoints save
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
     started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
 
@@ -127,7 +130,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
         checkpoint = resolve_checkpoint(family, run.model)
         tokenizer = load_tokenizer(family, run.model, checkpoint)
-    task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
+    data = load_data(run, accelerator, tokenizer, family)
+    task = data.task
     method = run.plugins.method
     # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
     # numbers after the first set_seed; model heads and adapters must not depend on that.
@@ -149,10 +153,10 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     if accelerator.is_main_process:
         log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
 
-    def loader(split: str, shuffle: bool, batch_size: int) -> Any:
+    def loader(dataset: Any, shuffle: bool, batch_size: int) -> Any:
         return build_loader(
             run,
-            tokenized[split],
+            dataset,
             task.collate,
             shuffle,
             batch_size,
@@ -161,13 +165,11 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         )
 
     eval_batch = run.train.eval_batch_size or run.train.batch_size
-    train_loader = loader("train", True, run.train.batch_size)
-    eval_loaders = {
-        split: loader(split, False, eval_batch)
-        for split in ("validation", "test")
-        if split in tokenized
-    }
-    total_steps = count_steps(run, len(train_loader), accelerator.num_processes)
+    stream = shuffled_stream(run, data.train) if is_stream(data.train) else None
+    train_loader = loader(stream or data.train, True, run.train.batch_size)
+    eval_loaders = {s.prefix: loader(s.dataset, False, eval_batch) for s in data.eval_sets}
+    batches = None if stream else len(train_loader)  # a stream's length is not known
+    total_steps = count_steps(run, batches, accelerator.num_processes)
     method.prepare_model(run.peft, model, total_steps)
     optimizer = build_optimizer(run, model)
     scheduler = build_scheduler(run, optimizer, total_steps)
@@ -192,10 +194,11 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         scheduler,
         train_loader,
         dict(zip(eval_loaders, prepared_eval)),
-        raw_splits,
+        {s.prefix: s.raw for s in data.eval_sets},
         MetricsLog(run_dir, enabled=accelerator.is_main_process),
         total_steps,
         trackers,
+        stream,
     )
 
 
@@ -208,24 +211,21 @@ def weights_description(model: Any) -> str:
     return str(next(model.get_base_model().parameters()).dtype)
 
 
-def load_data(
-    run: RunConfig, accelerator: Any, tokenizer: Any, family: Any
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """(task, raw splits, tokenized splits): columns and labels are checked on the raw data."""
-    from framework.data.loading import load_raw_splits
-
-    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
-    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
-    task.check_columns(raw.splits, raw.describe)
-    task.fit_labels(raw.splits, raw.describe)
-    with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it
-        tokenized = tokenize_cached(run, task, tokenizer, raw.splits)
-    return task, raw.splits, tokenized
+def load_data(run: RunConfig, accelerator: Any, tokenizer: Any, family: Any) -> RunData:
+    """The run's task and tokenized data, every source's columns and labels checked on its raw
+    data (training/run_data.py); rank 0 fills the token cache, the others reuse it."""
+    data = prepare_data(run, tokenizer, family, first=accelerator.main_process_first)
+    if accelerator.is_main_process:
+        log_counts(data, run)
+    return data
 
 
-def count_steps(run: RunConfig, micro_batches: int, processes: int) -> int:
+def count_steps(run: RunConfig, micro_batches: int | None, processes: int) -> int:
     """Optimizer steps of the run: train.max_steps, else epochs x steps per epoch, where each
-    process sees 1/processes of the micro-batches and a step takes grad_accum of them."""
+    process sees 1/processes of the micro-batches and a step takes grad_accum of them (a stream,
+    of no known length, has train.max_steps)."""
+    if micro_batches is None or run.train.max_steps:
+        return run.train.max_steps or 0
     per_process = math.ceil(micro_batches / processes)
     steps_per_epoch = max(1, math.ceil(per_process / run.train.grad_accum))
     return run.train.max_steps or steps_per_epoch * run.train.epochs
@@ -240,6 +240,8 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
     setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
+    if setup.stream is not None and position.batch_in_epoch:
+        setup.stream.resume_at(saved["stream"])  # where the stream stood, not a re-read
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info(
@@ -275,19 +277,27 @@ def check_checkpoint_space(setup: Setup) -> None:
 
 # ---- evaluation and checkpoints (used by every phase) ---------------------------------------
 def evaluate(setup: Setup, step: int) -> dict[str, float]:
-    """Metrics on every held-out split (validation unprefixed, test as test_*), logged."""
+    """Metrics on every held-out split (validation unprefixed, test as test_*, each source's of
+    a mix as eval/<id>/...), logged."""
     setup.model.eval()
     results: dict[str, float] = {}
-    for split, loader in setup.eval_loaders.items():
-        prefix = "" if split == "validation" else f"{split}_"
+    for prefix, loader in setup.eval_loaders.items():
         scores = setup.task.evaluate(
-            setup.model, loader, setup.accelerator, raw=setup.raw_splits.get(split)
+            setup.model, loader, setup.accelerator, raw=setup.eval_raw.get(prefix)
         )
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
     setup.trackers.log("eval", results, step)
     return results
+
+
+def stream_position(setup: Setup, position: Position) -> dict[str, Any]:
+    """A streamed run's position in its stream after the micro-batches consumed this epoch (all
+    full but an epoch's last), for the checkpoint; {} for other runs."""
+    if setup.stream is None:
+        return {}
+    return {"stream": setup.stream.state_at(position.batch_in_epoch * setup.run.train.batch_size)}
 
 
 def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
@@ -314,7 +324,11 @@ def save(setup: Setup, position: Position) -> Path:
             setup.accelerator,
             setup.run_dir,
             position.step,
-            {**asdict(position), "best": setup.best.state_dict()},
+            {
+                **asdict(position),
+                "best": setup.best.state_dict(),
+                **stream_position(setup, position),
+            },
             setup.run.train.keep_last,
             config_yaml,
         )
@@ -407,7 +421,9 @@ def epoch_batches(setup: Setup, position: Position, resumed_rng: dict | None) ->
     """The rest of the current epoch's micro-batches (a resumed run skips those it consumed)."""
     loader = setup.train_loader
     loader.set_epoch(position.epoch)
-    if position.batch_in_epoch:
+    if setup.stream is not None:
+        setup.stream.set_epoch(position.epoch)  # resumes where restore() put it
+    elif position.batch_in_epoch:
         loader = setup.accelerator.skip_first_batches(loader, position.batch_in_epoch)
     batches = iter(loader)
     if resumed_rng is not None:  # after the iterator exists, as in the original run
