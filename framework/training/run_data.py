@@ -184,7 +184,7 @@ def _eval_sets(sources: list[LoadedSource], tasks: list[Any], tokenized: list[di
 
 
 def describe_counts(counts: list[SourceCounts]) -> list[str]:
-    """One line per source: its share, and examples and tokens per split."""
+    """One line per source: its share (of several), and examples and tokens per split."""
     lines = []
     for count in counts:
         parts = []
@@ -197,7 +197,8 @@ def describe_counts(counts: list[SourceCounts]) -> list[str]:
                 f"{split}: {examples} examples"
                 + (f", {tokens} tokens" if tokens is not None else "")
             )
-        lines.append(f"source {count.id} ({count.share}): " + "; ".join(parts))
+        named = f"source {count.id} ({count.share}): " if len(counts) > 1 else ""
+        lines.append(named + "; ".join(parts))
     return lines
 
 
