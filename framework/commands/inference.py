@@ -72,8 +72,8 @@ def evaluate_runs(run_dirs: list[Path], split: str) -> dict[str, dict[str, float
     from peft import PeftModel
     from torch.utils.data import DataLoader
 
-    from framework.data.loading import load_raw_splits
     from framework.peft.base import after_load
+    from framework.training.run_data import held_out_sets
 
     accelerator = Accelerator(cpu=True)
     results: dict[str, dict[str, float]] = {}
@@ -81,13 +81,7 @@ def evaluate_runs(run_dirs: list[Path], split: str) -> dict[str, dict[str, float
     loaded_key = None
     for index, run_dir in enumerate(run_dirs):
         run, task, _ = load_task(run_dir)
-        raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
-        if split not in raw.splits:
-            raise UserError(f"--split {split}: {run_dir} has splits {sorted(raw.splits)}")
-        subset = {split: raw.splits[split]}
-        task.check_columns(subset, raw.describe)
-        task.fit_labels({"train": raw.splits["train"], **subset}, raw.describe)
-        tokenized = task.tokenize(subset)
+        held_out = held_out_sets(run, task, split)  # a mix: also each source's, eval/<id>/...
         name = f"run{index}"
         if model is None or _base_key(run) != loaded_key:
             model = PeftModel.from_pretrained(
@@ -99,12 +93,15 @@ def evaluate_runs(run_dirs: list[Path], split: str) -> dict[str, dict[str, float
         model.set_adapter(name)
         after_load(model)
         model.eval()
-        loader = DataLoader(
-            tokenized[split],
-            batch_size=run.train.eval_batch_size or run.train.batch_size,
-            collate_fn=task.collate,
-        )
-        results[str(run_dir)] = task.evaluate(model, loader, accelerator, raw=raw.splits[split])
+        results[str(run_dir)] = {}
+        for held in held_out:
+            loader = DataLoader(
+                held.dataset,
+                batch_size=run.train.eval_batch_size or run.train.batch_size,
+                collate_fn=task.collate,
+            )
+            scores = task.evaluate(model, loader, accelerator, raw=held.raw)
+            results[str(run_dir)].update({f"{held.prefix}{k}": v for k, v in scores.items()})
     return results
 
 

@@ -225,3 +225,40 @@ def shuffled_stream(run: Any, train: Any) -> Any:
     return WindowShuffledStream(
         train, run.data.shuffle_buffer, run.data.shuffle_seed, lookahead=2 * run.train.batch_size
     )
+
+
+def held_out_sets(run: Any, task: Any, split: str) -> list[EvalSet]:
+    """One held-out split of a finished run's data as training evaluated it (`ft eval`): the
+    whole of it, and with several sources each source's (eval/<id>/...). `task` is the run's,
+    its label maps restored; each further source gets an instance of its own that takes them."""
+    from framework.core.errors import UserError
+
+    sources = load_sources(run)
+    sets: list[EvalSet] = []
+    parts = []
+    for index, source in enumerate(sources):
+        raw = source.raw
+        if split not in raw.splits:
+            raise UserError(
+                f"--split {split}: the data of {source.id} has splits {sorted(raw.splits)}"
+            )
+        subset = {split: raw.splits[split]}
+        reader = task
+        if index:
+            data = dataclasses.replace(run.data, columns=source.columns)
+            reader = run.plugins.task_class(run.task, data, task.tokenizer, task.family)
+        reader.check_columns(subset, raw.describe)
+        if index:
+            reader.restore_artifacts(task.artifacts())
+        reader.fit_labels({"train": raw.splits["train"], **subset}, raw.describe)
+        tokenized = reader.tokenize(subset)[split]
+        same = reader is task or (
+            reader.data.columns == task.data.columns and reader.roles() == task.roles()
+        )
+        parts.append(EvalSet(f"eval/{source.id}/", tokenized, raw.splits[split] if same else None))
+    if len(parts) == 1:
+        return [EvalSet("", parts[0].dataset, parts[0].raw)]
+    import datasets
+
+    sets.append(EvalSet("", datasets.concatenate_datasets([p.dataset for p in parts])))
+    return sets + parts

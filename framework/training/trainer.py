@@ -116,6 +116,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         dataloader_config=DataLoaderConfiguration(  # pinned batches copy to the GPU asynchronously
             use_seedable_sampler=True,
             non_blocking=run.train.pin_memory and profile.on_gpu(run.hardware),
+            # A stream is read by this process itself: accelerate would otherwise dispatch it
+            # from a loader without its seeded generator, which draws from the global RNG.
+            dispatch_batches=False if run.data.streaming else None,
         ),
         dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
         log_with=tracker_names(run) or None,
@@ -242,6 +245,13 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
     if setup.stream is not None and position.batch_in_epoch:
         setup.stream.resume_at(saved["stream"])  # where the stream stood, not a re-read
+        if setup.accelerator.is_main_process:
+            log.info(
+                "stream resumed at window %d, example %d of it (epoch %d)",
+                saved["stream"]["window"],
+                saved["stream"]["offset"],
+                saved["stream"]["epoch"],
+            )
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info(

@@ -215,3 +215,8 @@ def test_a_mixed_run_logs_and_evaluates_each_source(tmp_path, one_torch_thread, 
     for name in files:  # a row per source with its final metrics
         row = next(line for line in report.splitlines() if line.startswith(f"{name} "))
         assert f"{final[f'eval/{name}/perplexity']:.4f}" in row, report
+    # ft eval scores the trained adapter the same way: the whole held-out data and each source.
+    assert main(["eval", str(run_dir)]) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("eval_loss", *(f"eval/{name}/perplexity" for name in files)):
+        assert scored[key] == pytest.approx(final[key], rel=1e-4), key
