@@ -33,8 +33,7 @@ def check_data(run: RunConfig) -> list[str]:
                 f"{name}: {count} from {source.raw.describe(split)}; columns "
                 f"{', '.join(dataset.column_names)}; {_shown(run, tokenized.get(split))}"
             )
-    if several or run.data.block_size:
-        lines += describe_counts(data.counts)
+    lines += describe_counts(data.counts)  # a mix's sources, or the blocks of pretraining
     labels = getattr(data.task, "labels", None)
     if labels:
         lines.append(

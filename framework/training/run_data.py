@@ -52,7 +52,7 @@ class RunData:
     task: Any  # the run's task (the first source's instance)
     train: Any  # the mixed training split: a Dataset, or a stream (datasets.IterableDataset)
     eval_sets: list[EvalSet]
-    counts: list[SourceCounts]  # per source, in order
+    counts: list[SourceCounts]  # per source, in order (none for a single whole source)
     sources: list[LoadedSource]  # each source's raw splits
     tokenized: list[dict[str, Any]]  # each source's tokenized splits (before the mix)
 
@@ -76,7 +76,10 @@ def prepare_data(
             done = tokenize_cached(run, task, tokenizer, tables) if cache else task.tokenize(tables)
         streams = {s: d for s, d in splits.items() if is_stream(d)}
         tokenized.append({**done, **(task.tokenize(streams) if streams else {})})
-    counts = [_counts(source, parts) for source, parts in zip(sources, tokenized)]
+    # Counted where they say something (each pass over the tokens costs time on a big corpus):
+    # the sources of a mix, a counted source, the blocks of continued pretraining.
+    counted = len(sources) > 1 or sources[0].count is not None or run.data.block_size is not None
+    counts = [_counts(s, parts) for s, parts in zip(sources, tokenized)] if counted else []
     train = _mixed_train(run, sources, [parts["train"] for parts in tokenized], counts)
     return RunData(
         task=tasks[0],
@@ -203,10 +206,10 @@ def describe_counts(counts: list[SourceCounts]) -> list[str]:
 
 
 def log_counts(data: RunData, run: Any) -> None:
-    """The sources' counts in the log (a single source's: its examples and tokens)."""
+    """The sources' counts in the log (a single source's only where it is counted)."""
     for line in describe_counts(data.counts):
         log.info("data: %s", line)
-    probabilities = weights_of(run.data.sources) if len(data.counts) > 1 else None
+    probabilities = weights_of(run.data.sources) if len(data.sources) > 1 else None
     if probabilities:
         log.info(
             "data: sampled by weight (normalised: %s; stopping_strategy=%s, seed %d)",
