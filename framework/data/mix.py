@@ -36,12 +36,13 @@ class Mix:
 
 
 def source_ids(specs: list[SourceConfig]) -> list[str]:
-    """Each source's id: its `id`, else the stem of its train file, else its source's name; a
-    name that several sources share gets its position appended (files_0, files_1)."""
+    """Each source's id: its `id`, else the stem of its train file (or hub path), else its
+    source's name; a name that several sources share gets its position appended (files_0)."""
     named = []
     for spec in specs:
-        train = spec.source.get("train") if isinstance(spec.source, dict) else None
-        named.append(spec.id or (Path(str(train)).stem if train else spec.name))
+        options = spec.source if isinstance(spec.source, dict) else {}
+        where = options.get("train") or options.get("path")  # a file, or a hub dataset id
+        named.append(spec.id or (Path(str(where)).stem if where else spec.name))
     return [
         name if spec.id or named.count(name) == 1 else f"{name}_{index}"
         for index, (spec, name) in enumerate(zip(specs, named))
@@ -91,7 +92,13 @@ def mix_problems(data: DataConfig, mixes: bool) -> list[str]:
             f"data.sources[{missing}].weight: missing; give every source a weight (a sampled "
             f"mix) or none (concatenated: each source whole, or its count)"
         )
-    if data.streaming and len(data.sources) > 1 and not all(weighted):
+    counted = next((i for i, spec in enumerate(data.sources) if spec.count is not None), None)
+    if data.streaming and counted is not None:
+        found.append(
+            f"data.sources[{counted}].count: data.streaming=true reads a stream of unknown "
+            f"length; give the sources weights instead"
+        )
+    elif data.streaming and len(data.sources) > 1 and not all(weighted):
         found.append(
             "data.sources: data.streaming=true interleaves streams by weight; give every "
             "source a weight (concatenated streams would train on one source after the other)"

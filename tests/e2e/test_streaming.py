@@ -198,6 +198,16 @@ def test_streaming_refusals_name_the_key(tmp_path):
                 "data.streaming=true",
             ],
         )
+    with pytest.raises(UserError, match=r"data.sources\[0\].count: data.streaming=true reads"):
+        compose_and_validate(
+            RECIPE,
+            [
+                "data=mix",
+                f"data.sources=[{{name: files, source: {{train: {corpus}}}, count: 5}}]",
+                "data.streaming=true",
+                "train.max_steps=2",
+            ],
+        )
     # No validation split and nothing to hold out of a stream: at data time, naming the key.
     with pytest.raises(
         UserError, match=r"data.max_eval_examples: the data of data.source has no validation split"
