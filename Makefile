@@ -45,6 +45,7 @@ bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU: 2 workloads, median of 3 alt
 lint: $(STAMP)  ## ruff (lint + format check), the type checker and the import layers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## apply ruff's fixes and formatting

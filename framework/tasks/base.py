@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from framework.core.errors import UserError
-from framework.core.params import DataConfig, GroupParams
+from framework.core.params import DataConfig, GroupParams, RunView
 from framework.core.streams import is_stream
 from framework.store.run_dir import TASK_FILE
 
@@ -49,14 +49,14 @@ class Task:
     can_stream: ClassVar[bool] = False
     takes_blocks: ClassVar[bool] = False
 
-    def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
+    def __init__(self, params: TaskParams, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
         self.data = data
         self.tokenizer = tokenizer
         self.family = family
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> list[str]:
+    def params_problems(cls, params: TaskParams, run: RunView) -> list[str]:
         """Impossible task settings, found before anything is loaded; each names its key."""
         return []
 

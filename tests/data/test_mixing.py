@@ -99,7 +99,7 @@ def test_weights_are_relative_and_counts_take_or_repeat_examples():
     ],
 )
 def test_each_bad_source_is_one_line_naming_its_key(tmp_path, overrides, message):
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     for name in "AB":
         write_jsonl(tmp_path / f"{name}.jsonl", [{"text": "x"}])
@@ -110,18 +110,18 @@ def test_each_bad_source_is_one_line_naming_its_key(tmp_path, overrides, message
         for o in overrides
     ]
     with pytest.raises(UserError) as caught:
-        compose_and_validate("sft_tiny_llama_lora", ["data=mix", *overrides])
+        load_run("sft_tiny_llama_lora", ["data=mix", *overrides])
     assert message in str(caught.value), str(caught.value)
 
 
 def test_sources_without_data_mix_are_refused(tmp_path):
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     path = write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
     with pytest.raises(
         UserError, match=r"data.sources: set with data=files; several sources need data=mix"
     ):
-        compose_and_validate(
+        load_run(
             "sft_tiny_llama_lora",
             [
                 "data=files",

@@ -166,13 +166,13 @@ def test_a_killed_streamed_run_resumes_bit_equal(
 
 
 def test_streaming_refusals_name_the_key(tmp_path):
+    from framework.config.path import load_run
     from framework.core.errors import UserError
-    from framework.run.execute import compose_and_validate
 
     corpus = write_corpus(tmp_path / "c.jsonl", 10)
     base = ["data=files", f"data.source.train={corpus}", "data.streaming=true"]
     with pytest.raises(UserError) as caught:
-        compose_and_validate(
+        load_run(
             RECIPE,
             [*base, "train.max_steps=null", "train.num_workers=2", "train.group_by_length=true"],
         )
@@ -186,11 +186,11 @@ def test_streaming_refusals_name_the_key(tmp_path):
     )
     assert "train.group_by_length=true: a stream has no lengths to sort by" in text
     with pytest.raises(UserError, match=r"data.streaming=true: task=seq_cls reads its whole"):
-        compose_and_validate("seq_cls_tiny_bert_lora", [*base, "train.max_steps=2"])
+        load_run("seq_cls_tiny_bert_lora", [*base, "train.max_steps=2"])
     with pytest.raises(
         UserError, match=r"data.sources: data.streaming=true interleaves streams by weight"
     ):
-        compose_and_validate(
+        load_run(
             RECIPE,
             [
                 "data=mix",
@@ -199,7 +199,7 @@ def test_streaming_refusals_name_the_key(tmp_path):
             ],
         )
     with pytest.raises(UserError, match=r"data.sources\[0\].count: data.streaming=true reads"):
-        compose_and_validate(
+        load_run(
             RECIPE,
             [
                 "data=mix",
@@ -214,7 +214,5 @@ def test_streaming_refusals_name_the_key(tmp_path):
     ):
         from framework.data.loading import load_sources
 
-        _, run_config = compose_and_validate(
-            RECIPE, [*base, "train.max_steps=2", "data.max_eval_examples=null"]
-        )
+        run_config = load_run(RECIPE, [*base, "train.max_steps=2", "data.max_eval_examples=null"])
         load_sources(run_config)

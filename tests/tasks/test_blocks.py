@@ -119,13 +119,13 @@ def test_blocks_from_txt_parquet_and_a_stream(tokenizer, tmp_path):
 
 
 def test_block_size_refusals_name_the_key():
+    from framework.config.path import load_run
     from framework.core.errors import UserError
-    from framework.run.execute import compose_and_validate
 
     with pytest.raises(UserError) as caught:
-        compose_and_validate("sft_tiny_llama_lora", ["data.block_size=4", "task.format=messages"])
+        load_run("sft_tiny_llama_lora", ["data.block_size=4", "task.format=messages"])
     text = str(caught.value)
     assert "data.block_size=4: must be at least 8 tokens" in text
     assert "data.block_size=4: continued pretraining cuts `text` documents" in text
     with pytest.raises(UserError, match=r"data.block_size=64: task=seq_cls does not cut text"):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["data.block_size=64"])
+        load_run("seq_cls_tiny_bert_lora", ["data.block_size=64"])

@@ -303,10 +303,10 @@ def test_a_tokenizer_without_template_needs_an_explicit_choice(base_tokenizer) -
 
 
 def test_unknown_chat_template_is_refused_at_validation() -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match=r"task.chat_template=chatlm: not a template; use null"):
-        compose_and_validate("sft_tiny_llama_lora", ["task.chat_template=chatlm"])
+        load_run("sft_tiny_llama_lora", ["task.chat_template=chatlm"])
 
 
 # ---- generation with the same template --------------------------------------------------------
