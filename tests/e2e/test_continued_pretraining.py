@@ -12,8 +12,8 @@ from tests.helpers import metrics, train_recipe
 
 @pytest.mark.slow
 def test_real_smollm2_held_out_perplexity_falls_on_the_corpus(tmp_path, one_torch_thread):
-    # 12 steps of 4 blocks of 128 tokens (6144 tokens) of Rotten Tomatoes review text (8 min on
-    # 2 busy cores, 1.8 min of CPU time); the
+    # 12 steps of 4 blocks of 128 tokens (6144 tokens) of Rotten Tomatoes review text (3.5 to 8
+    # min on 2 shared cores, 2 min of CPU time); the
     # held-out perplexity is over 16 blocks cut from reviews the model does not train on.
     run_dir = train_recipe(
         "cpt_smollm2_lora",
