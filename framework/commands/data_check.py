@@ -25,13 +25,14 @@ def check_data(run: RunConfig) -> list[str]:
     data = prepare_data(run, tokenizer, family, cache=False)
     several = len(data.sources) > 1
     lines = []
-    for source, tokenized in zip(data.sources, data.tokenized):
+    for source, task, tokenized in zip(data.sources, data.tasks, data.tokenized):
         for split, dataset in source.raw.splits.items():
             name = f"{source.id} {split}" if several else split
             count = "streamed" if is_stream(dataset) else f"{len(dataset)} examples"
+            notes = "".join(f"; {note}" for note in task.data_notes(split))
             lines.append(
                 f"{name}: {count} from {source.raw.describe(split)}; columns "
-                f"{', '.join(dataset.column_names)}; {_shown(run, tokenized.get(split))}"
+                f"{', '.join(dataset.column_names)}; {_shown(run, tokenized.get(split))}{notes}"
             )
     lines += describe_counts(data.counts)  # a mix's sources, or the blocks of pretraining
     labels = getattr(data.task, "labels", None)
@@ -62,10 +63,13 @@ def _shown(run: RunConfig, tokenized: Any) -> str:
 
 
 def _lengths(dataset: Any) -> list[int]:
+    """Tokens per example: its input_ids, or its longest sequence (a pair's chosen or rejected);
+    of a stream, its first rows."""
     if dataset is None:
         return []
     if is_stream(dataset):
         return [len(row["input_ids"]) for row in dataset.take(STREAM_SAMPLE)]
-    if "input_ids" not in dataset.column_names:
+    columns = [c for c in dataset.column_names if c.endswith("input_ids")]
+    if not columns:
         return []
-    return [len(ids) for ids in dataset["input_ids"]]
+    return [max(len(ids) for ids in row) for row in zip(*(dataset[c] for c in columns))]

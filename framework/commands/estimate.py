@@ -45,6 +45,13 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
         f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
         f"optimizer {s.optimizer}",
     ]
+    objective = run.plugins.objective
+    if s.sequences > 1 or s.no_grad_forwards:
+        lines.append(
+            f"objective: {run.objective.name}: {s.sequences} sequences per example in one "
+            f"forward with gradients ({s.micro_batch * s.sequences} rows), "
+            f"{objective.no_grad_forwards} forward(s) without (reference, KL rows) per micro-batch"
+        )
     notes = {
         "weights": _weights_note(s, lay),
         "gradients": "fp32, trainable"
@@ -55,7 +62,8 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
         + (f", sharded /{lay.shards}" if lay.shard_optimizer and lay.shards > 1 else ""),
         "activations": f"{s.activation_bytes} B/element"
         + (", checkpointed" if s.gradient_checkpointing else ""),
-        "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
+        "logits": f"{LOGITS_COPIES + (s.no_grad_forwards > 0)} x fp32 "
+        f"{s.micro_batch * s.sequences}x{s.seq_len}x{f.vocab}"
         if f.vocab
         else "no vocabulary output",
         "runtime": "CUDA context + workspace" if s.on_gpu else "torch's CPU buffers",

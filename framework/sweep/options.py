@@ -12,7 +12,16 @@ from typing import Any
 from framework.core.errors import UserError
 
 # Keys that say where or how a run is stored, not what it computes: left out of the config hash.
-NOT_HASHED = ("run_dir", "overwrite", "output_root", "resume", "dry_run", "sweep")
+NOT_HASHED = (
+    "run_dir",
+    "overwrite",
+    "overwrite_old_run",
+    "allow_nonempty_run_dir",
+    "output_root",
+    "resume",
+    "dry_run",
+    "sweep",
+)
 
 
 SWEEP_OPTIONS = ("fail_fast", "conditional")  # sweep.<key>=value (not part of any run's config)
@@ -96,10 +105,11 @@ def config_hash(node: dict[str, Any]) -> str:
 
 
 def task_objective(run: Any) -> tuple[str, bool]:
-    """(primary metric, greater is better) of a run's task, as its Task class declares them."""
+    """(primary metric, greater is better) of a run: the task's, as its Task class declares them,
+    unless the objective judges by its own (a preference objective's accuracy)."""
     cls = run.plugins.task_class
+    judged_by = run.plugins.objective.judged_by
     try:  # some tasks pick the metric from their params (seq_cls multi_label, seq2seq)
-        task = cls(run.task, run.data, None, None)
-        return task.primary_metric, bool(task.greater_is_better)
+        return judged_by(cls(run.task, run.data, None, None))
     except Exception:  # a task that needs its tokenizer to be built: the class's declaration
-        return cls.primary_metric, bool(cls.greater_is_better)
+        return judged_by(cls)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from framework.core.errors import UserError
 from framework.core.params import DataConfig, GroupParams, RunView
+from framework.core.registry import TASKS
 from framework.core.streams import is_stream
 from framework.store.run_dir import TASK_FILE
 
@@ -48,6 +49,9 @@ class Task:
     # before training) and cuts text into data.block_size blocks (continued pretraining).
     can_stream: ClassVar[bool] = False
     takes_blocks: ClassVar[bool] = False
+    # The batches the task's collator gives, as objectives name them (framework/objectives/base):
+    # "task" = its own examples, trained by its own loss (objective cross_entropy).
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"task"})
 
     def __init__(self, params: TaskParams, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
@@ -59,6 +63,22 @@ class Task:
     def params_problems(cls, params: TaskParams, run: RunView) -> list[str]:
         """Impossible task settings, found before anything is loaded; each names its key."""
         return []
+
+    @classmethod
+    def tasks_giving(cls, data_kind: str) -> list[str]:
+        """Registered tasks whose batches are of `data_kind` (for messages)."""
+        return [name for name in TASKS.names() if data_kind in TASKS.get(name).data_kinds]
+
+    def use_objective(self, objective: Any, train: Any) -> None:
+        """Told once, before tokenization, which objective reads the batches (and the train
+        settings): a task that tokenizes differently for one takes it here."""
+
+    def use_fast_paths(self, chosen: Any) -> None:
+        """The speed choices of training/speed.py for this run (packing, logits_only, ...),
+        before any loader iterates: the collator follows them."""
+        self.packed = chosen.packed
+        self.packed_lengths = chosen.packed_lengths
+        self.logits_only = chosen.logits_only
 
     # ---- columns -------------------------------------------------------------------------
     def roles(self) -> dict[str, bool]:
@@ -150,6 +170,10 @@ class Task:
                 encoded, split, length_of or (lambda ex: len(ex["input_ids"]))
             )
         return encoded
+
+    def data_notes(self, split: str) -> list[str]:
+        """What tokenizing `split` dropped or cut, for `ft validate --data` (none by default)."""
+        return []
 
     def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[dict], int]) -> Any:
         """Under truncation=false, drop over-long examples; fail if none are left."""

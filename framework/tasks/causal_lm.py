@@ -189,12 +189,11 @@ class CausalLm(Task):
         return chat.conversation_of(row, self.format, columns, self.params.system_prompt, where)
 
     # ---- encoding ----------------------------------------------------------------------------------
-    def encode_conversation(
+    def conversation_ids(
         self, conversation: chat.Conversation, where: str = "row"
-    ) -> dict[str, Any]:
-        """input_ids and labels of one conversation (labels on the trained assistant turns, or on
-        everything with train_on=all), truncated to data.max_length. A turn the cut goes through
-        is left out of the loss entirely and counted in `cut_turns`."""
+    ) -> tuple[list[int], list[int]]:
+        """(input_ids, trained assistant turn per token or -1) of a whole conversation, rendered
+        with the chat template (or plain prompt + completion + eos without one); not truncated."""
         if not self._templated():
             if self.format == "messages":
                 raise UserError(
@@ -210,6 +209,15 @@ class CausalLm(Task):
             full = chat.render(self.tokenizer, conversation.turns, False, where)
             spans = chat.assistant_spans(self.tokenizer, conversation, full, where)
             ids, owner = chat.token_labels(self.tokenizer, full, spans)
+        return ids, owner
+
+    def encode_conversation(
+        self, conversation: chat.Conversation, where: str = "row"
+    ) -> dict[str, Any]:
+        """input_ids and labels of one conversation (labels on the trained assistant turns, or on
+        everything with train_on=all), truncated to data.max_length. A turn the cut goes through
+        is left out of the loss entirely and counted in `cut_turns`."""
+        ids, owner = self.conversation_ids(conversation, where)
         trained_turns = sorted({k for k in owner if k >= 0})
         if self.params.train_on == "last_assistant" and trained_turns:
             owner = [k if k == trained_turns[-1] else -1 for k in owner]

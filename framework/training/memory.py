@@ -100,6 +100,11 @@ class Settings:
     layout: MemoryLayout = field(default_factory=MemoryLayout)
     quantized_bytes: float | None = None  # bytes per quantizable weight (QLoRA), else None
     other_base_bytes: float | None = None  # bytes per other base weight when quantizing
+    # The objective's forwards: sequences per example in the forward with gradients (2: chosen
+    # and rejected concatenated) and forwards without gradients (a reference), whose logits
+    # exist beside the policy's while the step runs.
+    sequences: int = 1
+    no_grad_forwards: int = 0
 
 
 @dataclass
@@ -190,15 +195,16 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
     if lay.offload_optimizer:
         offloaded += optimizer
         optimizer = 0.0
-    tokens = settings.micro_batch * settings.seq_len
+    rows = settings.micro_batch * settings.sequences  # sequences one forward sees
+    tokens = rows * settings.seq_len
     per_block = block_elements(facts, settings, settings.seq_len)
     if settings.gradient_checkpointing:
         saved = facts.layers * facts.hidden + per_block  # block inputs + one block recomputed
     else:
         saved = facts.layers * per_block
     activations = saved * tokens * settings.activation_bytes
-    logits = LOGITS_COPIES * logits_buffer_bytes(
-        settings.micro_batch, settings.seq_len, facts.vocab
+    logits = (LOGITS_COPIES + (settings.no_grad_forwards > 0)) * logits_buffer_bytes(
+        rows, settings.seq_len, facts.vocab
     )
     components = {
         "weights": weights,
@@ -396,6 +402,8 @@ def run_settings(run: RunConfig) -> Settings:
         layout=layout,
         quantized_bytes=quantized if quantizes else None,
         other_base_bytes=other if quantizes else None,
+        sequences=run.plugins.objective.sequences_per_example,
+        no_grad_forwards=run.plugins.objective.no_grad_forwards,
     )
 
 

@@ -50,9 +50,11 @@ class RunData:
     """The tokenized data of a run."""
 
     task: Any  # the run's task (the first source's instance)
+    objective: Any  # the run's objective (the first source's task's: loss, evaluation)
     train: Any  # the mixed training split: a Dataset, or a stream (datasets.IterableDataset)
     eval_sets: list[EvalSet]
     counts: list[SourceCounts]  # per source, in order (none for a single whole source)
+    tasks: list[Any]  # each source's task instance (the first is `task`)
     sources: list[LoadedSource]  # each source's raw splits
     tokenized: list[dict[str, Any]]  # each source's tokenized splits (before the mix)
 
@@ -67,7 +69,7 @@ def prepare_data(
     """Read, check, tokenize and mix the run's sources. `cache`: through the token cache (else
     tokenized afresh, nothing written); `first` orders cache writes across ranks (rank 0 first)."""
     sources = load_sources(run)
-    tasks = _source_tasks(run, sources, tokenizer, family)
+    tasks, objectives = _source_tasks(run, sources, tokenizer, family)
     tokenized = []
     for source, task in zip(sources, tasks):
         splits = source.raw.splits
@@ -83,28 +85,36 @@ def prepare_data(
     train = _mixed_train(run, sources, [parts["train"] for parts in tokenized], counts)
     return RunData(
         task=tasks[0],
+        objective=objectives[0],
         train=train,
         eval_sets=_eval_sets(sources, tasks, tokenized),
         counts=counts,
+        tasks=tasks,
         sources=sources,
         tokenized=tokenized,
     )
 
 
-def _source_tasks(run: Any, sources: list[LoadedSource], tokenizer: Any, family: Any) -> list:
-    """A task instance per source, its columns and labels checked on the raw data."""
+def _source_tasks(
+    run: Any, sources: list[LoadedSource], tokenizer: Any, family: Any
+) -> tuple[list[Any], list[Any]]:
+    """A task instance per source, its columns and labels checked on the raw data, each told
+    which objective reads its batches before it tokenizes; and those objectives."""
     tasks: list[Any] = []
+    objectives: list[Any] = []
     for source in sources:
         data = (
             run.data if len(sources) == 1 else dataclasses.replace(run.data, columns=source.columns)
         )
         task = run.plugins.task_class(run.task, data, tokenizer, family)
+        objectives.append(run.plugins.objective(run.objective, task))
+        task.use_objective(objectives[-1], run.train)
         task.check_columns(source.raw.splits, source.raw.describe)
         if tasks:  # every source labelled as the first (a label it lacks is an error)
             task.restore_artifacts(tasks[0].artifacts())
         task.fit_labels(source.raw.splits, source.raw.describe)
         tasks.append(task)
-    return tasks
+    return tasks, objectives
 
 
 def _tokens(dataset: Any) -> int:
@@ -250,6 +260,8 @@ def held_out_sets(run: Any, task: Any, split: str) -> list[EvalSet]:
         if index:
             data = dataclasses.replace(run.data, columns=source.columns)
             reader = run.plugins.task_class(run.task, data, task.tokenizer, task.family)
+        # Before tokenizing, as in training: the objective decides what the task tokenizes.
+        reader.use_objective(run.plugins.objective(run.objective, reader), run.train)
         reader.check_columns(subset, raw.describe)
         if index:
             reader.restore_artifacts(task.artifacts())

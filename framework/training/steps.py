@@ -37,11 +37,11 @@ def micro_batch_groups(batches: Iterable, size: int) -> Iterator[list[dict[str, 
         yield group
 
 
-def loss_scale(task: Any, group: list[dict[str, Any]], accelerator: Any) -> Any:
+def loss_scale(objective: Any, group: list[dict[str, Any]], accelerator: Any) -> Any:
     """The factor turning a micro-batch's summed loss into its share of the step's mean: processes x
     grad_accum / items of the step (accelerate divides by grad_accum, DDP averages over processes).
     A device tensor; counting needs no host sync (a collective with several processes)."""
-    count = sum(task.count_items(batch) for batch in group)
+    count = sum(objective.count_items(batch) for batch in group)
     if accelerator.num_processes > 1:
         count = accelerator.reduce(count, "sum")
     return (accelerator.num_processes * accelerator.gradient_accumulation_steps) / count.clamp(
