@@ -34,12 +34,16 @@ from framework.core.errors import TrainingInterrupted, UserError, run_guarded
 from framework.core.streams import is_stream
 from framework.objectives.base import ObjectiveContext, reference_context
 from framework.store.checkpoint import (
+    base_fingerprint,
+    check_base,
     checkpoint_bytes,
     checkpoint_path,
     latest_checkpoint,
+    load_checkpoint_state,
     read_trainer_state,
     save_checkpoint,
     set_rng_state,
+    use_adapter_only_checkpoints,
 )
 from framework.store.logs import configure_logging, run_log
 from framework.store.redaction import redact
@@ -58,6 +62,7 @@ from framework.training.best import BestKeeper
 from framework.training.curves import write_run_curves
 from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.loaders import build_loader
+from framework.training.memory import optimizer_checkpoint_bytes
 from framework.training.meter import LossMeter
 from framework.training.model import REFERENCE_ADAPTER, build_model
 from framework.training.optim import build_optimizer, build_scheduler
@@ -69,6 +74,9 @@ from framework.training.steps import UpdateGuard, loss_scale, micro_batch_groups
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 
 log = logging.getLogger("ft")
+# Multi-process runs without a log interval: steps between two agreements on a stop signal or a
+# timed save (an agreement is one collective; a signal waits at most this many steps).
+AGREE_EVERY = 10
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Setup:
     metrics_log: MetricsLog
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
+    base: dict[str, Any]  # fingerprint of the frozen base (checkpoints record it, resume checks it)
     stream: Any = None  # data.streaming: the shuffled stream, whose position checkpoints save
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
     started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
@@ -140,6 +149,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
         checkpoint = resolve_checkpoint(family, run.model)
         tokenizer = load_tokenizer(family, run.model, checkpoint)
+    base = base_fingerprint(checkpoint, run.model.revision)
     data = load_data(run, accelerator, tokenizer, family)
     task, objective = data.task, data.objective
     method = run.plugins.method
@@ -196,6 +206,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     )
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
+    use_adapter_only_checkpoints(accelerator)  # the frozen base stays out of checkpoints
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
     if method_state is not None:
         accelerator.register_for_checkpointing(method_state)
@@ -217,6 +228,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         MetricsLog(run_dir, enabled=accelerator.is_main_process),
         total_steps,
         trackers,
+        base,
         stream,
     )
 
@@ -263,7 +275,8 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     first epoch's iterator exists, as in the original run). Loads the checkpoint's states."""
     if checkpoint is None:
         return Position(), None
-    setup.accelerator.load_state(str(checkpoint))
+    check_base(checkpoint, setup.base, setup.run.model.checkpoint or setup.run.model.name)
+    load_checkpoint_state(setup.accelerator, checkpoint)
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
     # keep_best / early stopping continue (an older checkpoint's best: from metrics.jsonl)
@@ -299,8 +312,15 @@ def evaluations(run_dir: Path) -> dict[int, dict[str, float]]:
 
 
 def checkpoint_space_needed(setup: Setup) -> int:
-    """Disk one checkpoint of this run takes (bytes, estimated)."""
-    return checkpoint_bytes(setup.model)
+    """Disk one checkpoint of this run takes (bytes, estimated): the trainable weights and the
+    optimizer's state, or the whole model where the hardware profile's checkpoints hold it."""
+    run, train = setup.run, setup.run.train
+    profile = run.plugins.profile
+    return checkpoint_bytes(
+        setup.accelerator.unwrap_model(setup.model),
+        optimizer_checkpoint_bytes(train.optimizer, profile.memory_layout(run.hardware, train)),
+        whole_model=profile.checkpoint_holds_base(run.hardware),
+    )
 
 
 def check_checkpoint_space(setup: Setup) -> None:
@@ -364,8 +384,9 @@ def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
 
 
 def save(setup: Setup, position: Position) -> Path:
-    """An atomic checkpoint of the whole training state at this position. A failed write (a full
-    disk) stops the run with one line: the checkpoint, the space it needs, the one kept."""
+    """An atomic checkpoint of the training state at this position (the frozen base aside). A
+    failed write (a full disk) stops the run with one line: the checkpoint, the space it needs,
+    the one kept."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
         path = save_checkpoint(
@@ -379,6 +400,7 @@ def save(setup: Setup, position: Position) -> Path:
             },
             setup.run.train.keep_last,
             config_yaml,
+            setup.base,
         )
     except OSError as error:
         raise TrainingInterrupted(save_failure(setup, position.step, error), exit_code=1) from None
@@ -457,14 +479,7 @@ def run_steps(
                         evaluate(setup, position.step),
                         lambda: export_adapter(setup, ADAPTER_DIR),
                     )
-                minutes_due = (
-                    run.train.save_every_minutes is not None
-                    and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
-                )
-                # One collective for both flags: ranks must agree before a collective save.
-                stop_now, minutes_due = any_rank(
-                    accelerator, signals.requested is not None, minutes_due
-                )
+                stop_now, minutes_due = stop_or_timed_save(setup, position, signals, last_save)
                 if stop_now or minutes_due or stopping or save_due(run.train, position.step):
                     settle(setup, position, guard)
                     path = save(setup, position)
@@ -595,6 +610,31 @@ def log_train(setup: Setup, position: Position, meter: LossMeter) -> dict[str, A
     setup.metrics_log.write(record)
     setup.trackers.log("train", record, position.step)
     return record
+
+
+def agree_due(train: Any, step: int, total_steps: int) -> bool:
+    """Steps at which the processes of a multi-process run agree on a stop signal and a timed
+    save: the settle steps, and every AGREE_EVERY steps when no log interval makes them frequent.
+    A signal or save_every_minutes is acted on at the first such step (one process: every step)."""
+    return settle_due(train, step, total_steps) or (not train.log_every and step % AGREE_EVERY == 0)
+
+
+def stop_or_timed_save(
+    setup: Setup, position: Position, signals: StopSignals, last_save: float
+) -> tuple[bool, bool]:
+    """(a stop signal arrived, train.save_every_minutes has passed), the same on every process:
+    they must agree before a collective save. One collective, and only at agree_due steps, so
+    that the steps between them never wait for the other processes (nor the host for the
+    device)."""
+    train, accelerator = setup.run.train, setup.accelerator
+    if accelerator.num_processes > 1 and not agree_due(train, position.step, setup.total_steps):
+        return False, False
+    minutes_due = (
+        train.save_every_minutes is not None
+        and time.monotonic() - last_save >= 60 * train.save_every_minutes
+    )
+    stop_now, minutes_due = any_rank(accelerator, signals.requested is not None, minutes_due)
+    return stop_now, minutes_due
 
 
 def any_rank(accelerator: Any, *flags: bool) -> tuple[bool, ...]:
