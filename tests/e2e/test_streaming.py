@@ -158,6 +158,11 @@ def test_a_killed_streamed_run_resumes_bit_equal(
     # of 24 blocks, with datasets' upstream state before that window (null only for window 0).
     assert state["batch_in_epoch"] * 4 == stream["window"] * 24 + stream["offset"], state
     assert (stream["upstream"] is None) == (stream["window"] == 0), stream
+    # An adapter-only checkpoint: the LoRA factors and no frozen base weight beside the position.
+    from safetensors.torch import load_file
+
+    saved = load_file(str(latest_checkpoint(killed) / "model.safetensors"))
+    assert saved and all("lora_" in name for name in saved), sorted(saved)[:5]
 
     code, _, err = run(["train", RECIPE, *mixed_stream(folder, killed), "resume=auto"])
     assert code == 0, err
