@@ -220,3 +220,34 @@ def test_a_mixed_run_logs_and_evaluates_each_source(tmp_path, one_torch_thread, 
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("eval_loss", *(f"eval/{name}/perplexity" for name in files)):
         assert scored[key] == pytest.approx(final[key], rel=1e-4), key
+
+
+def test_estimate_data_shape_is_the_mixed_train_split_and_a_stream_is_refused(tmp_path):
+    """`ft estimate --data` sizes the run by the data training sees: the mix of every source
+    (not the first source alone); a stream, whose lengths are unknown until read, is refused in
+    one line naming data.streaming."""
+    from framework.config.path import load_run
+    from framework.core.errors import UserError
+    from framework.training.memory import read_data_shape
+    from framework.training.run_data import prepare_data
+
+    run = load_run("sft_tiny_llama_lora", mix_overrides(three_sources(tmp_path)))
+    shape = read_data_shape(run)
+    family = run.plugins.family
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
+
+    tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
+    train = prepare_data(run, tokenizer, family).train
+    assert shape.lengths == tuple(sorted(map(len, train["input_ids"]), reverse=True))
+    streamed = load_run(
+        "sft_tiny_llama_lora",
+        [
+            "data=files",
+            f"data.source.train={three_sources(tmp_path)['chat'][0]}",
+            "data.streaming=true",
+            "train.max_steps=2",
+            "data.max_eval_examples=2",
+        ],
+    )
+    with pytest.raises(UserError, match=r"ft estimate --data: data.streaming=true reads"):
+        read_data_shape(streamed)
