@@ -179,8 +179,8 @@ def evaluate_runs(
     from peft import PeftModel
     from torch.utils.data import DataLoader
 
-    from framework.data.loading import load_raw_splits
     from framework.peft.base import after_load
+    from framework.training.run_data import held_out_sets
 
     results: dict[str, dict[str, float]] = {}
     model, loaded_key, accelerator = None, None, None
@@ -191,13 +191,7 @@ def evaluate_runs(
         accelerator = accelerator or Accelerator(cpu=placement.device == "cpu")
         placement = on_accelerator_device(placement, accelerator)
         print(f"ft eval {run_dir}: {describe(placement)}", file=sys.stderr)
-        raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
-        if split not in raw.splits:
-            raise UserError(f"--split {split}: {run_dir} has splits {sorted(raw.splits)}")
-        subset = {split: raw.splits[split]}
-        task.check_columns(subset, raw.describe)
-        task.fit_labels({"train": raw.splits["train"], **subset}, raw.describe)
-        tokenized = task.tokenize(subset)
+        held_out = held_out_sets(run, task, split)  # a mix: also each source's, eval/<id>/...
         name = f"run{index}"
         if model is None or (_base_key(run), placement) != loaded_key:
             model = PeftModel.from_pretrained(
@@ -209,18 +203,19 @@ def evaluate_runs(
         model.set_adapter(name)
         after_load(model)
         place(model, placement).eval()  # a newly loaded adapter goes to the device too
-        loader = DataLoader(
-            tokenized[split],
-            batch_size=run.train.eval_batch_size or run.train.batch_size,
-            collate_fn=task.collate,
-        )
-        on_device = prepare_data_loader(
-            loader, torch.device(placement.device), 1, 0, put_on_device=True
-        )
-        with autocast(placement):
-            results[str(run_dir)] = task.evaluate(
-                model, on_device, accelerator, raw=raw.splits[split]
+        results[str(run_dir)] = {}
+        for held in held_out:
+            loader = DataLoader(
+                held.dataset,
+                batch_size=run.train.eval_batch_size or run.train.batch_size,
+                collate_fn=task.collate,
             )
+            on_device = prepare_data_loader(
+                loader, torch.device(placement.device), 1, 0, put_on_device=True
+            )
+            with autocast(placement):
+                scores = task.evaluate(model, on_device, accelerator, raw=held.raw)
+            results[str(run_dir)].update({f"{held.prefix}{k}": v for k, v in scores.items()})
     return results
 
 

@@ -122,11 +122,13 @@ def report(run_dir: Path) -> str:
         f"run: {run_dir}",
         f"{'metric':<22}{'before':>10}{'after':>10}" + (f"{'last':>10}" if kept_best else ""),
     ]
-    for key, after in summary["final"].items():
+    overall, per_source = split_by_source(summary["final"])
+    for key, after in overall.items():
         before = summary.get("baseline", {}).get(key)
         lines.append(
             f"{key:<22}{_num(before)}{_num(after)}" + (_num(last.get(key)) if kept_best else "")
         )
+    lines += source_table(per_source, split_by_source(summary.get("baseline", {}))[1])
     if kept_best:
         lines.append(
             f"after: the kept adapter (adapter/), the best evaluation at step "
@@ -151,6 +153,43 @@ def report(run_dir: Path) -> str:
     if facts["stopped_early"]:
         lines.append(f"stopped early: {facts['stopped_early']}")
     return "\n".join(lines)
+
+
+def split_by_source(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """(metrics of the whole data, {source id: its metrics}): a mixed run (data=mix) logs each
+    source's as eval/<id>/<metric>."""
+    overall: dict[str, Any] = {}
+    per_source: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/", 2)
+        if len(parts) == 3 and parts[0] == "eval":
+            per_source.setdefault(parts[1], {})[parts[2]] = value
+        else:
+            overall[key] = value
+    return overall, per_source
+
+
+def source_table(final: dict[str, dict], baseline: dict[str, dict]) -> list[str]:
+    """Each source's final metrics (and before -> after where the run evaluated a baseline),
+    one row per source."""
+    if not final:
+        return []
+    names = list(dict.fromkeys(k for metrics in final.values() for k in metrics))
+    width = max(len("source"), *(len(s) for s in final)) + 2
+    lines = [
+        "per source (eval/<source>/<metric>):",
+        f"{'source':<{width}}" + "".join(f"{n:>22}" for n in names),
+    ]
+    for source, metrics in final.items():
+        cells = []
+        for name in names:
+            before = baseline.get(source, {}).get(name)
+            after = _num(metrics.get(name)).strip()
+            cells.append(
+                f"{(_num(before).strip() + ' -> ' if before is not None else '') + after:>22}"
+            )
+        lines.append(f"{source:<{width}}" + "".join(cells))
+    return lines
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

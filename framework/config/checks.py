@@ -90,6 +90,62 @@ def model_problems(run: RunView, family: Any, config: Any) -> list[str]:
     return found
 
 
+def data_problems(run: Any) -> list[str]:
+    """The sources of data=mix, streaming and continued-pretraining blocks against the task, the
+    training settings and the hardware."""
+    from framework.data.mix import mix_problems
+
+    data, train, task = run.data, run.train, run.plugins.task_class
+    found = mix_problems(data, getattr(run.plugins.source, "mixes", False))
+    for index, (entry, params) in enumerate(zip(run.plugins.sources, run.data_sources)):
+        # The entry names its own keys as data.source.*; here they sit in data.sources[i].source.
+        found += [
+            problem.replace("data.source.", f"data.sources[{index}].source.", 1)
+            for problem in entry.problems(params)
+        ]
+    if data.streaming:
+        if train.max_steps is None:
+            found.append(
+                "data.streaming=true: a stream has no length to count epochs in; set "
+                "train.max_steps=N"
+            )
+        if not task.can_stream:
+            found.append(
+                f"data.streaming=true: task={run.task.name} reads its whole training split "
+                f"before training (labels, lengths); stream with task=causal_lm, or set "
+                f"data.streaming=false"
+            )
+        if train.num_workers:
+            found.append(
+                f"train.num_workers={train.num_workers}: data.streaming=true reads the stream in "
+                f"the training process (its position is saved with each checkpoint); set "
+                f"train.num_workers=0"
+            )
+        if train.group_by_length:
+            found.append(
+                "train.group_by_length=true: a stream has no lengths to sort by; set "
+                "train.group_by_length=false (data.shuffle_buffer shuffles the stream)"
+            )
+        processes = run.plugins.profile.world_size(run.hardware)
+        if processes > 1:
+            found.append(
+                f"data.streaming=true: streams are read by one process; this run starts "
+                f"{processes} (hardware={run.hardware.name}). Use one process, or "
+                f"data.streaming=false"
+            )
+    if data.shuffle_buffer < 0:
+        found.append(f"data.shuffle_buffer={data.shuffle_buffer}: must be >= 0 (0 = stream order)")
+    if data.block_size is not None:
+        if data.block_size < 8:
+            found.append(f"data.block_size={data.block_size}: must be at least 8 tokens")
+        if not task.takes_blocks:
+            found.append(
+                f"data.block_size={data.block_size}: task={run.task.name} does not cut text into "
+                f"blocks; continued pretraining is task=causal_lm (text documents)"
+            )
+    return found
+
+
 BASE_KEYS = ("name", "checkpoint", "revision", "gguf_file", "random_init")  # what makes the base
 
 
@@ -201,6 +257,7 @@ def combination_problems(run: RunView) -> list[str]:
     found += plugins.task_class.params_problems(run.task, run)
     found += objective_problems(run) + adapter_problems(run)
     found += plugins.source.problems(run.data_source)
+    found += data_problems(run)
     for name, params in run.logger.items():
         found += plugins.loggers[name].problems(params)
     found += _train_problems(run.train) + best_problems(run.train)

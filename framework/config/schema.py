@@ -108,9 +108,10 @@ class Plugins:
     method: type[PeftMethod]  # peft.name
     task_class: type[Task]  # task.name (the Task class; a run builds its instance)
     profile: type[HardwareProfile]  # hardware.name
-    source: Any  # data.name: a data source entry (files, hub, a built-in dataset)
+    source: Any  # data.name: a data source entry (files, hub, a built-in dataset, mix)
     loggers: Mapping[str, type[Logger]]  # logger name -> its entry, in the order given
     objective: type[Objective]  # objective.name (cross_entropy when the recipe names none)
+    sources: tuple[Any, ...] = ()  # data=mix: the entry of each data.sources[i].name, in order
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -129,6 +130,7 @@ class RunConfig(RunSettings):
     objective: ObjectiveParams  # what the run optimises; the task's own loss by default
     plugins: Plugins = field(repr=False)
     data_source: Any = None  # typed `data.source`, per the data source's Params
+    data_sources: tuple[Any, ...] = ()  # data=mix: typed data.sources[i].source, in order
     # where the config came from: the composed recipe (recipe, overrides, chosen presets) or the
     # saved file a launched rank reads
     origin: ConfigOrigin = field(repr=False, compare=False)
@@ -314,6 +316,7 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
             data_source = words.check(source.Params, data.source, "data.source", problems)
         except UserError as error:
             problems.append(str(error))
+    sources, sources_params = _mixed_sources(data, words, problems)
     top = {k: node[k] for k in TOP_LEVEL_KEYS if k in node}
     top_checked = words.check(RunSettings, top, "", problems)
     if problems:
@@ -328,12 +331,14 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
         source=source,
         loggers=logger_entries_found,
         objective=entries["objective"],
+        sources=sources,
     )
     run = RunConfig(
         **params,
         plugins=plugins,
         architecture=plugins.family.checkpoint_config(params["model"]),
         data_source=data_source,
+        data_sources=sources_params,
         origin=where,
         raw=node,
         **dataclasses.asdict(top_checked),
@@ -342,6 +347,26 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
 
     check_combination(run)
     return run
+
+
+def _mixed_sources(
+    data: DataConfig | None, words: UnknownKeys, problems: list[str]
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(registry entry, typed options) of each of data.sources (data=mix), in order."""
+    entries, options = [], []
+    for index, spec in enumerate(data.sources if data is not None else []):
+        key = f"data.sources[{index}]"
+        try:
+            entry = DATASETS.get(spec.name, key=f"{key}.name")
+        except UserError as error:
+            problems.append(str(error))
+            continue
+        if getattr(entry, "mixes", False):
+            problems.append(f"{key}.name={spec.name}: a source of a mix cannot be a mix")
+            continue
+        entries.append(entry)
+        options.append(words.check(entry.Params, spec.source, f"{key}.source", problems))
+    return tuple(entries), tuple(options)
 
 
 def _checkpoint_replaces_random_init(node: dict[str, Any]) -> dict[str, Any]:

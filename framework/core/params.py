@@ -70,18 +70,45 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
-class DataConfig:
-    """Where examples come from and how they are cut (the `data` group)."""
+class SourceConfig:
+    """One entry of `data.sources` (data=mix): a source with its own options and columns, and its
+    share of the training examples: a sampling `weight`, a fixed `count`, or (neither) all of it."""
 
     name: str  # a data source: files, hub, or a built-in dataset (`ft list data`)
     source: dict[str, Any] = field(default_factory=dict)  # the source's own options
+    columns: dict[str, str] = field(default_factory=dict)  # role -> column, over data.columns
+    id: str | None = None  # its name in logs and metric keys (eval/<id>/...); default: the name
+    weight: float | None = None  # sampling weight, relative (normalised over the sources)
+    count: int | None = None  # or: exactly this many training examples (a smaller source repeats)
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where examples come from and how they are cut (the `data` group)."""
+
+    name: str  # a data source: files, hub, a built-in dataset, or mix (`ft list data`)
+    source: dict[str, Any] = field(default_factory=dict)  # the source's own options
     columns: dict[str, str] = field(default_factory=dict)  # task role -> column in the data
+    # data=mix: the sources mixed into one run (weighted: datasets.interleave_datasets; counts or
+    # whole sources: concatenated), each validated and evaluated on its own as well
+    sources: list[SourceConfig] = field(default_factory=list)
+    # weighted mix: stop at the first source that runs out, or oversample until all have
+    stopping_strategy: Literal[
+        "first_exhausted", "all_exhausted", "all_exhausted_without_replacement"
+    ] = "first_exhausted"
+    # read the training split as a stream (datasets.IterableDataset), never all of it at once;
+    # needs train.max_steps
+    streaming: bool = False
+    shuffle_buffer: int = 10_000  # streaming: examples shuffled together (0 = stream order)
+    # continued pretraining: `text` documents joined with the end-of-document token and cut into
+    # blocks of this many tokens, every token trained (data.max_length does not apply)
+    block_size: int | None = None
     validation_split: float = 0.1  # held-out fraction when the data has no validation split
     max_length: int = 256  # tokens per example
     truncation: bool = True  # false: drop (and count) examples longer than max_length
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
-    shuffle_seed: int = 0  # seed of the train/validation split made by ft
+    shuffle_seed: int = 0  # seed of the held-out split, the mix and the streaming shuffle
 
 
 class RunView(Protocol):
@@ -134,6 +161,9 @@ class RunView(Protocol):
 
     @property
     def data_source(self) -> Any: ...  # the data source's typed params
+
+    @property
+    def data_sources(self) -> tuple[Any, ...]: ...  # data=mix: each source's typed params
 
     @property
     def architecture(self) -> dict[str, Any] | None: ...  # config.json as validation read it

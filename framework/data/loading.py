@@ -1,5 +1,9 @@
-"""Load the raw splits of a run: read the source, check it is non-empty, hold out a validation
-split when the data has none, and cap the example counts. Tokenization is the task's job."""
+"""Load the raw splits of a run: read each source, check it is non-empty, hold out a validation
+split when the data has none, and cap the example counts. Tokenization is the task's job.
+
+A run reads one source (`data.source`), or several (data=mix: `data.sources`), each loaded the
+same way. With data.streaming the training split is a `datasets.IterableDataset` read as training
+consumes it; held-out splits are small and stay ordinary (memory-mapped) datasets."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 from framework.core.errors import UserError
 from framework.core.params import DataConfig
+from framework.core.streams import is_stream, with_columns
 
 
 @dataclass
@@ -22,27 +27,40 @@ class RawSplits:
         return self.origins.get(split, "the data")
 
 
+@dataclass
+class LoadedSource:
+    """One source of a run: its raw splits and its share of the training examples."""
+
+    id: str  # its name in logs and metric keys (eval/<id>/...)
+    raw: RawSplits
+    columns: dict[str, str]  # task role -> column of this source (data.columns, then its own)
+    weight: float | None = None  # sampling weight (data=mix), relative
+    count: int | None = None  # or a fixed number of training examples
+
+
 def data_cache_dir() -> Path:
     from framework.core.cache import cache_root
 
     return cache_root() / "data"
 
 
-def _read_file(path: Path, fmt: str, split: str) -> Any:
+def _read_file(path: Path, fmt: str, key: str, streaming: bool = False, **options: Any) -> Any:
+    """One split's file as a Dataset (a stream with `streaming`); `key` names it in errors."""
     import datasets
 
     if not path.is_file():
-        raise UserError(f"data.source.{split}: file not found: {path}")
+        raise UserError(f"{key}: file not found: {path}")
     if _is_blank(path):
-        raise UserError(
-            f"data.source.{split}: {path} is empty. Point data.source.{split} at a "
-            f"file with examples"
-        )
+        raise UserError(f"{key}: {path} is empty. Point {key} at a file with examples")
     try:
         if fmt == "conll":
             return datasets.Dataset.from_list(read_conll(path))
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        return datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        if fmt == "text" and options.get("sample_by"):
+            kwargs["sample_by"] = options["sample_by"]
+        return datasets.load_dataset(
+            fmt, data_files=str(path), split="train", streaming=streaming, **kwargs
+        )
     except UserError:
         raise
     except Exception as error:  # pyarrow/json/csv parser errors differ by format
@@ -50,7 +68,7 @@ def _read_file(path: Path, fmt: str, split: str) -> Any:
         if fmt == "json":
             message = _first_bad_json_line(path) or message
         raise UserError(
-            f"data.source.{split}: cannot read {path} as {fmt}: {message}. "
+            f"{key}: cannot read {path} as {fmt}: {message}. "
             f"Check the file's format (set data.source.format if the suffix is wrong)"
         ) from None
 
@@ -94,53 +112,132 @@ def _first_bad_json_line(path: Path) -> str:
     return ""
 
 
-def load_raw_splits(entry: Any, data: DataConfig, source_params: Any) -> RawSplits:
-    """Return train and validation (and test, if given) as raw datasets, read by the run's data
-    source `entry` (run.plugins.source)."""
-    from framework.data.sources import FORMATS
-
-    raw = RawSplits(splits={})
-    if hasattr(entry, "load"):
-        raw.splits = entry.load(source_params)
-        raw.origins = {
-            s: f"{data.name} dataset '{getattr(source_params, 'path', '')}'" for s in raw.splits
-        }
-    else:
-        files = entry.materialize(source_params, data_cache_dir())
-        forced = getattr(source_params, "format", None)
-        for split, path in files.items():
-            fmt = forced or FORMATS.get(path.suffix.lower(), "json")
-            raw.splits[split] = _read_file(path, fmt, split)
-            raw.origins[split] = str(path)
+def load_raw_splits(
+    entry: Any, data: DataConfig, source_params: Any, key: str = "data.source"
+) -> RawSplits:
+    """Return train and validation (and test, if given) as raw datasets, read by a data source
+    `entry` (run.plugins.source, or one of run.plugins.sources) with its typed options; `key`
+    is where those options are set (error messages name it). With data.streaming the train split
+    is a stream."""
+    raw = _read_source(entry, data, source_params, key)
     for split, dataset in raw.splits.items():
-        if len(dataset) == 0:
+        if not is_stream(dataset) and len(dataset) == 0:
             raise UserError(
                 f"data: split '{split}' of {raw.describe(split)} is empty. "
-                f"Fix: point data.source at a file with examples"
+                f"Fix: point {key} at a file with examples"
             )
     if "train" not in raw.splits:
-        raise UserError(f"data: {data.name} has no train split")
+        raise UserError(f"{key}: {data.name} has no train split")
     if "validation" not in raw.splits:
-        if not 0.0 < data.validation_split < 1.0 or len(raw.splits["train"]) < 2:
-            raise UserError(
-                f"data.validation_split={data.validation_split}: the data has no "
-                f"validation split, so ft needs a fraction in (0, 1) of a train split "
-                f"with at least 2 examples to hold out"
-            )
-        held = raw.splits["train"].train_test_split(
-            test_size=data.validation_split, seed=data.shuffle_seed
-        )
-        raw.splits["train"], raw.splits["validation"] = held["train"], held["test"]
-        raw.origins["validation"] = f"{raw.describe('train')} (held-out {data.validation_split:g})"
+        _hold_out(raw, data, key)
     caps = {
         "train": data.max_train_examples,
         "validation": data.max_eval_examples,
         "test": data.max_eval_examples,
     }
     for split, cap in caps.items():
-        if cap is not None and split in raw.splits and len(raw.splits[split]) > cap:
+        if cap is None or split not in raw.splits:
+            continue
+        if is_stream(raw.splits[split]):
+            raw.splits[split] = raw.splits[split].take(cap)
+        elif len(raw.splits[split]) > cap:
             raw.splits[split] = raw.splits[split].select(range(cap))
+    for split in ("validation", "test"):  # held-out splits are small: read them once, here
+        if split in raw.splits and is_stream(raw.splits[split]):
+            raw.splits[split] = _materialized(raw.splits[split], data, f"{key} ({split})")
+    if is_stream(raw.splits["train"]):
+        raw.splits["train"] = with_columns(raw.splits["train"])
     return raw
+
+
+def _read_source(entry: Any, data: DataConfig, source_params: Any, key: str) -> RawSplits:
+    """The splits as the source gives them: loaded by the entry itself (hub), or from the
+    files it names or writes (files, built-in datasets)."""
+    from framework.data.sources import FORMATS
+
+    raw = RawSplits(splits={})
+    if hasattr(entry, "load"):
+        raw.splits = entry.load(source_params, streaming=data.streaming)
+        raw.origins = {
+            s: f"{data.name} dataset '{getattr(source_params, 'path', '')}'" for s in raw.splits
+        }
+        return raw
+    files = entry.materialize(source_params, data_cache_dir())
+    forced = getattr(source_params, "format", None)
+    sample_by = getattr(source_params, "sample_by", None)
+    for split, path in files.items():
+        fmt = forced or FORMATS.get(path.suffix.lower(), "json")
+        # Only the training split streams: held-out splits are read whole (memory-mapped Arrow).
+        stream = data.streaming and split == "train" and fmt != "conll"
+        raw.splits[split] = _read_file(
+            path, fmt, f"{key}.{split}", streaming=stream, sample_by=sample_by
+        )
+        raw.origins[split] = str(path)
+    return raw
+
+
+def _hold_out(raw: RawSplits, data: DataConfig, key: str) -> None:
+    """A validation split cut from train: a seeded fraction of a table, or the first
+    data.max_eval_examples rows of a stream (which has no length to take a fraction of)."""
+    train = raw.splits["train"]
+    if is_stream(train):
+        if not data.max_eval_examples:
+            raise UserError(
+                f"data.max_eval_examples: the data of {key} has no validation split and "
+                f"data.streaming=true reads train as a stream, which has no length to hold "
+                f"out a fraction of. Fix: data.max_eval_examples=N (its first N rows are "
+                f"held out) or a validation split ({key}.validation)"
+            )
+        held = data.max_eval_examples
+        raw.splits["validation"] = train.take(held)
+        raw.splits["train"] = train.skip(held)
+        raw.origins["validation"] = f"{raw.describe('train')} (its first {held} rows)"
+        return
+    if not 0.0 < data.validation_split < 1.0 or len(train) < 2:
+        raise UserError(
+            f"data.validation_split={data.validation_split}: the data has no "
+            f"validation split, so ft needs a fraction in (0, 1) of a train split "
+            f"with at least 2 examples to hold out"
+        )
+    held = train.train_test_split(test_size=data.validation_split, seed=data.shuffle_seed)
+    raw.splits["train"], raw.splits["validation"] = held["train"], held["test"]
+    raw.origins["validation"] = f"{raw.describe('train')} (held-out {data.validation_split:g})"
+
+
+def _materialized(stream: Any, data: DataConfig, where: str) -> Any:
+    """A streamed held-out split as an ordinary Dataset: at most data.max_eval_examples rows."""
+    import datasets
+
+    if not data.max_eval_examples:
+        raise UserError(
+            f"data.max_eval_examples: {where} is a stream (data.streaming=true), and ft "
+            f"evaluates a held-out split whole. Fix: data.max_eval_examples=N (its first N rows)"
+        )
+    rows = list(stream.take(data.max_eval_examples))
+    if not rows:
+        raise UserError(f"data: {where} is empty. Fix: point it at a split with examples")
+    return datasets.Dataset.from_list(rows)
+
+
+def load_sources(run: Any) -> list[LoadedSource]:
+    """Every source of a run, loaded: data.source alone, or each of data.sources (data=mix)
+    with its id, columns and share."""
+    data = run.data
+    if not getattr(run.plugins.source, "mixes", False):
+        raw = load_raw_splits(run.plugins.source, data, run.data_source)
+        return [LoadedSource(data.name, raw, dict(data.columns))]
+    from framework.data.mix import source_ids
+
+    loaded = []
+    ids = source_ids(data.sources)
+    for index, (spec, entry, params) in enumerate(
+        zip(data.sources, run.plugins.sources, run.data_sources)
+    ):
+        raw = load_raw_splits(entry, data, params, key=f"data.sources[{index}].source")
+        raw.origins = {split: f"source '{ids[index]}' ({o})" for split, o in raw.origins.items()}
+        columns = {**data.columns, **spec.columns}
+        loaded.append(LoadedSource(ids[index], raw, columns, spec.weight, spec.count))
+    return loaded
 
 
 def read_conll(path: Any) -> list[dict[str, list[str]]]:

@@ -27,6 +27,8 @@ class FilesParams:
     validation: str | None = None  # null: ft holds out data.validation_split of train
     test: str | None = None  # optional final held-out split
     format: Literal["json", "csv", "parquet", "text", "conll"] | None = None  # null: from suffix
+    # text files: one example per line, per blank-line-separated paragraph, or per file
+    sample_by: Literal["line", "paragraph", "document"] = "line"
 
 
 @DATASETS.register("files")
@@ -89,12 +91,13 @@ class Hub:
         return []
 
     @classmethod
-    def load(cls, params: HubParams) -> dict[str, Any]:
+    def load(cls, params: HubParams, streaming: bool = False) -> dict[str, Any]:
+        """The splits named by params; with `streaming`, as streams (datasets.IterableDataset)."""
         import datasets
 
         try:
             loaded = datasets.load_dataset(
-                params.path, params.config_name, revision=params.revision
+                params.path, params.config_name, revision=params.revision, streaming=streaming
             )
         except Exception as error:  # offline, unknown name, ...: one line for the user
             raise UserError(

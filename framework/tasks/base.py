@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from framework.core.errors import UserError
 from framework.core.params import DataConfig, GroupParams, RunView
 from framework.core.registry import TASKS
+from framework.core.streams import is_stream
 from framework.store.run_dir import TASK_FILE
 
 
@@ -53,6 +54,10 @@ class Task:
     # on and the model's logits are exactly its head's (checked at set-up).
     can_fuse_loss: ClassVar[bool] = False
     fused_head: Any = None
+    # Whether tokenize() takes a streamed training split (data.streaming: nothing read whole
+    # before training) and cuts text into data.block_size blocks (continued pretraining).
+    can_stream: ClassVar[bool] = False
+    takes_blocks: ClassVar[bool] = False
     # The batches the task's collator gives, as objectives name them (framework/objectives/base):
     # "task" = its own examples, trained by its own loss (objective cross_entropy).
     data_kinds: ClassVar[frozenset[str]] = frozenset({"task"})
@@ -158,13 +163,20 @@ class Task:
         """Tokenize one split with batched `datasets.map` (cached by fingerprint), replacing its
         columns with encode's output; under data.truncation=false, drop over-long examples
         (length_of gives an example's length in tokens; default: its input_ids)."""
+        streamed = is_stream(dataset)  # mapped lazily, as training reads it: no progress bar
         encoded = dataset.map(
             encode,
             batched=True,
             remove_columns=dataset.column_names,
             fn_kwargs=fn_kwargs,
-            desc=f"tokenizing {split}",
+            **({} if streamed else {"desc": f"tokenizing {split}"}),
         )
+        if streamed:
+            limit = self.data.max_length
+            measure = length_of or (lambda ex: len(ex["input_ids"]))
+            return (
+                encoded if self.data.truncation else encoded.filter(lambda e: measure(e) <= limit)
+            )
         if not self.data.truncation:
             encoded = self.drop_too_long(
                 encoded, split, length_of or (lambda ex: len(ex["input_ids"]))

@@ -15,12 +15,19 @@ from typing import Any, Literal
 
 from framework.core.errors import UserError
 from framework.core.registry import TASKS
-from framework.tasks import chat, packing, token_loss
+from framework.core.streams import is_stream
+from framework.tasks import blocks, chat, packing, token_loss
 from framework.tasks.base import Task, TaskParams, safe_exp
 from framework.tasks.chat import IGNORE_INDEX
 
 log = logging.getLogger("ft")
 FORMATS = ("messages", "prompt_completion", "text")
+
+
+def _has_labels(example: dict[str, Any]) -> bool:
+    """Whether any token of an example carries the loss (one whose trained turns were all cut
+    off teaches nothing)."""
+    return any(label != IGNORE_INDEX for label in example["labels"])
 
 
 @dataclass(kw_only=True)
@@ -48,6 +55,8 @@ class CausalLm(Task):
     can_pack = True
     can_skip_logits = True
     can_fuse_loss = True  # loss_terms: token_loss.causal_lm_loss takes the fused head
+    can_stream = True
+    takes_blocks = True  # data.block_size: text documents cut into blocks (tasks/blocks.py)
     summary = "SFT on chat data (assistant tokens only, the model's chat template) or plain LM; perplexity"
 
     @staticmethod
@@ -88,6 +97,11 @@ class CausalLm(Task):
             )
         if params.max_new_tokens < 1:
             found.append(f"task.max_new_tokens={params.max_new_tokens}: must be >= 1")
+        if run.data.block_size and params.format not in ("auto", "text"):
+            found.append(
+                f"data.block_size={run.data.block_size}: continued pretraining cuts `text` "
+                f"documents into blocks, not task.format={params.format}; set task.format=text"
+            )
         return found
 
     def roles(self) -> dict[str, bool]:
@@ -245,8 +259,9 @@ class CausalLm(Task):
         )
 
     def encode_lm(self, text: str) -> dict[str, Any]:
+        """A text document, ended by eos; cut at data.max_length unless it goes into blocks."""
         ids = self.tokenizer(text)["input_ids"] + [self.tokenizer.eos_token_id]
-        if self.data.truncation:
+        if self.data.truncation and not self.data.block_size:
             ids = ids[: self.data.max_length]
         return {"input_ids": ids, "labels": list(ids), "cut_turns": 0}
 
@@ -267,13 +282,29 @@ class CausalLm(Task):
 
         if self.format == "auto":
             raise UserError("task.format=auto: check_columns must resolve the format first")
+        if self.data.block_size and self.format != "text":
+            raise UserError(
+                f"data.block_size={self.data.block_size}: continued pretraining cuts `text` "
+                f"documents into blocks; this data reads as task.format={self.format}. Fix: "
+                f"task.format=text with data.columns.text=COLUMN, or no data.block_size"
+            )
         tokenized = {}
         for split, dataset in splits.items():
+            if self.data.block_size:  # documents are never cut or dropped for length here
+                encoded = self.encode_split(dataset, split, encode, length_of=lambda ex: 0)
+                columns = ["input_ids", "labels", "cut_turns"]
+                tokenized[split] = blocks.cut_into_blocks(
+                    encoded, columns, self.data.block_size, split
+                )
+                continue
             encoded = self.encode_split(dataset, split, encode)
+            if is_stream(encoded):  # read lazily: nothing to count before training
+                tokenized[split] = encoded.remove_columns("cut_turns").filter(_has_labels)
+                continue
             cut = sum(encoded["cut_turns"])
             encoded = encoded.remove_columns("cut_turns")
             # An example whose trained turns were all cut off teaches nothing: drop it.
-            kept = encoded.filter(lambda ex: any(label != IGNORE_INDEX for label in ex["labels"]))
+            kept = encoded.filter(_has_labels)
             if cut or len(kept) < len(encoded):
                 log.info(
                     "%s: data.max_length=%d cut %d assistant turns (left out of the loss); "

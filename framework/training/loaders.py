@@ -105,12 +105,15 @@ def build_loader(
     on_gpu: bool,
 ) -> Any:
     """A DataLoader with its own seeded generator (creating an iterator never draws from the
-    global RNG, which dropout uses: resume replays the exact RNG stream)."""
+    global RNG, which dropout uses: resume replays the exact RNG stream). A stream (an
+    IterableDataset: data.streaming) is read in its own order."""
     import torch
 
     train = run.train
     sampler = None
-    if shuffle and train.group_by_length and "input_ids" in dataset.column_names:
+    if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream shuffles itself
+        shuffle = False
+    elif shuffle and train.group_by_length and "input_ids" in dataset.column_names:
         sampler = LengthGroupedSampler(
             example_lengths(dataset),
             MEGABATCH * batch_size * processes,

@@ -475,8 +475,8 @@ def fused_loss_used(run: RunConfig) -> bool:
 
 
 def run_settings(run: RunConfig, data: DataShape | None = None) -> Settings:
-    """The sizing choices of a run: micro-batch, data.max_length (or the data's own shape),
-    dtypes, hardware layout, the speed paths that change memory."""
+    """The sizing choices of a run: micro-batch, data.block_size or data.max_length (or the
+    data's own shape), dtypes, hardware layout, the speed paths that change memory."""
     profile = run.plugins.profile
     method = run.plugins.method
     on_gpu = profile.on_gpu(run.hardware)
@@ -497,7 +497,8 @@ def run_settings(run: RunConfig, data: DataShape | None = None) -> Settings:
     task = run.plugins.task_class
     return Settings(
         micro_batch=run.train.batch_size,
-        seq_len=run.data.max_length,
+        # Continued pretraining's examples are blocks of exactly data.block_size tokens.
+        seq_len=run.data.block_size or run.data.max_length,
         weight_bytes=weight_bytes,
         activation_bytes=activation_bytes,
         on_gpu=on_gpu,
@@ -535,17 +536,21 @@ def estimate_run(
 def read_data_shape(run: RunConfig) -> DataShape:
     """The train split's token lengths and label counts, tokenized as ft train tokenizes them
     (through the same token cache, so a later ft train finds it there); the model is not read."""
-    from framework.data.loading import load_raw_splits
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.training.token_cache import tokenize_cached
+    from framework.training.run_data import prepare_data
 
+    if run.data.streaming:
+        raise UserError(
+            "ft estimate --data: data.streaming=true reads the corpus only as training goes, "
+            "so its longest example is not known beforehand. Fix: leave out --data (the "
+            "estimate then assumes data.block_size, else data.max_length, tokens per example)"
+        )
     family = run.plugins.family
     tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
-    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
-    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
-    task.check_columns(raw.splits, raw.describe)
-    task.fit_labels(raw.splits, raw.describe)
-    train = tokenize_cached(run, task, tokenizer, raw.splits)["train"]
+    # As ft train prepares it: every source of a mix, blocks of continued pretraining, the
+    # objective's tokenization; through the token cache.
+    data = prepare_data(run, tokenizer, family)
+    task, train = data.task, data.train
     if not len(train):
         raise UserError(f"data={run.data.name}: no train example left after tokenization")
     lengths = sorted((len(ids) for ids in train["input_ids"]), reverse=True)

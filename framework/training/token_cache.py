@@ -76,7 +76,8 @@ def cache_key(run: Any, task: Any, tokenizer: Any, splits: dict[str, Any]) -> st
     """The content key of a run's tokenized splits."""
     import datasets
 
-    data = {k: v for k, v in _plain(run.data).items() if k not in ("source", "name")}
+    # The task's data section: a source of a mix reads with its own columns (task.data).
+    data = {k: v for k, v in _plain(task.data).items() if k not in ("source", "name")}
     model = {k: v for k, v in _plain(run.model).items() if k != "token"}
     parts = {
         "version": KEY_VERSION,

@@ -31,6 +31,7 @@ import yaml
 
 from framework.config.schema import RunConfig, load_saved_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
+from framework.core.streams import is_stream
 from framework.objectives.base import ObjectiveContext, reference_context
 from framework.store.checkpoint import (
     base_fingerprint,
@@ -66,10 +67,10 @@ from framework.training.meter import LossMeter
 from framework.training.model import REFERENCE_ADAPTER, build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
+from framework.training.run_data import RunData, log_counts, prepare_data, shuffled_stream
 from framework.training.signals import StopSignals
 from framework.training.speed import choose_fast_paths, compile_counts, compiled
 from framework.training.steps import UpdateGuard, loss_scale, micro_batch_groups, syncing, tokens_in
-from framework.training.token_cache import tokenize_cached
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 
 log = logging.getLogger("ft")
@@ -103,12 +104,14 @@ class Setup:
     optimizer: Any
     scheduler: Any
     train_loader: Any
-    eval_loaders: dict[str, Any]  # split -> loader (validation, and test when the data has it)
-    raw_splits: dict[str, Any]  # untokenized splits (generation metrics read the raw texts)
+    # metric prefix -> loader: validation (""), test ("test_"), each source's (eval/<id>/...)
+    eval_loaders: dict[str, Any]
+    eval_raw: dict[str, Any]  # metric prefix -> untokenized rows (generation metrics), or None
     metrics_log: MetricsLog
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
     base: dict[str, Any]  # fingerprint of the frozen base (checkpoints record it, resume checks it)
+    stream: Any = None  # data.streaming: the shuffled stream, whose position checkpoints save
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
     started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
 
@@ -129,6 +132,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         dataloader_config=DataLoaderConfiguration(  # pinned batches copy to the GPU asynchronously
             use_seedable_sampler=True,
             non_blocking=run.train.pin_memory and profile.on_gpu(run.hardware),
+            # A stream is read by this process itself: accelerate would otherwise dispatch it
+            # from a loader without its seeded generator, which draws from the global RNG.
+            dispatch_batches=False if run.data.streaming else None,
         ),
         dynamo_backend="no",  # ft compiles itself (train.compile, training/speed.py)
         log_with=tracker_names(run) or None,
@@ -144,7 +150,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         checkpoint = resolve_checkpoint(family, run.model)
         tokenizer = load_tokenizer(family, run.model, checkpoint)
     base = base_fingerprint(checkpoint, run.model.revision)
-    task, objective, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
+    data = load_data(run, accelerator, tokenizer, family)
+    task, objective = data.task, data.objective
     method = run.plugins.method
     # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
     # numbers after the first set_seed; model heads and adapters must not depend on that.
@@ -167,10 +174,10 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     if accelerator.is_main_process:
         log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
 
-    def loader(split: str, shuffle: bool, batch_size: int) -> Any:
+    def loader(dataset: Any, shuffle: bool, batch_size: int) -> Any:
         return build_loader(
             run,
-            tokenized[split],
+            dataset,
             task.collate,
             shuffle,
             batch_size,
@@ -179,13 +186,11 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         )
 
     eval_batch = run.train.eval_batch_size or run.train.batch_size
-    train_loader = loader("train", True, run.train.batch_size)
-    eval_loaders = {
-        split: loader(split, False, eval_batch)
-        for split in ("validation", "test")
-        if split in tokenized
-    }
-    total_steps = count_steps(run, len(train_loader), accelerator.num_processes)
+    stream = shuffled_stream(run, data.train) if is_stream(data.train) else None
+    train_loader = loader(stream or data.train, True, run.train.batch_size)
+    eval_loaders = {s.prefix: loader(s.dataset, False, eval_batch) for s in data.eval_sets}
+    batches = None if stream else len(train_loader)  # a stream's length is not known
+    total_steps = count_steps(run, batches, accelerator.num_processes)
     method.prepare_model(run.peft, model, total_steps)
     optimizer = build_optimizer(run, model)
     scheduler = build_scheduler(run, optimizer, total_steps)
@@ -219,11 +224,12 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         scheduler,
         train_loader,
         dict(zip(eval_loaders, prepared_eval)),
-        raw_splits,
+        {s.prefix: s.raw for s in data.eval_sets},
         MetricsLog(run_dir, enabled=accelerator.is_main_process),
         total_steps,
         trackers,
         base,
+        stream,
     )
 
 
@@ -236,22 +242,13 @@ def weights_description(model: Any) -> str:
     return str(next(model.get_base_model().parameters()).dtype)
 
 
-def load_data(
-    run: RunConfig, accelerator: Any, tokenizer: Any, family: Any
-) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
-    """(task, objective, raw splits, tokenized splits): columns and labels are checked on the raw
-    data; the task learns which objective reads its batches before it tokenizes."""
-    from framework.data.loading import load_raw_splits
-
-    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
-    objective = run.plugins.objective(run.objective, task)
-    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
-    task.use_objective(objective, run.train)
-    task.check_columns(raw.splits, raw.describe)
-    task.fit_labels(raw.splits, raw.describe)
-    with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it
-        tokenized = tokenize_cached(run, task, tokenizer, raw.splits)
-    return task, objective, raw.splits, tokenized
+def load_data(run: RunConfig, accelerator: Any, tokenizer: Any, family: Any) -> RunData:
+    """The run's task and tokenized data, every source's columns and labels checked on its raw
+    data (training/run_data.py); rank 0 fills the token cache, the others reuse it."""
+    data = prepare_data(run, tokenizer, family, first=accelerator.main_process_first)
+    if accelerator.is_main_process:
+        log_counts(data, run)
+    return data
 
 
 def reference_adapter(run: RunConfig) -> str | None:
@@ -262,9 +259,12 @@ def reference_adapter(run: RunConfig) -> str | None:
     return None
 
 
-def count_steps(run: RunConfig, micro_batches: int, processes: int) -> int:
+def count_steps(run: RunConfig, micro_batches: int | None, processes: int) -> int:
     """Optimizer steps of the run: train.max_steps, else epochs x steps per epoch, where each
-    process sees 1/processes of the micro-batches and a step takes grad_accum of them."""
+    process sees 1/processes of the micro-batches and a step takes grad_accum of them (a stream,
+    of no known length, has train.max_steps)."""
+    if micro_batches is None or run.train.max_steps:
+        return run.train.max_steps or 0
     per_process = math.ceil(micro_batches / processes)
     steps_per_epoch = max(1, math.ceil(per_process / run.train.grad_accum))
     return run.train.max_steps or steps_per_epoch * run.train.epochs
@@ -281,6 +281,15 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
     # keep_best / early stopping continue (an older checkpoint's best: from metrics.jsonl)
     setup.best.load_state_dict(saved.get("best"), evaluations(setup.run_dir))
+    if setup.stream is not None and position.batch_in_epoch:
+        setup.stream.resume_at(saved["stream"])  # where the stream stood, not a re-read
+        if setup.accelerator.is_main_process:
+            log.info(
+                "stream resumed at window %d, example %d of it (epoch %d)",
+                saved["stream"]["window"],
+                saved["stream"]["offset"],
+                saved["stream"]["epoch"],
+            )
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info(
@@ -337,17 +346,25 @@ def check_checkpoint_space(setup: Setup) -> None:
 
 # ---- evaluation and checkpoints (used by every phase) ---------------------------------------
 def evaluate(setup: Setup, step: int) -> dict[str, float]:
-    """Metrics on every held-out split (validation unprefixed, test as test_*), logged."""
+    """Metrics on every held-out split (validation unprefixed, test as test_*, each source's of
+    a mix as eval/<id>/...), logged."""
     setup.model.eval()
     results: dict[str, float] = {}
-    for split, loader in setup.eval_loaders.items():
-        prefix = "" if split == "validation" else f"{split}_"
-        scores = setup.objective.evaluate(setup.context, loader, raw=setup.raw_splits.get(split))
+    for prefix, loader in setup.eval_loaders.items():
+        scores = setup.objective.evaluate(setup.context, loader, raw=setup.eval_raw.get(prefix))
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
     setup.trackers.log("eval", results, step)
     return results
+
+
+def stream_position(setup: Setup, position: Position) -> dict[str, Any]:
+    """A streamed run's position in its stream after the micro-batches consumed this epoch (all
+    full but an epoch's last), for the checkpoint; {} for other runs."""
+    if setup.stream is None:
+        return {}
+    return {"stream": setup.stream.state_at(position.batch_in_epoch * setup.run.train.batch_size)}
 
 
 def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
@@ -376,7 +393,11 @@ def save(setup: Setup, position: Position) -> Path:
             setup.accelerator,
             setup.run_dir,
             position.step,
-            {**asdict(position), "best": setup.best.state_dict()},
+            {
+                **asdict(position),
+                "best": setup.best.state_dict(),
+                **stream_position(setup, position),
+            },
             setup.run.train.keep_last,
             config_yaml,
             setup.base,
@@ -483,7 +504,9 @@ def epoch_batches(setup: Setup, position: Position, resumed_rng: dict | None) ->
     """The rest of the current epoch's micro-batches (a resumed run skips those it consumed)."""
     loader = setup.train_loader
     loader.set_epoch(position.epoch)
-    if position.batch_in_epoch:
+    if setup.stream is not None:
+        setup.stream.set_epoch(position.epoch)  # resumes where restore() put it
+    elif position.batch_in_epoch:
         loader = setup.accelerator.skip_first_batches(loader, position.batch_in_epoch)
     batches = iter(loader)
     if resumed_rng is not None:  # after the iterator exists, as in the original run
