@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,38 @@ from typing import Any, ClassVar
 from framework.core.errors import UserError
 from framework.core.params import DataConfig, GroupParams
 from framework.store.run_dir import TASK_FILE
+
+# Rows per tokenizing process below which a split is tokenized in this process: starting a worker
+# (fork, unpickling the task and its tokenizer) costs more than it saves on a small split.
+MIN_ROWS_PER_PROCESS = 5_000
+
+
+def worker_count(num_proc: int | None, rows: int) -> int:
+    """Tokenizing processes for a split of `rows` rows under data.num_proc (null: the cores
+    this process may run on)."""
+    if num_proc is None:
+        num_proc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        num_proc = num_proc or os.cpu_count() or 1
+    return max(1, min(num_proc, rows // MIN_ROWS_PER_PROCESS))
+
+
+def column_sum(dataset: Any, column: str) -> int:
+    """Sum of an integer column, read by Arrow (no Python object per row)."""
+    import pyarrow.compute as pc
+
+    total = pc.sum(dataset.with_format("arrow")[column]).as_py()
+    return int(total or 0)
+
+
+@dataclass
+class TokenizingPass:
+    """Set on a task by the token cache for one tokenizing pass: the folder that receives the
+    pass's Arrow files (beside the cache entry being built, so nothing lands in datasets' own
+    cache) and the pass's key (datasets' fingerprints of the pass's steps are derived from it
+    instead of hashing the task and its tokenizer for every map)."""
+
+    work_dir: Path
+    key: str
 
 
 @dataclass(kw_only=True)
@@ -43,6 +76,7 @@ class Task:
     # trainer then sets `logits_only` when train.logits_only is on and the model takes it.
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
+    tokenizing: TokenizingPass | None = None
 
     def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
@@ -115,6 +149,17 @@ class Task:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def map_options(self, dataset: Any, split: str, step: str) -> dict[str, Any]:
+        """`datasets.map`/`filter` options of one tokenizing step of a split: data.num_proc
+        processes (one for a small split), and, in a token-cache pass, its own Arrow file and
+        fingerprint."""
+        processes = worker_count(self.data.num_proc, len(dataset))
+        options: dict[str, Any] = {"num_proc": processes if processes > 1 else None}
+        if self.tokenizing is not None:
+            options["cache_file_name"] = str(self.tokenizing.work_dir / f"{split}-{step}.arrow")
+            options["new_fingerprint"] = f"{self.tokenizing.key}-{split}-{step}"
+        return options
+
     def encode_split(
         self,
         dataset: Any,
@@ -122,16 +167,20 @@ class Task:
         encode: Callable[..., dict[str, Any]],
         fn_kwargs: dict[str, Any] | None = None,
         length_of: Callable[[dict], int] | None = None,
+        with_indices: bool = False,
     ) -> Any:
-        """Tokenize one split with batched `datasets.map` (cached by fingerprint), replacing its
-        columns with encode's output; under data.truncation=false, drop over-long examples
-        (length_of gives an example's length in tokens; default: its input_ids)."""
+        """Tokenize one split with batched `datasets.map` in data.num_proc processes, replacing
+        its columns with encode's output (with_indices: encode also takes the rows' indices);
+        under data.truncation=false, drop over-long examples (length_of gives an example's length
+        in tokens; default: its input_ids)."""
         encoded = dataset.map(
             encode,
             batched=True,
+            with_indices=with_indices,
             remove_columns=dataset.column_names,
             fn_kwargs=fn_kwargs,
             desc=f"tokenizing {split}",
+            **self.map_options(dataset, split, "encode"),
         )
         if not self.data.truncation:
             encoded = self.drop_too_long(
@@ -139,10 +188,22 @@ class Task:
             )
         return encoded
 
+    def keep_where(self, dataset: Any, column: str, keep: Callable[[Any], Any]) -> Any:
+        """The rows whose `column` value passes `keep` (vectorised over a numpy array); the
+        dataset itself, with no indices mapping, when every row passes."""
+        import numpy as np
+
+        values = np.asarray(dataset.with_format("arrow")[column])
+        if len(values) == 0 or bool(keep(values).all()):
+            return dataset
+        return dataset.select(np.flatnonzero(keep(values)))
+
     def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[dict], int]) -> Any:
         """Under truncation=false, drop over-long examples; fail if none are left."""
         limit = self.data.max_length
-        kept = dataset.filter(lambda ex: length_of(ex) <= limit)
+        kept = dataset.filter(
+            lambda ex: length_of(ex) <= limit, **self.map_options(dataset, split, "fit")
+        )
         if len(kept) == 0 and len(dataset) > 0:
             raise UserError(
                 f"data.max_length={limit}: every example of split '{split}' is longer "
