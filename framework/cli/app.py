@@ -156,6 +156,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     composed, run = compose_and_validate(args.recipe, args.overrides)
+    from framework.config.checks import validation_notes
+
+    for note in validation_notes(run):
+        print(note)
     if getattr(args, "data", False):
         from framework.commands.data_check import check_data
 

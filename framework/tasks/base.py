@@ -89,6 +89,16 @@ class Task:
         """Impossible task settings, found before anything is loaded; each names its key."""
         return []
 
+    @classmethod
+    def no_template_problem(
+        cls, params: Any, data: Any, first_row: dict[str, Any] | None, checkpoint: str
+    ) -> str | None:
+        """Asked before anything is loaded: the one line (key, value, fix) for this run's rows
+        should the tokenizer of `checkpoint` have no chat template, or None when the rows need
+        none (or their shape is not known before they are read). first_row: the data's first
+        row when it can be read cheaply."""
+        return None
+
     # ---- columns -------------------------------------------------------------------------
     def roles(self) -> dict[str, bool]:
         """Column roles this task reads: role -> required. data.columns maps role -> column."""

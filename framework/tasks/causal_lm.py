@@ -32,19 +32,31 @@ def is_turn_list(feature: Any) -> bool:
     return feature is not None and (isinstance(feature, list) or hasattr(feature, "feature"))
 
 
+def format_of(names: set[str], columns: dict[str, str], completion: str) -> str | None:
+    """format=auto by the columns present: messages, then prompt + completion/response, then
+    text (data.columns maps a role to the data's column name); None when none of them is."""
+    if columns.get("messages", "messages") in names:
+        return "messages"
+    if columns.get("prompt", "prompt") in names and completion in names:
+        return "prompt_completion"
+    if columns.get("text", "text") in names:
+        return "text"
+    return None
+
+
 def last_only(conversation: chat.Conversation) -> chat.Conversation:
     """The conversation with only its last assistant turn trained."""
     trained = conversation.assistant_indices()
     return replace(conversation, first_trained=trained[-1]) if trained else conversation
 
 
-def no_template_problem(form: str, checkpoint: str) -> str:
+def no_template_problem(checkpoint: str) -> str:
     """The one line for conversational rows and a tokenizer without a chat template."""
     return (
-        f"task.chat_template: the tokenizer of {checkpoint} has no chat template, and "
-        f"task.format={form} rows are lists of turns, which need one to mark the turns. "
-        f"Fix: task.chat_template=chatml (ft's ChatML markup) or a Jinja template string; "
-        f"or give prompt/completion as strings (plain prompt + completion + eos)"
+        f"task.chat_template: the tokenizer of {checkpoint} has no chat template, and the "
+        f"data's rows are conversational (lists of turns), which need one to mark the turns. "
+        f"Fix: task.chat_template=chatml (ft's ChatML markup) or a Jinja template string, or "
+        f"give prompt/completion as strings (plain prompt + completion + eos)"
     )
 
 
@@ -140,12 +152,9 @@ class CausalLm(Task):
         if self._completion not in names and "response" in names:
             self._completion = "response"
         if self.format == "auto":
-            if super().column("messages") in names:
-                self.format = "messages"
-            elif super().column("prompt") in names and self.column("completion") in names:
-                self.format = "prompt_completion"
-            elif super().column("text") in names:
-                self.format = "text"
+            found = format_of(names, self.data.columns, self._completion)
+            if found is not None:
+                self.format = found
             else:
                 raise UserError(
                     f"task.format=auto: no chat columns in {describe(next(iter(splits)))}: it has "
@@ -158,6 +167,40 @@ class CausalLm(Task):
             is_turn_list(first.features.get(self.column(r))) for r in ("prompt", "completion")
         )
         log.info("causal_lm: %s", self.rendering())
+
+    @classmethod
+    def needs_chat_template(
+        cls, params: CausalLmParams, data: Any, first_row: dict[str, Any] | None
+    ) -> bool | None:
+        """Lists of turns (messages, or conversational prompt/completion) need the tokenizer's
+        chat template unless task.chat_template gives one (or `none`); format=auto and
+        prompt_completion decide by the data's first row (None when it is not known)."""
+        if params.chat_template is not None or params.format == "text":
+            return False
+        if params.format == "messages":
+            return True
+        if first_row is None:
+            return None
+        completion = data.columns.get("completion") or data.columns.get("response") or "completion"
+        if completion not in first_row and "response" in first_row:
+            completion = "response"
+        form = params.format
+        if form == "auto":
+            form = format_of(set(first_row), data.columns, completion)
+        if form == "messages":
+            return True
+        if form != "prompt_completion":
+            return False
+        prompt = data.columns.get("prompt", "prompt")
+        return any(isinstance(first_row.get(c), (list, tuple)) for c in (prompt, completion))
+
+    @classmethod
+    def no_template_problem(
+        cls, params: CausalLmParams, data: Any, first_row: dict[str, Any] | None, checkpoint: str
+    ) -> str | None:
+        if not cls.needs_chat_template(params, data, first_row):
+            return None
+        return no_template_problem(checkpoint)
 
     @property
     def conversational(self) -> bool:
@@ -218,7 +261,7 @@ class CausalLm(Task):
             return True
         if self.format == "text" or not self.conversational:
             return False
-        raise UserError(no_template_problem(self.format, "this checkpoint"))
+        raise UserError(no_template_problem("this checkpoint"))
 
     def markers(self) -> chat.TurnMarkers:
         """The template's assistant header and end-of-turn marker (found once per template)."""

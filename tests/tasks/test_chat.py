@@ -293,7 +293,7 @@ def test_without_a_template_strings_are_plain_text_and_turns_need_one(
     assert explicit == plain
     chatml = make_task(copy.deepcopy(bare), chat_template="chatml")
     assert [bare.decode(r) for r in label_runs(tokenized(chatml, rows)[0])] == ["Paris.<|im_end|>"]
-    fix = r"has no chat template, and task.format=\w+ rows are lists of turns.*task.chat_template=chatml"
+    fix = r"has no chat template, and the data's rows are conversational.*task.chat_template=chatml"
     with pytest.raises(UserError, match=fix):
         tokenized(make_task(bare), [{"messages": CHAT[:2]}])
     with pytest.raises(UserError, match=fix):
