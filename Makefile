@@ -48,6 +48,7 @@ bench-data: $(STAMP)  ## ft's data preparation on generated 10k/100k/1M-row file
 lint: $(STAMP)  ## ruff (lint + format check), the type checker and the import layers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## apply ruff's fixes and formatting

@@ -91,17 +91,15 @@ class Prepared:
     task code, so both routes and the evaluator see the same token ids)."""
 
     def __init__(self, workload: Workload, work: Path, overrides: list[str]):
+        from framework.config.path import load_run
         from framework.core.registry import MODELS, TASKS
         from framework.data.loading import load_raw_splits
         from framework.models.loading import load_tokenizer, resolve_checkpoint
-        from framework.run.execute import compose_and_validate
 
         self.workload = workload
         self.overrides = overrides
         eval_rows = env_int("BENCH_EVAL_EXAMPLES", workload.eval_examples)
-        _, run = compose_and_validate(
-            workload.recipe, [*overrides, f"data.max_eval_examples={eval_rows}"]
-        )
+        run = load_run(workload.recipe, [*overrides, f"data.max_eval_examples={eval_rows}"])
         self.run = run
         self.checkpoint = resolve_checkpoint(run.plugins.family, run.model)
         self.tokenizer = load_tokenizer(run.plugins.family, run.model, self.checkpoint)

@@ -111,15 +111,16 @@ def child(recipe: str, overrides: list[str], steps: int, output: Path) -> None:
 
     import torch
 
-    from framework.run.execute import compose_and_validate, prepare_run_dir
+    from framework.config.path import load_run
+    from framework.run.execute import prepare_run_dir
     from framework.training.signals import StopSignals
     from framework.training.trainer import Position, run_steps, set_up
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         words = overrides + COMMON + [f"train.max_steps={steps}", f"run_dir={tmp}/run"]
-        composed, run = compose_and_validate(recipe, words)
-        prepared = prepare_run_dir(composed, run)
+        run = load_run(recipe, words)
+        prepared = prepare_run_dir(run)
         setup = set_up(run, prepared.run_dir)
         widths: list[int] = []
         model = setup.accelerator.unwrap_model(setup.model)
@@ -177,10 +178,10 @@ def measure(recipe: str, overrides: list[str], steps: int) -> dict[str, Any]:
 
 def estimate(recipe: str, overrides: list[str]) -> Any:
     """ft estimate's numbers for the same configuration (meta device)."""
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
     from framework.training.memory import estimate_run
 
-    _, run = compose_and_validate(recipe, overrides + COMMON)
+    run = load_run(recipe, overrides + COMMON)
     return estimate_run(run)
 
 
@@ -233,11 +234,11 @@ def timing(recipes: list[str]) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from framework.commands.estimate import compose_and_validate
+    from framework.config.path import load_run
     from framework.training.memory import warn_if_too_big
 
     for recipe in recipes:
-        _, run = compose_and_validate(recipe, [])
+        run = load_run(recipe, [])
         warn_if_too_big(run)
         start = time.perf_counter()
         warn_if_too_big(run)

@@ -68,10 +68,10 @@ def prepare(recipe: str, names: list[str]) -> int:
 def model_bytes(recipe: str) -> int:
     """Size of the recipe's weights on disk (converting/building the cached checkpoint once,
     before any check is timed)."""
+    from framework.config.path import load_run
     from framework.models.loading import resolve_checkpoint
-    from framework.run.execute import compose_and_validate
 
-    run = compose_and_validate(recipe, ["dry_run=true"])[1]
+    run = load_run(recipe, ["dry_run=true"])
     folder = Path(resolve_checkpoint(run.plugins.family, run.model))
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 

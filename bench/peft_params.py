@@ -31,16 +31,16 @@ def main(argv: list) -> int:
     import yaml
     from peft import get_peft_model
 
+    from framework.config.path import load_run
     from framework.config.typecheck import check_dataclass
     from framework.core.registry import MODELS, PEFT_METHODS
     from framework.models.loading import load_model, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
 
     warnings.filterwarnings("ignore")
     transformers.logging.set_verbosity_error()
     logging.disable(logging.WARNING)
     presets = argv or sorted(p.stem for p in (REPO / "conf" / "peft").glob("*.yaml"))
-    _, run = compose_and_validate(RECIPE, ["model=minilm", "output_root=/tmp/ft-bench"])
+    run = load_run(RECIPE, ["model=minilm", "output_root=/tmp/ft-bench"])
     checkpoint = resolve_checkpoint(run.plugins.family, run.model)
     torch.manual_seed(0)
     base = load_model(

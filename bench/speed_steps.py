@@ -33,10 +33,10 @@ CONFIGS = {  # name -> (packed, logits_only)
 def main() -> None:
     import torch
 
+    from framework.config.path import load_run
     from framework.core.plugins import load_all
     from framework.core.registry import HARDWARE, MODELS, PEFT_METHODS, TASKS
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
     from framework.tasks import packing
     from framework.training.model import build_model
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--grouping", action="store_true", help="shuffled vs length-grouped")
     args = parser.parse_args()
     load_all()
-    _, run = compose_and_validate(args.recipe, [])
+    run = load_run(args.recipe, [])
     family = MODELS.get(run.model.name)
     checkpoint = resolve_checkpoint(run.plugins.family, run.model)
     tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)

@@ -31,10 +31,11 @@ def ft_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict[str, str]
 
 def train_recipe(recipe: str, *overrides: str, output_root: Path) -> Path:
     """Compose, validate and train in this process; return the run directory."""
-    from framework.run.execute import compose_and_validate, execute
+    from framework.config.path import load_run
+    from framework.run.execute import execute
 
-    composed, run = compose_and_validate(recipe, [f"output_root={output_root}", *overrides])
-    return execute(composed, run).run_dir
+    run = load_run(recipe, [f"output_root={output_root}", *overrides])
+    return execute(run).run_dir
 
 
 def metrics(run_dir: Path, split: str = None) -> list[dict]:

@@ -115,10 +115,11 @@ def test_a_new_task_is_one_module_plus_one_yaml(tmp_path: Path, one_torch_thread
     """Drop a module into the tasks package path and a preset into a config dir: the task is
     listed, validated against every family and method, and trains, with no other file edited."""
     import framework.tasks
+    from framework.config.path import load_run
     from framework.core.plugins import load_all
     from framework.core.registry import TASKS
     from framework.peft.base import peft_task_type
-    from framework.run.execute import compose_and_validate, execute
+    from framework.run.execute import execute
 
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
@@ -146,9 +147,9 @@ def test_a_new_task_is_one_module_plus_one_yaml(tmp_path: Path, one_torch_thread
         load_all()
         assert "keyword_cls" in TASKS.names()
         assert peft_task_type("keyword_cls") == "SEQ_CLS"
-        composed, run = compose_and_validate(str(recipe), [f"output_root={tmp_path / 'out'}"])
-        assert run.task.name == "keyword_cls" and composed.choices["task"] == "keyword_cls"
-        finished = execute(composed, run)
+        run = load_run(str(recipe), [f"output_root={tmp_path / 'out'}"])
+        assert run.task.name == "keyword_cls" and run.origin.choices["task"] == "keyword_cls"
+        finished = execute(run)
         summary = yaml.safe_load((finished.run_dir / "summary.json").read_text())
         assert summary["steps"] == 2 and "accuracy" in summary["final"]
         adapter = yaml.safe_load((finished.run_dir / "adapter" / "adapter_config.json").read_text())

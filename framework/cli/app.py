@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from framework.core.errors import run_guarded
@@ -61,7 +60,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def groups_help() -> str:
-    from framework.config.compose import group_presets, recipe_groups, recipe_names
+    from framework.config.recipe import group_presets, recipe_groups, recipe_names
 
     lines = ["config groups and presets (group=preset):"]
     for group in recipe_groups():
@@ -152,33 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from framework.run.execute import compose_and_validate
+    from framework.commands.validate import validate
 
-    start = time.perf_counter()
-    composed, run = compose_and_validate(args.recipe, args.overrides)
-    from framework.config.checks import validation_notes
-
-    for note in validation_notes(run):
-        print(note)
-    if getattr(args, "data", False):
-        from framework.commands.data_check import check_data
-
-        print("\n".join(check_data(run)))
-    choices = ", ".join(f"{g}={p}" for g, p in composed.choices.items())
-    print(f"ok: {composed.recipe_path} is valid ({choices}) in {time.perf_counter() - start:.2f}s")
+    print(validate(args.recipe, args.overrides, getattr(args, "data", False)))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    import yaml
+    from framework.commands.validate import show
 
-    from framework.run.execute import compose_and_validate
-    from framework.store.redaction import redact
-
-    composed, _ = compose_and_validate(args.recipe, args.overrides)
-    print(f"# recipe: {composed.recipe_path}")
-    print(f"# presets: {', '.join(f'{g}={p}' for g, p in composed.choices.items())}")
-    print(yaml.safe_dump(redact(composed.config), sort_keys=False), end="")
+    print(show(args.recipe, args.overrides))
     return 0
 
 
@@ -189,10 +171,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from framework.run.execute import compose_and_validate, execute
+    from framework.config.path import load_run
+    from framework.run.execute import execute
 
-    composed, run = compose_and_validate(args.recipe, args.overrides)
-    execute(composed, run)
+    execute(load_run(args.recipe, args.overrides))
     return 0
 
 

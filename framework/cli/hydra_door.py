@@ -1,17 +1,32 @@
 """Hydra's own command line for `ft train` when Hydra flags are given (-m sweeps, --cfg, --info,
-shell completion). Each job is validated and trained exactly like `ft train`; the objective
-returned to a sweeper (e.g. Optuna) is the task's primary metric on the validation split."""
+shell completion). Each job is the composed config of one run, and goes the way of `ft train`:
+validated on the same path (framework/config/path.py: a resume continues the saved config),
+then run by framework/run/; the objective returned to a sweeper (e.g. Optuna) is the task's
+primary metric on the validation split, as the run recorded it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from framework.core.errors import UserError, exit_code_for
+from framework.config.compose import Composed, hydra_overrides, selected_presets
+from framework.config.path import load_run
+from framework.config.recipe import (
+    HYDRA_VERSION_BASE,
+    Recipe,
+    override_key,
+    read_recipe,
+    search_path_override,
+)
+from framework.core.errors import LaunchFailed, TrainingInterrupted, UserError, exit_code_for
 from framework.store.redaction import redact_printed
 from framework.store.run_dir import read_summary, redact_hydra_files
 from framework.sweep.planning import SweepPlan, plan_sweep
@@ -29,6 +44,9 @@ VALUE_FLAGS = {
     "-sc",
     "--experimental-rerun",
 }
+PRINTING_FLAGS = ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--hydra-help")
+COMPLETION_FLAGS = ("--shell-completion", "-sc")
+MAX_PROBLEMS_SHOWN = 10
 
 
 def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
@@ -54,91 +72,166 @@ def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
+def as_given(job_overrides: list[str], given: list[str]) -> tuple[str, ...]:
+    """A job's overrides as the user typed them: without the `++` that ft adds for Hydra."""
+    typed = {override_key(o) for o in given if o.startswith("++")}
+    return tuple(
+        o[2:] if o.startswith("++") and override_key(o) not in typed else o for o in job_overrides
+    )
+
+
 def run_hydra_app(argv: list[str]) -> int:
     """Run `ft train RECIPE [hydra flags] [overrides]` through hydra.main."""
-    import hydra
-    from omegaconf import DictConfig
-
-    from framework.config.compose import (
-        HYDRA_VERSION_BASE,
-        override_key,
-        resolve_recipe,
-        search_path,
-    )
-    from framework.core.errors import LaunchFailed, TrainingInterrupted
-
     if not argv or argv[0].startswith("-"):
         print("error: usage: ft train RECIPE [-m] [overrides]", file=sys.stderr)
         return 2
     try:
-        recipe_path = resolve_recipe(argv[0])
+        recipe = read_recipe(argv[0])
     except UserError as error:
-        return exit_code_for(error)
-    rest = argv[1:]
-
+        return exit_code_for(error) or 2
+    flags, overrides = split_flags(argv[1:])
+    printing_only = any(f in PRINTING_FLAGS for f in flags)
     sweep = SweepPlan()
-    sweep_dirs: set = set()  # filled by the jobs; every job's Hydra files are redacted at the end
-    run_job = job_runner(argv[0], recipe_path, sweep, sweep_dirs)
-
-    @hydra.main(
-        config_path=str(recipe_path.parent),
-        config_name=recipe_path.stem,
-        version_base=HYDRA_VERSION_BASE,
-    )
-    def job(cfg: DictConfig) -> float:
-        # Hydra prints a traceback for any exception it sees; a user error must be one line.
-        try:
-            return run_job(cfg)
-        except (UserError, TrainingInterrupted, LaunchFailed) as error:
-            raise SystemExit(exit_code_for(error)) from None
-
-    # hydra.main reads sys.argv: flags first, then overrides (argparse can't interleave them).
-    flags, overrides = split_flags(rest)
-    printing_only = any(
-        f in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--hydra-help")
-        for f in flags
-    )
+    scratch = None  # Hydra's output folder for a single run through this door (see below)
     if any(f in ("-m", "--multirun") for f in flags) and not printing_only:
         try:
-            overrides = plan_sweep(sweep, str(recipe_path), overrides)
+            if is_single_run(overrides):
+                # One job that continues or names its run directory: a run, not a trial of a
+                # sweep (as `ft train` without the flag). Hydra's own files of the job go to a
+                # folder ft makes and removes; the run writes only its run directory.
+                load_run(recipe, overrides)  # refuses here, before Hydra starts, one line
+                scratch = tempfile.mkdtemp(prefix="ft-hydra-")
+                overrides = [*overrides, f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null"]
+            else:
+                overrides = plan_sweep(sweep, recipe, overrides)
         except UserError as error:
-            return exit_code_for(error)
+            return exit_code_for(error) or 2
         if sweep.problems:
-            problems = sweep.problems
-            shown = problems[:10] + (
-                [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
-            )
+            shown = sweep.problems[:MAX_PROBLEMS_SHOWN]
+            if len(sweep.problems) > MAX_PROBLEMS_SHOWN:
+                shown.append(f"... and {len(sweep.problems) - MAX_PROBLEMS_SHOWN} more")
             print(
                 "error: the sweep has invalid jobs; nothing was run:\n  " + "\n  ".join(shown),
                 file=sys.stderr,
             )
             return 2
-    # One search path: the user's config dirs (the recipe's own, --config-dir) before ft's presets.
-    searched = ",".join(f"'{entry}'" for entry in search_path(recipe_path, overrides))
-    overrides = [o for o in overrides if override_key(o) != "hydra.searchpath"]
-    sys.argv = [
-        f"ft train {recipe_path.stem}",
+    hydra_argv = [
+        f"ft train {recipe.name}",
         *flags,
-        f"hydra.searchpath=[{searched}]",
+        search_path_override(recipe, overrides),
         "hydra.job.chdir=false",
         "hydra/job_logging=disabled",
         "hydra/hydra_logging=disabled",
-        *overrides,
+        *hydra_overrides([o for o in overrides if override_key(o) != "hydra.searchpath"]),
     ]
-    code = 0
-    if sweep.optuna:  # let the sweeper's errors reach us instead of Hydra printing them
-        os.environ["HYDRA_FULL_ERROR"] = "1"
+    sweep_dirs: set[str] = set()  # filled by the jobs; their Hydra files are redacted at the end
+    job = hydra_job(recipe, argv[0], overrides, sweep, sweep_dirs)
     # Hydra prints --cfg / --info itself: catch it to redact a model.token given on the line.
-    printed = (
-        io.StringIO()
-        if printing_only and "--shell-completion" not in flags and "-sc" not in flags
-        else None
-    )
+    capture = printing_only and not any(f in COMPLETION_FLAGS for f in flags)
     try:
-        with contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext():
+        code = run_jobs(job, hydra_argv, sweep, sweep_dirs, capture)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if sweep.sweep_dir is None or not sweep.sweep_dir.is_dir():
+        return code
+    from framework.sweep.summary import finish_sweep, sweep_exit_code
+
+    summary = finish_sweep(sweep.sweep_dir)
+    # Failed trials do not fail the sweep; no completed trial (or fail_fast's stop) does.
+    return code or sweep_exit_code(summary)
+
+
+def is_single_run(overrides: list[str]) -> bool:
+    """`-m` with nothing swept and a `resume` or `run_dir`: one run, resumed or placed by the
+    user, not a sweep of one trial (a trial's directory is the sweep's to choose)."""
+    from framework.sweep.planning import sweep_jobs
+
+    named = {override_key(o) for o in overrides} & {"resume", "run_dir"}
+    return bool(named) and len(sweep_jobs(overrides)) == 1
+
+
+def hydra_job(
+    recipe: Recipe, recipe_arg: str, given: list[str], sweep: SweepPlan, sweep_dirs: set[str]
+) -> Any:
+    """hydra.main's task function: each job's composed config becomes one ft run (or one trial
+    of the sweep), validated and run as `ft train` does. A user error is one line, not Hydra's
+    traceback."""
+    import hydra
+    from omegaconf import DictConfig
+
+    recipe.store()
+
+    @hydra.main(
+        config_path=str(recipe.path.parent),
+        config_name=recipe.config_name,
+        version_base=HYDRA_VERSION_BASE,
+    )
+    def job(cfg: DictConfig) -> float:
+        try:
+            return run_job(composed_job(cfg, recipe, given, sweep_dirs), recipe_arg, sweep)
+        except (UserError, TrainingInterrupted, LaunchFailed) as error:
+            raise SystemExit(exit_code_for(error)) from None
+
+    return job
+
+
+def composed_job(cfg: Any, recipe: Recipe, given: list[str], sweep_dirs: set[str]) -> Composed:
+    """Hydra's config of the running job as a Composed (what compose_recipe would have made)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from framework.config.compose import register_env_secrets
+
+    hydra_cfg = HydraConfig.get()
+    register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
+    redact_hydra_files(hydra_cfg.runtime.output_dir)  # Hydra wrote them before this job ran
+    if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+        sweep_dirs.add(hydra_cfg.sweep.dir)
+        redact_hydra_files(hydra_cfg.sweep.dir)  # multirun.yaml
+    node = OmegaConf.to_container(cfg, resolve=True)
+    node.setdefault("recipe", recipe.name)
+    overrides = as_given(list(hydra_cfg.overrides.task), given)
+    return Composed(recipe, node, overrides, selected_presets(hydra_cfg.runtime.choices))
+
+
+def run_job(composed: Composed, recipe_arg: str, sweep: SweepPlan) -> float:
+    """One job: a sweep's trial, or a single run; returns its objective."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from framework.config.path import validated_run
+    from framework.run.execute import execute
+    from framework.sweep.trials import run_trial
+
+    _enable_loggers()  # Hydra's logging setup switched them off: the job logs, to train.log too
+    if sweep.sweep_dir is not None:
+        trial_dir = Path(HydraConfig.get().runtime.output_dir)
+        return run_trial(
+            composed, recipe_arg, trial_dir, sweep.sweep_dir, sweep.options, sweep.optuna
+        )
+    finished = execute(validated_run(composed))
+    summary = read_summary(finished.run_dir) if finished.run_dir else None
+    if summary is None:
+        return float("nan")
+    return float(summary["final"].get(summary["primary_metric"], float("nan")))
+
+
+def run_jobs(
+    job: Any, argv: list[str], sweep: SweepPlan, sweep_dirs: set[str], capture: bool
+) -> int:
+    """Call hydra.main's job with `argv` as its command line; returns the exit code."""
+    printed = io.StringIO() if capture else None
+    code = 0
+    try:
+        with (
+            _loggers_left_on(),
+            _command_line(argv),
+            _full_hydra_errors(sweep.optuna),
+            contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext(),
+        ):
             job()
     except UserError as error:
-        code = exit_code_for(error)
+        code = exit_code_for(error) or 2
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     except ValueError:
@@ -155,62 +248,59 @@ def run_hydra_app(argv: list[str]) -> int:
         code = 1
     finally:
         for folder in sweep_dirs:
-            redact_hydra_files(folder, jobs=True)
+            redact_hydra_files(Path(folder), jobs=True)
         if printed is not None:
             sys.stdout.write(redact_printed(printed.getvalue()))
-    if sweep.sweep_dir is None or not sweep.sweep_dir.is_dir():
-        return code
-    from framework.sweep.summary import finish_sweep, sweep_exit_code
-
-    summary = finish_sweep(sweep.sweep_dir)
-    # Failed trials do not fail the sweep; no completed trial (or fail_fast's stop) does.
-    return code or sweep_exit_code(summary)
+    return code
 
 
-def job_runner(recipe_arg: str, recipe_path: Path, sweep: SweepPlan, sweep_dirs: set) -> Any:
-    """The body of each Hydra job: one ft run (or one sweep trial) of the composed config; returns
-    its objective, the task's primary metric as the run recorded it."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig, OmegaConf
+def _enable_loggers(names: set[str] | None = None) -> None:
+    """Switch loggers back on (those named, else all). Hydra's logging setup, even `disabled`,
+    switches off every logger that existed before it, ft's own among them."""
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and (names is None or name in names):
+            logger.disabled = False
 
-    from framework.config.compose import Composed, register_env_secrets
-    from framework.config.schema import build_run_config
-    from framework.run.execute import execute
-    from framework.sweep.trials import run_trial
 
-    def run_job(cfg: DictConfig) -> float:
-        hydra_cfg = HydraConfig.get()
-        register_env_secrets(OmegaConf.to_container(cfg, resolve=False))
-        redact_hydra_files(hydra_cfg.runtime.output_dir)  # Hydra wrote them before this job ran
-        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
-            sweep_dirs.add(hydra_cfg.sweep.dir)
-            redact_hydra_files(hydra_cfg.sweep.dir)  # multirun.yaml
-        overrides = list(hydra_cfg.overrides.task)
-        choices = {
-            k: v
-            for k, v in hydra_cfg.runtime.choices.items()
-            if not k.startswith("hydra/") and v is not None
-        }
-        node = OmegaConf.to_container(cfg, resolve=True)
-        node.setdefault("recipe", recipe_path.stem)
-        if sweep.sweep_dir is not None:
-            return run_trial(
-                node,
-                recipe_arg,
-                recipe_path,
-                overrides,
-                choices,
-                Path(hydra_cfg.runtime.output_dir),
-                sweep.sweep_dir,
-                sweep.options,
-                sweep.optuna,
-            )
-        composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
-        finished = execute(composed, build_run_config(node, composed.origin))
-        # The objective is the task's primary metric, as the run itself recorded it.
-        summary = read_summary(finished.run_dir) if finished.run_dir else None
-        if summary is None:
-            return float("nan")
-        return float(summary["final"].get(summary["primary_metric"], float("nan")))
+@contextlib.contextmanager
+def _loggers_left_on() -> Iterator[None]:
+    """The loggers that were on before Hydra ran are on after it (later runs in this process,
+    e.g. a test suite's, still log)."""
+    on = {
+        name
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    }
+    try:
+        yield
+    finally:
+        _enable_loggers(on)
 
-    return run_job
+
+@contextlib.contextmanager
+def _command_line(argv: list[str]) -> Iterator[None]:
+    """hydra.main reads sys.argv (flags first, then overrides): set it for the call only."""
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _full_hydra_errors(wanted: bool) -> Iterator[None]:
+    """HYDRA_FULL_ERROR=1 for the call only: the Optuna sweeper's errors then reach us instead of
+    Hydra printing them."""
+    if not wanted:
+        yield
+        return
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved

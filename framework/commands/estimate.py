@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from framework.config.compose import Composed, compose_recipe
-from framework.config.schema import RunConfig, build_run_config
+from framework.config.path import load_run
+from framework.config.recipe import Recipe, read_recipe
+from framework.config.schema import RunConfig
 from framework.core.errors import UserError
 from framework.hardware.base import MemoryLayout, size_bytes
 from framework.training.memory import (
@@ -29,12 +30,6 @@ from framework.training.memory import (
 # Presets tried by the fit suggestion, cheapest first: one GPU, then 2 GPUs sharding more and
 # more, then offload to CPU RAM (slow). Each is tried without and with gradient checkpointing.
 GPU_CANDIDATES = ("gpu", "zero2", "zero3", "zero3_offload")
-
-
-def compose_and_validate(recipe: str, overrides: list[str]) -> tuple[Composed, RunConfig]:
-    """Compose and validate exactly as `ft train` does (session.compose_and_validate)."""
-    composed = compose_recipe(recipe, overrides)
-    return composed, build_run_config(composed.config, composed.origin)
 
 
 def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
@@ -142,10 +137,11 @@ def suggest(
     return None
 
 
-def print_estimate(recipe: str, overrides: list[str], device_memory_arg: str | None) -> int:
+def print_estimate(recipe_arg: str, overrides: list[str], device_memory_arg: str | None) -> int:
     """`ft estimate`: the table and verdict; with --device-memory also the cheapest fit.
     Returns the exit code: 0 fits, 1 does not fit."""
-    _, run = compose_and_validate(recipe, overrides)
+    recipe = read_recipe(recipe_arg)  # read once: the fit search composes it again per preset
+    run = load_run(recipe, overrides)
     if device_memory_arg:
         try:
             limit, limit_name = (
@@ -167,7 +163,7 @@ def print_estimate(recipe: str, overrides: list[str], device_memory_arg: str | N
 
 
 def suggestion_line(
-    recipe: str, overrides: list[str], run: RunConfig, facts: ModelFacts, limit: int
+    recipe: Recipe, overrides: list[str], run: RunConfig, facts: ModelFacts, limit: int
 ) -> str:
     """'cheapest fit: ...' over the candidate presets x micro-batches x checkpointing."""
     on_gpu = run.plugins.profile.on_gpu(run.hardware)
@@ -176,7 +172,7 @@ def suggestion_line(
         kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("hardware")]
         for preset in GPU_CANDIDATES:
             try:
-                _, trial = compose_and_validate(recipe, kept + [f"hardware={preset}"])
+                trial = load_run(recipe, kept + [f"hardware={preset}"])
             except UserError:
                 continue  # e.g. qlora with zero3: refused at validation
             settings_for[preset] = run_settings(trial)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from framework.config.schema import load_run
+from framework.config.schema import load_saved_run
 from framework.core.errors import UserError
 from framework.store.run_dir import ADAPTER_DIR, MERGED_DIR, TASK_FILE
 
@@ -25,7 +25,7 @@ def load_task(run_dir: Path) -> tuple[Any, Any, Any]:
     """(run config, task with its saved label maps, tokenizer) of a finished run."""
     from transformers import AutoTokenizer
 
-    run = load_run(run_dir)
+    run = load_saved_run(run_dir)
     adapter = adapter_dir(run_dir)
     family = run.plugins.family
     tokenizer = family.prepare_tokenizer(AutoTokenizer.from_pretrained(adapter))
@@ -161,7 +161,7 @@ def merge_adapter(run_dir: str | Path, output_dir: str | Path | None = None) -> 
             f"ft merge --output {output}: the directory exists and is not empty; "
             f"remove it or give another --output"
         )
-    run = load_run(run_dir)
+    run = load_saved_run(run_dir)
     method = run.plugins.method
     if not method.can_merge:
         raise UserError(

@@ -3,7 +3,7 @@ the words shell completion offers (`ft --completion bash`)."""
 
 from __future__ import annotations
 
-from framework.config.compose import group_presets, preset_file, recipe_groups, recipe_names
+from framework.config.recipe import group_presets, preset_file, recipe_groups, recipe_names
 from framework.core.errors import UserError, did_you_mean
 from framework.core.plugins import load_all
 from framework.core.registry import DATASETS, HARDWARE, LOGGERS, MODELS, PEFT_METHODS, TASKS

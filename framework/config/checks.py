@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from framework.core.errors import UserError
+from framework.core.params import RunView, TrainConfig
 
 
-def _train_problems(train: Any) -> list[str]:
+def _train_problems(train: TrainConfig) -> list[str]:
     found = []
     positive = {"batch_size": train.batch_size, "grad_accum": train.grad_accum}
     for key, value in positive.items():
@@ -36,7 +37,7 @@ def _train_problems(train: Any) -> list[str]:
     return found
 
 
-def best_problems(train: Any) -> list[str]:
+def best_problems(train: TrainConfig) -> list[str]:
     """train.keep_best and early stopping judge evaluations, so they need train.eval_every."""
     found = []
     wanted = [k for k in ("keep_best", "early_stopping_patience") if getattr(train, k)]
@@ -60,7 +61,7 @@ def best_problems(train: Any) -> list[str]:
     return found
 
 
-def model_problems(run: Any, family: Any, config: Any) -> list[str]:
+def model_problems(run: RunView, family: Any, config: Any) -> list[str]:
     """The task and PEFT method against the checkpoint's architecture (a config.json mapping or a
     transformers config; None when it is not known before download: checked again at train time,
     on the meta device, before any weight is read)."""
@@ -83,7 +84,7 @@ def model_problems(run: Any, family: Any, config: Any) -> list[str]:
     return found
 
 
-def template_check(run: Any) -> tuple[list[str], list[str]]:
+def template_check(run: RunView) -> tuple[list[str], list[str]]:
     """(problems, notes) of rows that need a chat template against the run's tokenizer, read from
     files only (the tokenizer's config, the data's first row; no torch, no download). What cannot
     be known yet (a hub tokenizer not in the local cache) is a note, checked again at train time."""
@@ -110,16 +111,16 @@ def template_check(run: Any) -> tuple[list[str], list[str]]:
     return [], []
 
 
-def validation_notes(run: Any) -> list[str]:
+def validation_notes(run: RunView) -> list[str]:
     """What validation could not check without downloading, one line each."""
     return template_check(run)[1]
 
 
-def combination_problems(run: Any) -> list[str]:
+def combination_problems(run: RunView) -> list[str]:
     """Every impossible combination in a typed RunConfig, as one line each."""
     plugins = run.plugins
     family = plugins.family
-    found = model_problems(run, family, family.checkpoint_config(run.model))
+    found = model_problems(run, family, run.architecture)
     found += plugins.method.params_problems(run.peft, run)
     found += plugins.profile.problems(run.hardware, run)
     found += plugins.task_class.params_problems(run.task, run)
@@ -158,7 +159,7 @@ def combination_problems(run: Any) -> list[str]:
     return found
 
 
-def check_combination(run: Any) -> None:
+def check_combination(run: RunView) -> None:
     """Raise one UserError listing every impossible combination in the run."""
     found = combination_problems(run)
     if found:

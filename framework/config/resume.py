@@ -14,7 +14,6 @@ from framework.config.compose import Composed, compose_recipe, override_key
 from framework.config.schema import (
     ALL_GROUPS,
     RunConfig,
-    build_run_config,
     load_run_file,
     upgrade_saved,
 )
@@ -84,10 +83,10 @@ def resume_mismatches(saved: RunConfig, current: RunConfig) -> list[str]:
     ]
 
 
-def _resumed_run_dir(run: RunConfig) -> Path:
+def _resumed_run_dir(run: Any) -> Path:
     """resume=PATH: that checkpoint's run; resume=auto: run_dir, or the recipe's newest run with a
     complete checkpoint."""
-    if run.resume != "auto":
+    if run.resume is not None and run.resume != "auto":
         path = Path(run.resume).expanduser().resolve()
         return run_dir_of_checkpoint(path) if path.name.startswith("checkpoint-") else path.parent
     if run.run_dir:
@@ -160,7 +159,7 @@ def continue_saved_config(composed: Composed) -> Composed:
     """A `resume=...` run continues the run directory's saved config, not the recipe's current
     defaults: only the overrides given now are applied on top. A change to a setting that alters
     the training trajectory (TRAJECTORY_KEYS) must be allowed with resume_allow_changes=[...]."""
-    run = build_run_config(composed.config, composed.origin)
+    run = _run_settings(composed)
     run_dir = _resumed_run_dir(run)
     saved_path = saved_config_path(run_dir)
     if not saved_path.is_file():
@@ -171,7 +170,7 @@ def continue_saved_config(composed: Composed) -> Composed:
     now = _flatten(composed.config)
     # What the overrides given now change: the recipe composed with and without them.
     own_dirs = [o for o in composed.overrides if o.lstrip("+~").startswith("hydra.")]
-    plain = _flatten(compose_recipe(str(composed.recipe_path), own_dirs).config)
+    plain = _flatten(compose_recipe(composed.recipe, own_dirs).config)
     given = {k for k in set(now) | set(plain) if now.get(k, _ABSENT) != plain.get(k, _ABSENT)}
     # A key=value given now counts even where it equals the recipe's default.
     explicit = [override_key(o) for o in composed.overrides if "=" in o]
@@ -207,10 +206,18 @@ def continue_saved_config(composed: Composed) -> Composed:
             f"resume_allow_changes=[{keys}]:",
             changed,
         )
-    return Composed(
-        composed.recipe_name,
-        composed.recipe_path,
-        _unflatten(merged),
-        composed.overrides,
-        composed.choices,
-    )
+    return Composed(composed.recipe, _unflatten(merged), composed.overrides, composed.choices)
+
+
+def _run_settings(composed: Composed) -> Any:
+    """The top-level settings (resume, run_dir, output_root, recipe, ...) of a composed config,
+    typed: all that finding the run to continue needs, before the whole config is validated."""
+    from framework.config.schema import TOP_LEVEL_KEYS, RunSettings
+    from framework.config.typecheck import check_dataclass
+
+    problems: list[str] = []
+    top = {k: composed.config[k] for k in TOP_LEVEL_KEYS if k in composed.config}
+    settings = check_dataclass(RunSettings, top, "", composed.origin, problems)
+    if problems:
+        raise UserError(f"invalid config ({len(problems)} problems):", problems)
+    return settings

@@ -10,12 +10,14 @@ Nothing here imports torch: the whole config is checked before any model is touc
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from framework.config.typecheck import OriginFn, check_dataclass
+from framework.config.recipe import override_key
+from framework.config.typecheck import check_dataclass
 from framework.core.errors import UserError, did_you_mean
 from framework.core.params import DataConfig, TrainConfig
 from framework.core.plugins import load_all
@@ -35,6 +37,45 @@ from framework.models.params import ModelParams
 from framework.peft.base import PeftMethod, PeftParams
 from framework.store.run_dir import CONFIG_FILE
 from framework.tasks.base import Task, TaskParams
+
+
+class ConfigOrigin(Protocol):
+    """Where a config mapping came from, for messages: a composed recipe (config/compose.py
+    Composed) or a saved config file."""
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The command-line overrides, as given (none for a saved file)."""
+        ...
+
+    def origin(self, key_path: str) -> str:
+        """The place a key was set (the command line, a recipe or preset file)."""
+        ...
+
+    def override_for(self, key_path: str) -> str | None:
+        """The command-line override that set the key or a mapping above it."""
+        ...
+
+    def chosen_on_command_line(self, group: str) -> str | None:
+        """`group=preset` when the command line chose that group's preset."""
+        ...
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    """A resolved config file (a run's or a checkpoint's config.yaml): every key was set there."""
+
+    path: Path
+    overrides: tuple[str, ...] = ()
+
+    def origin(self, key_path: str) -> str:
+        return str(self.path)
+
+    def override_for(self, key_path: str) -> str | None:
+        return None
+
+    def chosen_on_command_line(self, group: str) -> str | None:
+        return None
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -80,9 +121,14 @@ class RunConfig(RunSettings):
     logger: dict[str, LoggerParams]  # logger name -> its typed params, in the order given
     plugins: Plugins = field(repr=False)
     data_source: Any = None  # typed `data.source`, per the data source's Params
-    raw: dict[str, Any] = field(
-        default_factory=dict, repr=False
-    )  # the composed mapping it came from
+    # where the config came from: the composed recipe (recipe, overrides, chosen presets) or the
+    # saved file a launched rank reads
+    origin: ConfigOrigin = field(repr=False, compare=False)
+    # the checkpoint's architecture as validation read it (config.json of a local, package or
+    # hub-cached checkpoint, or the family's tiny model type); None when it could not be read
+    # before loading: the trainer then checks task and method against it at load time
+    architecture: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the mapping that runs
 
 
 TOP_LEVEL_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
@@ -96,7 +142,7 @@ ALL_GROUPS: list[str] = ["model", "peft", "task", "hardware", "data", "train", "
 
 
 def _group(
-    registry: Registry, node: Any, key: str, origin: OriginFn, problems: list[str]
+    registry: Registry, node: Any, key: str, words: UnknownKeys, problems: list[str]
 ) -> tuple[Any, Any]:
     """(typed params, registry entry) of a group's preset; (None, None) with the problem noted."""
     if not isinstance(node, dict):
@@ -114,7 +160,7 @@ def _group(
     except UserError as error:
         problems.append(str(error))
         return None, None
-    return check_dataclass(entry.Params, node, key, origin, problems), entry
+    return words.check(entry.Params, node, key, problems), entry
 
 
 def logger_entries(node: Any) -> Any:
@@ -127,7 +173,7 @@ def logger_entries(node: Any) -> Any:
 
 
 def _loggers(
-    node: Any, origin: OriginFn, problems: list[str]
+    node: Any, words: UnknownKeys, problems: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """({logger name: typed params}, {logger name: registry entry})."""
     node = logger_entries(node)
@@ -150,18 +196,72 @@ def _loggers(
             problems.append(f"logger.{name}: must be a mapping of {name}'s options, got {keys!r}")
             continue
         entries[name] = LOGGERS.get(name)
-        found[name] = check_dataclass(
-            entries[name].Params, {"name": name, **(keys or {})}, f"logger.{name}", origin, problems
+        found[name] = words.check(
+            entries[name].Params, {"name": name, **(keys or {})}, f"logger.{name}", problems
         )
     return found, entries
 
 
-def _top_level_problems(node: dict[str, Any], origin: OriginFn) -> list[str]:
+class UnknownKeys:
+    """The problem line for a key the schema does not have, pointing at the fix: a key given on
+    the command line is quoted as typed, with the closest key beside it, or the same key in
+    another group (peft.lr -> train.lr); a key from a file names the file."""
+
+    def __init__(self, node: dict[str, Any], where: ConfigOrigin):
+        self.node, self.where = node, where
+
+    def check(self, schema: type, node: dict[str, Any], path: str, problems: list[str]) -> Any:
+        """check_dataclass with this wording of unknown keys."""
+        return check_dataclass(schema, node, path, self.where.origin, problems, self.line)
+
+    def line(self, path: str, key: str, fields: list[str]) -> str:
+        override = self.where.override_for(path)
+        if override is None or override.startswith("+"):  # a file, or an explicit addition
+            return (
+                f"{path}: unknown key{did_you_mean(key, fields)} (set in "
+                f"{self.where.origin(path)}); valid keys: {', '.join(sorted(fields))}"
+            )
+        given = override_key(override)  # deeper than `path` when a parent is what is unknown
+        chosen = self.where.chosen_on_command_line(path.split(".")[0]) if "." in path else None
+        label = "unknown key" if given == path else f"unknown key '{path}'"
+        return (
+            f"{override}: {label}{f' for {chosen}' if chosen else ''}"
+            f"{self.hint(path, key, fields, given)} (set on the command line); valid keys "
+            f"here: {', '.join(sorted(set(fields)))}"
+        )
+
+    def hint(self, path: str, key: str, fields: list[str], given: str) -> str:
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+        if given != path:  # trian.lr: the group is misspelled
+            parent = path.rpartition(".")[0]
+            fixed = ".".join([p for p in (parent, *close) if p] + [given[len(path) + 1 :]])
+            return f" (did you mean '{fixed}'?)" if close else ""
+        elsewhere = self.same_key_elsewhere(path)
+        return f" (did you mean '{elsewhere[0]}'?)" if elsewhere else did_you_mean(key, fields)
+
+    def same_key_elsewhere(self, path: str) -> list[str]:
+        """Other places of the config (each group, the top level) where the last part of `path`
+        is a key: the usual slip is the right key in the wrong group."""
+        leaf, first = path.rsplit(".", 1)[-1], path.split(".", 1)[0]
+        found = []
+        for group, node in self.node.items():
+            if group == first or not isinstance(node, dict):
+                continue
+            if leaf in set(node) | set(schema_fields(self.node, f"{group}.{leaf}") or []):
+                found.append(f"{group}.{leaf}")
+        if "." in path and leaf in TOP_LEVEL_KEYS:
+            found.append(leaf)  # e.g. train.seed -> seed
+        return found
+
+
+def _top_level_problems(node: dict[str, Any], words: UnknownKeys) -> list[str]:
     """Unknown top-level keys, and groups with no preset chosen."""
-    known = set(TOP_LEVEL_KEYS) | set(ALL_GROUPS)
+    known = sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
     found = [
-        f"{key}: unknown top-level key{did_you_mean(key, known)} "
-        f"(set in {origin(key)}); valid keys: {', '.join(sorted(known))}"
+        words.line(key, key, known)
+        if words.where.override_for(key)
+        else f"{key}: unknown top-level key{did_you_mean(key, known)} "
+        f"(set in {words.where.origin(key)}); valid keys: {', '.join(known)}"
         for key in node
         if key not in known
     ]
@@ -174,36 +274,35 @@ def _top_level_problems(node: dict[str, Any], origin: OriginFn) -> list[str]:
     return found
 
 
-def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
+def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
     """Type-check a composed config and return the RunConfig, with the registry entry of every
     preset resolved; raise one UserError listing all problems (unknown keys with suggestions,
     wrong types, missing values, unknown presets, impossible combinations). `node` is not
     changed: the RunConfig's `raw` is the mapping that runs and is saved."""
     load_all()
     node = _checkpoint_replaces_random_init(node)
-    problems = _top_level_problems(node, origin)
+    words = UnknownKeys(node, where)
+    problems = _top_level_problems(node, words)
     params: dict[str, Any] = {}
     entries: dict[str, Any] = {}
     for key, registry in GROUPS.items():
         if key in node:
-            params[key], entries[key] = _group(registry, node[key], key, origin, problems)
+            params[key], entries[key] = _group(registry, node[key], key, words, problems)
     logger_entries_found: dict[str, Any] = {}
     if "logger" in node:
-        params["logger"], logger_entries_found = _loggers(node["logger"], origin, problems)
+        params["logger"], logger_entries_found = _loggers(node["logger"], words, problems)
     for key, schema in (("train", TrainConfig), ("data", DataConfig)):
         if key in node:
-            params[key] = check_dataclass(schema, node.get(key) or {}, key, origin, problems)
+            params[key] = words.check(schema, node.get(key) or {}, key, problems)
     data, source, data_source = params.get("data"), None, None
     if data is not None:
         try:
             source = DATASETS.get(data.name, key="data.name")
-            data_source = check_dataclass(
-                source.Params, data.source, "data.source", origin, problems
-            )
+            data_source = words.check(source.Params, data.source, "data.source", problems)
         except UserError as error:
             problems.append(str(error))
     top = {k: node[k] for k in TOP_LEVEL_KEYS if k in node}
-    top_checked = check_dataclass(RunSettings, top, "", origin, problems)
+    top_checked = words.check(RunSettings, top, "", problems)
     if problems:
         raise UserError(
             f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):", problems
@@ -219,7 +318,9 @@ def build_run_config(node: dict[str, Any], origin: OriginFn) -> RunConfig:
     run = RunConfig(
         **params,
         plugins=plugins,
+        architecture=plugins.family.checkpoint_config(params["model"]),
         data_source=data_source,
+        origin=where,
         raw=node,
         **dataclasses.asdict(top_checked),
     )
@@ -268,7 +369,8 @@ def schema_fields(config: dict[str, Any], key_path: str) -> list[str] | None:
     if not parents:
         return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
     group, rest = parents[0], parents[1:]
-    node = config.get(group) if isinstance(config.get(group), dict) else {}
+    found = config.get(group)
+    node: dict[str, Any] = found if isinstance(found, dict) else {}
     cls: Any
     if group == "logger":  # logger.NAME.key: NAME's Params
         if not rest:
@@ -313,7 +415,7 @@ def load_run_file(path: Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path.parent}: not an ft run directory (no {path.name})")
-    return build_run_config(upgrade_saved(yaml.safe_load(path.read_text())), lambda key: str(path))
+    return build_run_config(upgrade_saved(yaml.safe_load(path.read_text())), SavedConfig(path))
 
 
 def upgrade_saved(node: dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +434,7 @@ def upgrade_saved(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def load_run(run_dir: Path, config_file: str = CONFIG_FILE) -> RunConfig:
+def load_saved_run(run_dir: Path, config_file: str = CONFIG_FILE) -> RunConfig:
     """The RunConfig a run directory was started with (what every launched rank reads, and what
     ft eval / predict / merge / report use). The one place a run is loaded from its directory."""
     return load_run_file(Path(run_dir) / config_file)

@@ -17,6 +17,8 @@ from framework.core.errors import did_you_mean
 MISSING_MARK = "???"  # OmegaConf's spelling of "required, not set"
 
 OriginFn = Callable[[str], str]
+# (dotted path of an unknown key, the key, the fields allowed beside it) -> the problem line
+UnknownKeyFn = Callable[[str, str, list[str]], str]
 # `Optional[X]` and `X | None` are the same type with two origins (typing.Union, types.UnionType).
 UNION_ORIGINS = (Union, types.UnionType)
 
@@ -37,9 +39,17 @@ def _describe(tp: Any) -> str:
 
 
 class _Checker:
-    def __init__(self, origin: OriginFn):
+    def __init__(self, origin: OriginFn, unknown: UnknownKeyFn | None = None):
         self.origin = origin
+        self.unknown = unknown or self.unknown_key
         self.problems: list[str] = []
+
+    def unknown_key(self, where: str, key: str, fields: list[str]) -> str:
+        """The default line for a key the schema does not have."""
+        return (
+            f"{where}: unknown key{did_you_mean(key, fields)} (set in {self.origin(where)}); "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -58,7 +68,7 @@ class _Checker:
             for arg in args:
                 if arg is type(None):
                     continue
-                trial = _Checker(self.origin)
+                trial = _Checker(self.origin, self.unknown)
                 result = trial.value(arg, value, path)
                 if not trial.problems:
                     return result
@@ -85,7 +95,7 @@ class _Checker:
                 return {}
             _, item_tp = get_args(tp) or (str, Any)
             return {str(k): self.value(item_tp, v, f"{path}.{k}") for k, v in value.items()}
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 self.fail(path, f"must be a mapping of {tp.__name__} fields, got {value!r}")
                 return None
@@ -118,11 +128,7 @@ class _Checker:
         for key in node:
             if key not in fields:
                 where = f"{path}.{key}" if path else str(key)
-                self.fail(
-                    where,
-                    f"unknown key{did_you_mean(key, fields)} (set in {self.origin(where)}); "
-                    f"valid keys: {', '.join(sorted(fields))}",
-                )
+                self.problems.append(self.unknown(where, str(key), sorted(fields)))
         kwargs = {}
         for name, field in fields.items():
             where = f"{path}.{name}" if path else name
@@ -144,10 +150,17 @@ class _Checker:
 
 
 def check_dataclass(
-    cls: type, node: dict[str, Any], path: str, origin: OriginFn, problems: list[str]
+    cls: type,
+    node: dict[str, Any],
+    path: str,
+    origin: OriginFn,
+    problems: list[str],
+    unknown: UnknownKeyFn | None = None,
 ) -> Any | None:
-    """Build ``cls`` from ``node``; append every problem found to ``problems`` (None if any)."""
-    checker = _Checker(origin)
+    """Build ``cls`` from ``node``; append every problem found to ``problems`` (None if any).
+    ``unknown`` words the line for a key the schema lacks (default: where it was set, the closest
+    field and the valid ones)."""
+    checker = _Checker(origin, unknown)
     result = checker.dataclass(cls, node, path)
     problems.extend(checker.problems)
     return None if checker.problems else result

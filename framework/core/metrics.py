@@ -265,7 +265,8 @@ def entity_metrics(pred_tags: list[list[str]], true_tags: list[list[str]]) -> di
     zero_division default. ``accuracy`` is the fraction of tokens whose tag string matches.
     """
     _check_same_length("entity_metrics", pred_tags, true_tags)
-    true_set, pred_set = set(), set()
+    true_set: set[tuple[int, str, int, int]] = set()
+    pred_set: set[tuple[int, str, int, int]] = set()
     n_tokens = n_correct = 0
     for s, (pred, true) in enumerate(zip(pred_tags, true_tags)):
         if len(pred) != len(true):

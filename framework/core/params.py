@@ -8,7 +8,7 @@ from ft, so that any layer (plug-ins included) can use these types without an im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 
 @dataclass(kw_only=True)
@@ -80,3 +80,58 @@ class DataConfig:
     # processes that tokenize a split (splits under 5,000 rows per process use fewer); null = the
     # CPU cores this process may run on. The tokenized data is the same for any value.
     num_proc: int | None = None
+
+
+class RunView(Protocol):
+    """What a plug-in reads of a validated run (config/schema.py's RunConfig is one): the typed
+    params of every group and the run's top-level settings. Plug-ins stand below the config
+    layer, so they name this protocol rather than the RunConfig class. Read-only: a validated
+    run is frozen."""
+
+    @property
+    def recipe(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    @property
+    def resume(self) -> str | None: ...
+
+    @property
+    def run_dir(self) -> str | None: ...
+
+    @property
+    def output_root(self) -> str: ...
+
+    @property
+    def model(self) -> Any: ...  # models/params.py ModelParams
+
+    @property
+    def peft(self) -> Any: ...  # peft/base.py PeftParams (or a method's own Params)
+
+    @property
+    def task(self) -> Any: ...  # tasks/base.py TaskParams (or a task's own Params)
+
+    @property
+    def hardware(self) -> Any: ...  # hardware/base.py HardwareParams (or a profile's own Params)
+
+    @property
+    def data(self) -> DataConfig: ...
+
+    @property
+    def train(self) -> TrainConfig: ...
+
+    @property
+    def logger(self) -> dict[str, Any]: ...  # logger name -> its params
+
+    @property
+    def data_source(self) -> Any: ...  # the data source's typed params
+
+    @property
+    def architecture(self) -> dict[str, Any] | None: ...  # config.json as validation read it
+
+    @property
+    def plugins(self) -> Any: ...  # config/schema.py Plugins: the registry entries the presets name

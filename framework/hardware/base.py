@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from framework.core.params import GroupParams
+from framework.core.params import GroupParams, RunView, TrainConfig
 
 
 @dataclass(kw_only=True)
@@ -64,13 +64,13 @@ class HardwareProfile:
 
     # ---- validation (no torch) -----------------------------------------------------------------
     @classmethod
-    def on_gpu(cls, params: Any) -> bool:
+    def on_gpu(cls, params: HardwareParams) -> bool:
         """Whether this run's processes use CUDA devices."""
         device = getattr(params, "device", None)
         return cls.uses_gpu if device is None else device == "cuda"
 
     @classmethod
-    def problems(cls, params: Any, run: Any) -> list[str]:
+    def problems(cls, params: HardwareParams, run: RunView) -> list[str]:
         """Impossible settings, found without importing torch; each names the keys."""
         found = []
         if not cls.on_gpu(params) and params.precision in ("fp16", "bf16"):
@@ -90,7 +90,7 @@ class HardwareProfile:
         return found
 
     @classmethod
-    def device_count_problems(cls, params: Any, run: Any) -> list[str]:
+    def device_count_problems(cls, params: HardwareParams, run: RunView) -> list[str]:
         """More processes on this machine than it has GPUs. Imports torch, so only GPU profiles
         that launch processes call it; a dry run (e.g. on a login node) skips it."""
         launches = params.num_processes > 1 or cls.always_launch
@@ -111,11 +111,11 @@ class HardwareProfile:
 
     # ---- launching (no torch) -----------------------------------------------------------------
     @classmethod
-    def world_size(cls, params: Any) -> int:
+    def world_size(cls, params: HardwareParams) -> int:
         return params.num_processes * params.num_machines
 
     @classmethod
-    def launch_env(cls, params: Any) -> dict[str, str]:
+    def launch_env(cls, params: HardwareParams) -> dict[str, str]:
         """Environment variables for launched ranks."""
         if cls.always_launch and cls.world_size(params) == 1:
             # `accelerate launch --num_processes 1` starts one plain process, but DeepSpeed and
@@ -131,7 +131,7 @@ class HardwareProfile:
         return {}
 
     @classmethod
-    def launch_args(cls, params: Any) -> list[str]:
+    def launch_args(cls, params: HardwareParams) -> list[str]:
         """`accelerate launch` arguments for a multi-process run.
 
         Every multi-process run goes through torchrun (`--multi_gpu`): it starts one process per
@@ -163,24 +163,24 @@ class HardwareProfile:
 
     # ---- questions other parts ask (no torch) ---------------------------------------------------
     @classmethod
-    def shards_parameters(cls, params: Any, train: Any) -> bool:
+    def shards_parameters(cls, params: HardwareParams, train: TrainConfig) -> bool:
         """Whether each process holds only a shard of every weight (ZeRO-3, FSDP): code that reads
         whole weights (PiSSA/OLoRA conversion) cannot run there."""
         return False
 
     @classmethod
-    def resume_fingerprint(cls, params: Any, train: Any) -> dict[str, Any]:
+    def resume_fingerprint(cls, params: HardwareParams, train: TrainConfig) -> dict[str, Any]:
         """What of this profile a checkpoint depends on: resuming with other values is refused."""
         return {"world size": cls.world_size(params)}
 
     @classmethod
-    def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
+    def memory_layout(cls, params: HardwareParams, train: TrainConfig) -> MemoryLayout:
         """How this profile spreads weights, gradients and optimizer state (for `ft estimate`):
         by default every process holds all of them on its device."""
         return MemoryLayout()
 
     @classmethod
-    def plan(cls, params: Any, train: Any) -> dict[str, Any]:
+    def plan(cls, params: HardwareParams, train: TrainConfig) -> dict[str, Any]:
         """What the profile sets up, as plain data (printed by a dry run; no torch)."""
         name = getattr(cls, "registry_name", cls.__name__)
         return {
@@ -192,7 +192,7 @@ class HardwareProfile:
 
     # ---- inside a rank (may import torch) -------------------------------------------------------
     @classmethod
-    def mixed_precision(cls, params: Any) -> str:
+    def mixed_precision(cls, params: HardwareParams) -> str:
         """Accelerate's mixed_precision value; 'auto' picks bf16 where the GPU has it."""
         if params.precision != "auto":
             return params.precision
@@ -205,7 +205,7 @@ class HardwareProfile:
         return "no"
 
     @classmethod
-    def accelerator_kwargs(cls, params: Any, train: Any) -> dict[str, Any]:
+    def accelerator_kwargs(cls, params: HardwareParams, train: TrainConfig) -> dict[str, Any]:
         """Keyword arguments for accelerate.Accelerator."""
         return {
             "mixed_precision": cls.mixed_precision(params),
@@ -214,25 +214,27 @@ class HardwareProfile:
         }
 
     @classmethod
-    def load_kwargs(cls, params: Any) -> dict[str, Any]:
+    def load_kwargs(cls, params: HardwareParams) -> dict[str, Any]:
         """Extra from_pretrained kwargs (device_map, max_memory, offload_folder)."""
         return {}
 
     @classmethod
     @contextmanager
-    def adapting(cls, run: Any, model: Any) -> Iterator[None]:
+    def adapting(cls, run: RunView, model: Any) -> Iterator[None]:
         """Context in which PEFT adds its adapter layers to the loaded base model (device_map
         uses it to create adapters of offloaded layers where those layers compute)."""
         yield
 
     @classmethod
-    def build_optimizer(cls, params: Any, groups: list[dict[str, Any]], train: Any) -> Any | None:
+    def build_optimizer(
+        cls, params: HardwareParams, groups: list[dict[str, Any]], train: TrainConfig
+    ) -> Any | None:
         """An optimizer the profile needs instead of ft's torch one (DeepSpeed's CPU Adam for
         ZeRO-Offload), or None to let the runner build its own."""
         return None
 
 
-def quantizes_base(run: Any) -> bool:
+def quantizes_base(run: RunView) -> bool:
     """Whether the run's PEFT method loads the base quantized by bitsandbytes (QLoRA)."""
     return run.plugins.method.quantized_base
 

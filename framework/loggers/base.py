@@ -30,7 +30,7 @@ class Logger:
     summary: ClassVar[str] = ""
 
     @classmethod
-    def problems(cls, params: Any) -> list[str]:
+    def problems(cls, params: LoggerParams) -> list[str]:
         """A missing tracker library is reported at validation, before any model is loaded."""
         if cls.package and importlib.util.find_spec(cls.package) is None:
             name = cls.registry_name  # type: ignore[attr-defined]
@@ -42,11 +42,11 @@ class Logger:
         return []
 
     @classmethod
-    def prepare(cls, params: Any, run_dir: Path) -> None:
+    def prepare(cls, params: LoggerParams, run_dir: Path) -> None:
         """Process-level set-up before the tracker starts (e.g. MLflow's tracking URI)."""
 
     @classmethod
-    def init_kwargs(cls, params: Any, run_dir: Path) -> dict[str, Any]:
+    def init_kwargs(cls, params: LoggerParams, run_dir: Path) -> dict[str, Any]:
         """Keyword arguments of Accelerate's tracker class (its `init_kwargs` entry)."""
         return {}
 

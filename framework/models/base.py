@@ -63,7 +63,7 @@ class ModelFamily:
         return frozenset({str(described["model_type"]), automap.model_kind(described)})
 
     @classmethod
-    def checkpoint_config(cls, params: Any) -> dict[str, Any] | None:
+    def checkpoint_config(cls, params: ModelParams) -> dict[str, Any] | None:
         """The described architecture of a run's checkpoint, read without torch or network
         (config.json of a local, package or hub-cached checkpoint; the family's own otherwise)."""
         from framework.models.loading import read_config_json

@@ -23,7 +23,7 @@ import importlib.util
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from framework.core.params import GroupParams
+from framework.core.params import GroupParams, RunView, TrainConfig
 from framework.core.registry import MODELS, PEFT_METHODS, TASKS
 
 
@@ -141,7 +141,7 @@ class PeftMethod:
     summary: ClassVar[str] = ""
 
     @classmethod
-    def build(cls, params: Any, task: str, family: Any, model_config: Any) -> Any:
+    def build(cls, params: PeftParams, task: str, family: Any, model_config: Any) -> Any:
         """Return the peft config object (LoraConfig, IA3Config, ...) for this run: peft's
         `peft_config` class called with config_kwargs()."""
         import peft
@@ -201,7 +201,7 @@ class PeftMethod:
         )
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> list[str]:
+    def params_problems(cls, params: PeftParams, run: RunView) -> list[str]:
         """Problems of this method's params in this run, found without loading anything."""
         found = []
         if params.target_modules is not None and not isinstance(params.target_modules, (str, list)):
@@ -228,7 +228,7 @@ class PeftMethod:
 
     # ---- building -----------------------------------------------------------------------------
     @classmethod
-    def targets(cls, params: Any, family: Any, model_config: Any = None) -> Any:
+    def targets(cls, params: PeftParams, family: Any, model_config: Any = None) -> Any:
         """The user's target_modules, else the model's default for this method kind (the family's
         list, peft's table for the model type, or the linear layers on the meta device)."""
         if params.target_modules is not None:
@@ -250,29 +250,31 @@ class PeftMethod:
         return names or None
 
     @classmethod
-    def load_kwargs(cls, params: Any) -> dict[str, Any]:
+    def load_kwargs(cls, params: PeftParams) -> dict[str, Any]:
         """Extra from_pretrained kwargs for the base model (QLoRA's quantization_config)."""
         return {}
 
     @classmethod
-    def base_weight_bytes(cls, params: Any, dtype_bytes: float, quantizable: bool) -> float:
+    def base_weight_bytes(cls, params: PeftParams, dtype_bytes: float, quantizable: bool) -> float:
         """Bytes per base-model parameter as this method holds it in training (`ft estimate`):
         the load dtype's size; `quantizable` marks weights of the base's linear layers."""
         return dtype_bytes
 
     @classmethod
-    def prepare_base(cls, params: Any, model: Any, train: Any) -> Any:
+    def prepare_base(cls, params: PeftParams, model: Any, train: TrainConfig) -> Any:
         """Adjust the loaded base model before the adapter is added (QLoRA: k-bit training prep)."""
         return model
 
     @classmethod
-    def param_groups(cls, params: Any, model: Any, train: Any) -> list[dict[str, Any]]:
+    def param_groups(
+        cls, params: PeftParams, model: Any, train: TrainConfig
+    ) -> list[dict[str, Any]]:
         """Optimizer parameter groups; LoRA+ gives B matrices their own learning rate."""
         trainable = [p for p in model.parameters() if p.requires_grad]
         return [{"params": trainable, "lr": train.lr}]
 
     @classmethod
-    def prepare_model(cls, params: Any, model: Any, total_steps: int) -> None:
+    def prepare_model(cls, params: PeftParams, model: Any, total_steps: int) -> None:
         """Last chance to configure the peft model once the number of steps is known. Checks that
         every name in peft.modules_to_save matched a module (peft silently ignores the others)."""
         from framework.core.errors import UserError

@@ -79,7 +79,7 @@ class Lora(PeftMethod):
                 f"(eva/corda need calibration data, which ft does not wire up)"
             )
         family = run.plugins.family
-        traits = family.traits(family.checkpoint_config(run.model))
+        traits = family.traits(run.architecture)
         if kind == "olora" and traits & set(CONV1D_MODEL_TYPES):
             found.append(
                 "peft.init=olora with a GPT-2 model: peft's OLoRA init breaks on "

@@ -12,7 +12,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from framework.config.compose import hydra_compose, override_key
+from framework.config.compose import hydra_compose, hydra_overrides
+from framework.config.recipe import override_key, read_recipe
 from framework.hardware.base import launch_command
 from framework.hardware.slurm import sbatch_script
 from framework.store.run_dir import CONFIG_FILE
@@ -50,7 +51,7 @@ def dry_run_plan(run: Any) -> dict[str, Any]:
     return plan
 
 
-def print_dry_run(run: Any, composed: Any = None) -> None:
+def print_dry_run(run: Any) -> None:
     """Print dry_run_plan(run) for a person to read; with a `hydra/launcher=...` override (e.g.
     hydra/launcher=slurm) also the job script that `-m` would submit."""
     plan = dry_run_plan(run)
@@ -71,11 +72,7 @@ def print_dry_run(run: Any, composed: Any = None) -> None:
     if "nodes" in plan:
         print(f"multi-node: {plan['nodes']}")
     launcher = next(
-        (
-            o.split("=", 1)[1]
-            for o in getattr(composed, "overrides", [])
-            if o.startswith("hydra/launcher=")
-        ),
+        (o.split("=", 1)[1] for o in run.origin.overrides if o.startswith("hydra/launcher=")),
         None,
     )
     if launcher:
@@ -83,15 +80,16 @@ def print_dry_run(run: Any, composed: Any = None) -> None:
             f"\nwith -m, hydra/launcher={launcher} would submit (one task per node, each "
             f"running the launch above):"
         )
-        print(submission_script(composed.recipe_path, composed.overrides))
+        print(submission_script(run.origin.recipe, list(run.origin.overrides)))
 
 
-def submission_script(recipe_path: Any, overrides: list[str]) -> str:
+def submission_script(recipe: Any, overrides: list[str]) -> str:
     """The job script `ft train RECIPE -m hydra/launcher=slurm OVERRIDES` would submit (the
     launcher preset resolved against this run's config: nodes and GPUs follow `hardware`)."""
     from omegaconf import OmegaConf
 
-    cfg = hydra_compose(recipe_path, [o for o in overrides if override_key(o) != "dry_run"])
+    kept = [o for o in overrides if override_key(o) != "dry_run"]
+    cfg = hydra_compose(read_recipe(recipe), hydra_overrides(kept))
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
         return f"(hydra/launcher is {launcher.get('_target_')}: no job script to show)"

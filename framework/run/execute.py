@@ -1,6 +1,6 @@
-"""One run, from the command line's words to its result: compose -> validate -> run directory ->
-train in-process (one process) or `accelerate launch` the trainer (several). `ft train` and each
-job of a Hydra sweep come through here, so both behave the same.
+"""One run, from a validated RunConfig (framework/config/path.py) to its result: run directory ->
+train in-process (one process) or `accelerate launch` the trainer (several). `ft train`, each job
+of Hydra's door and each sweep trial come through here, so all behave the same.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
-from framework.config.compose import Composed, compose_recipe
-from framework.config.resume import continue_saved_config, resume_target
-from framework.config.schema import RunConfig, build_run_config
+from framework.config.resume import resume_target
+from framework.config.schema import RunConfig
 from framework.core.errors import LaunchFailed, UserError
 from framework.store.logs import configure_logging, run_log
 from framework.store.run_dir import (
@@ -43,37 +42,29 @@ class Finished(NamedTuple):
     metrics: dict[str, float]  # final evaluation (a sweep's objective is its primary metric)
 
 
-def compose_and_validate(recipe: str, overrides: list[str]) -> tuple[Composed, RunConfig]:
-    """Compose with Hydra and validate; return (composed, run). Never imports torch."""
-    composed = compose_recipe(recipe, overrides)
-    if composed.config.get("resume"):  # continue the run's saved config, not the recipe's defaults
-        composed = continue_saved_config(composed)
-    return composed, build_run_config(composed.config, composed.origin)
-
-
-def prepare_run_dir(composed: Composed, run: RunConfig) -> Prepared:
+def prepare_run_dir(run: RunConfig) -> Prepared:
     """Create (or, when resuming, reuse) the run directory and write the run's files into it.
     Resume checks run first, so a refused resume writes nothing."""
     target = resume_target(run)
     if target is not None:
         # Keep the original config; record this invocation beside it, never overwriting.
-        resume_config = write_resume_config(target.run_dir, composed.config)
+        resume_config = write_resume_config(target.run_dir, run.raw)
         return Prepared(run, target.run_dir, resume_config.name, target.checkpoint)
     run_dir = create_run_dir(run.output_root, run.recipe, run.run_dir, run.overwrite)
-    write_run_files(run_dir, composed.config, composed.overrides)
+    write_run_files(run_dir, run.raw, list(run.origin.overrides))
     return Prepared(run, run_dir, CONFIG_FILE, None)
 
 
-def execute(composed: Composed, run: RunConfig) -> Finished:
+def execute(run: RunConfig) -> Finished:
     """Train a validated run: in-process for one rank, `accelerate launch` for several."""
     if run.dry_run:  # print what would run; create and start nothing
         from framework.run.dry_run import print_dry_run
 
-        print_dry_run(run, composed)
+        print_dry_run(run)
         return Finished(None, {})
     configure_logging()  # choosing a checkpoint may warn (a corrupt one passed over)
     existed = bool(run.run_dir) and Path(run.run_dir).expanduser().exists()
-    prepared = prepare_run_dir(composed, run)
+    prepared = prepare_run_dir(run)
     try:
         with run_log(prepared.run_dir):
             log.info("run directory: %s", prepared.run_dir)

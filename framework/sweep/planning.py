@@ -1,13 +1,17 @@
-"""Setting a sweep up before any trial runs: its jobs validated one by one (or each swept value once),
-schema keys a preset omits forced in (`++`), ft's own sweep options, the sweep directory (a fixed
-name per command, so that re-running it resumes), and for Optuna its direction and study."""
+"""Setting a sweep up before any trial runs: its jobs validated one by one (or each swept value once)
+on the path of a single run, ft's own sweep options, the sweep directory (a fixed name per
+command, so that re-running it resumes), and for Optuna its direction and study."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from framework.config.compose import with_search_preset
+from framework.config.recipe import Recipe, override_key
 from framework.core.errors import UserError
 from framework.sweep.dirs import resolve_sweep_dir
 from framework.sweep.options import (
@@ -58,43 +62,37 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 
 
 def prevalidate_sweep(
-    recipe: str, overrides: list[str], conditional: list[str] = ()
-) -> tuple[list[str], list[Any], set[str]]:
+    recipe: Recipe, overrides: list[str], conditional: Sequence[str] = ()
+) -> tuple[list[str], list[Any]]:
     """Validate every job of a sweep before the first one runs (a bad value must not surface after
-    hours of training, or on a cluster node). Returns (one line per failing job, the validated
-    runs, the keys that needed a `+` because their preset omits them although the schema has
-    them: Hydra composes each job itself and must be told to add those). Conditional keys
-    (sweep.conditional) are dropped where the job's preset does not define them, as trials do."""
-    from framework.config.compose import compose_recipe, override_key
-    from framework.config.schema import build_run_config
+    hours of training, or on a cluster node), on the same path as a single run. Returns (one
+    line per failing job, the validated runs). Conditional keys (sweep.conditional) are dropped
+    where the job's preset does not define them, as trials do."""
+    from framework.config.compose import compose_recipe
+    from framework.config.path import validated_run
 
     # Jobs of a cluster launcher (hydra/launcher=slurm) run on other machines: check everything
     # but this machine's devices, as a dry run does.
     remote = any(o.lstrip("+").startswith("hydra/launcher=") for o in overrides)
-    problems, runs, added = [], [], set()
+    problems, runs = [], []
     for job in sweep_jobs(overrides):
         try:
             composed = compose_recipe(recipe, job + (["dry_run=true"] if remote else []))
-            composed.config.pop("sweep", None)
-            drop_undefined(composed.config, list(conditional))
-            runs.append(build_run_config(composed.config, composed.origin))
+            config = {k: v for k, v in composed.config.items() if k != "sweep"}
+            drop_undefined(config, list(conditional))
+            runs.append(validated_run(replace(composed, config=config)))
         except UserError as error:
             problems.append(f"sweep job [{' '.join(job)}]: {error}")
-            continue
-        added |= {
-            override_key(o)
-            for o in composed.overrides
-            if o.startswith("+") and not o.startswith("++")
-        } - {override_key(o) for o in job if o.startswith("+")}
-    return problems, runs, added
+    return problems, runs
 
 
-def preset_sweep(recipe: str, overrides: list[str]) -> tuple[str, list[str], Any, Any]:
+def preset_sweep(recipe: Recipe, overrides: list[str]) -> tuple[str, list[str], Any, Any]:
     """What the composed config says about the sweep (an hparams_search preset may set it):
     (the sweeper's name, its `params` as overrides, its n_trials, the `sweep:` node)."""
     from omegaconf import OmegaConf
 
-    from framework.config.compose import hydra_compose, override_key, recipe_groups, resolve_recipe
+    from framework.config.compose import hydra_compose, hydra_overrides
+    from framework.config.recipe import recipe_groups
 
     jobs = sweep_jobs(overrides)
     hydra_keys = [
@@ -107,7 +105,7 @@ def preset_sweep(recipe: str, overrides: list[str]) -> tuple[str, list[str], Any
     # Only preset choices (group=preset) and Hydra's keys: what decides the sweep's settings.
     choices = [o for o in (jobs[0] if jobs else []) if override_key(o) in recipe_groups()]
     try:
-        cfg = hydra_compose(resolve_recipe(recipe), choices + hydra_keys)
+        cfg = hydra_compose(recipe, hydra_overrides(choices + hydra_keys))
     except Exception:  # an invalid job: prevalidation names the problem
         return "", [], None, None
     sweeper = cfg.hydra.runtime.choices.get("hydra/sweeper") or ""
@@ -117,17 +115,6 @@ def preset_sweep(recipe: str, overrides: list[str]) -> tuple[str, list[str], Any
     as_overrides = [f"{k}={v}" for k, v in params.items() if override_key(str(k)) not in given]
     sweep_node = OmegaConf.to_container(cfg.sweep, resolve=True) if "sweep" in cfg else None
     return sweeper, as_overrides, cfg.hydra.sweeper.get("n_trials"), sweep_node
-
-
-def force_added(overrides: list[str], keys: set[str]) -> list[str]:
-    """`key=v1,v2` -> `++key=v1,v2` for schema keys a preset omits (++ adds or overrides, so it
-    also fits jobs whose preset does have the key)."""
-    from framework.config.compose import override_key
-
-    return [
-        f"++{o.lstrip('+')}" if override_key(o) in keys and not o.startswith("~") else o
-        for o in overrides
-    ]
 
 
 class SweepPlan:
@@ -140,28 +127,25 @@ class SweepPlan:
         self.problems: list[str] = []
 
 
-def with_search_preset(recipe: str, overrides: list[str]) -> list[str]:
-    """`hparams_search=NAME` -> `+hparams_search=NAME`: recipes do not list the group in their
-    defaults (one that does takes the plain form)."""
-    from framework.config.compose import resolve_recipe
-
-    if "hparams_search" in resolve_recipe(recipe).read_text():
-        return overrides
-    return [f"+{o}" if o.startswith("hparams_search=") else o for o in overrides]
-
-
-def plan_sweep(plan: SweepPlan, recipe: str, overrides: list[str]) -> list[str]:
+def plan_sweep(plan: SweepPlan, recipe: Recipe, overrides: list[str]) -> list[str]:
     """Validate every job, then settle the sweep directory (a fixed name per command, so that
-    re-running the command resumes it), schema keys (`++`) and, for Optuna, its direction and
-    persistent study. Returns the overrides to hand to Hydra; problems go to plan.problems."""
-    from framework.config.compose import override_key
-
+    re-running the command resumes it) and, for Optuna, its direction and persistent study.
+    Returns the overrides to hand to Hydra (as given; see compose.hydra_overrides); problems go
+    to plan.problems."""
     plan.options, overrides = split_sweep_options(overrides)
     overrides = with_search_preset(recipe, overrides)
+    if any(override_key(o) == "resume" for o in overrides):
+        # Each trial resumes itself: re-running the sweep skips completed trials and continues
+        # unfinished ones from their checkpoints; a resume of one run would not fit them all.
+        print(
+            "[sweep] resume=...: a sweep resumes its own trials (completed ones are skipped, "
+            "unfinished ones continue from their last checkpoint); the override is not passed on",
+            file=sys.stderr,
+        )
+        overrides = [o for o in overrides if override_key(o) != "resume"]
     sweeper, preset_params, n_trials, sweep_node = preset_sweep(recipe, overrides)
     plan.options.merge(sweep_node)
-    overrides = force_added(overrides, set(plan.options.conditional))
-    plan.problems, runs, added = prevalidate_sweep(
+    plan.problems, runs = prevalidate_sweep(
         recipe, preset_params + overrides, plan.options.conditional
     )
     if plan.problems:
@@ -172,9 +156,8 @@ def plan_sweep(plan: SweepPlan, recipe: str, overrides: list[str]) -> list[str]:
             "directory, so one run_dir cannot hold them; remove it (choose where the "
             "sweep goes with hydra.sweep.dir=DIR)"
         )
-    overrides = force_added(overrides, added)
     output_root = runs[0].output_root if runs else "outputs"
-    plan.sweep_dir = resolve_sweep_dir(overrides, output_root, Path(recipe).stem)
+    plan.sweep_dir = resolve_sweep_dir(overrides, output_root, recipe.name)
     overrides = [o for o in overrides if override_key(o) != "hydra.sweep.dir"]
     overrides.append(f"hydra.sweep.dir={plan.sweep_dir}")
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)  # the Optuna study lives in it from the start

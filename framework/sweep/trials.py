@@ -17,15 +17,17 @@ sweep directory, wrapped so that the sweep survives failures and restarts.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import shutil
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from framework.config.compose import Composed
+from framework.config.recipe import override_key
 from framework.core.errors import LaunchFailed, TrainingInterrupted, UserError, exit_code_for
 from framework.store.redaction import redact_text
 from framework.store.run_dir import METRICS_FILE, TRIAL_FILE, read_summary
@@ -125,29 +127,20 @@ def trial_line(record: dict[str, Any]) -> str:
 
 
 def run_trial(
-    node: dict[str, Any],
+    composed: Composed,
     recipe: str,
-    recipe_path: Path,
-    overrides: list[str],
-    choices: dict[str, str],
     trial_dir: Path,
     sweep_dir: Path,
     options: SweepOptions,
     optuna: bool,
 ) -> float:
-    """Run one trial of a sweep in trial_dir and return its objective (the task's primary
-    metric). A failure is recorded and returned as NaN (or raised as TrialFailed to Optuna, or
-    as SystemExit under sweep.fail_fast); a signal (Ctrl-C, SIGTERM) stops the whole sweep."""
-    from framework.config.compose import override_key
+    """Run one trial of a sweep (Hydra's composed job config; `recipe` as the user gave it) in
+    trial_dir and return its objective (the task's primary metric). A failure is recorded and
+    returned as NaN (or raised as TrialFailed to Optuna, or as SystemExit under
+    sweep.fail_fast); a signal (Ctrl-C, SIGTERM) stops the whole sweep."""
+    overrides = list(composed.overrides)
 
-    # Hydra's logging setup (even `disabled`) switches off every logger that existed before it,
-    # ft's own among them: switch them back on, so that each trial's train.log is written.
-    for logger in logging.Logger.manager.loggerDict.values():
-        if isinstance(logger, logging.Logger):
-            logger.disabled = False
-    node = dict(node)
-    node.pop("sweep", None)
-    node.setdefault("recipe", recipe_path.stem)
+    node = {k: v for k, v in composed.config.items() if k != "sweep"}
     dropped = drop_undefined(node, options.conditional)
     digest = config_hash(node)
     record: dict[str, Any] = {
@@ -173,7 +166,7 @@ def run_trial(
     node["overwrite"] = True  # Hydra made this trial's directory for it
     record.update(prepare_trial_dir(trial_dir, digest, node))
     start = time.perf_counter()
-    signalled = execute_trial(node, recipe_path, overrides, choices, trial_dir, record)
+    signalled = execute_trial(replace(composed, config=node), trial_dir, record)
     record["seconds"] = round(time.perf_counter() - start, 2)
     write_trial(trial_dir, record)
     print(trial_line(record), flush=True)
@@ -244,26 +237,17 @@ def prepare_trial_dir(trial_dir: Path, digest: str, node: dict[str, Any]) -> dic
     return {}
 
 
-def execute_trial(
-    node: dict[str, Any],
-    recipe_path: Path,
-    overrides: list[str],
-    choices: dict[str, str],
-    trial_dir: Path,
-    record: dict[str, Any],
-) -> bool:
+def execute_trial(composed: Composed, trial_dir: Path, record: dict[str, Any]) -> bool:
     """Validate and train the trial, filling in its record (status, value or reason and exit
     code). Returns True when a signal stopped it (the sweep must stop too)."""
-    from framework.config.compose import Composed
-    from framework.config.schema import build_run_config
+    from framework.config.path import validated_run
     from framework.run.execute import execute
 
     try:
-        composed = Composed(recipe_path.stem, recipe_path, node, overrides, choices)
-        run = build_run_config(node, composed.origin)
+        run = validated_run(composed)
         record["primary_metric"], record["greater_is_better"] = task_objective(run)
         write_trial(trial_dir, record)
-        execute(composed, run)
+        execute(run)
         summary = read_summary(trial_dir) or {}
         value = (summary.get("final") or {}).get(record["primary_metric"])
         if value is None or not math.isfinite(float(value)):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from framework.core.errors import UserError
-from framework.core.params import DataConfig, GroupParams
+from framework.core.params import DataConfig, GroupParams, RunView
 from framework.store.run_dir import TASK_FILE
 
 # Rows per tokenizing process below which a split is tokenized in this process: starting a worker
@@ -78,14 +78,14 @@ class Task:
     logits_only: bool = False
     tokenizing: TokenizingPass | None = None
 
-    def __init__(self, params: Any, data: DataConfig, tokenizer: Any, family: Any):
+    def __init__(self, params: TaskParams, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
         self.data = data
         self.tokenizer = tokenizer
         self.family = family
 
     @classmethod
-    def params_problems(cls, params: Any, run: Any) -> list[str]:
+    def params_problems(cls, params: TaskParams, run: RunView) -> list[str]:
         """Impossible task settings, found before anything is loaded; each names its key."""
         return []
 

@@ -3,7 +3,15 @@
 a block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices;
 flash-attention varlen reads the same boundaries), so no token attends across examples and no
 compute is spent on padding. The first label of every example is masked, so the last token of one
-example is never trained to predict the first token of the next (as DataCollatorWithFlattening).
+example is never trained to predict the first token of the next.
+
+The row itself is transformers' `DataCollatorWithFlattening`. What ft adds beside it: the examples'
+lengths as a tuple of host ints (LENGTHS_KEY), for the per-example attention of
+training/packed_attention.py. The collator's own boundaries (`cu_seq_lens_q`) are a tensor, which
+the trainer moves to the device with the rest of the batch; reading it there, once per attention
+layer, would wait for the device. So the lengths are read from that tensor here, on the host,
+and the collator's flash-attention keys are left out of the batch: rows with lengths go only to
+models on SDPA (with the per-example attention), which do not read them.
 
 Whether a model honours packed position ids is not written anywhere (absolute-position and alibi
 models, prompt-learning adapters do not): `packing_works` runs the model once on a packed row and on
@@ -19,62 +27,69 @@ from framework.tasks.chat import IGNORE_INDEX
 # Model keyword carrying a packed row's example lengths (a tuple of host ints) down to the
 # attention function (training/packed_attention.py: one attention call per example).
 LENGTHS_KEY = "packed_lengths"
+# Keys DataCollatorWithFlattening(return_flash_attn_kwargs=True) adds: the boundaries ft reads
+# LENGTHS_KEY from, not sent to the model.
+FLASH_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def flattening_collator(with_lengths: bool = False) -> Any:
+    """transformers' DataCollatorWithFlattening as ft packs: position ids restarting at 0 per
+    example, IGNORE_INDEX as the first label of each, torch tensors; with_lengths: also the
+    examples' boundaries (cu_seq_lens_q), which `pack` turns into LENGTHS_KEY."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(
+        return_position_ids=True,
+        separator_id=IGNORE_INDEX,
+        return_flash_attn_kwargs=with_lengths,
+        return_tensors="pt",
+    )
 
 
 def pack(features: list[dict[str, Any]], with_lengths: bool = False) -> dict[str, Any]:
-    """One [1, total tokens] row of input_ids, labels and position_ids from a list of examples
-    (each with input_ids and labels of the same length), and with_lengths: the examples' lengths
-    under LENGTHS_KEY. transformers reads packed position ids only without a KV cache: the loss
-    passes use_cache=False."""
-    import torch
-
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
-    for feature in features:
-        n = len(feature["input_ids"])
-        ids += list(feature["input_ids"])
-        labels += [IGNORE_INDEX] + list(feature["labels"][1:n])
-        positions += range(n)
-    batch = {
-        "input_ids": torch.tensor([ids], dtype=torch.long),
-        "labels": torch.tensor([labels], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
-    }
+    """One [1, total tokens] row of input_ids, labels and position_ids (int64) from a list of
+    examples (each with input_ids and labels of the same length; empty ones are left out, as the
+    collator does), and with_lengths: the examples' lengths under LENGTHS_KEY. transformers reads
+    packed position ids only without a KV cache: the loss passes use_cache=False."""
+    batch = flattening_collator(with_lengths)(features)
     if with_lengths:
-        batch[LENGTHS_KEY] = tuple(len(feature["input_ids"]) for feature in features)
+        bounds = batch["cu_seq_lens_q"]  # int32 on the host, [examples + 1]
+        for key in FLASH_KEYS:
+            del batch[key]
+        batch[LENGTHS_KEY] = tuple(bounds.diff().tolist())
     return batch
 
 
 def packing_works(
-    model: Any, vocab_size: int, lengths: tuple = (5, 3), with_lengths: bool = False
+    model: Any, vocab_size: int, lengths: tuple[int, ...] = (5, 3), with_lengths: bool = False
 ) -> bool:
-    """Whether `model` gives a packed row the logits it gives each example alone (no gradient,
-    eval mode, RNG untouched; a few tokens). False when the forward refuses the inputs.
-    with_lengths: the packed row also carries its example lengths, as the collator sends them."""
+    """Whether `model` gives a packed row (from `pack`, as the collator sends it) the logits it
+    gives each example alone (no gradient, eval mode, RNG untouched; a few tokens). False when the
+    forward refuses the inputs. with_lengths: the packed row also carries its example lengths."""
     import torch
 
     device = next(p.device for p in model.parameters() if p.device.type != "meta")
-    rows = [torch.arange(3, 3 + n, device=device).remainder(vocab_size)[None] for n in lengths]
+    rows = [torch.arange(3, 3 + n).remainder(vocab_size).tolist() for n in lengths]
+    features = [{"input_ids": row, "labels": row} for row in rows]
+    packed_row = pack(features, with_lengths=with_lengths)
+    inputs = {
+        key: value.to(device) if isinstance(value, torch.Tensor) else value
+        for key, value in packed_row.items()
+        if key != "labels"
+    }
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             apart = torch.cat(
-                [model(input_ids=row, use_cache=False).logits[0].float() for row in rows]
+                [
+                    model(input_ids=torch.tensor([row], device=device), use_cache=False)
+                    .logits[0]
+                    .float()
+                    for row in rows
+                ]
             )
-            positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
-            extra = {LENGTHS_KEY: tuple(lengths)} if with_lengths else {}
-            packed = (
-                model(
-                    input_ids=torch.cat(rows, dim=1),
-                    position_ids=positions,
-                    use_cache=False,
-                    **extra,
-                )
-                .logits[0]
-                .float()
-            )
+            packed = model(**inputs, use_cache=False).logits[0].float()
     except (TypeError, ValueError, RuntimeError, IndexError):
         return False
     finally:

@@ -46,14 +46,17 @@ def build_model(
 ) -> Any:
     """Load the base (safetensors only) and add the adapter; return the peft model."""
     # config.json and the meta device only: a task, method or target-module mismatch fails here,
-    # before any weight is read.
+    # before any weight is read. Task and method against the architecture were checked at
+    # validation when it could read config.json; only a checkpoint it could not read (an
+    # uncached hub id) is checked now.
+    unchecked = run.architecture is None
     check_before_loading(
         run,
         checkpoint,
         task,
         method,
         family,
-        problems_for=lambda config: model_problems(run, family, config),
+        problems_for=lambda config: model_problems(run, family, config) if unchecked else [],
     )
     load_kwargs = {
         "dtype": torch_dtype(run.model.dtype, profile.on_gpu(run.hardware)),

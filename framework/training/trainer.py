@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from framework.config.schema import RunConfig, load_run
+from framework.config.schema import RunConfig, load_saved_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
 from framework.store.checkpoint import (
     checkpoint_bytes,
@@ -610,7 +610,7 @@ def main(argv: list | None = None) -> int:
     main_rank = os.environ.get("RANK", "0") == "0"  # only rank 0 writes train.log
 
     def run_rank() -> int:
-        run = load_run(args.run_dir, args.config)
+        run = load_saved_run(args.run_dir, args.config)
         with run_log(args.run_dir) if main_rank else contextlib.nullcontext():
             train(run, args.run_dir, args.resume_from)
         return 0

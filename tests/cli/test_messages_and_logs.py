@@ -18,8 +18,8 @@ def test_checkpoint_on_a_random_init_recipe_is_never_ignored(tmp_path, capsys):
     """tiny_bert builds a random model; model.checkpoint=... must load that checkpoint instead
     (random init off, in the saved config too), and a missing one is a clear error."""
     from framework.cli.app import main
+    from framework.config.path import load_run
     from framework.models.loading import build_tiny_checkpoint
-    from framework.run.execute import compose_and_validate
 
     assert (
         main(["train", TOY_CLS_RECIPE, "model.checkpoint=/nonexistent", f"output_root={tmp_path}"])
@@ -30,9 +30,9 @@ def test_checkpoint_on_a_random_init_recipe_is_never_ignored(tmp_path, capsys):
     assert not (tmp_path / TOY_CLS_RECIPE).exists() or not any(
         (tmp_path / TOY_CLS_RECIPE).iterdir()
     )
-    tiny = compose_and_validate(TOY_CLS_RECIPE, [])[1]
+    tiny = load_run(TOY_CLS_RECIPE, [])
     local = build_tiny_checkpoint(tiny.plugins.family, tiny.model.random_init)
-    _, run = compose_and_validate(TOY_CLS_RECIPE, [f"model.checkpoint={local}"])
+    run = load_run(TOY_CLS_RECIPE, [f"model.checkpoint={local}"])
     assert run.model.random_init is None and run.raw["model"]["random_init"] is None
 
 

@@ -10,7 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from framework.commands.estimate import compose_and_validate, suggest
+from framework.commands.estimate import suggest
+from framework.config.path import load_run
 from framework.hardware.base import MemoryLayout, size_bytes
 from framework.training.memory import (
     LOGITS_COPIES,
@@ -71,15 +72,13 @@ def test_zero3_across_4_processes_divides_the_sharded_parts_by_4():
 def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
     """The profiles themselves say what they shard (asked, not named)."""
     cpu = ["hardware.device=cpu", "hardware.precision=no"]
-    _, run = compose_and_validate(
-        "seq_cls_tiny_bert_lora", ["hardware=zero3", "hardware.num_processes=4", *cpu]
-    )
+    run = load_run("seq_cls_tiny_bert_lora", ["hardware=zero3", "hardware.num_processes=4", *cpu])
     layout = run_settings(run).layout
     assert (layout.shards, layout.shard_weights, layout.shard_gradients) == (4, True, True)
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", ["hardware=zero2", *cpu])
+    run = load_run("seq_cls_tiny_bert_lora", ["hardware=zero2", *cpu])
     layout = run_settings(run).layout
     assert layout.shard_gradients and not layout.shard_weights and layout.shards == 2
-    _, run = compose_and_validate(
+    run = load_run(
         "seq_cls_tiny_bert_lora",
         [
             "hardware=device_map",
@@ -89,7 +88,7 @@ def test_the_hardware_profiles_answer_sharding_offload_and_checkpointing():
         ],
     )
     assert run_settings(run).layout.weights_cap == GiB
-    _, run = compose_and_validate(
+    run = load_run(
         "seq_cls_tiny_bert_lora",  # dry_run: planned for GPUs
         ["hardware=fsdp", "hardware.activation_checkpointing=true", "dry_run=true"],
     )
@@ -184,7 +183,7 @@ def test_cli_prints_the_table_verdict_and_cheapest_fit(capsys):
 def test_train_warns_when_the_estimate_exceeds_the_device(monkeypatch, caplog):
     from framework.training import memory as module
 
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
+    run = load_run("seq_cls_tiny_bert_lora", [])
     monkeypatch.setattr(module, "device_memory", lambda: (2**20, "test device"))
     with caplog.at_level(logging.DEBUG, logger="ft"):
         module.warn_if_too_big(run)

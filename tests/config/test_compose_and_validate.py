@@ -13,7 +13,7 @@ import yaml
 
 from framework.cli.app import main
 from framework.commands.listing import REGISTRY_OF_GROUP
-from framework.config.compose import CONF_DIR, group_presets, recipe_names
+from framework.config.recipe import CONF_DIR, group_presets, recipe_names
 from framework.core.plugins import load_all
 from tests.helpers import REPO, ft_cli
 
@@ -278,13 +278,11 @@ def test_a_run_saved_by_an_older_ft_still_loads(tmp_path):
     """ft eval / predict / resume read saved configs; renamed keys are upgraded, not refused."""
     import yaml
 
-    from framework.config.schema import load_run
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
+    from framework.config.schema import load_saved_run
 
-    composed, _ = compose_and_validate("sft_tiny_llama_lora", [])
-    old = dict(
-        composed.config, task={"name": "causal_lm", "mode": "sft", "use_chat_template": False}
-    )
+    run = load_run("sft_tiny_llama_lora", [])
+    old = dict(run.raw, task={"name": "causal_lm", "mode": "sft", "use_chat_template": False})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    run = load_run(tmp_path)
+    run = load_saved_run(tmp_path)
     assert run.task.format == "prompt_completion" and run.task.chat_template == "none"

@@ -119,20 +119,20 @@ def yaml_of(path: Path):
 
 
 def test_resume_refuses_trajectory_changes_unless_allowed(reference):
+    from framework.config.path import load_run
     from framework.core.errors import UserError
-    from framework.run.execute import compose_and_validate
 
     base = [TOY_CLS_RECIPE, ["resume=auto", f"run_dir={reference}"]]
     with pytest.raises(UserError) as refused:
-        compose_and_validate(base[0], base[1] + ["train.max_steps=9", "train.lr=1e-3"])
+        load_run(base[0], base[1] + ["train.max_steps=9", "train.lr=1e-3"])
     message = str(refused.value)
     assert "train.max_steps: 6 -> 9" in message and "train.lr: 0.003 -> 0.001" in message
     assert "resume_allow_changes=[train.lr,train.max_steps]" in message
-    _, run = compose_and_validate(
+    run = load_run(
         base[0], base[1] + ["train.max_steps=9", "resume_allow_changes=[train.max_steps]"]
     )
     assert run.train.max_steps == 9 and run.train.lr == 3e-3  # the rest is the saved run's
-    _, run = compose_and_validate(base[0], base[1] + ["train.log_every=2"])  # not trajectory
+    run = load_run(base[0], base[1] + ["train.log_every=2"])  # not trajectory
     assert run.train.log_every == 2 and run.data.name == "files"
 
 
@@ -141,16 +141,16 @@ def test_resume_hint_is_a_command_that_reproduces_the_run(reference):
     the config the run was started with."""
     import shlex
 
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
     from framework.store.run_dir import resume_command
 
     hint = resume_command(reference, TOY_CLS_RECIPE)
     words = shlex.split(hint)
     assert words[:2] == ["ft", "train"] and f"run_dir={reference}" in words
-    composed, _ = compose_and_validate(words[2], words[3:])
+    run = load_run(words[2], words[3:])
     original = yaml_of(reference / "config.yaml")
     invocation = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
-    assert {k: v for k, v in composed.config.items() if k not in invocation} == {
+    assert {k: v for k, v in run.raw.items() if k not in invocation} == {
         k: v for k, v in original.items() if k not in invocation
     }
 
@@ -189,3 +189,39 @@ def test_checkpoint_size_estimate_matches_the_files(reference):
     # framing of optimizer.bin aside), not just the adapter's share.
     big = sum((checkpoint / f).stat().st_size for f in ("model.safetensors", "optimizer.bin"))
     assert estimate - (1 << 20) >= 0.9 * big, (estimate, big)
+
+
+def test_resume_through_hydra_door_is_the_same_resume(reference, tmp_path, capsys):
+    """`ft train RECIPE -m resume=auto run_dir=...` (Hydra's own command line) continues the run
+    exactly as `ft train RECIPE resume=auto run_dir=...` does: the same saved config plus the
+    same overrides, from the same checkpoint, to a bit-equal adapter; Hydra leaves no file
+    behind (no multirun/ folder in the working directory, nothing new in the run directory
+    but what the plain door writes)."""
+    import os
+
+    from framework.cli.app import main
+
+    plain = interrupted_copy(reference, tmp_path / "plain")
+    door = interrupted_copy(reference, tmp_path / "door")
+    for run_dir in (plain, door):  # both continue from step 3
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoints" / "checkpoint-00000006")
+    assert main(["train", TOY_CLS_RECIPE, "resume=auto", f"run_dir={plain}"]) == 0
+    plain_err = capsys.readouterr().err
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["train", TOY_CLS_RECIPE, "-m", "resume=auto", f"run_dir={door}"]) == 0
+    finally:
+        os.chdir(cwd)
+    door_err = capsys.readouterr().err
+    for err in (plain_err, door_err):
+        assert "checkpoint-00000003 at step 3" in err, err
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
+    plain_config, door_config = (yaml_of(d / "config.resume-1.yaml") for d in (plain, door))
+    assert plain_config.pop("run_dir") == str(plain) and door_config.pop("run_dir") == str(door)
+    assert plain_config == door_config
+    assert sorted(p.name for p in plain.iterdir()) == sorted(p.name for p in door.iterdir())
+    assert_same_adapter(reference, plain)
+    assert_same_adapter(reference, door)

@@ -162,11 +162,11 @@ def test_sft_tiny_llama_loss_falls_and_masks_prompt(tmp_path):
 
 
 def test_sft_collator_masks_prompt_tokens():
+    from framework.config.path import load_run
     from framework.core.registry import MODELS, TASKS
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
 
-    _, run = compose_and_validate("sft_tiny_llama_lora", [])
+    run = load_run("sft_tiny_llama_lora", [])
     checkpoint = resolve_checkpoint(run.plugins.family, run.model)
     tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)
     task = TASKS.get("causal_lm")(run.task, run.data, tokenizer, MODELS.get("llama"))
@@ -217,10 +217,10 @@ def test_real_smollm2_multi_turn_chat_sft(tmp_path):
     from transformers import AutoTokenizer
 
     from framework.cli.app import main
+    from framework.config.path import load_run
     from framework.models.loading import resolve_checkpoint
-    from framework.run.execute import compose_and_validate
 
-    _, run = compose_and_validate("sft_smollm2_chat_lora", [])
+    run = load_run("sft_smollm2_chat_lora", [])
     checkpoint = Path(resolve_checkpoint(run.plugins.family, run.model))
     config = json.loads((checkpoint / "config.json").read_text())
     assert "quantization_config" not in config and (checkpoint / "model.safetensors").is_file()
@@ -266,10 +266,10 @@ def test_load_reports_new_head_weights_in_one_line(caplog):
     """transformers' multi-line load table is replaced by one ft log line naming the new weights."""
     import logging
 
+    from framework.config.path import load_run
     from framework.models.loading import load_model, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
 
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
+    run = load_run("seq_cls_tiny_bert_lora", [])
     with caplog.at_level(logging.INFO, logger="ft.loading"):
         load_model(
             run.plugins.family,

@@ -152,11 +152,11 @@ def test_presets_newer_than_the_installed_peft_are_unavailable(monkeypatch, caps
     import re
 
     from framework.commands.listing import print_listing
+    from framework.config.path import load_run
     from framework.core.errors import UserError
     from framework.core.plugins import load_all
     from framework.core.registry import PEFT_METHODS
     from framework.peft import base
-    from framework.run.execute import compose_and_validate
 
     load_all()
     floor = re.search(r'"peft>=([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
@@ -175,55 +175,62 @@ def test_presets_newer_than_the_installed_peft_are_unavailable(monkeypatch, caps
         match=r"peft=hira: needs peft >= 0\.19\.0 \(HiraConfig\), but the "
         rf"installed peft is {floor}\. Fix: pip install 'peft>=0\.19\.0'",
     ):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["peft=hira"])
-    compose_and_validate("seq_cls_tiny_bert_lora", ["peft=delora"])  # 0.18: fine on the floor
+        load_run("seq_cls_tiny_bert_lora", ["peft=hira"])
+    load_run("seq_cls_tiny_bert_lora", ["peft=delora"])  # 0.18: fine on the floor
 
 
-@pytest.mark.parametrize("section", ["Bring your own model", "Bring your own chat data"])
+@pytest.mark.parametrize("section", ["Your own data", "Your own model", "Your own chat data"])
 def test_readme_recipes_validate_as_written(section: str, tmp_path: Path) -> None:
-    """The copy-paste recipes of the README's "bring your own" sections compose and validate as
-    they stand (data paths relative to where the user runs ft)."""
+    """The copy-paste recipes of the README's "your own" sections compose and validate as they
+    stand (data paths relative to where the user runs ft)."""
     import re
 
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     readme = (REPO / "README.md").read_text()
-    body = readme.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    body = re.split(rf"^## {re.escape(section)}\n", readme, maxsplit=1, flags=re.M)[1]
+    body = re.split(r"^#{2,} ", body, maxsplit=1, flags=re.M)[0]  # up to the next heading
     recipe = re.search(r"```yaml\n(.*?)```", body, re.S).group(1)
     name = re.search(r"# (\S+\.yaml)", recipe).group(1)
     (tmp_path / name).write_text(recipe)
-    for split in ("train", "dev"):  # the chat recipe's ShareGPT files
-        (tmp_path / "chats").mkdir(exist_ok=True)
-        (tmp_path / "chats" / f"{split}.jsonl").write_text(
-            json.dumps(
-                {
-                    "conversations": [
-                        {"from": "human", "value": "Hi"},
-                        {"from": "gpt", "value": "Hello!"},
-                    ]
-                }
-            )
-            + "\n"
-        )
+    sharegpt_chat = {
+        "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]
+    }
+    for folder, split, row in (
+        ("chats", "train.jsonl", sharegpt_chat),
+        ("chats", "dev.jsonl", sharegpt_chat),
+        ("data", "train.csv", None),
+        ("data", "dev.csv", None),
+    ):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        text = json.dumps(row) + "\n" if row else "review,sentiment\ngreat film,pos\n"
+        (tmp_path / folder / split).write_text(text)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        _, run = compose_and_validate(str(tmp_path / name), [])
+        run = load_run(str(tmp_path / name), [])
     finally:
         os.chdir(cwd)
-    if section == "Bring your own model":
+    if section == "Your own data":
+        assert run.data.name == "files" and run.data.columns == {
+            "text": "review",
+            "label": "sentiment",
+        }
+        assert run.data.max_train_examples is None and run.train.epochs == 3
+    elif section == "Your own model":
         assert run.model.name == "auto" and run.model.checkpoint == "Qwen/Qwen2.5-0.5B-Instruct"
         assert run.task.name == "seq_cls" and run.peft.target_modules == "all-linear"
     else:
         assert run.task.name == "causal_lm" and run.data.columns == {"messages": "conversations"}
         assert run.model.gguf_file and run.task.train_on == "assistant"
+        assert run.train.max_steps is None
 
 
 def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsys) -> None:
     """A user's preset named like a shipped one wins: from the recipe's own directory, from
     `--config-dir`, and from `hydra.searchpath` in the recipe (relative to it)."""
     from framework.cli.app import config_dirs_to_override
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     for folder, rank in (("beside", 3), ("mine", 5), ("declared", 7)):
         (tmp_path / folder / "peft").mkdir(parents=True)
@@ -231,7 +238,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
     (tmp_path / "beside" / "recipe.yaml").write_text(
         "defaults:\n  - seq_cls_tiny_bert_lora\n  - _self_\n"
     )
-    _, run = compose_and_validate(str(tmp_path / "beside" / "recipe.yaml"), [])
+    run = load_run(str(tmp_path / "beside" / "recipe.yaml"), [])
     assert run.peft.r == 3
 
     argv = config_dirs_to_override(
@@ -244,7 +251,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
         ]
     )
     assert argv[:3] == ["validate", "seq_cls_tiny_bert_lora", "train.lr=1e-3"]
-    _, run = compose_and_validate(argv[1], argv[2:])
+    run = load_run(argv[1], argv[2:])
     assert run.peft.r == 5 and run.train.lr == 1e-3
 
     (tmp_path / "recipes").mkdir()
@@ -257,7 +264,7 @@ def test_user_config_dirs_override_shipped_presets_by_name(tmp_path: Path, capsy
           searchpath: [../declared]
         """)
     )
-    _, run = compose_and_validate(str(tmp_path / "recipes" / "declared.yaml"), [])
+    run = load_run(str(tmp_path / "recipes" / "declared.yaml"), [])
     assert run.peft.r == 7
     # The same through Hydra's own app (what `ft train` and sweeps run): the recipe's declared
     # dirs are searched there too, before the shipped presets.

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from framework.cli.app import main
+from framework.config.path import load_run
 from framework.core.errors import UserError
-from framework.run.execute import compose_and_validate
 from tests.helpers import REPO, cuda_available, train_losses, train_recipe
 
 RECIPE = "seq_cls_tiny_bert_lora"
@@ -27,7 +27,7 @@ GPU_PRESETS = ["gpu", "ddp", "zero1", "zero2", "zero3", "zero3_offload", "fsdp",
 
 
 def run_of(*overrides: str):
-    return compose_and_validate(RECIPE, list(overrides))[1]
+    return load_run(RECIPE, list(overrides))
 
 
 def problems_of(*overrides: str) -> str:
@@ -360,16 +360,19 @@ def test_dry_run_never_imports_torch(tmp_path):
 def test_slurm_launcher_sizes_the_job_from_the_hardware_preset():
     from omegaconf import OmegaConf
 
-    from framework.config.compose import hydra_compose, resolve_recipe
+    from framework.config.compose import hydra_compose, hydra_overrides
+    from framework.config.recipe import read_recipe
 
     cfg = hydra_compose(
-        resolve_recipe(RECIPE),
-        [
-            "hydra/launcher=slurm",
-            "hardware=ddp",
-            "hardware.num_machines=3",
-            "hardware.num_processes=8",
-        ],
+        read_recipe(RECIPE),
+        hydra_overrides(
+            [
+                "hydra/launcher=slurm",
+                "hardware=ddp",
+                "hardware.num_machines=3",
+                "hardware.num_processes=8",
+            ]
+        ),
     )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
@@ -483,7 +486,7 @@ def test_device_map_offloads_to_disk_and_trains_like_a_normal_load(tmp_path):
 
     from framework.models.loading import resolve_checkpoint
 
-    run = compose_and_validate("sft_tiny_llama_lora", [])[1]
+    run = load_run("sft_tiny_llama_lora", [])
     weights = Path(resolve_checkpoint(run.plugins.family, run.model)) / "model.safetensors"
     before = _sha(weights)
     # 80% of the weights' size: accelerate keeps room for the largest layer, so the embeddings and
@@ -530,9 +533,9 @@ def test_gpu_check_script_commands_are_valid_configs():
     for name, overrides in found.items():
         if name == "qlora":
             continue
-        run = compose_and_validate(
+        run = load_run(
             "sft_tiny_llama_lora", [*gpu_check.common_overrides(5), *overrides, "dry_run=true"]
-        )[1]
+        )
         assert run.train.max_steps == 5
 
 

@@ -154,29 +154,29 @@ def test_no_planted_secret_in_anything_a_tracker_wrote(tracked_run):
 def test_logger_list_validation_and_missing_library(monkeypatch, tmp_path):
     import importlib.util
 
+    from framework.config.path import load_run
     from framework.config.schema import load_run_file
     from framework.core.errors import UserError
-    from framework.run.execute import compose_and_validate
 
-    _, run = compose_and_validate(
+    run = load_run(
         "seq_cls_tiny_bert_lora",
         ["logger=[tensorboard,mlflow]", "logger.mlflow.tracking_uri=sqlite:///x.db"],
     )
     assert list(run.logger) == ["tensorboard", "mlflow"]
     assert run.logger["mlflow"].tracking_uri == "sqlite:///x.db"
     with pytest.raises(UserError, match="unknown logger preset"):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["logger=[tensorboard,mlflw]"])
+        load_run("seq_cls_tiny_bert_lora", ["logger=[tensorboard,mlflw]"])
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
     )
     with pytest.raises(UserError) as error:
-        compose_and_validate("seq_cls_tiny_bert_lora", ["logger=[tensorboard,mlflow]"])
+        load_run("seq_cls_tiny_bert_lora", ["logger=[tensorboard,mlflow]"])
     assert "logger=mlflow: the 'mlflow' library is not installed" in str(error.value)
     assert "pip install 'ft-peft[trackers]'" in str(error.value)
     monkeypatch.undo()
     # A run directory saved before several loggers existed ({name: tensorboard}) still loads.
-    _, run = compose_and_validate("seq_cls_tiny_bert_lora", [])
+    run = load_run("seq_cls_tiny_bert_lora", [])
     assert list(run.logger) == ["jsonl"]
     saved = tmp_path / "config.yaml"
     saved.write_text(yaml.safe_dump({**run.raw, "logger": {"name": "tensorboard", "project": "p"}}))

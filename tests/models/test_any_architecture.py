@@ -93,13 +93,13 @@ class TaskData:
     """A task's composed run (from its tiny recipe) and its raw splits, loaded once."""
 
     def __init__(self, task: str):
+        from framework.config.path import load_run
         from framework.data.loading import load_raw_splits
-        from framework.run.execute import compose_and_validate
 
         small = ["data.max_train_examples=16", "data.max_eval_examples=4", "data.max_length=64"]
         if task == "question_ans":
             small.append("task.doc_stride=16")  # under half of max_length
-        self.composed, self.run = compose_and_validate(_task_recipes()[task], small)
+        self.run = load_run(_task_recipes()[task], small)
         raw = load_raw_splits(self.run.plugins.source, self.run.data, self.run.data_source)
         self.raw = raw
         self.train = raw.splits["train"].select(range(ROWS))
@@ -108,9 +108,9 @@ class TaskData:
         """The same run with the model replaced by a tiny `model_type` checkpoint (validated)."""
         from framework.config.schema import build_run_config
 
-        node = copy.deepcopy(self.composed.config)
+        node = copy.deepcopy(self.run.raw)
         node["model"] = _auto_node(model_type)
-        return build_run_config(node, self.composed.origin)
+        return build_run_config(node, self.run.origin)
 
 
 @pytest.fixture(scope="session")
@@ -310,14 +310,14 @@ def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
         from framework.core.errors import UserError
-        from framework.run.execute import compose_and_validate
+        from framework.config.path import load_run
         for checkpoint, task in (({t5_dir!r}, "causal_lm"), ("someone/tiny-bart", "token_cls")):
             try:
-                compose_and_validate("sft_tiny_llama_lora", ["model=auto", f"model.checkpoint={{checkpoint}}",
+                load_run("sft_tiny_llama_lora", ["model=auto", f"model.checkpoint={{checkpoint}}",
                                                              f"task={{task}}"])
             except UserError as error:
                 print(error)
-        compose_and_validate("seq2seq_tiny_t5_lora", ["model=auto", "model.checkpoint={t5_dir}"])
+        load_run("seq2seq_tiny_t5_lora", ["model=auto", "model.checkpoint={t5_dir}"])
         print("torch imported" if "torch" in sys.modules else "torch not imported")
         """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_CACHE": str(tmp_path / "hub")}

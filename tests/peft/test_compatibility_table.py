@@ -347,7 +347,7 @@ def _config_of(family: str) -> Any:
 
 
 def test_every_method_has_a_preset_and_every_preset_validates() -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     presets = {
         p.stem: (yaml.safe_load(p.read_text()) or {}) for p in (CONF / "peft").glob("*.yaml")
@@ -359,9 +359,7 @@ def test_every_method_has_a_preset_and_every_preset_validates() -> None:
         family = "bert" if method.incompatibility("seq_cls", "bert") is None else "llama"
         if method.needs_cuda:
             continue  # test_gpu_only_methods_are_refused_without_cuda
-        _, run = compose_and_validate(
-            recipe_of[family], [f"peft={preset}", "output_root=/tmp/unused"]
-        )
+        run = load_run(recipe_of[family], [f"peft={preset}", "output_root=/tmp/unused"])
         assert run.peft.name == node["name"]
 
 
@@ -370,21 +368,21 @@ def test_every_method_has_a_preset_and_every_preset_validates() -> None:
 )
 @pytest.mark.parametrize("preset", ["qlora", "loftq"])
 def test_gpu_only_methods_are_refused_without_cuda(preset: str) -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match="needs a CUDA GPU"):
-        compose_and_validate("sft_tiny_llama_lora", [f"peft={preset}", "hardware=gpu"])
+        load_run("sft_tiny_llama_lora", [f"peft={preset}", "hardware=gpu"])
 
 
 def test_incompatible_choice_is_refused_with_reason_before_torch_is_imported() -> None:
     code = (
         "import sys\n"
-        "from framework.run.execute import compose_and_validate\n"
+        "from framework.config.path import load_run\n"
         "from framework.core.errors import UserError\n"
         "for preset in ('adalora', 'prompt_tuning', 'pissa', 'ia3'):\n"
-        "    compose_and_validate('seq_cls_tiny_bert_lora', [f'peft={preset}'])\n"
+        "    load_run('seq_cls_tiny_bert_lora', [f'peft={preset}'])\n"
         "try:\n"
-        "    compose_and_validate('seq_cls_tiny_bert_lora', ['peft=adaption_prompt'])\n"
+        "    load_run('seq_cls_tiny_bert_lora', ['peft=adaption_prompt'])\n"
         "except UserError as e:\n"
         "    print(e)\n"
         "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
@@ -451,10 +449,10 @@ def test_t5_and_bart_classification_heads_are_trained() -> None:
 
 
 def test_olora_on_gpt2_is_refused_and_peft_indeed_fails() -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match="OLoRA init breaks"):
-        compose_and_validate("sft_tiny_llama_lora", ["peft=olora", "model=tiny_gpt2"])
+        load_run("sft_tiny_llama_lora", ["peft=olora", "model=tiny_gpt2"])
     model = wrap("lora", "gpt2", "causal_lm", method_params("lora", "olora"))
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         model(**synthetic_batch(model, "causal_lm"))

@@ -143,14 +143,12 @@ class TaskSetup:
     def __init__(self, task_name: str, family: str, tmp: Path):
         import torch
 
+        from framework.config.path import load_run
         from framework.data.loading import load_raw_splits
         from framework.models.loading import load_model, load_tokenizer, resolve_checkpoint
-        from framework.run.execute import compose_and_validate
 
         recipe = task_recipes()[task_name]
-        _, self.run = compose_and_validate(
-            recipe, [f"model={_tiny_presets()[family]}", f"output_root={tmp}"]
-        )
+        _, self.run = load_run(recipe, [f"model={_tiny_presets()[family]}", f"output_root={tmp}"])
         self.family = MODELS.get(family)
         self.checkpoint = resolve_checkpoint(self.run.plugins.family, self.run.model)
         tokenizer = load_tokenizer(self.run.plugins.family, self.run.model, self.checkpoint)
@@ -320,13 +318,11 @@ def test_lora_plus_gives_b_matrices_a_higher_learning_rate(setups) -> None:
 def test_the_lora_plus_ratio_has_one_home() -> None:
     """The LoRA+ ratio is a peft key of lora_plus only (not also a train key); LoRA+ takes every
     LoRA key, so DoRA+ is peft=lora_plus peft.use_dora=true."""
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match=r"train\.lr_ratio_b"):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["peft=lora_plus", "train.lr_ratio_b=4"])
-    _, run = compose_and_validate(
-        "seq_cls_tiny_bert_lora", ["peft=lora_plus", "peft.use_dora=true"]
-    )
+        load_run("seq_cls_tiny_bert_lora", ["peft=lora_plus", "train.lr_ratio_b=4"])
+    run = load_run("seq_cls_tiny_bert_lora", ["peft=lora_plus", "peft.use_dora=true"])
     assert run.peft.use_dora and run.peft.lr_ratio_b == 16
 
 
@@ -350,24 +346,24 @@ def test_adalora_reloaded_for_evaluation_needs_after_load(setups, tmp_path: Path
 
 
 def test_adalora_refuses_runs_too_short_for_its_schedule() -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match="too few for AdaLoRA"):
-        compose_and_validate(
+        load_run(
             "seq_cls_tiny_bert_lora",
             ["peft=adalora", "train.max_steps=3", "peft.tinit_ratio=0.5", "peft.tfinal_ratio=0.4"],
         )
 
 
 def test_lora_refuses_loftq_init_and_unknown_inits() -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match="use peft=loftq"):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["peft=lora", "peft.init=loftq"])
+        load_run("seq_cls_tiny_bert_lora", ["peft=lora", "peft.init=loftq"])
     with pytest.raises(UserError, match="unknown LoRA init"):
-        compose_and_validate("seq_cls_tiny_bert_lora", ["peft=lora", "peft.init=pisa"])
+        load_run("seq_cls_tiny_bert_lora", ["peft=lora", "peft.init=pisa"])
     with pytest.raises(UserError, match="ZeRO-3/FSDP keep sharded"):  # PiSSA's save conversion
-        compose_and_validate("sft_tiny_llama_lora", ["peft=pissa", "hardware=zero3"])
+        load_run("sft_tiny_llama_lora", ["peft=pissa", "hardware=zero3"])
 
 
 # ---- full runs through the runner ------------------------------------------------------------

@@ -410,21 +410,23 @@ def test_hparams_search_presets_hold_their_spaces(tmp_path):
     """The shipped search spaces: a grid comparing methods with the rank only where a method has
     one, and an Optuna space over LoRA's rank, alpha and lr (one job of each validated here;
     `ft train -m` validates every grid point before the first runs)."""
-    from framework.sweep.planning import preset_sweep, prevalidate_sweep, with_search_preset
+    from framework.config.compose import with_search_preset
+    from framework.config.recipe import read_recipe
+    from framework.sweep.planning import preset_sweep, prevalidate_sweep
 
-    recipe = "seq_cls_tiny_bert_lora"
+    recipe = read_recipe("seq_cls_tiny_bert_lora")
     assert with_search_preset(recipe, ["hparams_search=methods"]) == ["+hparams_search=methods"]
     sweeper, params, _, node = preset_sweep(recipe, ["+hparams_search=methods"])
     assert sweeper == "basic" and node == {"conditional": ["peft.r"]}
     assert sorted(params) == ["++peft.r=8,16", "peft=lora,dora,loha,ia3", "train.lr=1e-4,1e-3"]
-    problems, runs, _ = prevalidate_sweep(
+    problems, runs = prevalidate_sweep(
         recipe, ["peft=ia3", "++peft.r=8", "train.lr=1e-3"], ["peft.r"]
     )
     assert problems == [] and runs[0].peft.name == "ia3"
     sweeper, params, n_trials, node = preset_sweep(recipe, ["+hparams_search=lora"])
     assert sweeper == "optuna" and n_trials == 20 and node is None
     assert {p.split("=", 1)[0] for p in params} == {"peft.r", "peft.alpha", "train.lr"}
-    problems, _, _ = prevalidate_sweep(recipe, ["peft.r=4", "peft.alpha=8", "train.lr=1e-5"])
+    problems, _ = prevalidate_sweep(recipe, ["peft.r=4", "peft.alpha=8", "train.lr=1e-5"])
     assert problems == []
 
 

@@ -301,10 +301,10 @@ def test_without_a_template_strings_are_plain_text_and_turns_need_one(
 
 
 def test_unknown_chat_template_is_refused_at_validation() -> None:
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     with pytest.raises(UserError, match=r"task.chat_template=chatlm: not a template; use null"):
-        compose_and_validate("sft_tiny_llama_lora", ["task.chat_template=chatlm"])
+        load_run("sft_tiny_llama_lora", ["task.chat_template=chatlm"])
 
 
 # ---- generation with the same template --------------------------------------------------------

@@ -75,13 +75,13 @@ def test_keeper_direction_delta_and_patience():
 
 
 def test_keep_best_and_early_stopping_need_eval_every():
+    from framework.config.path import load_run
     from framework.core.errors import UserError
-    from framework.run.execute import compose_and_validate
 
     with pytest.raises(UserError, match="train.keep_best=true: needs evaluations"):
-        compose_and_validate(RECIPE, ["train.keep_best=true"])
+        load_run(RECIPE, ["train.keep_best=true"])
     with pytest.raises(UserError, match="early_stopping_patience=0: must be >= 1"):
-        compose_and_validate(RECIPE, ["train.eval_every=2", "train.early_stopping_patience=0"])
+        load_run(RECIPE, ["train.eval_every=2", "train.early_stopping_patience=0"])
 
 
 def test_keep_best_keeps_the_best_eval_adapter(tmp_path, monkeypatch, one_torch_thread):
