@@ -264,7 +264,7 @@ def ft_worker(train: Path, validation: Path, num_proc: int) -> dict[str, Any]:
 
     import framework.data.loading  # noqa: F401
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
     from framework.training.trainer import load_data
 
     overrides = [
@@ -276,7 +276,7 @@ def ft_worker(train: Path, validation: Path, num_proc: int) -> dict[str, Any]:
         f"data.max_length={MAX_LENGTH}",
         f"data.num_proc={num_proc}",
     ]
-    _, run = compose_and_validate(RECIPE, overrides)
+    run = load_run(RECIPE, overrides)
     family = run.plugins.family
     tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
     passes: list[float] = []

@@ -27,10 +27,10 @@ def prepared(files: dict[str, Path], *extra: str, recipe: str = TOY_CLS_RECIPE) 
     """(run, task, tokenizer, raw splits) as the trainer's load_data has them before tokenizing."""
     from framework.data.loading import load_raw_splits
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.run.execute import compose_and_validate
+    from framework.config.path import load_run
 
     overrides = toy_cls_overrides(files, *extra) if recipe == TOY_CLS_RECIPE else list(extra)
-    _, run = compose_and_validate(recipe, overrides)
+    run = load_run(recipe, overrides)
     family = run.plugins.family
     tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
     task = run.plugins.task_class(run.task, run.data, tokenizer, family)
