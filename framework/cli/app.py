@@ -121,10 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate trained adapters on a split of their data")
     ev.add_argument("run_dirs", nargs="+", type=Path, help="run directories of finished runs")
     ev.add_argument("--split", default="validation", help="validation (default) or test")
+    hardware_help = (
+        "a hardware preset (ft list hardware) for the device and precision; default: the GPU "
+        "when there is one (at the run's own precision), else CPU"
+    )
+    ev.add_argument("--hardware", metavar="PRESET", help=hardware_help)
     pr = sub.add_parser("predict", help="run a trained adapter on a JSONL file of inputs")
     pr.add_argument("run_dir", type=Path)
     pr.add_argument("--input", type=Path, required=True, help="JSONL rows with the task's columns")
     pr.add_argument("--output", type=Path, help="JSONL output (default: stdout)")
+    pr.add_argument("--hardware", metavar="PRESET", help=hardware_help)
     mg = sub.add_parser("merge", help="merge the adapter into the base model (safetensors)")
     mg.add_argument("run_dir", type=Path)
     mg.add_argument("--output", type=Path, help="default: RUN_DIR/merged")
@@ -188,7 +194,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from framework.commands.inference import evaluate_runs
 
-    for run_dir, scores in evaluate_runs(args.run_dirs, args.split).items():
+    for run_dir, scores in evaluate_runs(args.run_dirs, args.split, args.hardware).items():
         print(json.dumps({"run_dir": run_dir, "split": args.split, **scores}))
     return 0
 
@@ -196,7 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from framework.commands.inference import predict_file
 
-    count = predict_file(args.run_dir, args.input, args.output)
+    count = predict_file(args.run_dir, args.input, args.output, args.hardware)
     if args.output:
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     return 0

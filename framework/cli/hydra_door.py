@@ -226,6 +226,7 @@ def run_jobs(
         with (
             _loggers_left_on(),
             _command_line(argv),
+            _root_logger_as_it_was(),
             _full_hydra_errors(sweep.optuna),
             contextlib.redirect_stdout(printed) if printed else contextlib.nullcontext(),
         ):
@@ -286,6 +287,19 @@ def _command_line(argv: list[str]) -> Iterator[None]:
         yield
     finally:
         sys.argv = saved
+
+
+@contextlib.contextmanager
+def _root_logger_as_it_was() -> Iterator[None]:
+    """Hydra's logging setup also resets the root logger's level and handlers: put them back
+    after the call (a caller in the same process keeps its own logging, e.g. pytest's capture)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @contextlib.contextmanager

@@ -1,6 +1,8 @@
 """`ft report RUN_DIR ...` (or `ft report latest RECIPE`): what finished runs achieved.
 
-One run: baseline vs final metrics, steps, time, tokens/s and the best evaluation.
+A run's result is its kept adapter's evaluation (summary.json's `final`: with train.keep_best the
+best evaluation's, not the last step's). One run: baseline vs that result, the last step's
+metrics beside it when they differ, steps, time, tokens/s and the best evaluation.
 Several runs, or a directory holding runs (a sweep): one table sorted by the task's primary metric
 (best first, in the task's direction), with the config keys that differ between the runs as
 columns (from their saved config.yaml). `--plot OUT.png` overlays the runs' curves.
@@ -20,7 +22,14 @@ from framework.store.run_dir import CONFIG_FILE, SUMMARY_FILE, read_metrics, rea
 from framework.training.curves import plot_runs
 
 # Keys that differ between any two runs without saying anything about them.
-NOT_SETTINGS = ("run_dir", "output_root", "resume", "overwrite")
+NOT_SETTINGS = (
+    "run_dir",
+    "output_root",
+    "resume",
+    "overwrite",
+    "overwrite_old_run",
+    "allow_nonempty_run_dir",
+)
 
 
 def latest_run(recipe: str, output_root: str = "outputs") -> Path:
@@ -89,6 +98,8 @@ def run_facts(run_dir: Path) -> dict[str, Any]:
         "primary": primary,
         "greater": greater,
         "final": summary.get("final", {}).get(primary),
+        "final_is": summary.get("final_is", "last"),  # older summaries: the last step's
+        "final_step": summary.get("final_step", summary.get("steps")),
         "steps": summary.get("steps"),
         "seconds": summary.get("train_seconds"),
         "tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
@@ -105,10 +116,22 @@ def report(run_dir: Path) -> str:
     summary = facts["summary"]
     if not summary:
         raise UserError(f"ft report {run_dir}: no summary.json there (not a finished ft run)")
-    lines = [f"run: {run_dir}", f"{'metric':<22}{'before':>10}{'after':>10}"]
+    kept_best = facts["final_is"] == "best"
+    last = summary.get("last", {}) if kept_best else {}
+    lines = [
+        f"run: {run_dir}",
+        f"{'metric':<22}{'before':>10}{'after':>10}" + (f"{'last':>10}" if kept_best else ""),
+    ]
     for key, after in summary["final"].items():
         before = summary.get("baseline", {}).get(key)
-        lines.append(f"{key:<22}{_num(before)}{_num(after)}")
+        lines.append(
+            f"{key:<22}{_num(before)}{_num(after)}" + (_num(last.get(key)) if kept_best else "")
+        )
+    if kept_best:
+        lines.append(
+            f"after: the kept adapter (adapter/), the best evaluation at step "
+            f"{facts['final_step']}; last: step {facts['steps']} (adapter_last/)"
+        )
     seconds = facts["seconds"]
     lines.append(
         f"steps: {facts['steps']}"

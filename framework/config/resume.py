@@ -48,7 +48,15 @@ TRAJECTORY_KEYS = (
 )
 _ABSENT = object()  # a key missing from one of two flattened configs
 # Keys about this invocation, never taken from the run being resumed.
-INVOCATION_KEYS = ("resume", "run_dir", "overwrite", "dry_run", "resume_allow_changes")
+INVOCATION_KEYS = (
+    "resume",
+    "run_dir",
+    "overwrite",
+    "overwrite_old_run",
+    "allow_nonempty_run_dir",
+    "dry_run",
+    "resume_allow_changes",
+)
 
 
 class ResumeTarget(NamedTuple):

@@ -14,7 +14,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from framework.config.recipe import override_key
 from framework.config.typecheck import check_dataclass
@@ -87,7 +87,11 @@ class RunSettings:
     output_root: str = "outputs"
     run_dir: str | None = None  # explicit run directory; default outputs/<recipe>/<time>
     resume: str | None = None  # null, "auto" (latest complete checkpoint) or a checkpoint path
-    overwrite: bool = False  # allow run_dir to be a directory that already holds another run
+    overwrite: bool = False  # run_dir already holds an ft run: start afresh (the old one is moved)
+    # what overwrite=true does with the earlier run: move it to RUN_DIR.replaced-TIME, or delete it
+    overwrite_old_run: Literal["move", "delete"] = "move"
+    # run_dir holds files that are not an ft run: write the run beside them (never over one)
+    allow_nonempty_run_dir: bool = False
     # keys a resume may change although they alter the training (train.max_steps, data, ...)
     resume_allow_changes: list[str] = field(default_factory=list)
     # ft train: validate, print the launch plan (command, DeepSpeed config), exit

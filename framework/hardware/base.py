@@ -169,6 +169,14 @@ class HardwareProfile:
         return False
 
     @classmethod
+    def joins_run_dir(cls, params: HardwareParams) -> bool:
+        """Whether this machine joins the run directory the main machine creates: a machine of
+        rank > 0 in a multi-machine run reuses the ft run there (never refuses or replaces it)."""
+        from framework.hardware.slurm import machine_settings
+
+        return params.num_machines > 1 and machine_settings(params)[0] != 0
+
+    @classmethod
     def resume_fingerprint(cls, params: HardwareParams, train: TrainConfig) -> dict[str, Any]:
         """What of this profile a checkpoint depends on: resuming with other values is refused."""
         return {"world size": cls.world_size(params)}

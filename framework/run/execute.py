@@ -18,8 +18,10 @@ from framework.core.errors import LaunchFailed, UserError
 from framework.store.logs import configure_logging, run_log
 from framework.store.run_dir import (
     CONFIG_FILE,
+    CreatedRunDir,
     create_run_dir,
     discard_unstarted_run,
+    put_back_earlier_run,
     read_summary,
     write_resume_config,
     write_run_files,
@@ -35,11 +37,13 @@ class Prepared(NamedTuple):
     run_dir: Path
     config_file: str  # the file in run_dir the ranks read: config.yaml, or the resume's own
     resume_from: Path | None  # the checkpoint to continue, if resuming
+    created: CreatedRunDir | None = None  # a new run's directory (None when resuming)
 
 
 class Finished(NamedTuple):
     run_dir: Path | None  # None for a dry run
-    metrics: dict[str, float]  # final evaluation (a sweep's objective is its primary metric)
+    # the run's result, its kept adapter's evaluation (a sweep's objective: its primary metric)
+    metrics: dict[str, float]
 
 
 def prepare_run_dir(run: RunConfig) -> Prepared:
@@ -50,9 +54,17 @@ def prepare_run_dir(run: RunConfig) -> Prepared:
         # Keep the original config; record this invocation beside it, never overwriting.
         resume_config = write_resume_config(target.run_dir, run.raw)
         return Prepared(run, target.run_dir, resume_config.name, target.checkpoint)
-    run_dir = create_run_dir(run.output_root, run.recipe, run.run_dir, run.overwrite)
-    write_run_files(run_dir, run.raw, list(run.origin.overrides))
-    return Prepared(run, run_dir, CONFIG_FILE, None)
+    created = create_run_dir(
+        run.output_root,
+        run.recipe,
+        run.run_dir,
+        run.overwrite,
+        run.overwrite_old_run,
+        run.allow_nonempty_run_dir,
+        join=run.plugins.profile.joins_run_dir(run.hardware),
+    )
+    write_run_files(created.path, run.raw, list(run.origin.overrides))
+    return Prepared(run, created.path, CONFIG_FILE, None, created)
 
 
 def execute(run: RunConfig) -> Finished:
@@ -63,11 +75,12 @@ def execute(run: RunConfig) -> Finished:
         print_dry_run(run)
         return Finished(None, {})
     configure_logging()  # choosing a checkpoint may warn (a corrupt one passed over)
-    existed = bool(run.run_dir) and Path(run.run_dir).expanduser().exists()
     prepared = prepare_run_dir(run)
     try:
         with run_log(prepared.run_dir):
             log.info("run directory: %s", prepared.run_dir)
+            if prepared.created is not None and prepared.created.note:
+                log.info("%s", prepared.created.note)  # what overwrite=true did, in train.log too
             from framework.training.memory import warn_if_too_big  # meta device; logs, never fails
 
             profile = run.plugins.profile
@@ -81,9 +94,13 @@ def execute(run: RunConfig) -> Finished:
             return Finished(prepared.run_dir, train(run, prepared.run_dir, prepared.resume_from))
     except (UserError, KeyboardInterrupt):
         # Its one-line message says everything; a crash (a bug, a failed rank) keeps its
-        # directory, whose train.log helps to report it.
-        if prepared.resume_from is None and not existed and discard_unstarted_run(prepared.run_dir):
-            log.info("removed %s: the run failed before training started", prepared.run_dir)
+        # directory, whose train.log helps to report it. Only a directory this invocation made
+        # is removed, and an earlier run it moved aside goes back in its place.
+        created = prepared.created
+        if created is not None and created.created and discard_unstarted_run(created.path):
+            log.info("removed %s: the run failed before training started", created.path)
+            if put_back_earlier_run(created):
+                log.info("put the earlier run back from %s", created.earlier_run)
         raise
 
 

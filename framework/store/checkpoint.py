@@ -36,6 +36,11 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS_DIR
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives once it is complete."""
+    return checkpoints_dir(run_dir) / f"{PREFIX}{step:08d}"
+
+
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (by step)."""
     folder = checkpoints_dir(run_dir)
@@ -117,10 +122,11 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why a complete checkpoint cannot be used (a file missing, cut short or changed since it was
     saved), or None when its files match what COMPLETE recorded. Checkpoints of older ft
     versions recorded only the step: nothing to verify."""
+    marker = checkpoint / COMPLETE_MARKER
     try:
-        recorded = json.loads((checkpoint / COMPLETE_MARKER).read_text())
-    except (OSError, ValueError):
-        return None
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):  # cut short: the disk filled, or the run died, as it was written
+        return f"{marker} is unreadable (cut short while it was written)"
     if not isinstance(recorded, dict):
         return None
     for name, expected in recorded.get("files", {}).items():
@@ -146,8 +152,8 @@ def save_checkpoint(
     """Save atomically on every rank; return the final path. On failure (e.g. disk full) the
     partial directory is removed, earlier checkpoints are untouched, and the error propagates."""
     folder = checkpoints_dir(run_dir)
-    final = folder / f"{PREFIX}{step:08d}"
-    tmp = folder / f".tmp-{PREFIX}{step:08d}"
+    final = checkpoint_path(run_dir, step)
+    tmp = folder / f".tmp-{final.name}"
     try:
         if accelerator.is_main_process:
             folder.mkdir(parents=True, exist_ok=True)
@@ -167,15 +173,30 @@ def save_checkpoint(
             if final.exists():  # a re-save of the same step (after a resume): replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            (final / COMPLETE_MARKER).write_text(json.dumps(recorded, indent=1))
+            _write_atomically(final / COMPLETE_MARKER, json.dumps(recorded, indent=1))
             _fsync_tree(final)
             _rotate(run_dir, keep_last)
         accelerator.wait_for_everyone()
     except BaseException:
-        if accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if accelerator.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            if final.exists() and not (final / COMPLETE_MARKER).is_file():  # renamed, unmarked
+                shutil.rmtree(final, ignore_errors=True)
         raise
     return final
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a disk that fills leaves only the hidden temp file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _rotate(run_dir: Path, keep_last: int) -> None:

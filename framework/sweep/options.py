@@ -12,7 +12,16 @@ from typing import Any
 from framework.core.errors import UserError
 
 # Keys that say where or how a run is stored, not what it computes: left out of the config hash.
-NOT_HASHED = ("run_dir", "overwrite", "output_root", "resume", "dry_run", "sweep")
+NOT_HASHED = (
+    "run_dir",
+    "overwrite",
+    "overwrite_old_run",
+    "allow_nonempty_run_dir",
+    "output_root",
+    "resume",
+    "dry_run",
+    "sweep",
+)
 
 
 SWEEP_OPTIONS = ("fail_fast", "conditional")  # sweep.<key>=value (not part of any run's config)

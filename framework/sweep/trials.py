@@ -104,6 +104,8 @@ def shown_overrides(overrides: list[str]) -> list[str]:
         if key.startswith(("hydra.", "hydra/")) or key in (
             "run_dir",
             "overwrite",
+            "overwrite_old_run",
+            "allow_nonempty_run_dir",
             "hparams_search",
         ):
             continue
@@ -163,7 +165,8 @@ def run_trial(
     if value is not None:
         return value
     node["run_dir"] = str(trial_dir)
-    node["overwrite"] = True  # Hydra made this trial's directory for it
+    # Hydra made this trial's directory for it and wrote its .hydra/ there first.
+    node["allow_nonempty_run_dir"] = True
     record.update(prepare_trial_dir(trial_dir, digest, node))
     start = time.perf_counter()
     signalled = execute_trial(replace(composed, config=node), trial_dir, record)

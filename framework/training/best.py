@@ -1,7 +1,8 @@
 """Best checkpoint and early stopping, judged on the task's primary metric after each evaluation.
 
 `train.keep_best: true` keeps the adapter of the best evaluation in `adapter/` (the last one goes to
-`adapter_last/`); `train.early_stopping_patience: N` stops the run after N evaluations in a row
+`adapter_last/`), and the run reports that evaluation as its result (summary.json's `final`, as
+HF Trainer's load_best_model_at_end does); `train.early_stopping_patience: N` stops the run after N evaluations in a row
 without an improvement greater than `train.early_stopping_delta` (in the metric's own units).
 The state (best value and step, evaluations without improvement) is saved in every checkpoint,
 so a resumed run keeps judging against the same best.
@@ -24,6 +25,7 @@ class BestState:
 
     best_value: float | None = None
     best_step: int | None = None
+    best_metrics: dict[str, float] | None = None  # the whole evaluation of best_step
     evals_without_improvement: int = 0
     stopped: str | None = None  # why the run stopped early, once it did
 
@@ -67,6 +69,7 @@ class BestKeeper:
             value = None
         if value is not None and self.improves(value):
             self.state.best_value, self.state.best_step = float(value), step
+            self.state.best_metrics = dict(metrics)
             self.state.evals_without_improvement = 0
             if self.keep:
                 save_best()
@@ -90,12 +93,27 @@ class BestKeeper:
             return dict(self.last_eval[1])
         return None
 
+    def reported(self, last_step: int, last: dict[str, float]) -> tuple[str, int, dict[str, float]]:
+        """The run's result: the evaluation of the adapter it keeps in adapter/. With keep_best
+        and a best evaluation: ("best", its step, its metrics); else ("last", the last step,
+        its metrics)."""
+        if self.keep and self.state.best_step is not None and self.state.best_metrics is not None:
+            return "best", self.state.best_step, dict(self.state.best_metrics)
+        return "last", last_step, dict(last)
+
     def state_dict(self) -> dict[str, Any]:
         return asdict(self.state)
 
-    def load_state_dict(self, saved: dict[str, Any] | None) -> None:
+    def load_state_dict(
+        self, saved: dict[str, Any] | None, evaluations: dict[int, dict[str, float]] | None = None
+    ) -> None:
+        """Continue from a checkpoint's state; a checkpoint of an older ft holds no best_metrics,
+        which are then taken from the run's own evaluations ({step: metrics}) when given."""
         if saved:
             self.state = BestState(**saved)
+        step = self.state.best_step
+        if self.state.best_metrics is None and step is not None and step in (evaluations or {}):
+            self.state.best_metrics = dict((evaluations or {})[step])
 
     def summary(self) -> dict[str, Any]:
         """summary.json entries: the winning evaluation and why the run stopped early (if it did)."""

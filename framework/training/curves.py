@@ -1,6 +1,8 @@
 """Training curves from metrics.jsonl: train loss, eval loss and the task's primary metric vs
 optimizer step, one panel each; one line per run (a run's own curves.png, or `ft report --plot`
-over several). matplotlib is optional (the `report` extra): without it, nothing is drawn."""
+over several). The evaluation a run reports (its kept adapter's: with train.keep_best the best,
+not the last) is marked on each eval panel. matplotlib is optional (the `report` extra): without
+it, nothing is drawn."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from framework.store.run_dir import CURVES_FILE, read_metrics, read_summary
 
@@ -37,6 +40,22 @@ def run_series(run_dir: Path, primary: str | None = None) -> dict[str, Series]:
     return {name: sorted(dict(points).items()) for name, points in series.items()}
 
 
+def kept_points(run_dir: Path, primary: str | None = None) -> dict[str, tuple[int, float]]:
+    """{'eval loss', PRIMARY} -> (step, value) of the evaluation the run reports as its result
+    (summary.json's final and final_step: the kept adapter's); {} for an unfinished run."""
+    summary = read_summary(run_dir) or {}
+    final, step = summary.get("final") or {}, summary.get("final_step", summary.get("steps"))
+    primary = primary or summary.get("primary_metric") or "eval_loss"
+    if step is None:
+        return {}
+    keys = {"eval loss": "eval_loss", primary: primary}
+    return {
+        panel: (step, final[key])
+        for panel, key in keys.items()
+        if isinstance(final.get(key), (int, float))
+    }
+
+
 def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
@@ -55,40 +74,56 @@ def plot_runs(runs: Sequence[tuple[str, Path]], output: Path) -> Path | None:
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    all_series = [(label, run_series(run_dir)) for label, run_dir in runs]
+    figure = draw_runs(runs)
+    output = Path(output)
+    figure.savefig(output, dpi=100)
+    plt.close(figure)
+    return output
+
+
+def draw_runs(runs: Sequence[tuple[str, Path]]) -> Any:
+    """The matplotlib figure of plot_runs: one panel per series, one line per run, and each
+    run's reported (kept) evaluation marked with a star."""
+    import matplotlib.pyplot as plt
+
+    all_series = [(label, run_series(run_dir), kept_points(run_dir)) for label, run_dir in runs]
     panels: list[str] = []
-    for _, series in all_series:
+    for _, series, _ in all_series:
         panels += [name for name in series if name not in panels]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for axis, panel in zip(axes[0], panels):
-        for label, series in all_series:
+        for label, series, kept in all_series:
             points = series.get(panel) or []
             if points:
                 steps, values = zip(*points)
-                axis.plot(
+                (line,) = axis.plot(
                     steps,
                     values,
                     marker="o" if len(points) < 30 else None,
                     markersize=3,
                     label=label,
                 )
-        if len(runs) == 1 and panel not in ("train loss", "eval loss"):
-            best = (read_summary(runs[0][1]) or {}).get("best") or {}
-            if best.get("step") is not None:  # train.keep_best / early stopping's winner
-                axis.axvline(
-                    best["step"], linestyle=":", color="grey", label=f"best (step {best['step']})"
-                )
-                axis.legend(fontsize=7)
+                if panel in kept:  # the kept adapter's evaluation (keep_best: the best)
+                    step, value = kept[panel]
+                    name = "kept" if len(runs) == 1 else f"{label}: kept"
+                    axis.plot(
+                        [step],
+                        [value],
+                        marker="*",
+                        markersize=11,
+                        linestyle="none",
+                        color=line.get_color(),
+                        label=f"{name} (step {step})",
+                    )
+        if len(runs) == 1 and any(panel in kept for _, _, kept in all_series):
+            axis.legend(fontsize=7)
         axis.set_title(panel)
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
     if len(runs) > 1:
         axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    output = Path(output)
-    figure.savefig(output, dpi=100)
-    plt.close(figure)
-    return output
+    return figure
 
 
 def write_run_curves(run_dir: Path) -> Path | None:

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from framework.store.run_dir import PROFILE_DIR
+
 log = logging.getLogger("ft")
 
 WAIT, WARMUP, ACTIVE = 1, 1, 3  # optimizer steps: skipped, profiled but dropped, recorded
@@ -18,7 +20,7 @@ class StepProfiler:
 
     def __init__(self, run_dir: Path, enabled: bool):
         self.profiler: Any = None
-        self.directory = Path(run_dir) / "profile"
+        self.directory = Path(run_dir) / PROFILE_DIR
         if not enabled:
             return
         import torch

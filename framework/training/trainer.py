@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -32,6 +33,8 @@ from framework.config.schema import RunConfig, load_saved_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
 from framework.store.checkpoint import (
     checkpoint_bytes,
+    checkpoint_path,
+    latest_checkpoint,
     read_trainer_state,
     save_checkpoint,
     set_rng_state,
@@ -45,6 +48,7 @@ from framework.store.run_dir import (
     METRICS_FILE,
     MetricsLog,
     read_metrics,
+    replace_directory,
     resume_command,
     write_summary,
 )
@@ -239,7 +243,8 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     setup.accelerator.load_state(str(checkpoint))
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
-    setup.best.load_state_dict(saved.get("best"))  # keep_best / early stopping continue
+    # keep_best / early stopping continue (an older checkpoint's best: from metrics.jsonl)
+    setup.best.load_state_dict(saved.get("best"), evaluations(setup.run_dir))
     rng_file = checkpoint / f"rng_rank{setup.accelerator.process_index}.json"
     if setup.accelerator.is_main_process:
         log.info(
@@ -252,6 +257,20 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     return position, json.loads(rng_file.read_text())
 
 
+def evaluations(run_dir: Path) -> dict[int, dict[str, float]]:
+    """{step: metrics} of the evaluations in a run's metrics.jsonl (a re-run step: its last)."""
+    return {
+        r["step"]: {k: v for k, v in r.items() if k not in ("step", "split")}
+        for r in read_metrics(run_dir)
+        if r.get("split") == "eval"
+    }
+
+
+def checkpoint_space_needed(setup: Setup) -> int:
+    """Disk one checkpoint of this run takes (bytes, estimated)."""
+    return checkpoint_bytes(setup.model)
+
+
 def check_checkpoint_space(setup: Setup) -> None:
     """Refuse to start when the disk cannot hold keep_last + 1 checkpoints (every rank checks,
     so all stop together)."""
@@ -259,7 +278,7 @@ def check_checkpoint_space(setup: Setup) -> None:
     if not (train.save_every or train.save_every_minutes):
         return
     free = shutil.disk_usage(setup.run_dir).free
-    need = checkpoint_bytes(setup.model) * (train.keep_last + 1)
+    need = checkpoint_space_needed(setup) * (train.keep_last + 1)
     if free < need:
         interval = (
             f"train.save_every={train.save_every}"
@@ -307,7 +326,8 @@ def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
 
 
 def save(setup: Setup, position: Position) -> Path:
-    """An atomic checkpoint of the whole training state at this position."""
+    """An atomic checkpoint of the whole training state at this position. A failed write (a full
+    disk) stops the run with one line: the checkpoint, the space it needs, the one kept."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
         path = save_checkpoint(
@@ -319,14 +339,32 @@ def save(setup: Setup, position: Position) -> Path:
             config_yaml,
         )
     except OSError as error:
-        raise TrainingInterrupted(
-            f"could not save the checkpoint at step {position.step} ({error.strerror or error}); "
-            f"the last complete checkpoint is kept. Free disk space and resume with: "
-            f"{resume_command(setup.run_dir, setup.run.recipe)}",
-            exit_code=1,
-        ) from None
+        raise TrainingInterrupted(save_failure(setup, position.step, error), exit_code=1) from None
     setup.metrics_log.write({"step": position.step, "event": "checkpoint", "path": str(path)})
     return path
+
+
+def save_failure(setup: Setup, step: int, error: OSError) -> str:
+    """The one line of a checkpoint that could not be written: which, why, the space it needs
+    (when the disk or quota is full), the complete checkpoint that is kept, and how to resume."""
+    target = checkpoint_path(setup.run_dir, step)
+    reason = write_failure_reason(setup, error, checkpoint_space_needed(setup))
+    kept = latest_checkpoint(setup.run_dir)
+    kept_text = f"{kept} is kept" if kept else "no earlier checkpoint exists"
+    return (
+        f"could not write checkpoint {target} at step {step} ({reason}); it is not used, "
+        f"{kept_text}. Free disk space (or lower train.keep_last) and resume with: "
+        f"{resume_command(setup.run_dir, setup.run.recipe)}"
+    )
+
+
+def write_failure_reason(setup: Setup, error: OSError, need: int) -> str:
+    """Why a write failed; for a full disk or quota, the MiB free and the MiB `need` (bytes)."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(setup.run_dir).free
+        reason += f": {free >> 20} MiB free there, it needs about {max(need >> 20, 1)} MiB"
+    return reason
 
 
 # ---- phase 2: the step loop -----------------------------------------------------------------
@@ -352,55 +390,57 @@ def run_steps(
     profiler = StepProfiler(setup.run_dir, run.train.profile and main)
     last_save = time.monotonic()  # train.save_every_minutes counts from here (seconds)
     stopping = False  # early stopping fired: save, then finish
-    while position.step < setup.total_steps and not stopping:
-        batches = epoch_batches(setup, position, resumed_rng)
-        for group in micro_batch_groups(batches, run.train.grad_accum):
-            resumed_rng = None
-            finite = optimizer_step(setup, group, meter, guard, position.step)
-            position.batch_in_epoch += len(group)
-            complete_step(setup, position, finite)
-            profiler.step()
-            progress.update(1)
-            if settle_due(run.train, position.step, setup.total_steps):
-                settle(setup, position, guard)  # the loop's only host sync, with the log's
-            if log_due(run.train, position.step, setup.total_steps):
-                record = log_train(setup, position, meter)
-                progress.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    lr=f"{record['lr']:.2e}",
-                    tok_s=f"{record['tokens_per_s']:.0f}",
-                )
-            if eval_due(run.train, position.step, setup.total_steps):
-                stopping = setup.best.observe(
-                    position.step,
-                    evaluate(setup, position.step),
-                    lambda: export_adapter(setup, ADAPTER_DIR),
-                )
-            minutes_due = (
-                run.train.save_every_minutes is not None
-                and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
-            )
-            # One collective for both flags: ranks must agree before a collective save.
-            stop_now, minutes_due = any_rank(
-                accelerator, signals.requested is not None, minutes_due
-            )
-            if stop_now or minutes_due or stopping or save_due(run.train, position.step):
-                settle(setup, position, guard)
-                path = save(setup, position)
-                last_save = time.monotonic()
-                if stop_now:
-                    raise TrainingInterrupted(
-                        f"stopped by signal at step {position.step}; checkpoint saved in {path}. "
-                        f"Resume with: {resume_command(setup.run_dir, run.recipe)}",
-                        exit_code=signals.exit_code(),
+    try:
+        while position.step < setup.total_steps and not stopping:
+            batches = epoch_batches(setup, position, resumed_rng)
+            for group in micro_batch_groups(batches, run.train.grad_accum):
+                resumed_rng = None
+                finite = optimizer_step(setup, group, meter, guard, position.step)
+                position.batch_in_epoch += len(group)
+                complete_step(setup, position, finite)
+                profiler.step()
+                progress.update(1)
+                if settle_due(run.train, position.step, setup.total_steps):
+                    settle(setup, position, guard)  # the loop's only host sync, with the log's
+                if log_due(run.train, position.step, setup.total_steps):
+                    record = log_train(setup, position, meter)
+                    progress.set_postfix(
+                        loss=f"{record['loss']:.4f}",
+                        lr=f"{record['lr']:.2e}",
+                        tok_s=f"{record['tokens_per_s']:.0f}",
                     )
-            if position.step >= setup.total_steps or stopping:
-                break
-        else:  # the epoch ran out before total_steps
-            position.epoch += 1
-            position.batch_in_epoch = 0
+                if eval_due(run.train, position.step, setup.total_steps):
+                    stopping = setup.best.observe(
+                        position.step,
+                        evaluate(setup, position.step),
+                        lambda: export_adapter(setup, ADAPTER_DIR),
+                    )
+                minutes_due = (
+                    run.train.save_every_minutes is not None
+                    and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
+                )
+                # One collective for both flags: ranks must agree before a collective save.
+                stop_now, minutes_due = any_rank(
+                    accelerator, signals.requested is not None, minutes_due
+                )
+                if stop_now or minutes_due or stopping or save_due(run.train, position.step):
+                    settle(setup, position, guard)
+                    path = save(setup, position)
+                    last_save = time.monotonic()
+                    if stop_now:
+                        raise TrainingInterrupted(
+                            f"stopped by signal at step {position.step}; checkpoint saved in "
+                            f"{path}. Resume with: {resume_command(setup.run_dir, run.recipe)}",
+                            exit_code=signals.exit_code(),
+                        )
+                if position.step >= setup.total_steps or stopping:
+                    break
+            else:  # the epoch ran out before total_steps
+                position.epoch += 1
+                position.batch_in_epoch = 0
+    finally:
+        progress.close()  # a stop or failure message then starts on a line of its own
     profiler.stop()
-    progress.close()
 
 
 def epoch_batches(setup: Setup, position: Position, resumed_rng: dict | None) -> Iterator:
@@ -528,19 +568,24 @@ def any_rank(accelerator: Any, *flags: bool) -> tuple[bool, ...]:
 # ---- phase 3: finish ------------------------------------------------------------------------
 def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict[str, float]:
     """Final evaluation, then the adapter (loadable with PeftModel.from_pretrained), the
-    tokenizer and label maps beside it, and summary.json."""
+    tokenizer and label maps beside it, and summary.json. Returns the run's result: the metrics
+    of the adapter in adapter/ (with keep_best the best evaluation's, not the last step's)."""
     accelerator, run_dir = setup.accelerator, setup.run_dir
-    final_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
-    setup.best.observe(position.step, final_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
+    last_metrics = setup.best.metrics_at(position.step) or evaluate(setup, position.step)
+    setup.best.observe(position.step, last_metrics, lambda: export_adapter(setup, ADAPTER_DIR))
     accelerator.wait_for_everyone()
     # With keep_best, adapter/ already holds the best evaluation's adapter; the last goes beside.
     adapter_dir = export_adapter(setup, ADAPTER_LAST_DIR if setup.best.keep else ADAPTER_DIR)
     if setup.best.keep and setup.best.state.best_step is None:  # no finite eval: keep the last
         export_adapter(setup, ADAPTER_DIR)
+    final_is, final_step, final_metrics = setup.best.reported(position.step, last_metrics)
     summary = {
         "recipe": setup.run.recipe,
         "steps": position.step,
-        "final": final_metrics,
+        "final": final_metrics,  # the kept adapter's evaluation: what the run reports
+        "final_is": final_is,  # "best" (train.keep_best) or "last"
+        "final_step": final_step,
+        "last": last_metrics,  # the last step's evaluation (= final unless keep_best)
         "baseline": baseline,
         "primary_metric": setup.task.primary_metric,
         "greater_is_better": setup.task.greater_is_better,
@@ -552,7 +597,17 @@ def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict
     if accelerator.is_main_process:
         write_summary(run_dir, summary)
         write_run_curves(run_dir)
-        log.info("done: %s; adapter saved to %s", _fmt(final_metrics), adapter_dir)
+        if final_is == "best":
+            log.info("last step %d: %s", position.step, _fmt(last_metrics))
+        log.info(
+            "done: %s (%s evaluation, step %d); adapter saved to %s",
+            _fmt(final_metrics),
+            final_is,
+            final_step,
+            run_dir / ADAPTER_DIR,
+        )
+        if adapter_dir != run_dir / ADAPTER_DIR:
+            log.info("the last step's adapter: %s", adapter_dir)
     setup.trackers.finish(
         summary, {n: run_dir / n for n in (ADAPTER_DIR, ADAPTER_LAST_DIR)}, position.step
     )
@@ -562,19 +617,38 @@ def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict
 
 def export_adapter(setup: Setup, name: str) -> Path:
     """Save the adapter (loadable with PeftModel.from_pretrained) with the tokenizer and the
-    task's label maps beside it into RUN_DIR/name; every rank calls this (collective)."""
+    task's label maps beside it into RUN_DIR/name; every rank calls this (collective). Written
+    beside it first and then swapped in, so that a full disk never leaves a half-written adapter
+    (nor destroys the best one kept so far): the run stops with one line instead."""
     accelerator = setup.accelerator
     adapter_dir = setup.run_dir / name
-    setup.method.save_adapter(
-        setup.run.peft,
-        accelerator.unwrap_model(setup.model),
-        str(adapter_dir),
-        is_main_process=accelerator.is_main_process,
-        state_dict=accelerator.get_state_dict(setup.model),
-    )
-    if accelerator.is_main_process:
-        setup.tokenizer.save_pretrained(str(adapter_dir))
-        setup.task.save_artifacts(adapter_dir)
+    partial = setup.run_dir / f".{name}.partial"
+    try:
+        if accelerator.is_main_process and partial.exists():
+            shutil.rmtree(partial)
+        setup.method.save_adapter(
+            setup.run.peft,
+            accelerator.unwrap_model(setup.model),
+            str(partial),
+            is_main_process=accelerator.is_main_process,
+            state_dict=accelerator.get_state_dict(setup.model),
+        )
+        if accelerator.is_main_process:
+            setup.tokenizer.save_pretrained(str(partial))
+            setup.task.save_artifacts(partial)
+            replace_directory(partial, adapter_dir)
+    except OSError as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        trainable = (p for p in setup.model.parameters() if p.requires_grad)
+        need = sum(p.numel() * p.element_size() for p in trainable)
+        reason = write_failure_reason(setup, error, need)
+        kept = f"{adapter_dir} is unchanged" if adapter_dir.is_dir() else "nothing was written"
+        raise TrainingInterrupted(
+            f"could not write the adapter {adapter_dir} ({reason}); {kept}. Free disk space "
+            f"and resume with: {resume_command(setup.run_dir, setup.run.recipe)}",
+            exit_code=1,
+        ) from None
     return adapter_dir
 
 
@@ -586,8 +660,8 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 # ---- the whole run --------------------------------------------------------------------------
 def train(run: RunConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, float]:
-    """Run one training job (continuing checkpoint `resume_from` when given); return the final
-    evaluation metrics (a sweep's objective too)."""
+    """Run one training job (continuing checkpoint `resume_from` when given); return the run's
+    result, the kept adapter's evaluation (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
     setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
     position, resumed_rng = restore(setup, resume_from)

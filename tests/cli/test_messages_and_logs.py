@@ -154,3 +154,18 @@ def test_validate_data_reads_the_data_without_loading_the_model(
         main(["validate", TOY_CLS_RECIPE, "--data", *source, f"data.source.validation={odd}"]) == 2
     )
     assert "label 'meh' in split 'validation'" in capsys.readouterr().err
+
+
+def test_the_hydra_door_in_process_leaves_logging_as_it_was(tmp_path, monkeypatch):
+    """Hydra's logging setup disables every existing logger and resets the root level; after an
+    in-process `ft train -m` (a test, a notebook), ft still logs and a later run still writes its
+    train.log."""
+    import logging
+
+    from framework.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers), logging.getLogger("ft").disabled)
+    main(["train", TOY_CLS_RECIPE, "-m", "dry_run=true", f"hydra.sweep.dir={tmp_path}/sweep"])
+    assert (root.level, list(root.handlers), logging.getLogger("ft").disabled) == before

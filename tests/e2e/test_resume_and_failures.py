@@ -395,6 +395,86 @@ def test_failed_save_keeps_last_good_checkpoint(data_files, tmp_path, monkeypatc
     assert not list((run_dir / "checkpoints").glob(".tmp-*")), "partial checkpoint left behind"
 
 
+@pytest.fixture(scope="module")
+def six_step_reference(data_files, tmp_path_factory):
+    """The adapter of an uninterrupted 6-step run (checkpoints every 2 steps)."""
+    from framework.cli.app import main
+
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    args = overrides(data_files, run_dir, "train.max_steps=6", "train.save_every=2")
+    assert main(["train", RECIPE, *args]) == 0
+    return run_dir
+
+
+def fill_disk_at(monkeypatch, where: str, step: int) -> None:
+    """Make the disk "fill" while checkpoint `step` is written: the write puts half its bytes
+    down, then fails with ENOSPC, as a full disk does. `where`: in the training state that
+    Accelerate writes (torch.save of the optimizer), or in ft's COMPLETE record written last."""
+    import errno
+    import pathlib
+
+    folder = f"checkpoint-{step:08d}"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if where == "optimizer state":
+        real_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            if folder in str(f):
+                Path(f).write_bytes(b"\0" * 100)
+                raise full
+            return real_save(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    else:
+        real_write = pathlib.Path.write_text
+
+        def write_text(self, data, *args, **kwargs):
+            if "COMPLETE" in self.name and folder in str(self.parent):
+                real_write(self, data[: len(data) // 2], *args, **kwargs)
+                raise full
+            return real_write(self, data, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+
+
+@pytest.mark.parametrize("where", ["optimizer state", "COMPLETE marker"])
+def test_disk_full_during_a_checkpoint_write(
+    where, data_files, six_step_reference, tmp_path, monkeypatch, capsys
+):
+    """ENOSPC while checkpoint 4 is written: exit non-zero with one line naming the checkpoint
+    and the space it needs; the partial checkpoint is never selected, checkpoint 2 stays, loads,
+    and resuming from it ends bit-identical to a run that never failed."""
+    from framework.cli.app import main
+    from framework.store.checkpoint import checkpoint_problem, complete_checkpoints
+
+    run_dir = tmp_path / "run"
+    args = overrides(data_files, run_dir, "train.max_steps=6", "train.save_every=2")
+    with monkeypatch.context() as patches:
+        fill_disk_at(patches, where, step=4)
+        code = main(["train", RECIPE, *args])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    lines = [line for line in err.splitlines() if line.startswith(("stopped:", "error:"))]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
+    kept = run_dir / "checkpoints" / "checkpoint-00000002"
+    for fragment in (
+        str(run_dir / "checkpoints" / "checkpoint-00000004"),
+        "No space left on device",
+        "MiB free",
+        "needs about",
+        f"{kept} is kept",
+        "resume=auto",
+    ):
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    assert complete_checkpoints(run_dir) == [kept], "a partial checkpoint could be selected"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [kept.name]
+    assert checkpoint_problem(kept) is None
+    assert main(["train", RECIPE, *args, "resume=auto"]) == 0
+    assert f"resumed from {kept} at step 2" in capsys.readouterr().err
+    assert_bit_identical(run_dir, six_step_reference)
+
+
 def test_free_space_is_checked_before_training(data_files, tmp_path, monkeypatch, capsys):
     import shutil as shutil_module
 

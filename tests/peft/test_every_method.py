@@ -148,7 +148,7 @@ class TaskSetup:
         from framework.models.loading import load_model, load_tokenizer, resolve_checkpoint
 
         recipe = task_recipes()[task_name]
-        _, self.run = load_run(recipe, [f"model={_tiny_presets()[family]}", f"output_root={tmp}"])
+        self.run = load_run(recipe, [f"model={_tiny_presets()[family]}", f"output_root={tmp}"])
         self.family = MODELS.get(family)
         self.checkpoint = resolve_checkpoint(self.run.plugins.family, self.run.model)
         tokenizer = load_tokenizer(self.run.plugins.family, self.run.model, self.checkpoint)

@@ -481,3 +481,69 @@ def test_a_sweep_refuses_one_run_dir_for_all_trials(tmp_path, data_args):
         and "Traceback" not in result.stderr
     )
     assert not (tmp_path / "r").exists()
+
+
+SCRIPTED_ACCURACY = """
+import sys
+
+from framework.tasks.seq_cls import SeqCls
+
+real = SeqCls.evaluate
+queue = {queue!r}
+
+
+def scripted(self, *args, **kwargs):
+    return {{**real(self, *args, **kwargs), "accuracy": queue.pop(0)}}
+
+
+SeqCls.evaluate = scripted
+from framework.cli.app import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_ranks_trials_by_their_kept_best_under_early_stopping(tmp_path, data_args):
+    """Each evaluation's accuracy is scripted (the trials run one after the other in one
+    process): trial 0 peaks at step 1 (0.9) and ends at 0.5, stopped early; trial 1 ends at
+    its best, 0.7. Ranked by the kept adapters, trial 0 wins; by the last steps it would lose."""
+    script = tmp_path / "sweep_with_scripted_accuracy.py"
+    script.write_text(SCRIPTED_ACCURACY.format(queue=[0.9, 0.5, 0.5, 0.6, 0.7, 0.7, 0.7]))
+    sweep = tmp_path / "sweep"
+    args = [
+        "train",
+        "seq_cls_tiny_bert_lora",
+        "-m",
+        "train.lr=1e-3,2e-3",
+        *[a for a in data_args if not a.startswith("train.max_steps")],
+        "train.max_steps=4",
+        "train.eval_every=1",
+        "train.keep_best=true",
+        "train.early_stopping_patience=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = trial_records(sweep)
+    assert {k: r["value"] for k, r in records.items()} == {"0": 0.9, "1": 0.7}
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["best"]["trial"] == "0" and summary["best"]["value"] == 0.9
+    summaries = {i: json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1)}
+    assert summaries[0]["steps"] == 3 and summaries[0]["stopped_early"]
+    assert [(s["final"]["accuracy"], s["last"]["accuracy"]) for s in summaries.values()] == [
+        (0.9, 0.5),
+        (0.7, 0.7),
+    ]
+    # ft report over the sweep ranks the kept adapters too.
+    report = ft_cli("report", str(sweep), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    table = [line.split() for line in report.stdout.splitlines()[2:4]]
+    assert [(row[0], row[2]) for row in table] == [("0", "0.9000"), ("1", "0.7000")], report.stdout

@@ -160,3 +160,111 @@ def test_early_stopping_stops_says_why_and_survives_resume(tmp_path, monkeypatch
     again = _summary(run_dir)
     assert again["steps"] == 4 and again["best"] == summary["best"]
     assert again["stopped_early"] == summary["stopped_early"]
+
+
+def test_the_kept_best_is_what_the_run_reports(tmp_path, monkeypatch, one_torch_thread):
+    """keep_best under early stopping: summary.json's final, the run's returned metrics, ft report
+    and the curves give the kept (best) adapter's evaluation; the last step's is recorded beside
+    it. ft eval of adapter/ agrees with final, not with last (HF's load_best_model_at_end)."""
+    from framework.commands.inference import evaluate_runs
+    from framework.commands.report import report
+    from framework.config.path import load_run
+    from framework.run.execute import execute
+
+    # Best at step 3, then two evaluations without improvement: stop at step 5 of 8. The last
+    # value is for ft eval below.
+    script_perplexity(monkeypatch, [50.0, 30.0, 20.0, 25.0, 40.0, 99.0])
+    run = load_run(
+        RECIPE,
+        [
+            *SMALL,
+            "train.max_steps=8",
+            "train.lr=0.03",
+            "train.keep_best=true",
+            "train.early_stopping_patience=2",
+            f"output_root={tmp_path}",
+        ],
+    )
+    finished = execute(run)
+    run_dir = finished.run_dir
+    summary = _summary(run_dir)
+    evals = {
+        r["step"]: {k: v for k, v in r.items() if k not in ("step", "split")}
+        for r in metrics(run_dir, "eval")
+    }
+    assert summary["steps"] == 5 and summary["stopped_early"], summary
+    assert summary["final"]["perplexity"] == 20.0, "final is not the kept (best) evaluation"
+    assert (summary["final_is"], summary["final_step"]) == ("best", 3)
+    assert summary["final"] == evals[3]
+    assert summary["last"] == evals[5] and summary["last"]["perplexity"] == 40.0
+    assert finished.metrics == summary["final"], "a sweep's objective is the kept adapter's"
+    # The two adapters differ, and adapter/ evaluates as final says (its real eval loss).
+    assert summary["final"]["eval_loss"] != pytest.approx(summary["last"]["eval_loss"], abs=1e-4)
+    again = evaluate_runs([run_dir], "validation", hardware="cpu")[str(run_dir)]
+    assert again["eval_loss"] == pytest.approx(summary["final"]["eval_loss"], abs=1e-5)
+    # ft report: "after" is the kept adapter's, the last step's beside it.
+    text = report(run_dir)
+    row = next(line for line in text.splitlines() if line.startswith("perplexity"))
+    assert row.split()[-2:] == ["20.0000", "40.0000"], text
+    assert "the best evaluation at step 3" in text, text
+    # Curves: the kept evaluation is marked on the primary metric's panel.
+    from framework.training.curves import draw_runs
+
+    figure = draw_runs([(run_dir.name, run_dir)])
+    axis = next(a for a in figure.axes if a.get_title() == "perplexity")
+    kept = [line for line in axis.get_lines() if line.get_label().startswith("kept")]
+    assert [(list(k.get_xdata()), list(k.get_ydata())) for k in kept] == [([3], [20.0])]
+    assert kept[0].get_label() == "kept (step 3)"
+
+
+def test_a_full_disk_while_saving_a_new_best_keeps_the_previous_best(
+    tmp_path, monkeypatch, one_torch_thread
+):
+    """ENOSPC while adapter/ is rewritten for a new best (step 3): the run stops with one line,
+    and adapter/ still holds the best so far (step 2), whole; no partial adapter is left."""
+    import errno
+    import os
+
+    import peft.peft_model
+    from safetensors.torch import load_file
+
+    from framework.core.errors import TrainingInterrupted
+
+    script_perplexity(monkeypatch, [50.0, 30.0, 20.0, 25.0])
+    real = peft.peft_model.safe_save_file
+    exports = []
+
+    def fill_disk_on_third_export(tensors, filename, *args, **kwargs):
+        exports.append(filename)
+        if len(exports) == 3:
+            Path(filename).write_bytes(b"\0" * 10)  # cut short, as a full disk leaves it
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(peft.peft_model, "safe_save_file", fill_disk_on_third_export)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_recipe(
+            RECIPE,
+            *SMALL,
+            "train.max_steps=4",
+            "train.lr=0.03",
+            "train.keep_best=true",
+            "train.save_every=1",
+            "train.keep_last=10",
+            f"run_dir={run_dir}",
+            output_root=tmp_path,
+        )
+    message = str(stopped.value)
+    assert stopped.value.exit_code == 1 and "\n" not in message
+    assert f"could not write the adapter {run_dir / 'adapter'}" in message
+    assert "No space left on device" in message and "MiB free there" in message
+    assert f"{run_dir / 'adapter'} is unchanged" in message and "resume=auto" in message
+    assert not list(run_dir.glob(".adapter*")), "a partial adapter was left behind"
+    kept = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    at_step_2 = load_file(
+        str(run_dir / "checkpoints" / "checkpoint-00000002" / "model.safetensors")
+    )
+    lora = {k.replace(".default", ""): v for k, v in at_step_2.items() if "lora_" in k}
+    assert kept.keys() == lora.keys()
+    assert all(torch.equal(kept[k], lora[k]) for k in kept), "adapter/ is not step 2's best"
