@@ -39,7 +39,7 @@ demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print ac
 	$(VENV)/bin/ft train seq_cls_minilm_lora
 	$(VENV)/bin/ft report latest seq_cls_minilm_lora
 
-bench: $(STAMP)  ## ft vs HF Trainer + PEFT on CPU: 2 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
+bench: $(STAMP)  ## ft vs HF Trainer + PEFT (and TRL DPOTrainer) on CPU: 3 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
 	$(PY) bench/cpu_bench.py
 
 bench-data: $(STAMP)  ## ft's data preparation on generated 10k/100k/1M-row files vs a plain datasets.map (BENCH_* knobs: bench/data_scale.py)

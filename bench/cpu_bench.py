@@ -1,9 +1,12 @@
-"""`make bench`: ft against HF Trainer + PEFT on CPU, side by side, in one invocation.
+"""`make bench`: ft against HF Trainer + PEFT (and, for preference tuning, TRL's DPOTrainer + PEFT)
+on CPU, side by side, in one invocation.
 
 For each workload (an ft recipe in recipes/), the two routes train the same examples with the
 same checkpoint, LoRA settings, lr, schedule and steps, alternating (HF first in even rounds, ft
 first in odd ones), each in its own process:
-  hf   bench/hf_baseline.py: Trainer + PEFT written the plain documented way
+  hf   bench/hf_baseline.py: Trainer + PEFT written the plain documented way (workload
+       smollm2_dpo: bench/trl_baseline.py, TRL's DPOTrainer + PEFT, on the same pairs in the
+       same order; its metric is held-out preference accuracy against the base)
   ft   ft train RECIPE [BENCH_FT_OVERRIDES]  (python -m framework train ...)
 Then this process scores both saved adapters with one evaluator (same code, same held-out rows).
 
@@ -17,7 +20,7 @@ Printed: a markdown table of medians over the rounds; written: BENCH_OUT/cpu_ben
 
 Knobs (environment):
   BENCH_ROUNDS=3                      rounds (each runs both routes once)
-  BENCH_WORKLOADS=minilm_cls,smollm2_sft
+  BENCH_WORKLOADS=minilm_cls,smollm2_sft,smollm2_dpo
   BENCH_EXAMPLES=N                    training examples of every workload (default: the recipe's),
                                       or per workload: minilm_cls=1000,smollm2_sft=32
   BENCH_EVAL_EXAMPLES=N               held-out rows the evaluator scores (default 500 / 64)
@@ -62,6 +65,7 @@ class Workload:
     recipe: str
     eval_examples: int  # held-out rows the shared evaluator scores
     title: str
+    peer: str = "hf"  # the route ft is compared with: hf (Trainer + PEFT) or trl (DPOTrainer)
 
 
 WORKLOADS = {
@@ -77,7 +81,15 @@ WORKLOADS = {
         32,
         "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot chats SFT, batch 8",
     ),
+    "smollm2_dpo": Workload(
+        "smollm2_dpo",
+        "bench_smollm2_dpo",
+        64,
+        "SmolLM2-135M + LoRA r8 (7 proj.), chatterbot preference pairs DPO, batch 8",
+        peer="trl",
+    ),
 }
+PEER_LABELS = {"hf": "HF Trainer + PEFT", "trl": "TRL DPOTrainer + PEFT"}
 
 
 def env_int(name: str, default: int | None) -> int | None:
@@ -106,6 +118,7 @@ class Prepared:
         task = TASKS.get(run.task.name)(
             run.task, run.data, self.tokenizer, MODELS.get(run.model.name)
         )
+        task.use_objective(run.plugins.objective(run.objective, task), run.train)
         raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
         task.check_columns(raw.splits, raw.describe)
         task.fit_labels(raw.splits, raw.describe)
@@ -113,8 +126,10 @@ class Prepared:
         self.task = task
         self.tokenized = task.tokenize(splits)
         self.raw_train = raw.splits["train"]
-        self.tokens = (
-            sum(len(ids) for ids in self.tokenized["train"]["input_ids"]) * run.train.epochs
+        train_split = self.tokenized["train"]
+        id_columns = [c for c in train_split.column_names if c.endswith("input_ids")]
+        self.tokens = (  # a pair counts its chosen and its rejected sequence
+            sum(len(ids) for c in id_columns for ids in train_split[c]) * run.train.epochs
         )
         self.examples = len(self.tokenized["train"])
         self.spec_path = self.write_spec(work)
@@ -133,7 +148,10 @@ class Prepared:
         work.mkdir(parents=True, exist_ok=True)
         train_file = work / "train.jsonl"
         with train_file.open("w") as handle:
-            if run.task.name == "seq_cls":
+            if self.workload.peer == "trl":  # the raw pairs, as conversations: TRL renders them
+                for row in self.raw_train:
+                    handle.write(json.dumps(conversation_pair(row, task)) + "\n")
+            elif run.task.name == "seq_cls":
                 text, label = task.column("text"), task.column("label")
                 ids = {name: i for i, name in enumerate(task.labels)}
                 for row in self.raw_train:
@@ -153,6 +171,7 @@ class Prepared:
             "max_length": run.data.max_length,
             "num_labels": len(getattr(task, "labels", [])) or None,
             "pad_token_id": self.tokenizer.pad_token_id,
+            "beta": getattr(run.objective, "beta", None),
             "lora": {
                 "r": peft.r,
                 "alpha": peft.alpha,
@@ -198,13 +217,21 @@ def run_process(command: list[str], log_path: Path, cwd: Path = REPO) -> dict[st
     return {"wall_seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
+def conversation_pair(row: dict[str, Any], task: Any) -> dict[str, Any]:
+    """A preference row as TRL's conversational format: prompt, chosen, rejected turn lists."""
+    prompt, (chosen, rejected) = task.prompt_and_completions(row, "bench row")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def run_hf(prepared: Prepared, out: Path) -> dict[str, Any]:
+    """The peer route: bench/hf_baseline.py, or bench/trl_baseline.py for preference."""
     spec = json.loads(prepared.spec_path.read_text())
     spec["output_dir"] = str(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec))
+    script = "trl_baseline.py" if prepared.workload.peer == "trl" else "hf_baseline.py"
     stats = run_process(
-        [sys.executable, str(REPO / "bench" / "hf_baseline.py"), str(out / "spec.json")],
+        [sys.executable, str(REPO / "bench" / script), str(out / "spec.json")],
         out / "log.txt",
     )
     result = json.loads((out / "result.json").read_text())
@@ -275,6 +302,8 @@ def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
 
     transformers.logging.set_verbosity_error()
     run, task = prepared.run, prepared.task
+    if prepared.workload.peer == "trl":
+        return preference_accuracy(prepared, adapter)
     kwargs = {"num_labels": len(task.labels)} if run.task.name == "seq_cls" else {}
     auto = getattr(transformers, task.auto_model)
     base = auto.from_pretrained(str(prepared.checkpoint), dtype=torch.float32, **kwargs)
@@ -317,13 +346,59 @@ def evaluate(prepared: Prepared, adapter: str) -> dict[str, float]:
     return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50.0))}
 
 
+def preference_accuracy(prepared: Prepared, adapter: str) -> dict[str, float]:
+    """Held-out preference accuracy of a DPO adapter: the fraction of pairs whose implicit reward
+    (log-ratio against the base, the adapter disabled) is higher for chosen (ties count 1/2),
+    and the mean margin, in log-prob units."""
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    base = transformers.AutoModelForCausalLM.from_pretrained(
+        str(prepared.checkpoint), dtype=torch.float32
+    )
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    rows = prepared.tokenized["validation"]
+    pad = prepared.tokenizer.pad_token_id
+
+    def logps(ids: Any, mask: Any, labels: Any) -> Any:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        return (picked * (targets != -100)).sum(-1)
+
+    accurate, margins = 0.0, []
+    with torch.no_grad():
+        for start in range(0, len(rows), 8):
+            chunk = rows.select(range(start, min(start + 8, len(rows))))
+            seqs = list(chunk["chosen_input_ids"]) + list(chunk["rejected_input_ids"])
+            labs = list(chunk["chosen_labels"]) + list(chunk["rejected_labels"])
+            width = max(len(x) for x in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+            for i, (seq, lab) in enumerate(zip(seqs, labs)):
+                ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+                labels[i, : len(seq)] = torch.tensor(lab)
+            policy = logps(ids, mask, labels)
+            with model.disable_adapter():
+                reference = logps(ids, mask, labels)
+            ratio = policy - reference
+            half = len(chunk)
+            margin = ratio[:half] - ratio[half:]
+            accurate += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
+            margins += margin.tolist()
+    return {"accuracy": accurate / len(margins), "margin": sum(margins) / len(margins)}
+
+
 # ---- table and JSON ------------------------------------------------------------------------------
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
 def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    metric = "accuracy" if prepared.run.task.name == "seq_cls" else "perplexity"
+    peer = prepared.workload.peer
+    metric = "accuracy" if prepared.run.task.name == "seq_cls" or peer == "trl" else "perplexity"
+    rounds = {(peer if route == "hf" else route): runs for route, runs in rounds.items()}
     routes = {}
     for route, runs in rounds.items():
         for r in runs:
@@ -337,11 +412,11 @@ def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> di
             "steps": runs[0]["steps"],
             "runs": runs,
         }
-    per_round = [f["tokens_per_s"] / h["tokens_per_s"] for h, f in zip(rounds["hf"], rounds["ft"])]
+    per_round = [f["tokens_per_s"] / h["tokens_per_s"] for h, f in zip(rounds[peer], rounds["ft"])]
     ratios = {
-        route: routes[route]["tokens_per_s"] / routes["hf"]["tokens_per_s"]
+        route: routes[route]["tokens_per_s"] / routes[peer]["tokens_per_s"]
         for route in routes
-        if route != "hf"
+        if route != peer
     }
     return {
         "workload": prepared.workload.name,
@@ -352,7 +427,8 @@ def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> di
         "real_tokens_per_epoch": prepared.tokens,
         "metric": metric,
         "routes": routes,
-        "ratio": routes["ft"]["tokens_per_s"] / routes["hf"]["tokens_per_s"],
+        "peer": peer,
+        "ratio": routes["ft"]["tokens_per_s"] / routes[peer]["tokens_per_s"],
         "ratio_per_round": per_round,
         "ratios": ratios,
     }
@@ -361,13 +437,13 @@ def summarize(prepared: Prepared, rounds: dict[str, list[dict[str, Any]]]) -> di
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| workload | route | real tok/s | train s | wall s | peak RSS MiB | metric | "
-        "ratio ft/HF |",
+        "ratio ft/peer |",
         "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for result in results:
         own = os.environ.get("BENCH_FT_OVERRIDES", "")
         labels = {
-            "hf": "HF Trainer + PEFT",
+            **PEER_LABELS,
             "ft": f"ft train {own}".strip(),
             "ft@other": (
                 f"ft train {os.environ['BENCH_ALSO_FT_OVERRIDES']}"
@@ -377,7 +453,7 @@ def table(results: list[dict[str, Any]]) -> str:
         }
         for route in result["routes"]:
             r = result["routes"][route]
-            ratio = f"**{result['ratios'][route]:.2f}x**" if route != "hf" else ""
+            ratio = f"**{result['ratios'][route]:.2f}x**" if route in result["ratios"] else ""
             label = labels[route]
             lines.append(
                 f"| {result['workload']} ({result['examples']} ex.) | {label} | "

@@ -263,8 +263,8 @@ def ft_worker(train: Path, validation: Path, num_proc: int) -> dict[str, Any]:
     import datasets  # noqa: F401  (imported before the clock starts, as the peer's is)
 
     import framework.data.loading  # noqa: F401
-    from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.config.path import load_run
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
     from framework.training.trainer import load_data
 
     overrides = [

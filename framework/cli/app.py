@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory of one device, e.g. 24GiB (default: this machine's GPU 0, else "
         "its RAM); also prints the cheapest preset and micro-batch that fit",
     )
+    est.add_argument(
+        "--data",
+        action="store_true",
+        help="read and tokenize the train split (the model is not loaded) and size the run's "
+        "own longest micro-batch: packed tokens, label positions (default: every "
+        "micro-batch full, every position labelled)",
+    )
     listing = sub.add_parser("list", help="list config groups, presets, recipes and registries")
     listing.add_argument(
         "group",
@@ -173,7 +180,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     from framework.commands.estimate import print_estimate
 
-    return print_estimate(args.recipe, args.overrides, args.device_memory)
+    return print_estimate(args.recipe, args.overrides, args.device_memory, args.data)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ def check_data(run: RunConfig) -> list[str]:
     family = run.plugins.family
     tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
     task = run.plugins.task_class(run.task, run.data, tokenizer, family)
+    task.use_objective(run.plugins.objective(run.objective, task), run.train)
     raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
@@ -33,9 +34,10 @@ def check_data(run: RunConfig) -> list[str]:
             if lengths
             else "no examples left after tokenization"
         )
+        notes = "".join(f"; {note}" for note in task.data_notes(split))
         lines.append(
             f"{split}: {len(dataset)} examples from {raw.describe(split)}; columns "
-            f"{', '.join(dataset.column_names)}; {shown}"
+            f"{', '.join(dataset.column_names)}; {shown}{notes}"
         )
     if labels:
         lines.append(
@@ -46,6 +48,10 @@ def check_data(run: RunConfig) -> list[str]:
 
 
 def _lengths(dataset: Any) -> list[int]:
-    if dataset is None or "input_ids" not in dataset.column_names:
+    """Tokens per example: its input_ids, or its longest sequence (a pair's chosen or rejected)."""
+    if dataset is None:
         return []
-    return [len(ids) for ids in dataset["input_ids"]]
+    columns = [c for c in dataset.column_names if c.endswith("input_ids")]
+    if not columns:
+        return []
+    return [max(len(ids) for ids in row) for row in zip(*(dataset[c] for c in columns))]

@@ -15,6 +15,7 @@ from framework.hardware.base import MemoryLayout, size_bytes
 from framework.training.memory import (
     LOGITS_COPIES,
     OPTIMIZER_STATE_BYTES,
+    DataShape,
     Estimate,
     ModelFacts,
     Settings,
@@ -23,6 +24,7 @@ from framework.training.memory import (
     fmt_bytes,
     model_facts,
     needed,
+    read_data_shape,
     run_settings,
     sharing_processes,
 )
@@ -44,7 +46,15 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
         f"{s.micro_batch} x {s.seq_len} tokens (data.max_length), {f.layers} blocks, "
         f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
         f"optimizer {s.optimizer}",
+        data_line(s, bool(f.vocab)),
     ]
+    objective = run.plugins.objective
+    if s.sequences > 1 or s.no_grad_forwards:
+        lines.append(
+            f"objective: {run.objective.name}: {s.sequences} sequences per example in one "
+            f"forward with gradients ({s.micro_batch * s.sequences} rows), "
+            f"{objective.no_grad_forwards} forward(s) without (reference, KL rows) per micro-batch"
+        )
     notes = {
         "weights": _weights_note(s, lay),
         "gradients": "fp32, trainable"
@@ -55,7 +65,9 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
         + (f", sharded /{lay.shards}" if lay.shard_optimizer and lay.shards > 1 else ""),
         "activations": f"{s.activation_bytes} B/element"
         + (", checkpointed" if s.gradient_checkpointing else ""),
-        "logits": f"{LOGITS_COPIES} x fp32 {s.micro_batch}x{s.seq_len}x{f.vocab}"
+        "logits": f"{LOGITS_COPIES} x {s.activation_bytes} B x {s.lm_positions()} positions x "
+        f"{f.vocab} + fp32 loss chunks"
+        + (f", + {s.no_grad_forwards} reference forward(s)" if s.no_grad_forwards else "")
         if f.vocab
         else "no vocabulary output",
         "runtime": "CUDA context + workspace" if s.on_gpu else "torch's CPU buffers",
@@ -74,8 +86,29 @@ def render(found: Estimate, run: RunConfig, limit: int, limit_name: str) -> str:
     processes = sharing_processes(run)
     if processes > 1:
         lines.append(f"{'x processes':<13}{processes:>13}  CPU processes share this machine's RAM")
+    saved = "the whole model" if s.checkpoint_holds_base else "trainable weights"
+    lines.append(
+        f"{'checkpoint':<13}{fmt_bytes(found.checkpoint):>13}  on disk each ({saved} + "
+        f"optimizer state); train.keep_last + 1 = "
+        f"{fmt_bytes(found.checkpoint * (run.train.keep_last + 1))} checked before training"
+    )
     lines += ["", verdict(needed(found, run), limit, limit_name, found.components)]
     return "\n".join(lines)
+
+
+def data_line(s: Settings, vocabulary: bool) -> str:
+    """What the tokens and LM-head positions of the longest micro-batch were taken from."""
+    heads = f", LM head at {s.lm_positions()} positions" if vocabulary else ""
+    if s.data is None:
+        return (
+            f"data: not read (--data reads it): every micro-batch full ({s.tokens()} tokens)"
+            f"{', every position labelled' if vocabulary else ''}"
+        )
+    how = "packed" if s.packed else "padded to its longest"
+    return (
+        f"data: the train split's longest micro-batch, {how}: {s.tokens()} tokens{heads}"
+        f"{' (label positions only: train.logits_only)' if vocabulary and s.logits_only else ''}"
+    )
 
 
 def _weights_note(s: Settings, lay: MemoryLayout) -> str:
@@ -137,11 +170,14 @@ def suggest(
     return None
 
 
-def print_estimate(recipe_arg: str, overrides: list[str], device_memory_arg: str | None) -> int:
-    """`ft estimate`: the table and verdict; with --device-memory also the cheapest fit.
-    Returns the exit code: 0 fits, 1 does not fit."""
+def print_estimate(
+    recipe_arg: str, overrides: list[str], device_memory_arg: str | None, with_data: bool = False
+) -> int:
+    """`ft estimate`: the table and verdict; with --device-memory also the cheapest fit; with
+    --data, for the run's own longest micro-batch. Returns the exit code: 0 fits, 1 does not."""
     recipe = read_recipe(recipe_arg)  # read once: the fit search composes it again per preset
     run = load_run(recipe, overrides)
+    data = read_data_shape(run) if with_data else None
     if device_memory_arg:
         try:
             limit, limit_name = (
@@ -155,15 +191,20 @@ def print_estimate(recipe_arg: str, overrides: list[str], device_memory_arg: str
         if run.plugins.profile.on_gpu(run.hardware) and limit_name == "system RAM":
             limit_name = "system RAM: no GPU visible here; give --device-memory SIZE"
     facts = model_facts(run)
-    found = estimate(facts, run_settings(run))
+    found = estimate(facts, run_settings(run, data))
     print(render(found, run, limit, limit_name))
     if device_memory_arg:
-        print(suggestion_line(recipe, overrides, run, facts, limit))
+        print(suggestion_line(recipe, overrides, run, facts, limit, data))
     return 0 if needed(found, run) <= limit else 1
 
 
 def suggestion_line(
-    recipe: Recipe, overrides: list[str], run: RunConfig, facts: ModelFacts, limit: int
+    recipe: Recipe,
+    overrides: list[str],
+    run: RunConfig,
+    facts: ModelFacts,
+    limit: int,
+    data: DataShape | None = None,
 ) -> str:
     """'cheapest fit: ...' over the candidate presets x micro-batches x checkpointing."""
     on_gpu = run.plugins.profile.on_gpu(run.hardware)
@@ -175,9 +216,9 @@ def suggestion_line(
                 trial = load_run(recipe, kept + [f"hardware={preset}"])
             except UserError:
                 continue  # e.g. qlora with zero3: refused at validation
-            settings_for[preset] = run_settings(trial)
+            settings_for[preset] = run_settings(trial, data)
     else:
-        settings_for[f"{run.hardware.name} (as configured)"] = run_settings(run)
+        settings_for[f"{run.hardware.name} (as configured)"] = run_settings(run, data)
     best = suggest(facts, settings_for, limit, 1 if on_gpu else sharing_processes(run))
     if best is None:
         return "cheapest fit: none of " + ", ".join(settings_for) + " fits even at micro-batch 1"

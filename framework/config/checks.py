@@ -3,6 +3,7 @@ typed check and before anything heavy is imported or loaded; every problem is re
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,107 @@ def validation_notes(run: RunView) -> list[str]:
     return template_check(run)[1]
 
 
+BASE_KEYS = ("name", "checkpoint", "revision", "gguf_file", "random_init")  # what makes the base
+
+
+def adapter_problems(run: Any) -> list[str]:
+    """model.adapter: an adapter is there, of the run's PEFT method, saved on the run's base
+    (what differs is named: the saving run's config when there is one, else the adapter's
+    base_model_name_or_path against model.checkpoint)."""
+    import json
+
+    import yaml
+
+    from framework.store.run_dir import adapter_folder, adapter_run_config
+
+    path = run.model.adapter
+    if not path:
+        return []
+    folder = adapter_folder(path)
+    if folder is None:
+        return [
+            f"model.adapter={path}: no adapter there (no adapter_config.json in it or in its "
+            f"adapter/). Fix: give a run directory of ft train or a folder saved with "
+            f"save_pretrained"
+        ]
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    method = run.plugins.method
+    if method.peft_type and saved.get("peft_type") != method.peft_type:
+        return [
+            f"model.adapter={path}: a {saved.get('peft_type')} adapter, but peft={run.peft.name} "
+            f"makes {method.peft_type} adapters. Fix: choose the peft preset the adapter was "
+            f"trained with"
+        ]
+    config_file = adapter_run_config(folder)
+    if config_file is not None:
+        before = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
+        differ = [
+            f"model.{k}: adapter's {before.get(k)!r}, this run's {getattr(run.model, k)!r}"
+            for k in BASE_KEYS
+            if k != "random_init" and before.get(k) != getattr(run.model, k)
+        ]
+        now_init = dataclasses.asdict(run.model.random_init) if run.model.random_init else None
+        before_init = before.get("random_init") or {}
+        if bool(before_init) != bool(now_init) or (
+            now_init and {k: before_init.get(k, v) for k, v in now_init.items()} != now_init
+        ):
+            differ.append("model.random_init: the adapter's tiny model is not this run's")
+        if differ:
+            return [
+                f"model.adapter={path}: trained on another base ({'; '.join(differ)}). Fix: "
+                f"set the model the adapter was trained on (see {config_file})"
+            ]
+        return []
+    base = saved.get("base_model_name_or_path")
+    if base and run.model.checkpoint and base != run.model.checkpoint:
+        return [
+            f"model.adapter={path}: saved on base '{base}', but model.checkpoint="
+            f"{run.model.checkpoint}. Fix: model.checkpoint={base}"
+        ]
+    return []
+
+
+def reference_free(data_kind: str) -> list[str]:
+    """Registered objectives that read `data_kind` batches and need no reference."""
+    from framework.core.registry import OBJECTIVES
+
+    return [
+        name
+        for name in OBJECTIVES.names()
+        if OBJECTIVES.get(name).data_kind == data_kind and not OBJECTIVES.get(name).reference_based
+    ]
+
+
+def objective_problems(run: Any) -> list[str]:
+    """The objective's own settings, the data it reads against what the task gives, and a
+    reference-based loss against an adapter that is not the identity at initialisation."""
+    plugins = run.plugins
+    objective, name = plugins.objective, run.objective.name
+    found = objective.params_problems(run.objective, run)
+    kinds = plugins.task_class.data_kinds
+    if objective.data_kind not in kinds:
+        readers = ", ".join(
+            f"task={task}" for task in plugins.task_class.tasks_giving(objective.data_kind)
+        )
+        found.append(
+            f"objective={name} with task={run.task.name}: the objective reads "
+            f"{objective.data_kind} batches and the task gives {', '.join(sorted(kinds))}. Fix: "
+            f"{readers or 'another task'}, or objective=cross_entropy for the task's own loss"
+        )
+    if objective.reference_based:
+        reason = plugins.method.not_identity_at_init(run.peft)
+        if reason:
+            found.append(
+                f"peft={run.peft.name} with objective={name}: {reason}; {name} compares the "
+                f"policy with the reference (the adapter disabled), which must be the starting "
+                f"model. Fix: peft=lora with peft.init=true (a fresh LoRA starts as the identity)"
+                + "".join(
+                    f", or objective={other}" for other in reference_free(objective.data_kind)
+                )
+            )
+    return found
+
+
 def combination_problems(run: RunView) -> list[str]:
     """Every impossible combination in a typed RunConfig, as one line each."""
     plugins = run.plugins
@@ -124,6 +226,7 @@ def combination_problems(run: RunView) -> list[str]:
     found += plugins.method.params_problems(run.peft, run)
     found += plugins.profile.problems(run.hardware, run)
     found += plugins.task_class.params_problems(run.task, run)
+    found += objective_problems(run) + adapter_problems(run)
     found += plugins.source.problems(run.data_source)
     for name, params in run.logger.items():
         found += plugins.loggers[name].problems(params)

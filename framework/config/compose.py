@@ -155,6 +155,41 @@ def with_search_preset(recipe: Recipe, overrides: list[str]) -> list[str]:
     ]
 
 
+def with_optional_groups(recipe: Recipe, overrides: list[str]) -> list[str]:
+    """`objective=dpo` -> `+objective=dpo` on a recipe whose defaults (and those of the recipes it
+    extends) do not name the optional group: every recipe written before objectives existed."""
+    from framework.config.schema import OPTIONAL_GROUPS
+
+    return [
+        f"+{o}"
+        if override_key(o) in OPTIONAL_GROUPS
+        and not o.startswith(("+", "~"))
+        and not lists_group(recipe, override_key(o))
+        else o
+        for o in overrides
+    ]
+
+
+def lists_group(recipe: Recipe, group: str, depth: int = 0) -> bool:
+    """Whether the recipe's defaults, or those of a recipe it extends (a plain name in its
+    defaults, found beside it or among the shipped recipes), name the config group."""
+    if recipe.defaults_name(group):
+        return True
+    if depth > 8:  # a defaults chain this deep is a loop; Hydra reports it
+        return False
+    for entry in recipe.tree.get("defaults") or []:
+        if not isinstance(entry, str) or entry == "_self_":
+            continue
+        beside = recipe.path.parent / f"{entry}.yaml"
+        try:
+            parent = read_recipe(str(beside) if beside.is_file() else entry)
+        except UserError:
+            continue  # not a recipe (Hydra says what it is)
+        if lists_group(parent, group, depth + 1):
+            return True
+    return False
+
+
 def compose_recipe(recipe: str | Recipe, overrides: list[str] | None = None) -> Composed:
     """Compose a recipe with command-line overrides into a plain, resolved mapping."""
     from omegaconf import OmegaConf
@@ -163,7 +198,7 @@ def compose_recipe(recipe: str | Recipe, overrides: list[str] | None = None) -> 
     given = list(overrides or [])
     recipe = read_recipe(recipe)
     try:
-        cfg = hydra_compose(recipe, hydra_overrides(given))
+        cfg = hydra_compose(recipe, hydra_overrides(with_optional_groups(recipe, given)))
     except Exception as error:  # Hydra raises several unrelated types; translate them all
         raise translate_hydra_error(error, recipe, given) from None
     choices = selected_presets(cfg.hydra.runtime.choices)

@@ -19,6 +19,8 @@ from framework.config.schema import (
 )
 from framework.core.errors import UserError
 from framework.store.checkpoint import (
+    base_fingerprint,
+    check_base,
     checkpoint_config,
     find_resume_checkpoint,
     latest_checkpoint,
@@ -114,8 +116,9 @@ def _resumed_run_dir(run: Any) -> Path:
 
 def resume_target(run: RunConfig) -> ResumeTarget | None:
     """The run directory and checkpoint a run continues (None without `resume`). Refuses, before
-    any model is loaded, a config that changed what the checkpoint holds: a silently reset
-    optimizer or a mismatched adapter is never acceptable."""
+    any model is loaded, a config that changed what the checkpoint holds (a silently reset
+    optimizer or a mismatched adapter is never acceptable) and a base model whose files differ
+    from the one the checkpoint's trained weights belong to."""
     if run.resume is None:
         return None
     run_dir = _resumed_run_dir(run)
@@ -129,7 +132,15 @@ def resume_target(run: RunConfig) -> ResumeTarget | None:
             f"reset or corrupt its state. Start a new run, or undo these changes:",
             mismatches,
         )
+    check_base(checkpoint, current_base(run), run.model.checkpoint or run.model.name)
     return ResumeTarget(run_dir, checkpoint)
+
+
+def current_base(run: RunConfig) -> dict[str, Any]:
+    """The fingerprint of the base this run would load (store.checkpoint.base_fingerprint)."""
+    from framework.models.loading import resolve_checkpoint
+
+    return base_fingerprint(resolve_checkpoint(run.plugins.family, run.model), run.model.revision)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -26,6 +26,7 @@ from framework.core.registry import (
     HARDWARE,
     LOGGERS,
     MODELS,
+    OBJECTIVES,
     PEFT_METHODS,
     TASKS,
     Registry,
@@ -34,6 +35,7 @@ from framework.hardware.base import HardwareParams, HardwareProfile
 from framework.loggers.base import Logger, LoggerParams
 from framework.models.base import ModelFamily
 from framework.models.params import ModelParams
+from framework.objectives.base import Objective, ObjectiveParams
 from framework.peft.base import PeftMethod, PeftParams
 from framework.store.run_dir import CONFIG_FILE
 from framework.tasks.base import Task, TaskParams
@@ -108,6 +110,7 @@ class Plugins:
     profile: type[HardwareProfile]  # hardware.name
     source: Any  # data.name: a data source entry (files, hub, a built-in dataset)
     loggers: Mapping[str, type[Logger]]  # logger name -> its entry, in the order given
+    objective: type[Objective]  # objective.name (cross_entropy when the recipe names none)
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -123,6 +126,7 @@ class RunConfig(RunSettings):
     data: DataConfig
     train: TrainConfig
     logger: dict[str, LoggerParams]  # logger name -> its typed params, in the order given
+    objective: ObjectiveParams  # what the run optimises; the task's own loss by default
     plugins: Plugins = field(repr=False)
     data_source: Any = None  # typed `data.source`, per the data source's Params
     # where the config came from: the composed recipe (recipe, overrides, chosen presets) or the
@@ -141,8 +145,12 @@ GROUPS: dict[str, Registry] = {
     "peft": PEFT_METHODS,
     "task": TASKS,
     "hardware": HARDWARE,
+    "objective": OBJECTIVES,
 }  # one preset each, chosen by its `name`; `logger` may hold several (see _loggers)
 ALL_GROUPS: list[str] = ["model", "peft", "task", "hardware", "data", "train", "logger"]
+# Groups a recipe may leave out, with the preset that stands in: every recipe written before
+# objectives existed trains the task's own loss, as it did.
+OPTIONAL_GROUPS: dict[str, str] = {"objective": "cross_entropy"}
 
 
 def _group(
@@ -260,7 +268,7 @@ class UnknownKeys:
 
 def _top_level_problems(node: dict[str, Any], words: UnknownKeys) -> list[str]:
     """Unknown top-level keys, and groups with no preset chosen."""
-    known = sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
+    known = sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS) | set(OPTIONAL_GROUPS))
     found = [
         words.line(key, key, known)
         if words.where.override_for(key)
@@ -290,8 +298,9 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
     params: dict[str, Any] = {}
     entries: dict[str, Any] = {}
     for key, registry in GROUPS.items():
-        if key in node:
-            params[key], entries[key] = _group(registry, node[key], key, words, problems)
+        preset = node.get(key, {"name": OPTIONAL_GROUPS[key]} if key in OPTIONAL_GROUPS else None)
+        if preset is not None:
+            params[key], entries[key] = _group(registry, preset, key, words, problems)
     logger_entries_found: dict[str, Any] = {}
     if "logger" in node:
         params["logger"], logger_entries_found = _loggers(node["logger"], words, problems)
@@ -318,6 +327,7 @@ def build_run_config(node: dict[str, Any], where: ConfigOrigin) -> RunConfig:
         profile=entries["hardware"],
         source=source,
         loggers=logger_entries_found,
+        objective=entries["objective"],
     )
     run = RunConfig(
         **params,
@@ -371,10 +381,12 @@ def schema_fields(config: dict[str, Any], key_path: str) -> list[str] | None:
     load_all()
     parents = key_path.split(".")[:-1]
     if not parents:
-        return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS))
+        return sorted(set(TOP_LEVEL_KEYS) | set(ALL_GROUPS) | set(OPTIONAL_GROUPS))
     group, rest = parents[0], parents[1:]
     found = config.get(group)
     node: dict[str, Any] = found if isinstance(found, dict) else {}
+    if group in OPTIONAL_GROUPS and not node:
+        node = {"name": OPTIONAL_GROUPS[group]}
     cls: Any
     if group == "logger":  # logger.NAME.key: NAME's Params
         if not rest:

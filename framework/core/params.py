@@ -128,6 +128,9 @@ class RunView(Protocol):
     def logger(self) -> dict[str, Any]: ...  # logger name -> its params
 
     @property
+    def objective(self) -> Any: ...  # objectives/base.py ObjectiveParams (or an objective's own)
+
+    @property
     def data_source(self) -> Any: ...  # the data source's typed params
 
     @property

@@ -1,5 +1,5 @@
 """Load the plug-ins: import every module of the plug-in packages so that their entries register
-themselves. A new model family, PEFT method, task, hardware profile, data source or logger is a
+themselves. A new model family, PEFT method, task, hardware profile, data source, logger or objective is a
 module dropped into its package (plus a preset YAML); nothing here lists them by name.
 
 Modules are found with pkgutil on each package's __path__ (one level; a sub-package would hold
@@ -18,6 +18,7 @@ PLUGIN_PACKAGES = (
     "framework.hardware",
     "framework.data",
     "framework.loggers",
+    "framework.objectives",
 )
 
 

@@ -371,3 +371,40 @@ class ChatterbotChat(Source):
         for split in cls.splits:
             rng.shuffle(out[split])
         return out
+
+
+@DATASETS.register("chatterbot_preference")
+class ChatterbotPreference(Source):
+    """Preference pairs built from the chatterbot_qa pairs: `prompt` a question, `chosen` its
+    answer from the corpus, `rejected` the answer to another question of the same split (drawn
+    with `seed`, never an answer the corpus gives to the same question). The splits are
+    chatterbot_qa's (grouped by question: a held-out question is never trained on)."""
+
+    splits = ("train", "validation")
+    columns = dict.fromkeys(splits, ("prompt", "chosen", "rejected"))
+
+    @dataclass
+    class Params:
+        seed: int = 0
+
+    @classmethod
+    def build(cls, params: Any) -> dict[str, Rows]:
+        qa = ChatterbotQA.build(ChatterbotQA.Params())
+        rng = random.Random(params.seed)
+        out: dict[str, Rows] = {}
+        for split, rows in qa.items():
+            answers_of: dict[str, set[str]] = {}
+            for row in rows:
+                answers_of.setdefault(row["prompt"].lower(), set()).add(row["response"])
+            pairs: Rows = []
+            for row in rows:
+                own = answers_of[row["prompt"].lower()]
+                for _ in range(20):  # a few draws find another question's answer
+                    other = rows[rng.randrange(len(rows))]["response"]
+                    if other not in own:
+                        pairs.append(
+                            {"prompt": row["prompt"], "chosen": row["response"], "rejected": other}
+                        )
+                        break
+            out[split] = pairs
+        return out

@@ -169,6 +169,12 @@ class HardwareProfile:
         return False
 
     @classmethod
+    def checkpoint_holds_base(cls, params: HardwareParams) -> bool:
+        """Whether this profile's checkpoints hold the frozen base weights too (ft keeps them out
+        where the backend lets it: store/checkpoint.py); sizes the disk check."""
+        return False
+
+    @classmethod
     def joins_run_dir(cls, params: HardwareParams) -> bool:
         """Whether this machine joins the run directory the main machine creates: a machine of
         rank > 0 in a multi-machine run reuses the ft run there (never refuses or replaces it)."""

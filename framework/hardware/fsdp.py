@@ -53,6 +53,11 @@ class Fsdp(HardwareProfile):
         return True
 
     @classmethod
+    def checkpoint_holds_base(cls, params: FsdpParams) -> bool:
+        # Accelerate's save_state saves FSDP's gathered whole model (no adapter-only path there).
+        return True
+
+    @classmethod
     def memory_layout(cls, params: Any, train: Any) -> MemoryLayout:
         offload = "cpu" if params.offload_params else None
         # reshard_after_forward=false keeps each block's gathered weights until backward.

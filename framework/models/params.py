@@ -40,3 +40,7 @@ class ModelParams(GroupParams):
     gguf_file: str | None = None  # a GGUF file inside checkpoint; converted once to a cached HF dir
     random_init: TinySpec | None = None  # build a tiny random model instead of loading weights
     attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; null = default
+    # train on from an existing adapter: a run directory of ft train, or a folder saved with
+    # save_pretrained; its peft config (rank, targets) is kept, and a reference-based objective's
+    # reference is this adapter, frozen
+    adapter: str | None = None

@@ -139,6 +139,25 @@ class PeftMethod:
     quantized_base: ClassVar[bool] = False  # loads the base quantized (bitsandbytes): hardware asks
     cuda_reason: ClassVar[str] = ""  # what needs the GPU, for that error message
     summary: ClassVar[str] = ""
+    # Why a fresh adapter of this method is not the identity (the model at initialisation differs
+    # from the base with the adapter disabled); "" when it is. Methods whose answer depends on
+    # their params override not_identity_at_init. tests/peft/test_identity_at_init.py checks
+    # every method's answer against the model itself.
+    not_identity: ClassVar[str] = ""
+
+    @classmethod
+    def not_identity_at_init(cls, params: Any) -> str:
+        """Why the model with a fresh adapter differs from the base with the adapter disabled
+        ("" when it does not): a reference-based objective (DPO, KTO) needs them equal."""
+        return cls.not_identity or (
+            "virtual tokens change every output" if cls.prompt_learning else ""
+        )
+
+    @classmethod
+    def identity_at_init(cls, params: Any) -> bool:
+        """Whether the model with a fresh adapter computes what the base with the adapter
+        disabled computes (the reference of a reference-based objective)."""
+        return not cls.not_identity_at_init(params)
 
     @classmethod
     def build(cls, params: PeftParams, task: str, family: Any, model_config: Any) -> Any:
@@ -310,12 +329,14 @@ class PeftMethod:
         is_main_process: bool = True,
         state_dict: dict[str, Any] | None = None,
     ) -> None:
-        """Write the adapter so that plain PeftModel.from_pretrained on the original base loads it."""
+        """Write the adapter so that plain PeftModel.from_pretrained on the original base loads it
+        (the trained adapter only: a frozen reference copy beside it is not saved)."""
         model.save_pretrained(
             directory,
             is_main_process=is_main_process,
             safe_serialization=True,
             state_dict=state_dict,
+            selected_adapters=[model.active_adapter],
         )
 
     @classmethod

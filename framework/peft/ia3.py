@@ -26,6 +26,10 @@ class Ia3(PeftMethod):
     summary = "IA3: rescale keys, values and FFN activations by learned vectors (~0.01-0.1% params)"
 
     @classmethod
+    def not_identity_at_init(cls, params: Any) -> str:
+        return "" if params.init_weights else "peft.init_weights=false starts the scales random"
+
+    @classmethod
     def config_kwargs(
         cls, params: Ia3Params, task: str, family: Any, model_config: Any
     ) -> dict[str, Any]:

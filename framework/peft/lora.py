@@ -54,6 +54,20 @@ class Lora(PeftMethod):
     summary = "low-rank update B·A on target linears (also DoRA, rsLoRA, PiSSA/OLoRA init, LoRA+)"
 
     @classmethod
+    def not_identity_at_init(cls, params: Any) -> str:
+        kind = _init_kind(params.init)
+        if kind in MUTATING_INITS:
+            return (
+                f"peft.init={params.init} moves the principal part of each weight into the "
+                f"adapter, so the base with the adapter disabled is not the starting model"
+            )
+        if kind == "false":
+            return "peft.init=false starts A and B random, so the fresh adapter changes outputs"
+        if getattr(params, "loftq_init", False):
+            return "LoftQ starts A and B where they cancel the quantization error"
+        return ""
+
+    @classmethod
     def params_problems(cls, params: Any, run: Any) -> list[str]:
         found = super().params_problems(params, run)
         if params.r < 1:

@@ -68,6 +68,7 @@ class C3a(PeftMethod):
     at_least_one = ("block_size",)
     exclusions = (LINEAR_ONLY,)
     summary = "C3A: update as a block-circular convolution (FFT), full rank at LoRA-like cost"
+    not_identity = "its circular kernels start random, so the fresh adapter already changes outputs"
 
 
 @dataclass(kw_only=True)

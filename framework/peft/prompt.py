@@ -212,6 +212,10 @@ class AdaptionPrompt(PeftMethod):
     summary = "LLaMA-Adapter: zero-gated learned prompts in the top attention layers (Llama, Mistral, GPT-2)"
 
     @classmethod
+    def not_identity_at_init(cls, params: Any) -> str:
+        return ""  # its gates start at zero: the prompts are switched off at initialisation
+
+    @classmethod
     def config_kwargs(
         cls, params: AdaptionPromptParams, task: str, family: Any, model_config: Any
     ) -> dict[str, Any]:

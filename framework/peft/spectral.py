@@ -22,6 +22,9 @@ class FourierFt(PeftMethod):
     peft_type = "FOURIERFT"
     peft_config = "FourierFTConfig"
     summary = "FourierFT: learn n spectral coefficients per layer; dW = inverse DFT"
+    not_identity = (
+        "its spectral coefficients start random, so the fresh adapter already changes outputs"
+    )
 
 
 @dataclass(kw_only=True)

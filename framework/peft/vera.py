@@ -68,3 +68,4 @@ class VbLora(PeftMethod):
     peft_config = "VBLoRAConfig"
     peft_names = {"dropout": "vblora_dropout"}
     summary = "VB-LoRA: A, B assembled from a small shared vector bank by top-k mixing"
+    not_identity = "its vector bank starts random, so the fresh adapter already changes outputs"

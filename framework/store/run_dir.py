@@ -288,6 +288,24 @@ def discard_unstarted_run(run_dir: Path) -> bool:
     return True
 
 
+def adapter_folder(path: str | Path) -> Path | None:
+    """The adapter folder `path` names: itself when it holds adapter_config.json, else a run
+    directory's adapter/ (None when neither)."""
+    folder = Path(path).expanduser()
+    for candidate in (folder, folder / ADAPTER_DIR):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    return None
+
+
+def adapter_run_config(folder: Path) -> Path | None:
+    """The config.yaml of the run that saved an adapter folder (RUN_DIR/adapter*), if any."""
+    for candidate in (folder / CONFIG_FILE, folder.parent / CONFIG_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether a folder holds an ft run: its config and provenance (written together when the
     run starts; a user's own config.yaml alone is not a run)."""

@@ -105,10 +105,11 @@ def config_hash(node: dict[str, Any]) -> str:
 
 
 def task_objective(run: Any) -> tuple[str, bool]:
-    """(primary metric, greater is better) of a run's task, as its Task class declares them."""
+    """(primary metric, greater is better) of a run: the task's, as its Task class declares them,
+    unless the objective judges by its own (a preference objective's accuracy)."""
     cls = run.plugins.task_class
+    judged_by = run.plugins.objective.judged_by
     try:  # some tasks pick the metric from their params (seq_cls multi_label, seq2seq)
-        task = cls(run.task, run.data, None, None)
-        return task.primary_metric, bool(task.greater_is_better)
+        return judged_by(cls(run.task, run.data, None, None))
     except Exception:  # a task that needs its tokenizer to be built: the class's declaration
-        return cls.primary_metric, bool(cls.greater_is_better)
+        return judged_by(cls)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from framework.core.errors import UserError
 from framework.core.params import DataConfig, GroupParams, RunView
+from framework.core.registry import TASKS
 from framework.store.run_dir import TASK_FILE
 
 # Rows per tokenizing process below which a split is tokenized in this process: starting a worker
@@ -77,6 +78,9 @@ class Task:
     can_skip_logits: ClassVar[bool] = False
     logits_only: bool = False
     tokenizing: TokenizingPass | None = None
+    # The batches the task's collator gives, as objectives name them (framework/objectives/base):
+    # "task" = its own examples, trained by its own loss (objective cross_entropy).
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"task"})
 
     def __init__(self, params: TaskParams, data: DataConfig, tokenizer: Any, family: Any):
         self.params = params
@@ -98,6 +102,21 @@ class Task:
         none (or their shape is not known before they are read). first_row: the data's first
         row when it can be read cheaply."""
         return None
+
+    def tasks_giving(cls, data_kind: str) -> list[str]:
+        """Registered tasks whose batches are of `data_kind` (for messages)."""
+        return [name for name in TASKS.names() if data_kind in TASKS.get(name).data_kinds]
+
+    def use_objective(self, objective: Any, train: Any) -> None:
+        """Told once, before tokenization, which objective reads the batches (and the train
+        settings): a task that tokenizes differently for one takes it here."""
+
+    def use_fast_paths(self, chosen: Any) -> None:
+        """The speed choices of training/speed.py for this run (packing, logits_only, ...),
+        before any loader iterates: the collator follows them."""
+        self.packed = chosen.packed
+        self.packed_lengths = chosen.packed_lengths
+        self.logits_only = chosen.logits_only
 
     # ---- columns -------------------------------------------------------------------------
     def roles(self) -> dict[str, bool]:
@@ -207,6 +226,10 @@ class Task:
         if len(values) == 0 or bool(keep(values).all()):
             return dataset
         return dataset.select(np.flatnonzero(keep(values)))
+
+    def data_notes(self, split: str) -> list[str]:
+        """What tokenizing `split` dropped or cut, for `ft validate --data` (none by default)."""
+        return []
 
     def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[dict], int]) -> Any:
         """Under truncation=false, drop over-long examples; fail if none are left."""

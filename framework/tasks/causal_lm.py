@@ -106,7 +106,7 @@ class CausalLm(Task):
         self._completion = (
             self.data.columns.get("completion") or self.data.columns.get("response") or "completion"
         )
-        self._tools = chat.normalize_tools(self.params.tools, "task.tools")
+        self._tools = chat.normalize_tools(getattr(self.params, "tools", None), "task.tools")
         self._turn_lists = False  # prompt/completion rows hold lists of turns (check_columns)
         self._markers: tuple[str, chat.TurnMarkers] | None = None  # (template, its markers)
         if self.tokenizer is not None:
@@ -298,6 +298,13 @@ class CausalLm(Task):
     ) -> dict[str, Any]:
         """input_ids and labels of one conversation (see encode_conversations)."""
         return self.encode_conversations([conversation], [where])[0]
+
+    def conversation_ids(
+        self, conversation: chat.Conversation, where: str = "row"
+    ) -> tuple[list[int], list[int]]:
+        """(input_ids, trained assistant turn per token or -1) of a whole conversation, rendered
+        with the chat template (or plain prompt + completion + eos without one); not truncated."""
+        return self._owned([conversation], [where])[0]
 
     def encode_conversations(
         self, conversations: list[chat.Conversation], wheres: list[str]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-IGNORE_INDEX = -100
-TARGETS_KEY = "target_positions"  # collator-made: positions t whose label t+1 is trained
+from framework.core.batch_keys import IGNORE_INDEX, TARGETS_KEY
+
 CHUNK_ELEMENTS = 1 << 24  # logits per fp32 chunk: 64 MiB (e.g. 512 rows of a 32k vocabulary)
 
 

@@ -12,13 +12,24 @@ profile's MemoryLayout (sharding, offload, device_map):
   optimizer    AdamW: 2 fp32 states per trainable parameter (8 B), SGD: momentum (4 B), + the
                fp32 master copy DeepSpeed keeps under 16-bit; sharded from ZeRO-1; 0 offloaded
   activations  what autograd saves for backward, per block and token (see block_elements), x
-               layers x micro-batch x sequence; with gradient checkpointing, each block's input
+               layers x the micro-batch's tokens; with gradient checkpointing, each block's input
                plus one block recomputed at a time
-  logits       models that output the vocabulary (causal/seq2seq LM): micro-batch x sequence x
-               vocabulary, in fp32 (transformers upcasts logits for the loss), 3 copies at the
-               start of backward: the saved log-softmax, its gradient and the logits' gradient
+  logits       models that output the vocabulary (causal/seq2seq LM), at the positions the LM
+               head runs at (see lm_positions): 3 copies of [positions, vocabulary] in the
+               compute dtype (the logits, and in backward the accumulated gradient of the chunks
+               and the chunk being added to it), + the fp32 chunks of ft's chunked cross-entropy
+               (tasks/token_loss.py: one when it fits one chunk, the saved log-softmax; two while
+               a chunk is recomputed in backward)
   runtime      a fixed 0.5 GiB: the CUDA context and cuBLAS workspace on a GPU; torch's own
                buffers on CPU
+
+Tokens and LM-head positions of a micro-batch. Without the data (`ft estimate`, the check before
+`ft train`): micro-batch x data.max_length tokens, every position labelled: the longest micro-batch
+any data can give. With the data (`ft estimate --data`, DataShape): the run's longest micro-batch,
+as the trainer builds it: packed (train.packing), the sum of the micro-batch's longest examples,
+else micro-batch x the longest example (padding to the batch's longest); with train.logits_only,
+the LM head runs at the label positions only (packed: the sum of the most-labelled examples'
+label counts), else at every position.
 
 The activation constants were read off the autograd graph (the `_saved_*` tensors of every node)
 of MiniLM (BERT) and SmolLM2 (Llama) with LoRA on CPU, and agree with measured peak RSS within
@@ -37,6 +48,9 @@ from typing import Any
 from framework.config.schema import RunConfig
 from framework.core.errors import UserError
 from framework.hardware.base import MemoryLayout
+from framework.store.checkpoint import checkpoint_size
+
+IGNORE_INDEX = -100  # label of a position without loss (transformers' convention)
 
 log = logging.getLogger("ft")
 
@@ -44,7 +58,11 @@ GiB = 2**30
 RUNTIME_BYTES = (
     GiB // 2
 )  # CUDA context + workspace; on CPU, torch and the data (about 0.5 GiB of RSS)
-LOGITS_COPIES = 3  # saved log-softmax + its gradient + the logits' gradient, all fp32
+# [positions, vocabulary] tensors in the compute dtype at the loss's peak (measured on CPU, fp32
+# and bf16, 256-4096 positions x 49,152: 3 + the fp32 chunk term within 11%).
+LOGITS_COPIES = 3
+LOGITS_CHUNKS_ONE = 1  # fp32 chunks when the loss fits one chunk (its saved log-softmax)
+LOGITS_CHUNKS_MANY = 2  # fp32 chunks while backward recomputes one beside the one being freed
 # Optimizer state per trainable parameter (bytes); an optimizer not listed counts as AdamW.
 OPTIMIZER_STATE_BYTES = {
     "adamw": 8.0,
@@ -91,7 +109,7 @@ class Settings:
     """The run's choices that size memory (from the config, or one candidate of a search)."""
 
     micro_batch: int
-    seq_len: int
+    seq_len: int  # data.max_length: the longest example
     weight_bytes: float  # bytes per base parameter in the load dtype
     activation_bytes: int  # 2 under 16-bit weights or autocast, else 4
     on_gpu: bool
@@ -100,6 +118,52 @@ class Settings:
     layout: MemoryLayout = field(default_factory=MemoryLayout)
     quantized_bytes: float | None = None  # bytes per quantizable weight (QLoRA), else None
     other_base_bytes: float | None = None  # bytes per other base weight when quantizing
+    # The objective's forwards: sequences per example in the forward with gradients (2: chosen
+    # and rejected concatenated) and forwards without gradients (a reference), whose logits
+    # exist beside the policy's while the step runs.
+    sequences: int = 1
+    no_grad_forwards: int = 0
+    packed: bool = False  # train.packing on a task that packs: one padding-free row per batch
+    logits_only: bool = False  # train.logits_only on a task that can skip logits
+    data: DataShape | None = None  # the run's own examples (ft estimate --data), else None
+    # Hook for a fused linear + cross-entropy loss (issue 21 part B): True once the trainer has
+    # one (run_settings reads train.fused_loss when it exists); the logits then never exist whole.
+    fused_loss: bool = False
+    checkpoint_holds_base: bool = False  # the profile's checkpoints hold the frozen base (FSDP)
+    optimizer_checkpoint_bytes: float = 8.0  # bytes per trainable parameter in a checkpoint
+
+    def tokens(self) -> int:
+        """Real tokens in the longest micro-batch (what the activations scale with), all the
+        sequences of its examples (chosen + rejected for a paired objective) in one forward."""
+        if self.data is None:
+            return self.micro_batch * self.sequences * self.seq_len
+        return self.data.tokens(self.micro_batch, self.packed) * self.sequences
+
+    def longest_example(self) -> int:
+        return self.seq_len if self.data is None else self.data.lengths[0]
+
+    def lm_positions(self) -> int:
+        """Positions the LM head runs at in the longest micro-batch."""
+        if self.data is None:
+            return self.tokens()
+        if self.logits_only and self.packed:
+            return sum(self.data.labels[: self.micro_batch])
+        return self.tokens()  # padded rows: the union of the rows' label positions, <= width
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """The train split's examples as the trainer sees them, longest first (tokens) and most
+    labelled first (positions whose next token carries a label): enough for the longest
+    micro-batch of any size."""
+
+    lengths: tuple[int, ...]
+    labels: tuple[int, ...]
+
+    def tokens(self, micro_batch: int, packed: bool) -> int:
+        if packed:
+            return sum(self.lengths[:micro_batch])
+        return micro_batch * self.lengths[0]
 
 
 @dataclass
@@ -110,6 +174,7 @@ class Estimate:
     facts: ModelFacts
     settings: Settings
     offloaded: int = 0  # bytes per process held in CPU RAM / on NVMe instead (offload, device_map)
+    checkpoint: int = 0  # disk per checkpoint (bytes), as store/checkpoint.checkpoint_size counts
 
     @property
     def total(self) -> int:
@@ -152,9 +217,29 @@ def block_elements(facts: ModelFacts, settings: Settings, seq_len: int) -> float
     return 2 * h + attention + mlp + dropout + facts.adapter_inputs + facts.adapter_masks * mask
 
 
+def optimizer_checkpoint_bytes(optimizer: str, layout: MemoryLayout) -> float:
+    """Bytes a checkpoint holds per trainable parameter for the optimizer: its states
+    (OPTIMIZER_STATE_BYTES) + DeepSpeed's fp32 master copy under 16-bit."""
+    return OPTIMIZER_STATE_BYTES.get(optimizer, 8.0) + (4.0 if layout.master_weights else 0.0)
+
+
 def logits_buffer_bytes(micro_batch: int, seq_len: int, vocab: int) -> int:
     """One fp32 copy of a micro-batch's vocabulary logits (bytes)."""
     return micro_batch * seq_len * vocab * 4
+
+
+def logits_bytes(positions: int, vocab: int, settings: Settings) -> float:
+    """Peak bytes of the LM head's output and the loss over it (see the module docstring)."""
+    from framework.tasks.token_loss import CHUNK_ELEMENTS
+
+    if not vocab or not positions:
+        return 0.0
+    chunk_rows = max(1, CHUNK_ELEMENTS // vocab)
+    chunk = min(positions, chunk_rows) * vocab * 4.0
+    if settings.fused_loss:  # never whole: the chunks only (uncalibrated until it lands)
+        return LOGITS_CHUNKS_MANY * chunk
+    chunks = LOGITS_CHUNKS_ONE if positions <= chunk_rows else LOGITS_CHUNKS_MANY
+    return LOGITS_COPIES * positions * vocab * settings.activation_bytes + chunks * chunk
 
 
 def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
@@ -190,15 +275,16 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
     if lay.offload_optimizer:
         offloaded += optimizer
         optimizer = 0.0
-    tokens = settings.micro_batch * settings.seq_len
-    per_block = block_elements(facts, settings, settings.seq_len)
+    tokens = settings.tokens()
+    per_block = block_elements(facts, settings, settings.longest_example())
     if settings.gradient_checkpointing:
         saved = facts.layers * facts.hidden + per_block  # block inputs + one block recomputed
     else:
         saved = facts.layers * per_block
     activations = saved * tokens * settings.activation_bytes
-    logits = LOGITS_COPIES * logits_buffer_bytes(
-        settings.micro_batch, settings.seq_len, facts.vocab
+    # A forward without gradients (the reference) holds its logits beside the policy's.
+    logits = logits_bytes(settings.lm_positions(), facts.vocab, settings) * (
+        1 + settings.no_grad_forwards / LOGITS_COPIES
     )
     components = {
         "weights": weights,
@@ -208,8 +294,14 @@ def estimate(facts: ModelFacts, settings: Settings) -> Estimate:
         "logits": logits,
         "runtime": RUNTIME_BYTES,
     }
+    saved_weights = trainable * 4.0 + (base_bytes if settings.checkpoint_holds_base else 0.0)
+    disk = checkpoint_size(trainable, saved_weights, settings.optimizer_checkpoint_bytes)
     return Estimate(
-        {k: int(round(v)) for k, v in components.items()}, facts, settings, int(round(offloaded))
+        {k: int(round(v)) for k, v in components.items()},
+        facts,
+        settings,
+        int(round(offloaded)),
+        disk,
     )
 
 
@@ -366,8 +458,9 @@ def _model_facts(run: RunConfig) -> ModelFacts:
     )
 
 
-def run_settings(run: RunConfig) -> Settings:
-    """The sizing choices of a run: micro-batch, data.max_length, dtypes, hardware layout."""
+def run_settings(run: RunConfig, data: DataShape | None = None) -> Settings:
+    """The sizing choices of a run: micro-batch, data.max_length (or the data's own shape),
+    dtypes, hardware layout, the speed paths that change memory."""
     profile = run.plugins.profile
     method = run.plugins.method
     on_gpu = profile.on_gpu(run.hardware)
@@ -385,6 +478,7 @@ def run_settings(run: RunConfig) -> Settings:
     if quantizes:
         activation_bytes = 2 if getattr(run.peft, "compute_dtype", "") != "float32" else 4
     layout = profile.memory_layout(run.hardware, run.train)
+    task = run.plugins.task_class
     return Settings(
         micro_batch=run.train.batch_size,
         seq_len=run.data.max_length,
@@ -396,6 +490,14 @@ def run_settings(run: RunConfig) -> Settings:
         layout=layout,
         quantized_bytes=quantized if quantizes else None,
         other_base_bytes=other if quantizes else None,
+        sequences=run.plugins.objective.sequences_per_example,
+        no_grad_forwards=run.plugins.objective.no_grad_forwards,
+        packed=run.train.packing and task.can_pack and not method.prompt_learning,
+        logits_only=run.train.logits_only and task.can_skip_logits and not method.prompt_learning,
+        data=data,
+        fused_loss=bool(getattr(run.train, "fused_loss", False)),  # part B's key, once it lands
+        checkpoint_holds_base=profile.checkpoint_holds_base(run.hardware),
+        optimizer_checkpoint_bytes=optimizer_checkpoint_bytes(run.train.optimizer, layout),
     )
 
 
@@ -406,9 +508,38 @@ def _bf16_or_no_gpu() -> bool:
     return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
 
 
-def estimate_run(run: RunConfig, facts: ModelFacts | None = None) -> Estimate:
-    """The estimate of a validated run (builds the meta model unless facts are given)."""
-    return estimate(facts or model_facts(run), run_settings(run))
+def estimate_run(
+    run: RunConfig, facts: ModelFacts | None = None, data: DataShape | None = None
+) -> Estimate:
+    """The estimate of a validated run (builds the meta model unless facts are given); with the
+    data's shape (read_data_shape), for the run's own longest micro-batch."""
+    return estimate(facts or model_facts(run), run_settings(run, data))
+
+
+def read_data_shape(run: RunConfig) -> DataShape:
+    """The train split's token lengths and label counts, tokenized as ft train tokenizes them
+    (through the same token cache, so a later ft train finds it there); the model is not read."""
+    from framework.data.loading import load_raw_splits
+    from framework.models.loading import load_tokenizer, resolve_checkpoint
+    from framework.training.token_cache import tokenize_cached
+
+    family = run.plugins.family
+    tokenizer = load_tokenizer(family, run.model, resolve_checkpoint(family, run.model))
+    task = run.plugins.task_class(run.task, run.data, tokenizer, family)
+    raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
+    task.check_columns(raw.splits, raw.describe)
+    task.fit_labels(raw.splits, raw.describe)
+    train = tokenize_cached(run, task, tokenizer, raw.splits)["train"]
+    if not len(train):
+        raise UserError(f"data={run.data.name}: no train example left after tokenization")
+    lengths = sorted((len(ids) for ids in train["input_ids"]), reverse=True)
+    labels: list[int] = []
+    if "labels" in train.column_names and task.can_skip_logits:  # token labels, shifted by one
+        labels = sorted(
+            (sum(1 for label in row[1:] if label != IGNORE_INDEX) for row in train["labels"]),
+            reverse=True,
+        )
+    return DataShape(tuple(lengths), tuple(labels) or tuple(lengths))
 
 
 def device_memory() -> tuple[int, str]:

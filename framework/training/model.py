@@ -9,6 +9,11 @@ from framework.config.checks import model_problems
 from framework.core.errors import UserError
 from framework.models.loading import load_model, torch_dtype
 from framework.models.skeleton import check_before_loading
+from framework.store.run_dir import adapter_folder
+
+# The frozen copy of a starting adapter (model.adapter) that a reference-based objective compares
+# the trained one with; the trained adapter is peft's "default".
+REFERENCE_ADAPTER = "reference"
 
 
 def linear_module_names(model: Any) -> list:
@@ -76,4 +81,27 @@ def build_model(
 
     set_seed(run.seed)
     with profile.adapting(run, model):  # device_map: adapters of offloaded layers
+        if run.model.adapter:
+            return load_starting_adapter(run, model)
         return apply_peft(run, model, method, family)
+
+
+def load_starting_adapter(run: Any, model: Any) -> Any:
+    """model.adapter: the saved adapter, trainable, as the run's adapter (its own rank and
+    targets); with a reference-based objective also a frozen copy, the reference."""
+    import logging
+
+    from peft import PeftModel
+
+    folder = adapter_folder(run.model.adapter)
+    if folder is None:  # validation checked it; the folder went away since
+        raise UserError(f"model.adapter={run.model.adapter}: no adapter_config.json there")
+    model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    if run.plugins.objective.reference_based:
+        model.load_adapter(str(folder), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+    logging.getLogger("ft").info(
+        "model.adapter: training on from %s (its peft config: r, targets; peft.* shape keys of "
+        "this run are not used)",
+        folder,
+    )
+    return model

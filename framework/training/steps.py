@@ -8,13 +8,17 @@ whatever the batch size, grad_accum or world size. The micro-batches of a step a
 the step decides itself which micro-batch synchronises gradients (accelerate's `accumulate` would
 decide from the dataloader's end, which a read-ahead reaches early).
 
-Non-finite steps. A fused torch optimizer (AdamW) takes a `found_inf` tensor, as from a GradScaler:
-its kernel skips the whole update, step counter included, on the device. The guard feeds it
-`not isfinite(grad_norm)` and counts skipped steps on the device; the host reads the count only at
-settle points (log, eval, checkpoint, last step). Under nan_policy=stop the flag stays up until
-settled, so every update after the first bad one is skipped and the settled state is the last good
-one. Optimizers without that input (SGD, DeepSpeed's, fp16 with a scaler, a method whose on_step
-reads gradients) keep the one host sync per step.
+Non-finite steps. A fused torch optimizer (AdamW, SGD) takes a `found_inf` tensor, as from a
+GradScaler: its kernel skips the whole update, step counter included, on the device. The guard
+feeds it `not isfinite(grad_norm)` and counts skipped steps on the device; the host reads the count
+only at settle points (log, eval, checkpoint, last step). Under nan_policy=stop the flag stays up
+until settled, so every update after the first bad one is skipped and the settled state is the
+last good one. DeepSpeed steps (or skips, by its own overflow check) inside backward, before ft
+sees the norm: its non-finite norms are counted on the device as well and read at settle points.
+Two cases keep one host sync per step: fp16 with a GradScaler (the scaler's own found_inf decides
+the step, and ft would have to merge its flag into the scaler's private per-optimizer state), and
+a method whose on_step reads the gradients (AdaLoRA's importance scores must never see a skipped
+step's gradients, and peft's budget allocation reads a threshold to the host itself).
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ def micro_batch_groups(batches: Iterable, size: int) -> Iterator[list[dict[str, 
         yield group
 
 
-def loss_scale(task: Any, group: list[dict[str, Any]], accelerator: Any) -> Any:
+def loss_scale(objective: Any, group: list[dict[str, Any]], accelerator: Any) -> Any:
     """The factor turning a micro-batch's summed loss into its share of the step's mean: processes x
     grad_accum / items of the step (accelerate divides by grad_accum, DDP averages over processes).
     A device tensor; counting needs no host sync (a collective with several processes)."""
-    count = sum(task.count_items(batch) for batch in group)
+    count = sum(objective.count_items(batch) for batch in group)
     if accelerator.num_processes > 1:
         count = accelerator.reduce(count, "sum")
     return (accelerator.num_processes * accelerator.gradient_accumulation_steps) / count.clamp(
@@ -73,11 +77,12 @@ class UpdateGuard:
 
         self.accelerator, self.optimizer, self.train = accelerator, optimizer, train
         self.inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper
-        self.on_device = (
+        # DeepSpeed stepped inside accelerator.backward already: the guard only counts.
+        self.library_steps = accelerator.distributed_type == DistributedType.DEEPSPEED
+        self.on_device = self.library_steps or (
             bool(getattr(self.inner, "_step_supports_amp_scaling", False))
             and getattr(self.inner, "defaults", {}).get("fused", False)
             and accelerator.scaler is None
-            and accelerator.distributed_type != DistributedType.DEEPSPEED
             and not method.reads_gradients
         )
         device = accelerator.device
@@ -102,9 +107,15 @@ class UpdateGuard:
             if finite:
                 self.optimizer.step()
             return finite
-        bad = ~torch.isfinite(grad_norm)
+        if grad_norm is None:  # DeepSpeed without a norm (ZeRO-1/2 norm computation off)
+            self.optimizer.step()
+            return None
+        bad = ~torch.isfinite(torch.as_tensor(grad_norm, device=self.skipped.device))
         self.first_bad = torch.where(bad & (self.first_bad < 0), step + 1, self.first_bad)
         self.skipped += bad
+        if self.library_steps:
+            self.optimizer.step()  # a no-op: DeepSpeed's engine stepped in backward
+            return None
         if self.train.nan_policy == "stop":
             bad = bad | (self.skipped > 0)  # once bad, skip until settled: keep the last good state
         self.inner.grad_scale = None

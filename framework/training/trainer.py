@@ -31,13 +31,18 @@ import yaml
 
 from framework.config.schema import RunConfig, load_saved_run
 from framework.core.errors import TrainingInterrupted, UserError, run_guarded
+from framework.objectives.base import ObjectiveContext, reference_context
 from framework.store.checkpoint import (
+    base_fingerprint,
+    check_base,
     checkpoint_bytes,
     checkpoint_path,
     latest_checkpoint,
+    load_checkpoint_state,
     read_trainer_state,
     save_checkpoint,
     set_rng_state,
+    use_adapter_only_checkpoints,
 )
 from framework.store.logs import configure_logging, run_log
 from framework.store.redaction import redact
@@ -56,8 +61,9 @@ from framework.training.best import BestKeeper
 from framework.training.curves import write_run_curves
 from framework.training.libraries import skip_unused_deepspeed_import
 from framework.training.loaders import build_loader
+from framework.training.memory import optimizer_checkpoint_bytes
 from framework.training.meter import LossMeter
-from framework.training.model import build_model
+from framework.training.model import REFERENCE_ADAPTER, build_model
 from framework.training.optim import build_optimizer, build_scheduler
 from framework.training.profiling import StepProfiler
 from framework.training.signals import StopSignals
@@ -67,6 +73,9 @@ from framework.training.token_cache import tokenize_cached
 from framework.training.tracking import Trackers, logging_dir, tracker_names
 
 log = logging.getLogger("ft")
+# Multi-process runs without a log interval: steps between two agreements on a stop signal or a
+# timed save (an agreement is one collective; a signal waits at most this many steps).
+AGREE_EVERY = 10
 
 
 @dataclass
@@ -85,7 +94,9 @@ class Setup:
     run: RunConfig
     run_dir: Path
     accelerator: Any
-    task: Any  # the run's Task instance (data, collate, loss, metrics)
+    task: Any  # the run's Task instance (columns, tokenization, collation, generation)
+    objective: Any  # the run's Objective instance (loss, step metrics, evaluation)
+    context: Any  # the ObjectiveContext: prepared model, accelerator, reference forward
     method: Any  # the PEFT method's registry entry
     tokenizer: Any
     model: Any  # the peft model, prepared by Accelerate
@@ -97,6 +108,7 @@ class Setup:
     metrics_log: MetricsLog
     total_steps: int
     trackers: Trackers  # the logger group's trackers (TensorBoard, MLflow, W&B), maybe none
+    base: dict[str, Any]  # fingerprint of the frozen base (checkpoints record it, resume checks it)
     best: Any = None  # BestKeeper: train.keep_best / early stopping (set by train())
     started: float = 0.0  # time.monotonic() when the step loop starts (seconds; summary's time)
 
@@ -131,7 +143,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
     with accelerator.main_process_first():  # rank 0 builds/converts cached checkpoints first
         checkpoint = resolve_checkpoint(family, run.model)
         tokenizer = load_tokenizer(family, run.model, checkpoint)
-    task, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
+    base = base_fingerprint(checkpoint, run.model.revision)
+    task, objective, raw_splits, tokenized = load_data(run, accelerator, tokenizer, family)
     method = run.plugins.method
     # Seed again: building a tiny model on first use (cold cache) or tokenizing drew random
     # numbers after the first set_seed; model heads and adapters must not depend on that.
@@ -150,8 +163,9 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         )
 
     fast = choose_fast_paths(run, task, model, method, profile, accelerator.is_main_process)
+    task.use_fast_paths(fast)
     if accelerator.is_main_process:
-        log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
+        log.info("speed: %s", ", ".join(f"{k}={v}" for k, v in fast.describe().items()))
 
     def loader(split: str, shuffle: bool, batch_size: int) -> Any:
         return build_loader(
@@ -179,8 +193,15 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         model, optimizer, train_loader, *eval_loaders.values()
     )
     model = compiled(model, run.train)
+    context = ObjectiveContext(
+        model,
+        accelerator,
+        reference_context(accelerator.unwrap_model(model), reference_adapter(run)),
+        logits_only=fast.logits_only,
+    )
     # The scheduler is stepped by hand once per optimizer step (not per process), and saved too.
     accelerator.register_for_checkpointing(scheduler)
+    use_adapter_only_checkpoints(accelerator)  # the frozen base stays out of checkpoints
     method_state = method.training_state(accelerator.unwrap_model(model))  # e.g. AdaLoRA scores
     if method_state is not None:
         accelerator.register_for_checkpointing(method_state)
@@ -189,6 +210,8 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         run_dir,
         accelerator,
         task,
+        objective,
+        context,
         method,
         tokenizer,
         model,
@@ -200,6 +223,7 @@ def set_up(run: RunConfig, run_dir: Path) -> Setup:
         MetricsLog(run_dir, enabled=accelerator.is_main_process),
         total_steps,
         trackers,
+        base,
     )
 
 
@@ -214,17 +238,28 @@ def weights_description(model: Any) -> str:
 
 def load_data(
     run: RunConfig, accelerator: Any, tokenizer: Any, family: Any
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """(task, raw splits, tokenized splits): columns and labels are checked on the raw data."""
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """(task, objective, raw splits, tokenized splits): columns and labels are checked on the raw
+    data; the task learns which objective reads its batches before it tokenizes."""
     from framework.data.loading import load_raw_splits
 
     task = run.plugins.task_class(run.task, run.data, tokenizer, family)
+    objective = run.plugins.objective(run.objective, task)
     raw = load_raw_splits(run.plugins.source, run.data, run.data_source)
+    task.use_objective(objective, run.train)
     task.check_columns(raw.splits, raw.describe)
     task.fit_labels(raw.splits, raw.describe)
     with accelerator.main_process_first():  # rank 0 fills the token cache, others reuse it
         tokenized = tokenize_cached(run, task, tokenizer, raw.splits)
-    return task, raw.splits, tokenized
+    return task, objective, raw.splits, tokenized
+
+
+def reference_adapter(run: RunConfig) -> str | None:
+    """The adapter that is the reference policy: the frozen copy of the starting adapter when a
+    reference-based objective trains on from model.adapter; None: the adapter disabled."""
+    if run.model.adapter and run.plugins.objective.reference_based:
+        return REFERENCE_ADAPTER
+    return None
 
 
 def count_steps(run: RunConfig, micro_batches: int, processes: int) -> int:
@@ -240,7 +275,8 @@ def restore(setup: Setup, checkpoint: Path | None) -> tuple[Position, dict | Non
     first epoch's iterator exists, as in the original run). Loads the checkpoint's states."""
     if checkpoint is None:
         return Position(), None
-    setup.accelerator.load_state(str(checkpoint))
+    check_base(checkpoint, setup.base, setup.run.model.checkpoint or setup.run.model.name)
+    load_checkpoint_state(setup.accelerator, checkpoint)
     saved = read_trainer_state(checkpoint)
     position = Position(saved["step"], saved["epoch"], saved["batch_in_epoch"])
     # keep_best / early stopping continue (an older checkpoint's best: from metrics.jsonl)
@@ -267,8 +303,15 @@ def evaluations(run_dir: Path) -> dict[int, dict[str, float]]:
 
 
 def checkpoint_space_needed(setup: Setup) -> int:
-    """Disk one checkpoint of this run takes (bytes, estimated)."""
-    return checkpoint_bytes(setup.model)
+    """Disk one checkpoint of this run takes (bytes, estimated): the trainable weights and the
+    optimizer's state, or the whole model where the hardware profile's checkpoints hold it."""
+    run, train = setup.run, setup.run.train
+    profile = run.plugins.profile
+    return checkpoint_bytes(
+        setup.accelerator.unwrap_model(setup.model),
+        optimizer_checkpoint_bytes(train.optimizer, profile.memory_layout(run.hardware, train)),
+        whole_model=profile.checkpoint_holds_base(run.hardware),
+    )
 
 
 def check_checkpoint_space(setup: Setup) -> None:
@@ -299,9 +342,7 @@ def evaluate(setup: Setup, step: int) -> dict[str, float]:
     results: dict[str, float] = {}
     for split, loader in setup.eval_loaders.items():
         prefix = "" if split == "validation" else f"{split}_"
-        scores = setup.task.evaluate(
-            setup.model, loader, setup.accelerator, raw=setup.raw_splits.get(split)
-        )
+        scores = setup.objective.evaluate(setup.context, loader, raw=setup.raw_splits.get(split))
         results.update({f"{prefix}{k}": v for k, v in scores.items()})
     setup.model.train()
     setup.metrics_log.write({"step": step, "split": "eval", **results})
@@ -326,8 +367,9 @@ def evaluate_baseline(setup: Setup, position: Position) -> dict[str, float]:
 
 
 def save(setup: Setup, position: Position) -> Path:
-    """An atomic checkpoint of the whole training state at this position. A failed write (a full
-    disk) stops the run with one line: the checkpoint, the space it needs, the one kept."""
+    """An atomic checkpoint of the training state at this position (the frozen base aside). A
+    failed write (a full disk) stops the run with one line: the checkpoint, the space it needs,
+    the one kept."""
     config_yaml = yaml.safe_dump(redact(setup.run.raw), sort_keys=False)
     try:
         path = save_checkpoint(
@@ -337,6 +379,7 @@ def save(setup: Setup, position: Position) -> Path:
             {**asdict(position), "best": setup.best.state_dict()},
             setup.run.train.keep_last,
             config_yaml,
+            setup.base,
         )
     except OSError as error:
         raise TrainingInterrupted(save_failure(setup, position.step, error), exit_code=1) from None
@@ -415,14 +458,7 @@ def run_steps(
                         evaluate(setup, position.step),
                         lambda: export_adapter(setup, ADAPTER_DIR),
                     )
-                minutes_due = (
-                    run.train.save_every_minutes is not None
-                    and time.monotonic() - last_save >= 60 * run.train.save_every_minutes
-                )
-                # One collective for both flags: ranks must agree before a collective save.
-                stop_now, minutes_due = any_rank(
-                    accelerator, signals.requested is not None, minutes_due
-                )
+                stop_now, minutes_due = stop_or_timed_save(setup, position, signals, last_save)
                 if stop_now or minutes_due or stopping or save_due(run.train, position.step):
                     settle(setup, position, guard)
                     path = save(setup, position)
@@ -462,12 +498,12 @@ def optimizer_step(
     the step's item count (steps.loss_scale); then clip and update. Returns whether the update was
     finite (False: nothing was updated), or None when only the device knows (guard.settle)."""
     accelerator, model = setup.accelerator, setup.model
-    scale = loss_scale(setup.task, group, accelerator)
+    scale = loss_scale(setup.objective, group, accelerator)
     for index, batch in enumerate(group):
         with syncing(accelerator, model, sync=index == len(group) - 1):
-            total, items = setup.task.loss_terms(model, batch)
+            total, items, metrics = setup.objective.loss_terms(setup.context, batch)
             accelerator.backward(total * scale)
-        meter.add(total, items, tokens_in(batch))
+        meter.add(total, items, tokens_in(batch), metrics)
     finite = guard.update(model, step)
     if finite is not False:
         # Before zero_grad: AdaLoRA scores rank importance from the gradients.
@@ -553,6 +589,31 @@ def log_train(setup: Setup, position: Position, meter: LossMeter) -> dict[str, A
     return record
 
 
+def agree_due(train: Any, step: int, total_steps: int) -> bool:
+    """Steps at which the processes of a multi-process run agree on a stop signal and a timed
+    save: the settle steps, and every AGREE_EVERY steps when no log interval makes them frequent.
+    A signal or save_every_minutes is acted on at the first such step (one process: every step)."""
+    return settle_due(train, step, total_steps) or (not train.log_every and step % AGREE_EVERY == 0)
+
+
+def stop_or_timed_save(
+    setup: Setup, position: Position, signals: StopSignals, last_save: float
+) -> tuple[bool, bool]:
+    """(a stop signal arrived, train.save_every_minutes has passed), the same on every process:
+    they must agree before a collective save. One collective, and only at agree_due steps, so
+    that the steps between them never wait for the other processes (nor the host for the
+    device)."""
+    train, accelerator = setup.run.train, setup.accelerator
+    if accelerator.num_processes > 1 and not agree_due(train, position.step, setup.total_steps):
+        return False, False
+    minutes_due = (
+        train.save_every_minutes is not None
+        and time.monotonic() - last_save >= 60 * train.save_every_minutes
+    )
+    stop_now, minutes_due = any_rank(accelerator, signals.requested is not None, minutes_due)
+    return stop_now, minutes_due
+
+
 def any_rank(accelerator: Any, *flags: bool) -> tuple[bool, ...]:
     """Each flag made true on every rank if it is true on one, in a single collective."""
     if accelerator.num_processes == 1:
@@ -587,8 +648,8 @@ def finish(setup: Setup, position: Position, baseline: dict[str, float]) -> dict
         "final_step": final_step,
         "last": last_metrics,  # the last step's evaluation (= final unless keep_best)
         "baseline": baseline,
-        "primary_metric": setup.task.primary_metric,
-        "greater_is_better": setup.task.greater_is_better,
+        "primary_metric": setup.best.metric,
+        "greater_is_better": setup.best.greater_is_better,
         "adapter": str(run_dir / ADAPTER_DIR),
         "metrics": str(run_dir / METRICS_FILE),
         **setup.best.summary(),
@@ -663,9 +724,10 @@ def train(run: RunConfig, run_dir: Path, resume_from: Path | None = None) -> dic
     """Run one training job (continuing checkpoint `resume_from` when given); return the run's
     result, the kept adapter's evaluation (a sweep's objective too)."""
     setup = set_up(run, Path(run_dir))
-    setup.best = BestKeeper(run.train, setup.task.primary_metric, setup.task.greater_is_better)
+    setup.best = BestKeeper(run.train, *setup.objective.judged_by(setup.task))
     position, resumed_rng = restore(setup, resume_from)
     check_checkpoint_space(setup)
+    setup.objective.before_loop(setup.context)
     baseline = evaluate_baseline(setup, position)
     setup.started = time.monotonic()
     with StopSignals() as signals:

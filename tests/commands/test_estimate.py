@@ -15,6 +15,7 @@ from framework.config.path import load_run
 from framework.hardware.base import MemoryLayout, size_bytes
 from framework.training.memory import (
     LOGITS_COPIES,
+    DataShape,
     GiB,
     ModelFacts,
     Settings,
@@ -129,11 +130,43 @@ def test_4bit_weights_are_about_a_quarter_of_bf16():
     assert 0.25 <= (four_bit - adapters) / (bf16 - adapters) <= 0.26
 
 
-def test_gemma_vocabulary_logits_buffer_is_8_gib():
-    """262,144 vocabulary x 8 x 1024 tokens x 4 bytes (fp32) = 8 GiB per copy."""
+def test_gemma_vocabulary_logits_are_3_bf16_copies_and_two_fp32_chunks():
+    """262,144 vocabulary x 8 x 1024 tokens: 8 GiB per fp32 copy; the trainer keeps the logits
+    in the compute dtype (bf16: 4 GiB a copy) and upcasts one 64-row chunk (64 MiB) at a time."""
     assert logits_buffer_bytes(8, 1024, 262_144) == 8 * GiB
     gemma = replace(FACTS, vocab=262_144)
-    assert estimate(gemma, GPU).components["logits"] == LOGITS_COPIES * 8 * GiB
+    chunk = 64 * 262_144 * 4  # tasks/token_loss.CHUNK_ELEMENTS // vocabulary rows, fp32
+    assert estimate(gemma, GPU).components["logits"] == LOGITS_COPIES * 4 * GiB + 2 * chunk
+    # The fused-loss hook: the logits never exist whole, only the loss's fp32 chunks.
+    assert estimate(gemma, replace(GPU, fused_loss=True)).components["logits"] == 2 * chunk
+
+
+def test_the_data_shape_sizes_packed_rows_and_label_positions():
+    """With the data: activations follow the longest micro-batch's real tokens (packed: the sum of
+    the longest examples; padded: micro-batch x the longest), the LM head its label positions."""
+    data = DataShape(lengths=(900, 700, 300, 100), labels=(200, 150, 90, 10))
+    batch = replace(GPU, micro_batch=2, seq_len=1024)
+    full = estimate(FACTS, batch).components
+    packed = estimate(FACTS, replace(batch, data=data, packed=True, logits_only=True))
+    assert packed.settings.tokens() == 1600 and packed.settings.lm_positions() == 350
+    padded = estimate(FACTS, replace(batch, data=data, logits_only=True))
+    assert padded.settings.tokens() == 1800 and padded.settings.lm_positions() == 1800
+    per_token = full["activations"] / 2048
+    assert packed.components["activations"] == pytest.approx(1600 * per_token, rel=1e-6)
+    assert padded.components["activations"] == pytest.approx(1800 * per_token, rel=1e-6)
+    rows = (1 << 24) // FACTS.vocab  # fp32 rows of one loss chunk
+    assert packed.components["logits"] == 3 * 350 * FACTS.vocab * 2 + 2 * rows * FACTS.vocab * 4
+    assert packed.total < padded.total < estimate(FACTS, batch).total
+
+
+def test_the_disk_per_checkpoint_is_the_trainable_part_unless_the_profile_saves_the_base():
+    from framework.store.checkpoint import METADATA_BYTES
+
+    adapter_only = estimate(FACTS, GPU).checkpoint
+    assert adapter_only == FACTS.trainable_params * (4 + 8) + METADATA_BYTES
+    whole = estimate(FACTS, replace(GPU, checkpoint_holds_base=True)).checkpoint
+    base = (FACTS.total_params - FACTS.trainable_params) * 2  # bf16
+    assert whole == adapter_only + base
 
 
 def test_cheapest_fit_takes_the_first_preset_then_the_largest_micro_batch():
@@ -171,6 +204,7 @@ def test_cli_prints_the_table_verdict_and_cheapest_fit(capsys):
     for part in ("weights", "gradients", "optimizer", "activations", "logits", "total"):
         assert part in out
     assert "fits:" in out and "cheapest fit: train.batch_size=" in out
+    assert "data: not read (--data reads it)" in out and "checkpoint " in out
     code = main(
         ["estimate", "sft_tiny_llama_lora", "train.batch_size=64", "--device-memory", "520MiB"]
     )
@@ -220,3 +254,66 @@ def test_estimate_is_within_25_percent_of_measured_peak_rss(tmp_path):
     (tmp_path / "row.json").write_text(json.dumps(row))
     assert set(row["batch_widths"]) == {48}  # the data fills max_length, as estimated
     assert abs(row["error_pct"]) <= 25, row
+
+
+def test_estimate_with_data_sizes_the_runs_own_longest_micro_batch(capsys):
+    """--data tokenizes the train split (no weight is read): packed rows of the real examples
+    and the LM head at their label positions only, so the estimate is below the config-only
+    one, which assumes full micro-batches labelled everywhere."""
+    from framework.cli.app import main
+    from framework.training.memory import estimate_run, read_data_shape
+
+    args = ["sft_tiny_llama_lora", "train.batch_size=8", "data.max_length=128"]
+    assert main(["estimate", *args, "--device-memory", "8GiB", "--data"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("data:"))
+    assert "longest micro-batch, packed" in line and "label positions only" in line, out
+    run = load_run(args[0], args[1:])
+    shape = read_data_shape(run)
+    with_data, without = estimate_run(run, data=shape), estimate_run(run)
+    assert with_data.settings.tokens() == sum(shape.lengths[:8]) <= 8 * 128
+    assert with_data.settings.lm_positions() == sum(shape.labels[:8])
+    assert with_data.settings.lm_positions() < with_data.settings.tokens()
+    assert with_data.total < without.total
+
+
+# Causal-LM SFT with ft's defaults (packing, logits_only, per-example attention): SmolLM2-135M
+# + LoRA r=8 on all 7 projections, chats that fill data.max_length. (micro-batch, overrides)
+SFT_CONFIGS = {
+    "b4_s64": (4, ["data.max_length=64"]),
+    "b4_s128": (4, ["data.max_length=128", "data.source.exchanges=4"]),
+    "b8_s64_lora_dropout0": (8, ["data.max_length=64", "peft.dropout=0"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SFT_CONFIGS))
+def test_estimate_with_data_is_within_25_percent_of_measured_peak_rss_on_sft(name, tmp_path):
+    """`ft estimate --data` on three SFT configurations against peak RSS over the loaded
+    process during 2 training steps in a fresh process (bench/estimate_accuracy.measure). The
+    train split is one micro-batch, so the longest micro-batch the estimate sizes is the one
+    measured (with more data, 2 steps see random batches below the longest: README)."""
+    sys.path.insert(0, str(REPO))
+    from bench.estimate_accuracy import COMMON, measure
+    from framework.training.memory import estimate_run, read_data_shape
+
+    batch, extra = SFT_CONFIGS[name]
+    overrides = [
+        f"train.batch_size={batch}",
+        f"data.max_train_examples={batch}",
+        *extra,
+        "task.generate_eval=false",
+    ]
+    run = load_run("sft_smollm2_chat_lora", overrides + COMMON)
+    found = estimate_run(run, data=read_data_shape(run))
+    measured = measure("sft_smollm2_chat_lora", overrides, 2)
+    error = 100 * (found.training_bytes - measured["measured"]) / measured["measured"]
+    row = {"name": name, "estimate": found.training_bytes, **measured, "error_pct": error}
+    (tmp_path / "row.json").write_text(json.dumps(row))
+    print(
+        f"{name}: estimate {found.training_bytes >> 20} MiB ({found.settings.tokens()} tokens, "
+        f"{found.settings.lm_positions()} LM-head positions), measured "
+        f"{measured['measured'] >> 20} MiB, {error:+.1f}%"
+    )
+    assert set(measured["batch_widths"]) == {found.settings.tokens()}  # the same packed row
+    assert abs(error) <= 25, row

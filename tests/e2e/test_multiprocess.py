@@ -157,3 +157,121 @@ def test_failing_rank_fails_the_whole_run_without_hanging(tmp_path):
     assert "a rank failed with exit code" in result.stderr
     run_dir = next((tmp_path / "out" / "seq_cls_tiny_bert_lora").iterdir())
     assert not (run_dir / "summary.json").exists()
+
+
+def deepspeed_module_states(checkpoint: Path) -> list[dict]:
+    """The model-state files DeepSpeed wrote in an ft checkpoint (its own pickles: ft wrote them
+    in this test's temporary directory)."""
+    import torch
+
+    files = sorted(checkpoint.rglob("*model_states.pt"))
+    assert files, sorted(p.name for p in checkpoint.rglob("*"))
+    return [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+
+
+@pytest.mark.parametrize("preset", ["zero2", "zero3"])
+def test_deepspeed_checkpoint_holds_no_frozen_weight_and_resumes_exactly(preset, tmp_path):
+    """ZeRO-2/3 on 2 CPU processes: DeepSpeed saves without its frozen parameters (module state of
+    the trainable names only, no ZeRO-3 frozen fragments), and a resume from the middle checkpoint
+    ends with the same adapter as the uninterrupted run."""
+    import shutil
+
+    import torch
+
+    run_dir = launched([f"hardware={preset}", "train.save_every=3", "train.keep_last=5"], tmp_path)
+    middle = run_dir / "checkpoints" / "checkpoint-00000003"
+    trainable = set(adapter_tensors(run_dir))  # LoRA factors + the new head
+    for state in deepspeed_module_states(middle):
+        names = {
+            n.replace(".modules_to_save.default.", ".").replace(".default.", ".")
+            for n in state["module"]
+        }
+        assert names <= trainable, sorted(names - trainable)[:3]
+        assert not state.get("frozen_param_fragments"), "ZeRO-3 saved frozen fragments"
+    size = sum(p.stat().st_size for p in middle.rglob("*") if p.is_file())
+    base = sum(p.stat().st_size for p in Path(base_checkpoint(run_dir)).glob("*.safetensors"))
+    assert size < base, (size, base)  # the base alone is bigger than the whole checkpoint
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    (resumed / "checkpoints" / "checkpoint-00000006" / "COMPLETE").unlink()
+    shutil.rmtree(resumed / "adapter")
+    (resumed / "summary.json").unlink()
+    train_recipe(
+        "seq_cls_tiny_bert_lora",
+        "resume=auto",
+        f"run_dir={resumed}",
+        f"hardware.main_process_port={free_port()}",
+        output_root=tmp_path,
+    )
+    assert "checkpoint-00000003 at step 3" in (resumed / "train.log").read_text()
+    a, b = adapter_tensors(run_dir), adapter_tensors(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def base_checkpoint(run_dir: Path) -> str:
+    """The base model directory a run loaded."""
+    from framework.config.schema import load_run_file
+    from framework.models.loading import resolve_checkpoint
+
+    run = load_run_file(run_dir / "config.yaml")
+    return resolve_checkpoint(run.plugins.family, run.model)
+
+
+def test_sigterm_to_a_two_process_run_saves_at_the_next_agreement_step(tmp_path):
+    """The ranks agree on a stop only at settle steps now (a log every 2 steps here): SIGTERM to
+    the whole job (as SLURM's scancel sends it) still ends the run with a complete checkpoint,
+    taken at such a step, and a message saying how to resume."""
+    import signal
+    import time
+
+    from framework.store.checkpoint import latest_checkpoint, read_trainer_state
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "framework",
+            "train",
+            "seq_cls_tiny_bert_lora",
+            "hardware=ddp",
+            "hardware.device=cpu",
+            "hardware.num_processes=2",
+            f"hardware.main_process_port={free_port()}",
+            "train.max_steps=100000",
+            "train.log_every=2",
+            "train.batch_size=4",
+            "data.max_train_examples=64",
+            "data.max_eval_examples=8",
+            f"run_dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the signal reaches every rank
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.jsonl").exists() and len(metrics(run_dir, "train")) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    while time.time() < deadline:  # the ranks outlive the CLI process while they save
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    log = (run_dir / "train.log").read_text()
+    assert "SIGTERM received" in log, output[-5000:]
+    assert "stopped by signal at step" in output and "Resume with: ft train" in output, output
+    latest = latest_checkpoint(run_dir)
+    assert latest is not None and (latest / "COMPLETE").exists()
+    assert read_trainer_state(latest)["step"] % 2 == 0  # an agreement step
+    assert not (run_dir / "summary.json").exists()

@@ -160,11 +160,10 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     fast = choose_fast_paths(
         run, task_obj, model, PEFT_METHODS.get("lora"), HARDWARE.get("cpu"), False
     )
+    task_obj.use_fast_paths(fast)
     if task_obj.packed:  # packed rows attend per example on SDPA (gemma2 runs eager: soft-capping)
-        assert fast["attention"] == ("eager" if model_type == "gemma2" else "sdpa per example"), (
-            fast
-        )
-        assert task_obj.packed_lengths == (fast["attention"] == "sdpa per example")
+        assert fast.attention == ("eager" if model_type == "gemma2" else "sdpa per example"), fast
+        assert task_obj.packed_lengths == (fast.attention == "sdpa per example")
     batch = task_obj.collate([tokenized[i] for i in range(len(tokenized))])
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

@@ -25,9 +25,9 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 def prepared(files: dict[str, Path], *extra: str, recipe: str = TOY_CLS_RECIPE) -> tuple:
     """(run, task, tokenizer, raw splits) as the trainer's load_data has them before tokenizing."""
+    from framework.config.path import load_run
     from framework.data.loading import load_raw_splits
     from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.config.path import load_run
 
     overrides = toy_cls_overrides(files, *extra) if recipe == TOY_CLS_RECIPE else list(extra)
     run = load_run(recipe, overrides)
