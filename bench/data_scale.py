@@ -294,7 +294,7 @@ def ft_worker(train: Path, validation: Path, num_proc: int) -> dict[str, Any]:
     single_process = types.SimpleNamespace(main_process_first=contextlib.nullcontext)
     with MemorySampler() as sampler:
         start = time.perf_counter()
-        _, raw, tokenized = load_data(run, single_process, tokenizer, family)
+        _, _, raw, tokenized = load_data(run, single_process, tokenizer, family)
         prepare_s = time.perf_counter() - start
     rows = {split: len(ds) for split, ds in raw.items()}
     return {

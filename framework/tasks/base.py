@@ -103,6 +103,7 @@ class Task:
         row when it can be read cheaply."""
         return None
 
+    @classmethod
     def tasks_giving(cls, data_kind: str) -> list[str]:
         """Registered tasks whose batches are of `data_kind` (for messages)."""
         return [name for name in TASKS.names() if data_kind in TASKS.get(name).data_kinds]
