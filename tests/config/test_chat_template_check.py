@@ -51,12 +51,12 @@ def base_checkpoint(tmp_path_factory) -> Path:
     return base
 
 
-def validate(*overrides: str) -> subprocess.CompletedProcess:
+def validate(*overrides: str, recipe: str = RECIPE) -> subprocess.CompletedProcess:
     """`ft validate RECIPE OVERRIDES` in a fresh interpreter that then reports whether torch (or
     transformers, datasets) got imported."""
     code = (
         "import sys; from framework.cli.app import main; "
-        f"rc = main(['validate', {RECIPE!r}, *{list(overrides)!r}]); "
+        f"rc = main(['validate', {recipe!r}, *{list(overrides)!r}]); "
         "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]; "
         "print('heavy:', heavy); sys.exit(rc)"
     )
@@ -100,6 +100,34 @@ def test_validate_refuses_turns_for_a_tokenizer_without_template(base_checkpoint
         files(messages),
     ):
         result = validate(*overrides)
+        assert result.returncode == 0, (overrides, result.stderr)
+        assert "heavy: []" in result.stdout
+
+
+def test_validate_refuses_preference_turns_for_a_tokenizer_without_template(
+    base_checkpoint, tmp_path
+) -> None:
+    """The same check for preference pairs (tasks/preference.py renders through causal_lm)."""
+    model = f"model.checkpoint={base_checkpoint}"
+    turns = write_jsonl(
+        tmp_path / "turn_pairs.jsonl",
+        [{"prompt": TURNS[:1], "chosen": TURNS[1:], "rejected": [TURNS[1] | {"content": "Rome."}]}]
+        * 4,
+    )
+    strings = write_jsonl(
+        tmp_path / "string_pairs.jsonl",
+        [{"prompt": p["prompt"], "chosen": p["response"], "rejected": "No."} for p in PAIRS],
+    )
+    refused = validate(model, *files(turns), recipe="dpo_tiny_llama_lora")
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Fix: task.chat_template=chatml" in errors[0], refused.stderr
+    assert "conversational (lists of turns)" in errors[0]
+    for overrides in (
+        [model, *files(strings)],
+        [model, *files(turns), "task.chat_template=chatml"],
+    ):
+        result = validate(*overrides, recipe="dpo_tiny_llama_lora")
         assert result.returncode == 0, (overrides, result.stderr)
         assert "heavy: []" in result.stdout
 
