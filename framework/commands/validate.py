@@ -15,7 +15,9 @@ def validate(recipe: str, overrides: list[str], read_data: bool = False) -> str:
     """The `ok: ...` report of a valid recipe (a UserError names every problem otherwise)."""
     start = time.perf_counter()
     run = load_run(recipe, overrides)
-    lines = []
+    from framework.config.checks import validation_notes
+
+    lines = validation_notes(run)  # what cannot be checked before a download
     if read_data:
         from framework.commands.data_check import check_data
 

@@ -146,6 +146,38 @@ def data_problems(run: Any) -> list[str]:
     return found
 
 
+def template_check(run: RunView) -> tuple[list[str], list[str]]:
+    """(problems, notes) of rows that need a chat template against the run's tokenizer, read from
+    files only (the tokenizer's config, the data's first row; no torch, no download). What cannot
+    be known yet (a hub tokenizer not in the local cache) is a note, checked again at train time."""
+    plugins = run.plugins
+    read_first_row = getattr(plugins.source, "first_row", None)
+    first_row = read_first_row(run.data_source) if read_first_row is not None else None
+    checkpoint = (
+        f"model.checkpoint='{run.model.checkpoint}'"
+        if run.model.checkpoint
+        else "the tiny random model (model.random_init)"
+    )
+    problem = plugins.task_class.no_template_problem(run.task, run.data, first_row, checkpoint)
+    if problem is None:
+        return [], []
+    has_template = plugins.family.has_chat_template(run.model)
+    if has_template is False:
+        return [problem], []
+    if has_template is None:
+        return [], [
+            f"note: the rows need a chat template, and whether the tokenizer of {checkpoint} "
+            f"has one cannot be checked yet (its files are not in the local cache); ft train "
+            f"checks it once they are downloaded"
+        ]
+    return [], []
+
+
+def validation_notes(run: RunView) -> list[str]:
+    """What validation could not check without downloading, one line each."""
+    return template_check(run)[1]
+
+
 BASE_KEYS = ("name", "checkpoint", "revision", "gguf_file", "random_init")  # what makes the base
 
 
@@ -260,6 +292,11 @@ def combination_problems(run: RunView) -> list[str]:
     found += data_problems(run)
     for name, params in run.logger.items():
         found += plugins.loggers[name].problems(params)
+    found += template_check(run)[0]
+    if run.data.num_proc is not None and run.data.num_proc < 1:
+        found.append(
+            f"data.num_proc={run.data.num_proc}: must be >= 1 (or null for the number of cores)"
+        )
     found += _train_problems(run.train) + best_problems(run.train)
     if run.data.max_length < 8:
         found.append(f"data.max_length={run.data.max_length}: must be at least 8 tokens")

@@ -58,6 +58,16 @@ class Files:
         return found
 
     @classmethod
+    def first_row(cls, params: FilesParams) -> dict[str, Any] | None:
+        """The train file's first row, read without loading it (None if it cannot be)."""
+        from framework.data.peek import first_row
+
+        if not params.train or not Path(params.train).expanduser().is_file():
+            return None
+        path = Path(params.train).expanduser()
+        return first_row(path, params.format or FORMATS.get(path.suffix.lower(), "json"))
+
+    @classmethod
     def materialize(cls, params: FilesParams, cache_dir: Path) -> dict[str, Path]:
         problems = cls.problems(params)
         if problems:

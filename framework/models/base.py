@@ -71,6 +71,14 @@ class ModelFamily:
         return cls.describe(read_config_json(cls, params))
 
     @classmethod
+    def has_chat_template(cls, params: Any) -> bool | None:
+        """Whether the run's tokenizer has a chat template, read from its files without torch or
+        network; None when that is not known before download."""
+        from framework.models.loading import read_has_chat_template
+
+        return read_has_chat_template(cls, params)
+
+    @classmethod
     def auto_model(cls, task_auto_model: str, config: Mapping | None) -> str:
         """The transformers Auto class to load for a task (an encoder-decoder embeds with its
         encoder alone)."""

@@ -65,13 +65,18 @@ def resolve_checkpoint(family: Any, params: ModelParams) -> str:
     return str(family.prepare_checkpoint(path))
 
 
+def gguf_cache_dir(source: Path) -> Path:
+    """Where the HF checkpoint converted from a GGUF file lives (keyed by the file's identity)."""
+    stat = source.stat()
+    digest = hashlib.sha256(f"{source}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{Path(source.name).stem}-{digest}"
+
+
 def convert_gguf(folder: Path, gguf_file: str) -> Path:
     """Dequantize a GGUF checkpoint once into a plain HF directory in the cache (takes ~1 min)."""
     source = folder / gguf_file
     if not source.is_file():
         raise UserError(f"model.gguf_file='{gguf_file}': not found in {folder}")
-    stat = source.stat()
-    digest = hashlib.sha256(f"{source}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
     def build(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,7 +95,7 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
 
-    return atomic_dir(cache_root() / "gguf" / f"{Path(gguf_file).stem}-{digest}", build)
+    return atomic_dir(gguf_cache_dir(source), build)
 
 
 def build_tiny_checkpoint(family: Any, spec: TinySpec) -> Path:
@@ -249,6 +254,81 @@ def read_config_json(
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+# Where transformers keeps a tokenizer's chat template: a file of its own (transformers >= 4.43
+# saves chat_template.jinja; chat_template.json before that), else a key of tokenizer_config.json.
+TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def read_has_chat_template(family: Any, params: ModelParams) -> bool | None:
+    """Whether the checkpoint's tokenizer has a chat template, read from its files without
+    torch and without downloading (a local, package or hub-cached checkpoint, a GGUF file already
+    converted, or the tiny random model's tokenizer). None when that cannot be known yet: a hub
+    id whose tokenizer files are not in the local cache, a GGUF file not converted yet."""
+    if params.random_init is not None:
+        from framework.testing.tiny_models import tokenizer_kind
+        from framework.testing.tiny_tokenizer import has_chat_template
+
+        return has_chat_template(tokenizer_kind(family.tiny_model_type(params.random_init)))
+    target = params.checkpoint
+    if not target:
+        return None
+    if target.startswith("package:"):
+        try:
+            folder: Path | None = package_dir(target)
+        except UserError:
+            return None
+    elif target.startswith(("/", "./", "../", "~")) or Path(target).expanduser().exists():
+        folder = Path(target).expanduser()
+    else:
+        return _hub_has_chat_template(target, params.revision)
+    if params.gguf_file and folder is not None:
+        source = folder / params.gguf_file
+        folder = gguf_cache_dir(source) if source.is_file() else None
+        if folder is None or not folder.is_dir():
+            return None
+    return _folder_has_chat_template(folder) if folder is not None else None
+
+
+def _folder_has_chat_template(folder: Path) -> bool | None:
+    if any((folder / name).is_file() for name in TEMPLATE_FILES):
+        return True
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    try:
+        return bool(json.loads(config.read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _hub_has_chat_template(repo_id: str, revision: str | None) -> bool | None:
+    config = _cached_hub_file(repo_id, "tokenizer_config.json", revision)
+    if config is None:
+        return None
+    if _folder_has_chat_template(config.parent):  # a snapshot folder holds the repo's files
+        return True
+    # A template file absent from the snapshot may just not be downloaded yet: only the hub
+    # cache's record of a file that does not exist settles it.
+    states = [_hub_file_state(repo_id, name, revision) for name in TEMPLATE_FILES]
+    return False if all(state == "absent" for state in states) else None
+
+
+def _hub_file_state(repo_id: str, filename: str, revision: str | None) -> str:
+    """'cached', 'absent' (the cache recorded that the repo has no such file) or 'unknown'."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.file_download import _CACHED_NO_EXIST
+    except ImportError:
+        return "unknown"
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except Exception:
+        return "unknown"
+    if isinstance(found, str):
+        return "cached"
+    return "absent" if found is _CACHED_NO_EXIST else "unknown"
 
 
 def _cached_hub_file(repo_id: str, filename: str, revision: str | None) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,38 @@ from framework.core.params import DataConfig, GroupParams, RunView
 from framework.core.registry import TASKS
 from framework.core.streams import is_stream
 from framework.store.run_dir import TASK_FILE
+
+# Rows per tokenizing process below which a split is tokenized in this process: starting a worker
+# (fork, unpickling the task and its tokenizer) costs more than it saves on a small split.
+MIN_ROWS_PER_PROCESS = 5_000
+
+
+def worker_count(num_proc: int | None, rows: int) -> int:
+    """Tokenizing processes for a split of `rows` rows under data.num_proc (null: the cores
+    this process may run on)."""
+    if num_proc is None:
+        num_proc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        num_proc = num_proc or os.cpu_count() or 1
+    return max(1, min(num_proc, rows // MIN_ROWS_PER_PROCESS))
+
+
+def column_sum(dataset: Any, column: str) -> int:
+    """Sum of an integer column, read by Arrow (no Python object per row)."""
+    import pyarrow.compute as pc
+
+    total = pc.sum(dataset.with_format("arrow")[column]).as_py()
+    return int(total or 0)
+
+
+@dataclass
+class TokenizingPass:
+    """Set on a task by the token cache for one tokenizing pass: the folder that receives the
+    pass's Arrow files (beside the cache entry being built, so nothing lands in datasets' own
+    cache) and the pass's key (datasets' fingerprints of the pass's steps are derived from it
+    instead of hashing the task and its tokenizer for every map)."""
+
+    work_dir: Path
+    key: str
 
 
 @dataclass(kw_only=True)
@@ -58,6 +91,7 @@ class Task:
     # before training) and cuts text into data.block_size blocks (continued pretraining).
     can_stream: ClassVar[bool] = False
     takes_blocks: ClassVar[bool] = False
+    tokenizing: TokenizingPass | None = None
     # The batches the task's collator gives, as objectives name them (framework/objectives/base):
     # "task" = its own examples, trained by its own loss (objective cross_entropy).
     data_kinds: ClassVar[frozenset[str]] = frozenset({"task"})
@@ -72,6 +106,16 @@ class Task:
     def params_problems(cls, params: TaskParams, run: RunView) -> list[str]:
         """Impossible task settings, found before anything is loaded; each names its key."""
         return []
+
+    @classmethod
+    def no_template_problem(
+        cls, params: Any, data: Any, first_row: dict[str, Any] | None, checkpoint: str
+    ) -> str | None:
+        """Asked before anything is loaded: the one line (key, value, fix) for this run's rows
+        should the tokenizer of `checkpoint` have no chat template, or None when the rows need
+        none (or their shape is not known before they are read). first_row: the data's first
+        row when it can be read cheaply."""
+        return None
 
     @classmethod
     def tasks_giving(cls, data_kind: str) -> list[str]:
@@ -152,6 +196,17 @@ class Task:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def map_options(self, dataset: Any, split: str, step: str) -> dict[str, Any]:
+        """`datasets.map`/`filter` options of one tokenizing step of a split: data.num_proc
+        processes (one for a small split), and, in a token-cache pass, its own Arrow file and
+        fingerprint."""
+        processes = worker_count(self.data.num_proc, len(dataset))
+        options: dict[str, Any] = {"num_proc": processes if processes > 1 else None}
+        if self.tokenizing is not None:
+            options["cache_file_name"] = str(self.tokenizing.work_dir / f"{split}-{step}.arrow")
+            options["new_fingerprint"] = f"{self.tokenizing.key}-{split}-{step}"
+        return options
+
     def encode_split(
         self,
         dataset: Any,
@@ -159,17 +214,24 @@ class Task:
         encode: Callable[..., dict[str, Any]],
         fn_kwargs: dict[str, Any] | None = None,
         length_of: Callable[[dict], int] | None = None,
+        with_indices: bool = False,
     ) -> Any:
-        """Tokenize one split with batched `datasets.map` (cached by fingerprint), replacing its
-        columns with encode's output; under data.truncation=false, drop over-long examples
-        (length_of gives an example's length in tokens; default: its input_ids)."""
-        streamed = is_stream(dataset)  # mapped lazily, as training reads it: no progress bar
+        """Tokenize one split with batched `datasets.map` in data.num_proc processes, replacing
+        its columns with encode's output (with_indices: encode also takes the rows' indices);
+        under data.truncation=false, drop over-long examples (length_of gives an example's length
+        in tokens; default: its input_ids). A stream is mapped lazily, as training reads it."""
+        streamed = is_stream(dataset)
         encoded = dataset.map(
             encode,
             batched=True,
+            with_indices=with_indices,
             remove_columns=dataset.column_names,
             fn_kwargs=fn_kwargs,
-            **({} if streamed else {"desc": f"tokenizing {split}"}),
+            **(
+                {}
+                if streamed
+                else {"desc": f"tokenizing {split}", **self.map_options(dataset, split, "encode")}
+            ),
         )
         if streamed:
             limit = self.data.max_length
@@ -183,6 +245,16 @@ class Task:
             )
         return encoded
 
+    def keep_where(self, dataset: Any, column: str, keep: Callable[[Any], Any]) -> Any:
+        """The rows whose `column` value passes `keep` (vectorised over a numpy array); the
+        dataset itself, with no indices mapping, when every row passes."""
+        import numpy as np
+
+        values = np.asarray(dataset.with_format("arrow")[column])
+        if len(values) == 0 or bool(keep(values).all()):
+            return dataset
+        return dataset.select(np.flatnonzero(keep(values)))
+
     def data_notes(self, split: str) -> list[str]:
         """What tokenizing `split` dropped or cut, for `ft validate --data` (none by default)."""
         return []
@@ -190,7 +262,9 @@ class Task:
     def drop_too_long(self, dataset: Any, split: str, length_of: Callable[[dict], int]) -> Any:
         """Under truncation=false, drop over-long examples; fail if none are left."""
         limit = self.data.max_length
-        kept = dataset.filter(lambda ex: length_of(ex) <= limit)
+        kept = dataset.filter(
+            lambda ex: length_of(ex) <= limit, **self.map_options(dataset, split, "fit")
+        )
         if len(kept) == 0 and len(dataset) > 0:
             raise UserError(
                 f"data.max_length={limit}: every example of split '{split}' is longer "

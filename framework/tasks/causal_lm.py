@@ -2,32 +2,63 @@
 
 Rows come in TRL's three shapes (see tasks/chat.py): multi-turn `messages` (ShareGPT's
 `conversations` through data.columns.messages=conversations), `prompt`/`completion` (or
-`response`) pairs, or plain `text`. Conversations are rendered with the tokenizer's own chat
-template (or one chosen explicitly with task.chat_template) and the loss covers the assistant
-turns only: every one, the last one, or every token (task.train_on). Generation (eval and
-`ft predict`) uses the same template and stops at its end-of-turn marker."""
+`response`) pairs, or plain `text`; conversations may offer `tools` and carry tool calls.
+Conversations are rendered with the tokenizer's own chat template (or one chosen explicitly with
+task.chat_template) and the loss covers the assistant turns only: every one, the last one, or
+every token (task.train_on). String prompt/completion rows for a tokenizer without a chat
+template are plain text, prompt + completion + eos (TRL's standard prompt-completion); lists of
+turns need a template, and `ft validate` says so before anything is loaded. Generation (eval and
+`ft predict`) uses the same template, tools included, and stops at its end-of-turn marker."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from framework.core.errors import UserError
 from framework.core.registry import TASKS
 from framework.core.streams import is_stream
 from framework.tasks import blocks, chat, packing, token_loss
-from framework.tasks.base import Task, TaskParams, safe_exp
+from framework.tasks.base import Task, TaskParams, column_sum, safe_exp
 from framework.tasks.chat import IGNORE_INDEX
 
 log = logging.getLogger("ft")
 FORMATS = ("messages", "prompt_completion", "text")
+LABELLED = "labelled_tokens"  # a column of the tokenizing pass: label tokens per example
 
 
-def _has_labels(example: dict[str, Any]) -> bool:
-    """Whether any token of an example carries the loss (one whose trained turns were all cut
-    off teaches nothing)."""
-    return any(label != IGNORE_INDEX for label in example["labels"])
+def is_turn_list(feature: Any) -> bool:
+    """Whether a datasets feature holds lists (of turns), not strings."""
+    return feature is not None and (isinstance(feature, list) or hasattr(feature, "feature"))
+
+
+def format_of(names: set[str], columns: dict[str, str], completion: str) -> str | None:
+    """format=auto by the columns present: messages, then prompt + completion/response, then
+    text (data.columns maps a role to the data's column name); None when none of them is."""
+    if columns.get("messages", "messages") in names:
+        return "messages"
+    if columns.get("prompt", "prompt") in names and completion in names:
+        return "prompt_completion"
+    if columns.get("text", "text") in names:
+        return "text"
+    return None
+
+
+def last_only(conversation: chat.Conversation) -> chat.Conversation:
+    """The conversation with only its last assistant turn trained."""
+    trained = conversation.assistant_indices()
+    return replace(conversation, first_trained=trained[-1]) if trained else conversation
+
+
+def no_template_problem(checkpoint: str) -> str:
+    """The one line for conversational rows and a tokenizer without a chat template."""
+    return (
+        f"task.chat_template: the tokenizer of {checkpoint} has no chat template, and the "
+        f"data's rows are conversational (lists of turns), which need one to mark the turns. "
+        f"Fix: task.chat_template=chatml (ft's ChatML markup) or a Jinja template string, or "
+        f"give prompt/completion as strings (plain prompt + completion + eos)"
+    )
 
 
 @dataclass(kw_only=True)
@@ -39,6 +70,9 @@ class CausalLmParams(TaskParams):
     # null: the tokenizer's own; chatml; none (plain); or Jinja text
     chat_template: str | None = None
     system_prompt: str | None = None  # system turn added to conversations that have none
+    # tools (JSON schemas, as apply_chat_template(tools=...) takes them) offered in every
+    # conversation whose row has no `tools` of its own
+    tools: list[dict[str, Any]] | None = None
     generate_eval: bool = False  # also generate answers on eval and score exact match / ROUGE-L
     max_new_tokens: int = 32  # tokens generated per eval example when generate_eval
     max_generate_examples: int = 64  # eval examples scored by generation (it is slow)
@@ -76,6 +110,9 @@ class CausalLm(Task):
         self._completion = (
             self.data.columns.get("completion") or self.data.columns.get("response") or "completion"
         )
+        self._tools = chat.normalize_tools(getattr(self.params, "tools", None), "task.tools")
+        self._turn_lists = False  # prompt/completion rows hold lists of turns (check_columns)
+        self._markers: tuple[str, chat.TurnMarkers] | None = None  # (template, its markers)
         if self.tokenizer is not None:
             self._choose_template()
 
@@ -106,9 +143,9 @@ class CausalLm(Task):
 
     def roles(self) -> dict[str, bool]:
         if self.format == "messages":
-            return {"messages": True}
+            return {"messages": True, "tools": False}
         if self.format == "prompt_completion":
-            return {"prompt": True, "completion": True}
+            return {"prompt": True, "completion": True, "tools": False}
         if self.format == "text":
             return {"text": True}
         return {}
@@ -124,12 +161,9 @@ class CausalLm(Task):
         if self._completion not in names and "response" in names:
             self._completion = "response"
         if self.format == "auto":
-            if super().column("messages") in names:
-                self.format = "messages"
-            elif super().column("prompt") in names and self.column("completion") in names:
-                self.format = "prompt_completion"
-            elif super().column("text") in names:
-                self.format = "text"
+            found = format_of(names, self.data.columns, self._completion)
+            if found is not None:
+                self.format = found
             else:
                 raise UserError(
                     f"task.format=auto: no chat columns in {describe(next(iter(splits)))}: it has "
@@ -138,6 +172,73 @@ class CausalLm(Task):
                     f"data.columns.messages=conversations"
                 )
         super().check_columns(splits, describe)
+        self._turn_lists = self.format == "prompt_completion" and any(
+            is_turn_list(first.features.get(self.column(r))) for r in ("prompt", "completion")
+        )
+        log.info("causal_lm: %s", self.rendering())
+
+    @classmethod
+    def needs_chat_template(
+        cls, params: CausalLmParams, data: Any, first_row: dict[str, Any] | None
+    ) -> bool | None:
+        """Lists of turns (messages, or conversational prompt/completion) need the tokenizer's
+        chat template unless task.chat_template gives one (or `none`); format=auto and
+        prompt_completion decide by the data's first row (None when it is not known)."""
+        if params.chat_template is not None or params.format == "text":
+            return False
+        if params.format == "messages":
+            return True
+        if first_row is None:
+            return None
+        completion = data.columns.get("completion") or data.columns.get("response") or "completion"
+        if completion not in first_row and "response" in first_row:
+            completion = "response"
+        form = params.format
+        if form == "auto":
+            form = format_of(set(first_row), data.columns, completion)
+        if form == "messages":
+            return True
+        if form != "prompt_completion":
+            return False
+        prompt = data.columns.get("prompt", "prompt")
+        return any(isinstance(first_row.get(c), (list, tuple)) for c in (prompt, completion))
+
+    @classmethod
+    def no_template_problem(
+        cls, params: CausalLmParams, data: Any, first_row: dict[str, Any] | None, checkpoint: str
+    ) -> str | None:
+        if not cls.needs_chat_template(params, data, first_row):
+            return None
+        return no_template_problem(checkpoint)
+
+    @property
+    def conversational(self) -> bool:
+        """Whether rows are lists of turns (TRL's conversational format), not strings."""
+        return self.format == "messages" or self._turn_lists
+
+    def rendering(self) -> str:
+        """How rows become text (the log says it): which template, or plain text."""
+        if self.format == "text":
+            return "text rows as they are + eos, every token trained"
+        choice = self.params.chat_template
+        if not self._templated():
+            why = "task.chat_template=none" if choice == chat.NO_TEMPLATE else "no chat template"
+            return (
+                f"plain text: prompt + completion + eos ({why}; TRL's standard prompt-completion)"
+            )
+        which = (
+            "the tokenizer's chat template"
+            if choice is None
+            else f"task.chat_template={choice}"
+            if choice in chat.TEMPLATES
+            else "the task.chat_template Jinja string"
+        )
+        labels = (
+            "the template's {% generation %} masks"
+            if chat.has_generation_tags(self.tokenizer)
+            else "its assistant header and end-of-turn marker"
+        )
+        return f"{self.format} rows rendered with {which}; assistant labels from {labels}"
 
     def artifacts(self) -> dict[str, Any]:
         return {"task": "causal_lm", "format": self.format}
@@ -160,16 +261,23 @@ class CausalLm(Task):
         self.tokenizer.chat_template = chat.TEMPLATES.get(choice, choice)
 
     def _templated(self) -> bool:
+        """Whether conversations go through a chat template: the tokenizer's (or task's) when
+        there is one; without one, string prompt/completion rows are plain text (TRL's
+        convention) and conversational rows cannot be rendered."""
         if self.params.chat_template == chat.NO_TEMPLATE:
             return False
         if getattr(self.tokenizer, "chat_template", None):
             return True
-        raise UserError(
-            f"task.chat_template: the tokenizer of this checkpoint has no chat template, and "
-            f"task.format={self.format} needs one to mark the turns. Fix: "
-            f"task.chat_template=chatml (ft's ChatML markup), a Jinja template string, or, for "
-            f"prompt/completion rows, task.chat_template=none (plain prompt + completion + eos)"
-        )
+        if self.format == "text" or not self.conversational:
+            return False
+        raise UserError(no_template_problem("this checkpoint"))
+
+    def markers(self) -> chat.TurnMarkers:
+        """The template's assistant header and end-of-turn marker (found once per template)."""
+        template = str(self.tokenizer.chat_template)
+        if self._markers is None or self._markers[0] != template:
+            self._markers = (template, chat.turn_markers(self.tokenizer))
+        return self._markers[1]
 
     def end_of_turn_ids(self) -> list[int]:
         """Token ids that end an assistant turn: eos, and the template's end-of-turn marker when
@@ -186,15 +294,40 @@ class CausalLm(Task):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def conversation(self, row: dict[str, Any], where: str) -> chat.Conversation:
-        columns = {role: self.column(role) for role in ("messages", "prompt", "completion")}
-        return chat.conversation_of(row, self.format, columns, self.params.system_prompt, where)
+        columns = {
+            role: self.column(role) for role in ("messages", "prompt", "completion", "tools")
+        }
+        return chat.conversation_of(
+            row, self.format, columns, self.params.system_prompt, where, self._tools
+        )
 
     # ---- encoding ----------------------------------------------------------------------------------
+    def encode_conversation(
+        self, conversation: chat.Conversation, where: str = "row"
+    ) -> dict[str, Any]:
+        """input_ids and labels of one conversation (see encode_conversations)."""
+        return self.encode_conversations([conversation], [where])[0]
+
     def conversation_ids(
         self, conversation: chat.Conversation, where: str = "row"
     ) -> tuple[list[int], list[int]]:
         """(input_ids, trained assistant turn per token or -1) of a whole conversation, rendered
         with the chat template (or plain prompt + completion + eos without one); not truncated."""
+        return self._owned([conversation], [where])[0]
+
+    def encode_conversations(
+        self, conversations: list[chat.Conversation], wheres: list[str]
+    ) -> list[dict[str, Any]]:
+        """input_ids and labels of each conversation (labels on the trained assistant turns, or
+        on everything with train_on=all), truncated to data.max_length. A turn the cut goes
+        through is left out of the loss entirely and counted in `cut_turns`."""
+        return [self._labelled(ids, owner) for ids, owner in self._owned(conversations, wheres)]
+
+    def _owned(
+        self, conversations: list[chat.Conversation], wheres: list[str]
+    ) -> list[tuple[list[int], list[int]]]:
+        """(input_ids, trained turn per token or -1) of each conversation: one render each, and
+        one batched call of the fast tokenizer for them all."""
         if not self._templated():
             if self.format == "messages":
                 raise UserError(
@@ -203,22 +336,34 @@ class CausalLm(Task):
                     "template. Fix: task.chat_template=chatml (or null for the "
                     "tokenizer's own)"
                 )
-            ids, owner = self._plain(conversation)
-        elif chat.has_generation_tags(self.tokenizer):
-            ids, owner = chat.generation_masks(self.tokenizer, conversation, where)
-        else:
-            full = chat.render(self.tokenizer, conversation.turns, False, where)
-            spans = chat.assistant_spans(self.tokenizer, conversation, full, where)
-            ids, owner = chat.token_labels(self.tokenizer, full, spans)
-        return ids, owner
+            return [self._plain(c) for c in conversations]
+        if self.params.train_on == "last_assistant":  # only the last turn's span is looked for
+            conversations = [last_only(c) for c in conversations]
+        if chat.has_generation_tags(self.tokenizer):
+            return [
+                chat.generation_masks(self.tokenizer, c, w) for c, w in zip(conversations, wheres)
+            ]
+        markers = self.markers()
+        fulls = [
+            chat.render(self.tokenizer, c.turns, False, w, c.tools)
+            for c, w in zip(conversations, wheres)
+        ]
+        spans = [
+            chat.assistant_spans(self.tokenizer, c, full, w, markers)
+            for c, full, w in zip(conversations, fulls, wheres)
+        ]
+        if not getattr(self.tokenizer, "is_fast", False):
+            return [chat.token_labels(self.tokenizer, f, s) for f, s in zip(fulls, spans)]
+        encoded = self.tokenizer(fulls, add_special_tokens=False, return_offsets_mapping=True)
+        return [
+            (list(ids), chat.span_owners(offsets, turn_spans))
+            for ids, offsets, turn_spans in zip(
+                encoded["input_ids"], encoded["offset_mapping"], spans
+            )
+        ]
 
-    def encode_conversation(
-        self, conversation: chat.Conversation, where: str = "row"
-    ) -> dict[str, Any]:
-        """input_ids and labels of one conversation (labels on the trained assistant turns, or on
-        everything with train_on=all), truncated to data.max_length. A turn the cut goes through
-        is left out of the loss entirely and counted in `cut_turns`."""
-        ids, owner = self.conversation_ids(conversation, where)
+    def _labelled(self, ids: list[int], owner: list[int]) -> dict[str, Any]:
+        """Labels from token owners under task.train_on, and the data.max_length cut."""
         trained_turns = sorted({k for k in owner if k >= 0})
         if self.params.train_on == "last_assistant" and trained_turns:
             owner = [k if k == trained_turns[-1] else -1 for k in owner]
@@ -258,27 +403,30 @@ class CausalLm(Task):
             )
         )
 
-    def encode_lm(self, text: str) -> dict[str, Any]:
-        """A text document, ended by eos; cut at data.max_length unless it goes into blocks."""
-        ids = self.tokenizer(text)["input_ids"] + [self.tokenizer.eos_token_id]
-        if self.data.truncation and not self.data.block_size:
-            ids = ids[: self.data.max_length]
-        return {"input_ids": ids, "labels": list(ids), "cut_turns": 0}
+    def encode_texts(self, texts: list[str]) -> list[dict[str, Any]]:
+        """format=text: each text + eos, every token trained (one batched tokenizer call); cut
+        at data.max_length unless the documents go into blocks."""
+        eos = [self.tokenizer.eos_token_id]
+        out = []
+        for ids in self.tokenizer(texts)["input_ids"]:
+            ids = list(ids) + eos
+            if self.data.truncation and not self.data.block_size:  # blocks: never cut here
+                ids = ids[: self.data.max_length]
+            out.append({"input_ids": ids, "labels": list(ids), "cut_turns": 0})
+        return out
 
     def tokenize(self, splits: Any) -> Any:
-        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            size = len(next(iter(batch.values())))
-            rows = [{k: v[i] for k, v in batch.items()} for i in range(size)]
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             if self.format == "text":
-                out = [self.encode_lm(str(r[self.column("text")])) for r in rows]
+                out = self.encode_texts([str(t) for t in batch[self.column("text")]])
             else:
-                out = [
-                    self.encode_conversation(
-                        self.conversation(r, f"row {i} of the data"), f"row {i} of the data"
-                    )
-                    for i, r in enumerate(rows)
-                ]
-            return {key: [o[key] for o in out] for key in ("input_ids", "labels", "cut_turns")}
+                wheres = [f"row {i} of the data" for i in indices]
+                rows = [{k: v[j] for k, v in batch.items()} for j in range(len(indices))]
+                conversations = [self.conversation(r, w) for r, w in zip(rows, wheres)]
+                out = self.encode_conversations(conversations, wheres)
+            columns = {key: [o[key] for o in out] for key in ("input_ids", "labels", "cut_turns")}
+            columns[LABELLED] = [sum(x != IGNORE_INDEX for x in o["labels"]) for o in out]
+            return columns
 
         if self.format == "auto":
             raise UserError("task.format=auto: check_columns must resolve the format first")
@@ -291,20 +439,24 @@ class CausalLm(Task):
         tokenized = {}
         for split, dataset in splits.items():
             if self.data.block_size:  # documents are never cut or dropped for length here
-                encoded = self.encode_split(dataset, split, encode, length_of=lambda ex: 0)
-                columns = ["input_ids", "labels", "cut_turns"]
+                encoded = self.encode_split(
+                    dataset, split, encode, length_of=lambda ex: 0, with_indices=True
+                )
+                columns = ["input_ids", "labels", "cut_turns", LABELLED]
                 tokenized[split] = blocks.cut_into_blocks(
                     encoded, columns, self.data.block_size, split
                 )
                 continue
-            encoded = self.encode_split(dataset, split, encode)
+            encoded = self.encode_split(dataset, split, encode, with_indices=True)
             if is_stream(encoded):  # read lazily: nothing to count before training
-                tokenized[split] = encoded.remove_columns("cut_turns").filter(_has_labels)
+                tokenized[split] = encoded.filter(lambda ex: ex[LABELLED] > 0).remove_columns(
+                    ["cut_turns", LABELLED]
+                )
                 continue
-            cut = sum(encoded["cut_turns"])
-            encoded = encoded.remove_columns("cut_turns")
+            encoded = self.encode_split(dataset, split, encode, with_indices=True)
+            cut = column_sum(encoded, "cut_turns")
             # An example whose trained turns were all cut off teaches nothing: drop it.
-            kept = encoded.filter(_has_labels)
+            kept = self.keep_where(encoded, LABELLED, lambda labelled: labelled > 0)
             if cut or len(kept) < len(encoded):
                 log.info(
                     "%s: data.max_length=%d cut %d assistant turns (left out of the loss); "
@@ -315,7 +467,7 @@ class CausalLm(Task):
                     len(kept),
                     len(encoded),
                 )
-            tokenized[split] = kept
+            tokenized[split] = kept.remove_columns(["cut_turns", LABELLED])
         return tokenized
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -382,9 +534,10 @@ class CausalLm(Task):
         return result
 
     # ---- generation ------------------------------------------------------------------------------
-    def prompt_text(self, prompt: Any) -> str:
+    def prompt_text(self, prompt: Any, tools: list[dict[str, Any]] | None = None) -> str:
         """The text the model continues: the conversation so far (a prompt string or a list of
-        turns) rendered with the generation prompt; the plain prompt without a template."""
+        turns) rendered with the generation prompt and the tools (default: task.tools), as
+        training renders it; the plain prompt without a template."""
         turns = (
             chat.normalize_turns(prompt, "prompt")
             if isinstance(prompt, (list, tuple))
@@ -394,12 +547,19 @@ class CausalLm(Task):
             turns.insert(0, {"role": "system", "content": self.params.system_prompt})
         if self.format == "text" or not self._templated():
             return "".join(t["content"] for t in turns if t["role"] != "system")
-        return chat.render(self.tokenizer, turns, True, "prompt")
+        return chat.render(self.tokenizer, turns, True, "prompt", tools or self._tools)
 
-    def generate_turns(self, model: Any, contexts: list[Any], device: Any) -> list[dict[str, Any]]:
+    def generate_turns(
+        self,
+        model: Any,
+        contexts: list[Any],
+        device: Any,
+        tools: list[list[dict[str, Any]] | None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Greedy answers for conversations (or prompt strings), batched with left padding;
-        generation stops at eos or the template's end-of-turn token. Each answer: its text and
-        whether it ended its turn before max_new_tokens."""
+        generation stops at eos or the template's end-of-turn token. `tools`: each context's
+        tools (None: task.tools). Each answer: its text and whether it ended its turn before
+        max_new_tokens."""
         import torch
 
         stops = self.end_of_turn_ids()
@@ -408,7 +568,9 @@ class CausalLm(Task):
         )
         self.tokenizer.padding_side = "left"
         try:
-            texts = [self.prompt_text(c) for c in contexts]
+            texts = [
+                self.prompt_text(c, t) for c, t in zip(contexts, tools or [None] * len(contexts))
+            ]
             enc = self.tokenizer(
                 texts,
                 return_tensors="pt",
@@ -448,7 +610,7 @@ class CausalLm(Task):
         last = conversation.assistant_indices()[-1] if conversation.assistant_indices() else None
         if last is None:
             return None
-        return conversation.turns[:last], conversation.turns[last]["content"]
+        return conversation.turns[:last], conversation.turns[last]["content"], conversation.tools
 
     def generation_metrics(self, model: Any, raw: Any, device: Any) -> dict[str, float]:
         """Exact match and ROUGE-L of generated last assistant turns against the data's, and the
@@ -461,8 +623,11 @@ class CausalLm(Task):
         ]
         answers: list[dict[str, Any]] = []
         for start in range(0, len(pairs), 16):
-            answers += self.generate_turns(model, [c for c, _ in pairs[start : start + 16]], device)
-        texts, golds = [a["generated"] for a in answers], [g for _, g in pairs]
+            batch = pairs[start : start + 16]
+            answers += self.generate_turns(
+                model, [c for c, _, _ in batch], device, [t for _, _, t in batch]
+            )
+        texts, golds = [a["generated"] for a in answers], [g for _, g, _ in pairs]
         scores = metrics.squad_metrics(texts, [[g] for g in golds])
         return {
             "exact_match": scores["exact_match"],
@@ -472,8 +637,9 @@ class CausalLm(Task):
 
     def predict(self, model: Any, rows: list[dict[str, Any]], device: Any) -> list[dict[str, Any]]:
         """`ft predict`: the next assistant turn of each row's conversation (`messages`, a
-        `prompt`), or a continuation of `text`; rendered with the same template as training."""
-        contexts = []
+        `prompt`), or a continuation of `text`; rendered with the same template as training, with
+        the row's `tools` (or task.tools)."""
+        contexts, tools = [], []
         for number, row in enumerate(rows, 1):
             column = next(
                 (self.column(r) for r in ("messages", "prompt", "text") if self.column(r) in row),
@@ -489,4 +655,8 @@ class CausalLm(Task):
                 turns = chat.normalize_turns(value, f"--input row {number}")
                 value = turns[:-1] if turns[-1]["role"] == "assistant" else turns
             contexts.append(value)
-        return [{"generated": a["generated"]} for a in self.generate_turns(model, contexts, device)]
+            tools.append(
+                chat.normalize_tools(row.get(self.column("tools")), f"--input row {number}")
+            )
+        answers = self.generate_turns(model, contexts, device, tools)
+        return [{"generated": a["generated"]} for a in answers]

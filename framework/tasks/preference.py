@@ -30,7 +30,7 @@ from framework.core.errors import UserError
 from framework.core.registry import TASKS
 from framework.tasks import chat, token_loss
 from framework.tasks.base import TaskParams
-from framework.tasks.causal_lm import CausalLm
+from framework.tasks.causal_lm import CausalLm, is_turn_list
 
 log = logging.getLogger("ft")
 PAIRS, UNPAIRED, SCORED_PAIRS = "pairs", "unpaired", "scored_pairs"  # objectives' data kinds
@@ -118,7 +118,25 @@ class Preference(CausalLm):
                 f"the objective reads {self.wanted}. Fix: objective=kto, or give `chosen` and "
                 f"`rejected` columns"
             )
+        first = next(iter(splits.values()))
+        # conversational rows (lists of turns) need a chat template; strings go plain without one
+        self._turn_lists = any(
+            is_turn_list(first.features.get(self.column(r))) for r in self.roles()
+        )
         super(CausalLm, self).check_columns(splits, describe)
+
+    @classmethod
+    def needs_chat_template(
+        cls, params: Any, data: Any, first_row: dict[str, Any] | None
+    ) -> bool | None:
+        """Rows whose prompt or completions are lists of turns need the tokenizer's chat
+        template unless task.chat_template gives one (or `none`); None when no row is known."""
+        if params.chat_template is not None:
+            return False
+        if first_row is None:
+            return None
+        roles = ("prompt", "chosen", "rejected", "completion")
+        return any(isinstance(first_row.get(data.columns.get(r, r)), (list, tuple)) for r in roles)
 
     def artifacts(self) -> dict[str, Any]:
         return {"task": self.registry_name, "format": self.format, "kl_chunk": self.kl_chunk}
@@ -272,9 +290,12 @@ class Preference(CausalLm):
             with_indices=True,
             remove_columns=dataset.column_names,
             desc=f"tokenizing {split}",
+            **self.map_options(dataset, split, "encode"),
         )
         dropped = [d for d in encoded["dropped"] if d]
-        kept = encoded.filter(lambda ex: not ex["dropped"])
+        kept = encoded.filter(
+            lambda ex: not ex["dropped"], **self.map_options(encoded, split, "keep")
+        )
         prompt_cut, completion_cut = sum(kept["prompt_cut"]), sum(kept["completion_cut"])
         notes = [f"{dropped.count(reason)} dropped: {reason}" for reason in sorted(set(dropped))]
         if prompt_cut or completion_cut:
@@ -292,7 +313,9 @@ class Preference(CausalLm):
             )
         kept = kept.remove_columns(["prompt_cut", "completion_cut", "dropped"])
         if self.wanted == UNPAIRED:
-            kept = kept.map(self.add_kl_rows, batched=True, batch_size=self.kl_chunk)
+            # one process: the KL rotation runs in batch-sized chunks counted from the first row
+            options = {**self.map_options(kept, split, "kl"), "num_proc": None}
+            kept = kept.map(self.add_kl_rows, batched=True, batch_size=self.kl_chunk, **options)
             kept = kept.remove_columns("prompt_ids")
         return kept
 

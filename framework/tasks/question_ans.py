@@ -292,6 +292,7 @@ class QuestionAns(Task):
                 remove_columns=indexed.column_names,
                 fn_kwargs={"with_positions": True},
                 desc=f"tokenizing {split}",
+                **self.map_options(indexed, split, "encode"),
             )
             if split == "train":  # offsets and example ids only serve evaluation
                 encoded = encoded.remove_columns(["example_index", "offset_mapping"])

@@ -45,17 +45,29 @@ class SeqCls(Task):
             return [str(v) for v in (value if isinstance(value, list) else str(value).split(","))]
         return [str(value)]
 
+    def _distinct_labels(self, dataset: Any) -> set[str]:
+        """The label names a split uses, from its distinct column values (found by Arrow, so a
+        million rows cost what a few do)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        column = dataset.with_format("arrow")[self.column("label")]
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            return {str(v) for v in pc.unique(pc.list_flatten(column)).to_pylist()}
+        return {v for value in pc.unique(column).to_pylist() for v in self._label_values(value)}
+
     def fit_labels(self, splits: Any, describe: Callable[[str], str]) -> None:
         if self.params.problem_type == "regression":
             self.labels = ["score"]
             return
         col = self.column("label")
         if not self.labels:
-            seen = {v for row in splits["train"][col] for v in self._label_values(row)}
-            self.labels = sorted(seen)
+            self.labels = sorted(self._distinct_labels(splits["train"]))
         known = set(self.labels)
         for split, dataset in splits.items():
-            for index, value in enumerate(dataset[col]):
+            if self._distinct_labels(dataset) <= known:
+                continue
+            for index, value in enumerate(dataset[col]):  # only to name the first bad row
                 bad = [v for v in self._label_values(value) if v not in known]
                 if bad:
                     raise UserError(
@@ -89,10 +101,10 @@ class SeqCls(Task):
         self.labels = list(extras.get("labels", self.labels))
 
     # ---- data --------------------------------------------------------------------------------
-    def _encode_label(self, value: Any) -> Any:
+    def _encode_label(self, value: Any, index: dict[str, int]) -> Any:
+        """A label value as the model's target; index: label name -> id."""
         if self.params.problem_type == "regression":
             return float(value)
-        index = {name: i for i, name in enumerate(self.labels)}
         if self.params.problem_type == "multi_label":
             vector = [0.0] * len(self.labels)
             for v in self._label_values(value):
@@ -113,7 +125,8 @@ class SeqCls(Task):
     def tokenize(self, splits: Any) -> Any:
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
             out = dict(self._encode_texts(batch))
-            out["labels"] = [self._encode_label(v) for v in batch[self.column("label")]]
+            index = {name: i for i, name in enumerate(self.labels)}
+            out["labels"] = [self._encode_label(v, index) for v in batch[self.column("label")]]
             return out
 
         return {

@@ -31,6 +31,11 @@ def _corpus() -> Iterator[str]:
         yield f"{a} {b}"
 
 
+def has_chat_template(kind: str) -> bool:
+    """Whether the tiny tokenizer of this kind is given a chat template (the decoders' ChatML)."""
+    return kind == "llama"
+
+
 def train_tokenizer(kind: str, vocab_size: int) -> Any:
     """Return a PreTrainedTokenizerFast trained on a small built-in English corpus."""
     from tokenizers import (
@@ -104,9 +109,9 @@ def train_tokenizer(kind: str, vocab_size: int) -> Any:
         unk_token="<unk>",
         model_max_length=512,
     )
-    # A ChatML template, so that SFT on tiny models runs the chat-template path.
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
+    if has_chat_template(kind):  # ChatML, so that SFT on tiny models runs the chat-template path
+        tokenizer.chat_template = (
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+        )
     return tokenizer

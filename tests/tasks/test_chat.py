@@ -78,19 +78,6 @@ CHAT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def base_tokenizer():
-    """The tiny Llama's byte-level BPE tokenizer (trained on the fly, built once)."""
-    from framework.core.plugins import load_all
-    from framework.core.registry import MODELS
-    from framework.models.loading import load_tokenizer, resolve_checkpoint
-    from framework.models.params import ModelParams, TinySpec
-
-    load_all()
-    family, params = MODELS.get("llama"), ModelParams(name="llama", random_init=TinySpec())
-    return load_tokenizer(family, params, resolve_checkpoint(family, params))
-
-
 def with_template(tokenizer: Any, name: str) -> Any:
     template, _, markers = TEMPLATES[name]
     tokenizer = copy.deepcopy(tokenizer)
@@ -288,18 +275,29 @@ def test_bad_rows_and_missing_columns_are_named(base_tokenizer) -> None:
         tokenized(make_task(gemma, system_prompt="Be brief."), [{"messages": CHAT[:2]}])
 
 
-# ---- no template: an explicit choice ---------------------------------------------------------
-def test_a_tokenizer_without_template_needs_an_explicit_choice(base_tokenizer) -> None:
+# ---- no template: TRL's conventions for strings ----------------------------------------------
+def test_without_a_template_strings_are_plain_text_and_turns_need_one(
+    base_tokenizer, caplog
+) -> None:
+    """TRL's standard prompt-completion: plain strings and no chat template give prompt +
+    completion + eos with no extra key (the log says so); lists of turns need a template."""
     bare = copy.deepcopy(base_tokenizer)
     bare.chat_template = None
     rows = [{"prompt": "Capital of France?", "completion": "Paris."}]
-    with pytest.raises(UserError, match=r"has no chat template.*task.chat_template=chatml"):
-        tokenized(make_task(bare), rows)
-    chatml = make_task(copy.deepcopy(bare), chat_template="chatml")
-    assert [bare.decode(r) for r in label_runs(tokenized(chatml, rows)[0])] == ["Paris.<|im_end|>"]
-    plain = tokenized(make_task(copy.deepcopy(bare), chat_template="none"), rows)[0]
+    with caplog.at_level("INFO", logger="ft"):
+        plain = tokenized(make_task(bare), rows)[0]
     assert bare.decode(plain["input_ids"]) == "<s>Capital of France?Paris.</s>"
     assert bare.decode(label_runs(plain)[0]) == "Paris.</s>"
+    assert "plain text: prompt + completion + eos (no chat template" in caplog.text
+    explicit = tokenized(make_task(copy.deepcopy(bare), chat_template="none"), rows)[0]
+    assert explicit == plain
+    chatml = make_task(copy.deepcopy(bare), chat_template="chatml")
+    assert [bare.decode(r) for r in label_runs(tokenized(chatml, rows)[0])] == ["Paris.<|im_end|>"]
+    fix = r"has no chat template, and the data's rows are conversational.*task.chat_template=chatml"
+    with pytest.raises(UserError, match=fix):
+        tokenized(make_task(bare), [{"messages": CHAT[:2]}])
+    with pytest.raises(UserError, match=fix):
+        tokenized(make_task(bare), [{"prompt": CHAT[:1], "completion": CHAT[1:2]}])
 
 
 def test_unknown_chat_template_is_refused_at_validation() -> None:
