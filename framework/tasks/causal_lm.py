@@ -380,13 +380,21 @@ class CausalLm(Task):
             labels = [i if k >= 0 else IGNORE_INDEX for i, k in zip(ids, owner)]
         return {"input_ids": ids, "labels": labels, "cut_turns": cut}
 
+    def _end_of_text(self) -> list[int]:
+        """The token that ends a plain text: eos; an encoder's tokenizer (a reward model on
+        BERT-style checkpoints) has none and ends with its separator; else nothing."""
+        for token_id in (self.tokenizer.eos_token_id, self.tokenizer.sep_token_id):
+            if token_id is not None:
+                return [token_id]
+        return []
+
     def _plain(self, conversation: chat.Conversation) -> Any:
         """task.chat_template=none: prompt + completion + eos, the completion trained."""
         prompt = "".join(t["content"] for t in conversation.turns[: conversation.first_trained])
         answer = "".join(t["content"] for t in conversation.turns[conversation.first_trained :])
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         prompt_ids = bos + self._ids(prompt)
-        answer_ids = self._ids(answer) + [self.tokenizer.eos_token_id]
+        answer_ids = self._ids(answer) + self._end_of_text()
         return prompt_ids + answer_ids, [-1] * len(prompt_ids) + [0] * len(answer_ids)
 
     def encode_sft(self, prompt: str, response: str) -> dict[str, Any]:
@@ -406,7 +414,7 @@ class CausalLm(Task):
     def encode_texts(self, texts: list[str]) -> list[dict[str, Any]]:
         """format=text: each text + eos, every token trained (one batched tokenizer call); cut
         at data.max_length unless the documents go into blocks."""
-        eos = [self.tokenizer.eos_token_id]
+        eos = self._end_of_text()
         out = []
         for ids in self.tokenizer(texts)["input_ids"]:
             ids = list(ids) + eos

@@ -19,6 +19,7 @@ import copy
 import os
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -138,6 +139,7 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
 
     from framework.core.registry import HARDWARE
     from framework.models.loading import load_tokenizer, resolve_checkpoint
+    from framework.objectives.base import ObjectiveContext, reference_context
     from framework.training.model import build_model
     from framework.training.speed import choose_fast_paths
 
@@ -147,6 +149,8 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     checkpoint = resolve_checkpoint(run.plugins.family, run.model)
     tokenizer = load_tokenizer(run.plugins.family, run.model, checkpoint)
     task_obj = TASKS.get(task)(run.task, run.data, tokenizer, family)
+    objective = run.plugins.objective(run.objective, task_obj)  # the loss, as the trainer asks
+    task_obj.use_objective(objective, run.train)
     splits = {"train": data.train}
     task_obj.check_columns(splits, data.raw.describe)
     task_obj.fit_labels({"train": data.raw.splits["train"]}, data.raw.describe)
@@ -170,8 +174,13 @@ def test_lora_trains_every_served_task(model_type: str, task: str, task_data) ->
     assert any("lora_" in n for n in trainable), sorted(trainable)[:5]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
+    unwrapped = SimpleNamespace(unwrap_model=lambda wrapped: wrapped)  # no Accelerate wrapping
+    context = ObjectiveContext(
+        model, unwrapped, reference_context(model, None), logits_only=fast.logits_only
+    )
     for _ in range(STEPS):
-        loss = task_obj.compute_loss(model, batch)
+        summed, count, _ = objective.loss_terms(context, batch)
+        loss = summed / count
         assert torch.isfinite(loss), loss
         loss.backward()
         optimizer.step()
@@ -326,8 +335,8 @@ def test_validate_reads_config_json_without_torch(tmp_path: Path) -> None:
     out = result.stdout
     assert (
         "task=causal_lm with model type 't5': not supported (causal_lm needs a decoder model "
-        "and 't5' is a seq2seq model); it serves: feature_extraction, question_ans, seq2seq_lm, "
-        "seq_cls, token_cls"
+        "and 't5' is a seq2seq model); it serves: feature_extraction, question_ans, reward_model, "
+        "seq2seq_lm, seq_cls, token_cls"
     ) in out, out + result.stderr
     assert (
         "task=token_cls with model type 'bart': not supported (transformers has no "
