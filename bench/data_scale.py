@@ -291,11 +291,14 @@ def ft_worker(train: Path, validation: Path, num_proc: int) -> dict[str, Any]:
             passes.append(time.perf_counter() - start)
 
     task_class.tokenize = timed_tokenize
-    single_process = types.SimpleNamespace(main_process_first=contextlib.nullcontext)
+    single_process = types.SimpleNamespace(
+        main_process_first=contextlib.nullcontext, is_main_process=True
+    )
     with MemorySampler() as sampler:
         start = time.perf_counter()
-        _, _, raw, tokenized = load_data(run, single_process, tokenizer, family)
+        data = load_data(run, single_process, tokenizer, family)
         prepare_s = time.perf_counter() - start
+    raw, tokenized = data.sources[0].raw.splits, data.tokenized[0]  # one source
     rows = {split: len(ds) for split, ds in raw.items()}
     return {
         "prepare_s": prepare_s,

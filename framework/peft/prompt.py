@@ -14,9 +14,10 @@ from typing import Any, Literal
 from framework.core.registry import PEFT_METHODS
 from framework.peft.base import PeftMethod, PeftParams, exclude
 
-# Facts about peft 0.21 + transformers 5, each checked by tests/test_peft_compat.py.
+# Facts about peft 0.21 + transformers 5, each checked by tests/test_peft_compat.py. A reward
+# model is a one-output sequence-classification head: what holds for seq_cls holds for it.
 _NO_PAST_KEY_VALUES = exclude(
-    ("seq_cls", "token_cls", "question_ans"),
+    ("seq_cls", "reward_model", "token_cls", "question_ans"),
     reason="prefix tuning passes past_key_values, which the transformers classification and QA "
     "heads do not accept (peft raises 'Model does not support past key values')",
     errors=("ValueError",),
@@ -30,7 +31,7 @@ _TOKEN_CLS_SHIFT = exclude(
     match="Expected input batch_size",
 )
 _NO_INPUT_EMBEDS = exclude(
-    ("seq_cls", "question_ans"),
+    ("seq_cls", "reward_model", "question_ans"),
     ("seq2seq",),
     reason="peft feeds inputs_embeds, which encoder-decoder (T5, BART) classification and QA "
     "heads refuse (transformers raises NotImplementedError / asks for input_ids)",
@@ -38,7 +39,7 @@ _NO_INPUT_EMBEDS = exclude(
     match=r"input embeddings is currently not supported|`input_ids` cannot be `None`",
 )
 _LAST_POSITION = exclude(
-    ("seq_cls",),
+    ("seq_cls", "reward_model"),
     ("decoder",),
     reason="decoder-only classifiers find the last real token from input_ids; given peft's "
     "inputs_embeds they read the last position, which is padding for shorter rows",
@@ -92,7 +93,7 @@ _ADAPTION_HEADS = exclude(
     match="'NoneType' object is not iterable",
 )
 _ADAPTION_NO_HEAD = exclude(
-    ("seq_cls",),
+    ("seq_cls", "reward_model"),
     reason="adaption prompt has no modules_to_save: the new, randomly initialised classifier "
     "head would stay frozen and would not be saved with the adapter",
     peft_fails=False,

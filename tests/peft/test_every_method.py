@@ -153,6 +153,8 @@ class TaskSetup:
         self.checkpoint = resolve_checkpoint(self.run.plugins.family, self.run.model)
         tokenizer = load_tokenizer(self.run.plugins.family, self.run.model, self.checkpoint)
         self.task = TASKS.get(task_name)(self.run.task, self.run.data, tokenizer, self.family)
+        self.objective = self.run.plugins.objective(self.run.objective, self.task)
+        self.task.use_objective(self.objective, self.run.train)
         raw = load_raw_splits(self.run.plugins.source, self.run.data, self.run.data_source)
         self.task.check_columns(raw.splits, raw.describe)
         self.task.fit_labels(raw.splits, raw.describe)
@@ -202,7 +204,15 @@ class TaskSetup:
         return out.logits
 
     def loss(self, model: Any) -> Any:
-        return self.task.compute_loss(model, self.batch)
+        """The run's training loss, asked of its objective as the trainer asks it."""
+        from types import SimpleNamespace
+
+        from framework.objectives.base import ObjectiveContext, reference_context
+
+        plain = SimpleNamespace(unwrap_model=lambda wrapped: wrapped)  # no Accelerate wrapping
+        context = ObjectiveContext(model, plain, reference_context(model, None))
+        summed, count, _ = self.objective.loss_terms(context, self.batch)
+        return summed / count
 
 
 _SETUPS: dict[tuple[str, str], TaskSetup] = {}
@@ -284,6 +294,9 @@ def test_preset_trains_only_its_adapter_and_reloads_in_plain_peft(
         if torch.equal(params_now[n], v)
         # AdaLoRA's singular values start at 0 and a layer pruned to rank 0 stays there
         and not (method_name == "adalora" and "lora_E" in n and not v.any())
+        # Bradley-Terry sees only chosen - rejected scores: the score head's bias cancels and
+        # gets an exact zero gradient
+        and not (task == "reward_model" and n.endswith(".bias") and "modules_to_save" in n)
     ]
     assert not unchanged, f"trainable parameters that never changed: {unchanged[:5]}"
 
