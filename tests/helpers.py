@@ -135,3 +135,29 @@ def method_params(method_name: str, preset: str | None = None, **overrides: Any)
     )
     assert not problems, problems
     return params
+
+
+def tiny_llama_lora(vocab: int, targets: tuple[str, ...] = ("q_proj", "v_proj", "lm_head")) -> Any:
+    """A 2-layer fp32 Llama (SDPA) with LoRA (r 4, dropout off) on `targets`, seeded; its B
+    matrices drawn non-zero (B = 0 at init would make the adapters no-ops in a comparison)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        attn_implementation="sdpa",
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(targets))
+    model = get_peft_model(LlamaForCausalLM(config), lora)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    return model

@@ -14,34 +14,14 @@ from framework.tasks import packing
 from framework.tasks.chat import IGNORE_INDEX
 from framework.training import packed_attention
 from framework.training.loaders import TokenBudgetBatches
-from tests.helpers import train_recipe
+from tests.helpers import tiny_llama_lora, train_recipe
 
 VOCAB = 96
 BUCKET = 32  # rows padded up to a multiple of this many tokens
 
 
 def tiny_llama():
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        attn_implementation="sdpa",
-    )
-    model = get_peft_model(
-        LlamaForCausalLM(config),
-        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]),
-    )
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
+    model = tiny_llama_lora(VOCAB, ("q_proj", "v_proj"))
     assert packed_attention.install(model)
     return model
 

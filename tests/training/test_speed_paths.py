@@ -12,7 +12,7 @@ import torch
 
 from framework.tasks import packing, token_loss
 from framework.tasks.chat import IGNORE_INDEX
-from tests.helpers import metrics, train_recipe
+from tests.helpers import metrics, tiny_llama_lora, train_recipe
 
 VOCAB = 96
 
@@ -20,30 +20,7 @@ VOCAB = 96
 @pytest.fixture(scope="module")
 def tiny_llama(one_torch_thread):
     """A 2-layer fp32 Llama (SDPA) with LoRA on q/v and on lm_head, dropout off."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        attn_implementation="sdpa",
-    )
-    model = get_peft_model(
-        LlamaForCausalLM(config),
-        LoraConfig(
-            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "lm_head"]
-        ),
-    )
-    for name, param in model.named_parameters():  # B = 0 at init: make the adapters matter
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
-    return model
+    return tiny_llama_lora(VOCAB)
 
 
 def examples(lengths: list[int], seed: int = 0) -> list[dict[str, list[int]]]:
