@@ -60,6 +60,8 @@ class TrainConfig:
     logits_only: bool = True  # causal LM: LM head only at positions that have a label
     # with logits_only: the LM head's matmul inside the cross-entropy, chunked over tokens
     fused_loss: bool = True
+    # classification read at the first token: the last encoder layer computes only that position
+    pooled_only: bool = True
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
     # its backend
     compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = "inductor"

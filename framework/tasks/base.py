@@ -87,6 +87,10 @@ class Task:
     # on and the model's logits are exactly its head's (checked at set-up).
     can_fuse_loss: ClassVar[bool] = False
     fused_head: Any = None
+    # Whether the task's head reads the encoder's output at the first position only (pooled
+    # classification); the trainer then runs the last layer at that position where the model
+    # gives the same logits with it (training/pooled_only.py, train.pooled_only).
+    can_pool_first_only: ClassVar[bool] = False
     # Whether tokenize() takes a streamed training split (data.streaming: nothing read whole
     # before training) and cuts text into data.block_size blocks (continued pretraining).
     can_stream: ClassVar[bool] = False

@@ -24,6 +24,7 @@ class SeqCls(Task):
     auto_model = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     summary = "classify texts or text pairs: single-label, multi-label, regression"
+    can_pool_first_only = True  # BERT-style heads pool the first token (checked on the model)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from framework.tasks import fused_loss, packing, token_loss
-from framework.training import packed_attention
+from framework.training import packed_attention, pooled_only
 
 log = logging.getLogger("ft")
 
@@ -28,9 +28,12 @@ class FastPaths:
     packed_offsets: bool = False
     row_multiple: int | None = None
     fused_head: Any = None  # tasks/fused_loss.FusedHead: train.fused_loss for this model
+    pooled_only: bool = False  # the last encoder layer runs at the pooled position only
 
     def describe(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"packing": self.packed, "logits_only": self.logits_only}
+        if self.pooled_only:
+            shown["pooled_only"] = True
         if self.fused_head is not None:
             shown["fused_loss"] = True
         if self.attention:
@@ -72,9 +75,38 @@ def choose_fast_paths(
             )
     fused = logits_only and train.fused_loss and task.can_fuse_loss
     fused_head = choose_fused_loss(run, model, profile, main) if fused else None
+    pooled = train.pooled_only and task.can_pool_first_only
     return FastPaths(
-        packed, packed_lengths, logits_only, attention, packed_offsets, row_multiple, fused_head
+        packed,
+        packed_lengths,
+        logits_only,
+        attention,
+        packed_offsets,
+        row_multiple,
+        fused_head,
+        pooled and choose_pooled_only(run, model, method, profile, main),
     )
+
+
+def choose_pooled_only(run: Any, model: Any, method: Any, profile: Any, main: bool) -> bool:
+    """Whether the last encoder layer runs at the pooled first position only
+    (training/pooled_only.py): where the model is a BERT-style encoder whose logits stay the
+    same with it (checked on a probe batch), and not under prompt learning or sharded weights.
+    One log line where it is left off for a reason the user may not expect."""
+    if pooled_only.last_encoder_layer(model) is None:
+        return False  # not a BERT-style encoder: nothing to skip, nothing to say
+    why_not = None
+    if method.prompt_learning:
+        why_not = f"peft={run.peft.name} prepends virtual tokens or past keys to each row"
+    elif profile.shards_parameters(run.hardware, run.train):
+        why_not = "sharded weights (ZeRO-3/FSDP) cannot run the check before training"
+    elif pooled_only.install(model, model.config.vocab_size):
+        return True
+    else:
+        why_not = "the model's logits differ with it (its head reads more than the first token)"
+    if main:
+        log.info("train.pooled_only: off for this run (%s)", why_not)
+    return False
 
 
 def choose_fused_loss(run: Any, model: Any, profile: Any, main: bool) -> Any:
