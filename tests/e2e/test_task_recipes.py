@@ -79,7 +79,12 @@ def toy_ner_rows(n: int, seed: int, held_out: bool) -> list:
 
 
 def _toy_ner_files(tmp_path_factory) -> list:
-    folder = tmp_path_factory.mktemp("toy_ner")
+    return toy_ner_overrides(tmp_path_factory.mktemp("toy_ner"))
+
+
+def toy_ner_overrides(folder: Path) -> list:
+    """Toy NER train (480 rows) and held-out (64 rows) files written into `folder`, as overrides
+    (bench/group_by_length.py trains the same)."""
     train = write_jsonl(folder / "train.jsonl", toy_ner_rows(480, 0, held_out=False))
     validation = write_jsonl(folder / "validation.jsonl", toy_ner_rows(64, 1, held_out=True))
     return [
