@@ -26,7 +26,7 @@ Printed: a markdown table of medians over the rounds; written: BENCH_OUT/cpu_ben
 Knobs (environment):
   BENCH_ROUNDS=3                      rounds (each runs both routes once)
   BENCH_WORKLOADS=minilm_cls,smollm2_sft,smollm2_dpo
-  BENCH_ROUTES=hf_tuned,trl           only these peers (ft always runs); default: all of them
+  BENCH_ROUTES=hf_tuned,trl           only these peers (ft and ft@other always run); default: all
   BENCH_EXAMPLES=N                    training examples of every workload (default: the recipe's),
                                       or per workload: minilm_cls=1000,smollm2_sft=32
   BENCH_EVAL_EXAMPLES=N               held-out rows the evaluator scores (default 500 / 64)
@@ -646,9 +646,9 @@ def main() -> int:
             flush=True,
         )
         routes = prepared.peers() + ["ft"] + (["ft@other"] if other_repo() else [])
-        if os.environ.get("BENCH_ROUTES"):  # a subset, e.g. while developing (ft stays)
+        if os.environ.get("BENCH_ROUTES"):  # a subset of the peers (ft and ft@other stay)
             chosen = os.environ["BENCH_ROUTES"].split(",")
-            routes = [r for r in routes if r in chosen or r == "ft"]
+            routes = [r for r in routes if r in chosen or r.startswith("ft")]
         runs: dict[str, list[dict[str, Any]]] = {route: [] for route in routes}
         for index in range(rounds):
             # Each route goes first, second, ... in turn.
