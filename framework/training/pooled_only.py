@@ -67,7 +67,7 @@ def first_position_forward(
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     attention = layer.attention.self
-    batch, length, _ = hidden_states.shape
+    batch = hidden_states.shape[0]
     heads_shape = (batch, -1, attention.num_attention_heads, attention.attention_head_size)
     first = hidden_states[:, :1]
     query = attention.query(first).view(*heads_shape).transpose(1, 2)
