@@ -31,6 +31,7 @@ import functools
 from typing import Any
 
 from framework.core.batch_keys import IGNORE_INDEX
+from framework.tasks.probe import agrees
 
 # Logits per chunk: 64 MiB of fp32 (e.g. 64 tokens of a 262k vocabulary); the chunked loss's own
 # size (tasks/token_loss.py), so that `ft estimate` sizes both from one number.
@@ -249,11 +250,10 @@ class FusedHead:
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 inputs = {"input_ids": ids, "use_cache": False}
-                fused = float(self.loss(model, inputs, positions, targets))
-                plain = float(plain_loss(model, inputs, positions, targets))
+                fused = self.loss(model, inputs, positions, targets).float()
+                plain = plain_loss(model, inputs, positions, targets).float()
         except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
             return False
         finally:
             model.train(was_training)
-        exact = next(model.parameters()).dtype == torch.float32
-        return abs(fused - plain) <= (1e-4 if exact else 3e-2) * max(1.0, abs(plain))
+        return agrees(plain, fused, model)

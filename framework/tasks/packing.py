@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from framework.tasks.chat import IGNORE_INDEX
+from framework.tasks.probe import agrees
 
 # Model keyword carrying a packed row's example lengths (a tuple of host ints) down to the
 # attention function (training/packed_attention.py: one attention call per example).
@@ -134,8 +135,4 @@ def packing_works(
         model.train(was_training)
     if packed.shape != apart.shape:
         return False
-    # fp32: differences are float rounding (~1e-6); a row attending across examples differs by
-    # the size of the logits themselves. bf16/fp16 weights round to ~1e-2 of the scale.
-    exact = next(model.parameters()).dtype == torch.float32
-    scale = float(apart.abs().max().clamp(min=1.0))
-    return float((packed - apart).abs().max()) <= (1e-4 if exact else 3e-2) * scale
+    return agrees(apart, packed, model)  # a row attending across examples differs by the scale

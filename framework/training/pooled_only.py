@@ -22,6 +22,8 @@ import sys
 import types
 from typing import Any
 
+from framework.tasks.probe import agrees
+
 ATTRIBUTE = "_ft_pooled_only"  # set on the layer while first_position_forward is installed
 
 
@@ -101,9 +103,6 @@ def install(model: Any, vocab_size: int) -> bool:
     layer = last_encoder_layer(model)
     if layer is None:
         return False
-    import torch
-
-    exact = next(model.parameters()).dtype == torch.float32
     try:
         before = probe_logits(model, vocab_size)
         layer.forward = types.MethodType(first_position_forward, layer)
@@ -112,7 +111,7 @@ def install(model: Any, vocab_size: int) -> bool:
     except (TypeError, ValueError, RuntimeError, IndexError, KeyError, AttributeError):
         uninstall(model)
         return False
-    if before.shape != after.shape or not close(before, after, exact):
+    if before.shape != after.shape or not agrees(before, after, model):
         uninstall(model)
         return False
     return True
@@ -144,10 +143,3 @@ def probe_logits(model: Any, vocab_size: int) -> Any:
     finally:
         model.train(was_training)
     return torch.cat([padded, unpadded])
-
-
-def close(expected: Any, got: Any, exact: bool) -> bool:
-    """Equal up to float rounding: 1e-4 of the logits' scale with fp32 weights (~1e-6 seen),
-    3e-2 with bf16/fp16 ones; a layer that reads other positions differs by the scale itself."""
-    scale = float(expected.abs().max().clamp(min=1.0))
-    return float((got - expected).abs().max()) <= (1e-4 if exact else 3e-2) * scale
